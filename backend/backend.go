@@ -1,0 +1,38 @@
+// Package backend defines what the agent asks of a data-plane backend
+// (backend/vxlan, backend/hostgw): the lease attributes it publishes, the MTU
+// it leaves for containers, and a reconcile loop that keeps the kernel in
+// the state the leases describe.
+package backend
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/netagent/netagent/subnet"
+)
+
+// Update is one change of the desired state, sent to Backend.Run.
+type Update struct {
+	// Own is this host's lease; non-nil in the first update and whenever the
+	// lease changes (re-acquired, another subnet).
+	Own *subnet.Lease
+	// Batch holds lease changes as the watch delivered them. It may include
+	// this host's own lease and leases of another backend type: the backend
+	// ignores those. A Snapshot batch replaces the whole peer set.
+	Batch *subnet.Batch
+}
+
+// Backend programs one kind of data plane.
+type Backend interface {
+	// Type is the lease BackendType ("vxlan", "host-gw").
+	Type() string
+	// MTU is the MTU containers get (FLANNEL_MTU).
+	MTU() int
+	// BackendData is published in this host's lease (nil for none).
+	BackendData() (json.RawMessage, error)
+	// Run owns the data plane until ctx is done: it applies updates as they
+	// come, watches the kernel for changes to what it installed, resyncs
+	// periodically, and repairs what is missing or wrong. It returns only
+	// when ctx is done or on an error it cannot recover from.
+	Run(ctx context.Context, updates <-chan Update) error
+}
