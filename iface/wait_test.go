@@ -1,0 +1,117 @@
+package iface
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// logBuf is a goroutine-safe log sink.
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func newLog() (*slog.Logger, *logBuf) {
+	b := &logBuf{}
+	return slog.New(slog.NewTextHandler(b, nil)), b
+}
+
+func TestSelectWaitInterfaceAppears(t *testing.T) {
+	t.Parallel()
+	h := newNS(t)
+	log, logs := newLog()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+
+	type result struct {
+		ext External
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ext, err := SelectWait(ctx, h, Options{EnableIPv4: true, Ifaces: []string{"veth5"}}, log)
+		done <- result{ext, err}
+	}()
+
+	// Wait until SelectWait has failed once, so the interface really
+	// appears while it is waiting.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "veth5: no such interface") {
+		if time.Now().After(deadline) {
+			t.Fatalf("SelectWait logged no failure; log: %s", logs.String())
+		}
+		select {
+		case r := <-done:
+			t.Fatalf("SelectWait returned before veth5 exists: %+v, %v", r.ext, r.err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	addVeth(t, h, "veth5", 0, true, "192.168.55.2/24")
+
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatalf("SelectWait: %v", r.err)
+		}
+		if r.ext.Name != "veth5" || r.ext.Addr != ip("192.168.55.2") || r.ext.PublicIP != ip("192.168.55.2") {
+			t.Errorf("SelectWait = %+v, want veth5 192.168.55.2", r.ext)
+		}
+	case <-time.After(8 * time.Second):
+		t.Fatal("SelectWait did not return after veth5 appeared")
+	}
+	if !strings.Contains(logs.String(), "external interface found") {
+		t.Errorf("success after waiting not logged; log: %s", logs.String())
+	}
+}
+
+func TestSelectWaitCancelled(t *testing.T) {
+	t.Parallel()
+	h := newNS(t)
+	log, logs := newLog()
+	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	ext, err := SelectWait(ctx, h, Options{EnableIPv4: true, Ifaces: []string{"eth9"}}, log)
+	if err == nil {
+		t.Fatalf("SelectWait = %+v, want an error", ext)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrNoInterface) {
+		t.Errorf("error %q is not both DeadlineExceeded and ErrNoInterface", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("SelectWait returned %v after the deadline", d)
+	}
+	// Several attempts failed the same way in 500 ms (at 0, 100 and
+	// 300 ms): logged once.
+	if n := strings.Count(logs.String(), "retrying"); n != 1 {
+		t.Errorf("logged %d retries, want 1; log: %s", n, logs.String())
+	}
+}
+
+func TestSelectWaitInvalidOptions(t *testing.T) {
+	// No namespace needed: the options are rejected before any lookup.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	_, err := SelectWait(ctx, nil, Options{}, nil)
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrNoInterface) {
+		t.Fatalf("SelectWait with no family = %v, want an immediate option error", err)
+	}
+}
