@@ -1,0 +1,166 @@
+package masq
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+)
+
+// testNS is a network namespace made for one test, deleted at its end.
+type testNS struct {
+	name string
+	ns   ns.NetNS
+}
+
+var nsSeq atomic.Int32
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: programs iptables and nftables in network namespaces it creates")
+	}
+}
+
+func requireCmd(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			t.Skipf("%s not installed: %v", n, err)
+		}
+	}
+}
+
+// newNS creates a network namespace named namasq<pid>-<n> (with lo up) and
+// deletes it when the test ends.
+func newNS(t *testing.T) *testNS {
+	t.Helper()
+	requireRoot(t)
+	name := fmt.Sprintf("namasq%d-%d", os.Getpid(), nsSeq.Add(1))
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	h, err := ns.GetNS("/var/run/netns/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	n := &testNS{name: name, ns: h}
+	n.sh(t, "ip", "link", "set", "lo", "up")
+	return n
+}
+
+// do runs f on a thread inside the namespace; commands f executes inherit
+// the namespace.
+func (n *testNS) do(t *testing.T, f func() error) {
+	t.Helper()
+	if err := n.ns.Do(func(ns.NetNS) error { return f() }); err != nil {
+		t.Fatalf("in %s: %v", n.name, err)
+	}
+}
+
+// sh runs a command inside the namespace and returns its output.
+func (n *testNS) sh(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := n.try(args...)
+	if err != nil {
+		t.Fatalf("in %s: %s: %v: %s", n.name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// try runs a command inside the namespace; `ip netns exec` enters it
+// before executing the command.
+func (n *testNS) try(args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", n.name}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+var (
+	saveCounters = regexp.MustCompile(`\[\d+:\d+\]`)
+	nftCounters  = regexp.MustCompile(`packets \d+ bytes \d+`)
+)
+
+// rootSnapshot reads (only reads) the firewall state of the namespace the
+// test process runs in: the root namespace.
+func rootSnapshot(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	for _, c := range [][]string{
+		{"iptables-nft-save"}, {"ip6tables-nft-save"},
+		{"iptables-legacy-save"}, {"ip6tables-legacy-save"},
+		{"nft", "list", "ruleset"},
+	} {
+		if _, err := exec.LookPath(c[0]); err != nil {
+			continue
+		}
+		out, err := exec.Command(c[0], c[1:]...).Output()
+		if err != nil {
+			t.Fatalf("%s: %v", strings.Join(c, " "), err)
+		}
+		fmt.Fprintf(&b, "== %s\n", strings.Join(c, " "))
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(line, "#") {
+				continue // timestamps
+			}
+			line = saveCounters.ReplaceAllString(line, "")
+			line = nftCounters.ReplaceAllString(line, "")
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
+
+// guardRoot fails the test if the root namespace's firewall state changed
+// while it ran: the managers must act only in the namespace of the thread
+// that calls them.
+func guardRoot(t *testing.T) {
+	t.Helper()
+	requireRoot(t)
+	before := rootSnapshot(t)
+	t.Cleanup(func() {
+		if after := rootSnapshot(t); after != before {
+			t.Errorf("root namespace firewall changed during the test:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+	})
+}
+
+// waitFor polls cond until it returns "" or the deadline passes, and fails
+// the test with cond's last answer.
+func waitFor(t *testing.T, d time.Duration, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		msg := cond()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", d, msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
