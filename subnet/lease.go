@@ -113,6 +113,12 @@ func parseKeyPart(s string) (netip.Prefix, error) {
 	if addr.Zone() != "" || addr.Is4In6() {
 		return netip.Prefix{}, fmt.Errorf("%q is not a plain address", s[:i])
 	}
+	// Only the canonical spelling is a key: "FC00::-64" and "fc00:0::-64"
+	// would name the subnet of "fc00::-64" under another key, escaping the
+	// create-if-absent guard, and Lease.Key would not name the stored key.
+	if addr.String() != s[:i] {
+		return netip.Prefix{}, fmt.Errorf("%q is not written in canonical form %s", s[:i], addr)
+	}
 	bits, err := strconv.Atoi(s[i+1:])
 	if err != nil || bits < 0 || bits > addr.BitLen() || s[i+1:] != strconv.Itoa(bits) {
 		return netip.Prefix{}, fmt.Errorf("bad prefix length %q", s[i+1:])
