@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/netagent/netagent/internal/netnsguard"
+)
+
+// etcdReadyTimeout bounds how long a fresh single-member etcd may take to
+// elect itself and serve.
+const etcdReadyTimeout = time.Minute
+
+// etcdOptions are the flags of `netagent-lab etcd`.
+type etcdOptions struct {
+	name             string
+	dataDir          string
+	listenClientURLs string
+	advertiseURLs    string
+	listenPeerURLs   string
+	logLevel         string
+}
+
+// Validate reports a missing data directory or a malformed URL list.
+func (o etcdOptions) Validate() error {
+	if o.dataDir == "" {
+		return errors.New("--data-dir is required")
+	}
+	if o.name == "" {
+		return errors.New("--name must not be empty")
+	}
+	for flagName, list := range map[string]string{
+		"--listen-client-urls":    o.listenClientURLs,
+		"--advertise-client-urls": o.advertiseURLs,
+		"--listen-peer-urls":      o.listenPeerURLs,
+	} {
+		if _, err := parseURLs(list); err != nil {
+			return fmt.Errorf("%s: %w", flagName, err)
+		}
+	}
+	return nil
+}
+
+// parseURLs parses a comma-separated list of http URLs; an empty list is
+// nil, not an error.
+func parseURLs(list string) ([]url.URL, error) {
+	if list == "" {
+		return nil, nil
+	}
+	var urls []url.URL
+	for _, s := range strings.Split(list, ",") {
+		u, err := url.Parse(strings.TrimSpace(s))
+		if err != nil {
+			return nil, err
+		}
+		if u.Scheme != "http" || u.Host == "" {
+			return nil, fmt.Errorf("%q: want http://host:port", s)
+		}
+		urls = append(urls, *u)
+	}
+	return urls, nil
+}
+
+// runEtcd runs a single-member embedded etcd until ctx is done. It prints
+// "etcd ready" on stdout once the member serves clients.
+func runEtcd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("etcd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o etcdOptions
+	fs.StringVar(&o.name, "name", "lab", "member name")
+	fs.StringVar(&o.dataDir, "data-dir", "", "data directory (required)")
+	fs.StringVar(&o.listenClientURLs, "listen-client-urls", "http://127.0.0.1:2379", "comma-separated URLs to serve clients on")
+	fs.StringVar(&o.advertiseURLs, "advertise-client-urls", "", "comma-separated client URLs to advertise (default: --listen-client-urls)")
+	fs.StringVar(&o.listenPeerURLs, "listen-peer-urls", "http://127.0.0.1:2380", "comma-separated URLs for peer traffic (single member: loopback)")
+	fs.StringVar(&o.logLevel, "log-level", "warn", "etcd log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("etcd: unexpected arguments %q", fs.Args())}
+	}
+	if o.advertiseURLs == "" {
+		o.advertiseURLs = o.listenClientURLs
+	}
+	if err := o.Validate(); err != nil {
+		return usageError{fmt.Errorf("etcd: %w", err)}
+	}
+	if err := netnsguard.Check(); err != nil {
+		return err
+	}
+
+	cfg := embed.NewConfig()
+	cfg.Name = o.name
+	cfg.Dir = o.dataDir
+	cfg.ListenClientUrls, _ = parseURLs(o.listenClientURLs)
+	cfg.AdvertiseClientUrls, _ = parseURLs(o.advertiseURLs)
+	cfg.ListenPeerUrls, _ = parseURLs(o.listenPeerURLs)
+	cfg.AdvertisePeerUrls = cfg.ListenPeerUrls
+	cfg.InitialCluster = cfg.InitialClusterFromName(o.name)
+	cfg.Logger = "zap"
+	cfg.LogLevel = o.logLevel
+	cfg.LogOutputs = []string{"stderr"}
+
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return fmt.Errorf("etcd: start: %w", err)
+	}
+	defer e.Close()
+
+	timer := time.NewTimer(etcdReadyTimeout)
+	defer timer.Stop()
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		return fmt.Errorf("etcd: %w", err)
+	case <-timer.C:
+		return fmt.Errorf("etcd: not ready after %v", etcdReadyTimeout)
+	case <-ctx.Done():
+		return nil
+	}
+	fmt.Fprintf(stdout, "etcd ready: name=%s client-urls=%s data-dir=%s\n", o.name, o.advertiseURLs, o.dataDir)
+
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-e.Err():
+		return fmt.Errorf("etcd: %w", err)
+	}
+}

@@ -1,0 +1,68 @@
+// Command netagent-lab runs a simulated netagent cluster on one machine:
+// network namespaces standing for hosts, an underlay switch and router, and
+// an etcd, all built by package internal/lab. It never programs the
+// machine's own network namespace.
+//
+// Usage:
+//
+//	netagent-lab etcd [flags]   run an embedded etcd server (the lab starts
+//	                            it inside its etcd namespace)
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(os.Stderr, "netagent-lab: %v\n", err)
+		}
+		var u usageError
+		if errors.As(err, &u) || errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+// usageError is a bad command line: exit status 2.
+type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
+
+const usage = `usage: netagent-lab <command> [flags]
+
+commands:
+  etcd      run an embedded etcd server (started by the lab in its namespace)
+
+Run 'netagent-lab <command> -h' for a command's flags.
+`
+
+// run dispatches to the subcommand named by args[0].
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usageError{errors.New("no command given")}
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "etcd":
+		return runEtcd(ctx, rest, stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return usageError{fmt.Errorf("unknown command %q", cmd)}
+	}
+}

@@ -1,0 +1,124 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"github.com/netagent/netagent/internal/netnsguard"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestProcessesAndClose(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	before := rootState(t)
+	l, err := New(testCtx(t, 30*time.Second), Options{Hosts: 1, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx := testCtx(t, 30*time.Second)
+	h := l.Hosts()[0]
+
+	sleeper, err := l.StartProcess(h.NS, []string{"LAB_TEST=1"}, "sleep", "60")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", sleeper.PID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"NETAGENT_REFUSE_INITIAL_NETNS=1", "LAB_TEST=1"} {
+		if !strings.Contains("\x00"+string(env)+"\x00", "\x00"+want+"\x00") {
+			t.Errorf("process environment lacks %s", want)
+		}
+	}
+	// Once ip netns exec has exec'd into sleep, the PID is in the host's
+	// namespace.
+	waitFor(t, ctx, "sleep in the host namespace", func() bool {
+		got, err1 := netnsguard.Stat(fmt.Sprintf("/proc/%d/ns/net", sleeper.PID()))
+		want, err2 := netnsguard.Stat(NSPath(h.NS))
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", sleeper.PID()))
+		return err1 == nil && err2 == nil && got == want && strings.TrimSpace(string(comm)) == "sleep"
+	})
+
+	exiter, err := l.StartProcess(h.NS, nil, "sh", "-c", "echo hello from the lab; exit 3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exitErr *exec.ExitError
+	if err := exiter.Wait(ctx); !errors.As(err, &exitErr) || exitErr.ExitCode() != 3 {
+		t.Errorf("Wait = %v, want exit status 3", err)
+	}
+	if tail := exiter.Tail(200); !strings.Contains(tail, "hello from the lab") {
+		t.Errorf("log %q lacks the output", tail)
+	}
+	if err := exiter.Signal(syscall.SIGTERM); !errors.Is(err, os.ErrProcessDone) {
+		t.Errorf("Signal after exit = %v, want os.ErrProcessDone", err)
+	}
+
+	// A process that ignores SIGTERM and leaves a child behind: Close
+	// kills it after the grace period and the child with the namespace.
+	stubborn, err := l.StartProcess(h.NS, nil, "sh", "-c", `trap "" TERM; sleep 60 & echo "child $!"; wait`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var child int
+	waitFor(t, ctx, "the child's PID in the log", func() bool {
+		m := regexp.MustCompile(`child (\d+)`).FindStringSubmatch(stubborn.Tail(200))
+		if m == nil {
+			return false
+		}
+		child, _ = strconv.Atoi(m[1])
+		return true
+	})
+
+	if _, err := l.Exec(ctx, "", "true"); !errors.Is(err, ErrForeignNamespace) {
+		t.Errorf("Exec in the current namespace = %v, want ErrForeignNamespace", err)
+	}
+	if _, err := l.StartProcess("some-other-ns", nil, "true"); !errors.Is(err, ErrForeignNamespace) {
+		t.Errorf("StartProcess in a foreign namespace = %v, want ErrForeignNamespace", err)
+	}
+
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	for _, pid := range []int{sleeper.PID(), stubborn.PID(), child} {
+		assertGone(t, pid)
+	}
+	if left := labNamespaces(t, l.Prefix()); len(left) > 0 {
+		t.Errorf("namespaces left: %v", left)
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := l.StartProcess(h.NS, nil, "true"); err == nil {
+		t.Error("StartProcess after Close succeeded")
+	}
+	if after := rootState(t); after != before {
+		t.Errorf("initial namespace changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+func assertGone(t *testing.T, pid int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	waitFor(t, ctx, fmt.Sprintf("process %d to be gone", pid), func() bool {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if errors.Is(err, os.ErrNotExist) {
+			return true
+		}
+		// "PID (comm) STATE ...": a zombie has exited.
+		s := string(stat)
+		i := strings.LastIndexByte(s, ')')
+		return i > 0 && len(s) > i+2 && s[i+2] == 'Z'
+	})
+}
