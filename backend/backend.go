@@ -35,4 +35,7 @@ type Backend interface {
 	// periodically, and repairs what is missing or wrong. It returns only
 	// when ctx is done or on an error it cannot recover from.
 	Run(ctx context.Context, updates <-chan Update) error
+	// Status is a snapshot of the data plane as of the last pass; cheap and
+	// safe to call from any goroutine.
+	Status() Status
 }

@@ -1,0 +1,114 @@
+// Package hostgw is the host-gw backend (SPEC section 4): per remote lease
+// a route to its subnet via its public IP on the external interface. Peers
+// must be on a directly connected subnet; one that is not is reported and
+// left out.
+package hostgw
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/netagent/netagent/backend"
+	"github.com/netagent/netagent/backend/internal/dataplane"
+	"github.com/netagent/netagent/iface"
+	"github.com/netagent/netagent/subnet"
+)
+
+// Type is the lease BackendType of this backend.
+const Type = "host-gw"
+
+// ErrPublicIPNotLocal is matched (errors.Is) by the error New returns when
+// the public IP is not an address of the external interface (NAT): peers
+// could not route to it.
+var ErrPublicIPNotLocal = errors.New("host-gw: public IP is not an address of the external interface")
+
+type notLocalError struct {
+	ip  netip.Addr
+	ext string
+}
+
+func (e *notLocalError) Error() string {
+	return fmt.Sprintf("host-gw: public IP %s is not an address of %s (NAT?)", e.ip, e.ext)
+}
+
+func (e *notLocalError) Is(target error) bool { return target == ErrPublicIPNotLocal }
+
+// Options configures a Backend; the same shape as vxlan.Options.
+type Options struct {
+	Log            *slog.Logger
+	Handle         *netlink.Handle
+	Netns          netns.NsHandle
+	Ext            iface.External
+	Config         *subnet.Config
+	ResyncInterval time.Duration
+}
+
+// Backend is the host-gw data plane.
+type Backend struct {
+	mtu    int
+	engine *dataplane.Engine
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// New checks that Ext.PublicIP is an address of Ext (not behind NAT).
+//
+// Equivalent to: `ip -4 addr show dev <ext>`.
+func New(opts Options) (*Backend, error) {
+	if opts.Handle == nil {
+		return nil, errors.New("host-gw: Options.Handle is nil")
+	}
+	if !opts.Ext.PublicIP.Is4() {
+		return nil, fmt.Errorf("host-gw: public IP %s is not an IPv4 address", opts.Ext.PublicIP)
+	}
+	link := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: opts.Ext.Index, Name: opts.Ext.Name}}
+	addrs, err := backend.RetryDump(func() ([]netlink.Addr, error) { return opts.Handle.AddrList(link, netlink.FAMILY_V4) })
+	if err != nil {
+		return nil, fmt.Errorf("host-gw: list addresses of %s: %w", opts.Ext.Name, err)
+	}
+	local := false
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == opts.Ext.PublicIP {
+			local = true
+		}
+	}
+	if !local {
+		return nil, &notLocalError{ip: opts.Ext.PublicIP, ext: opts.Ext.Name}
+	}
+	b := &Backend{mtu: opts.Ext.MTU}
+	b.engine = dataplane.New(dataplane.Config{
+		Log:            opts.Log,
+		Handle:         opts.Handle,
+		Netns:          opts.Netns,
+		Ext:            opts.Ext,
+		Type:           Type,
+		ResyncInterval: opts.ResyncInterval,
+		MTU:            b.mtu,
+	})
+	return b, nil
+}
+
+// Type returns "host-gw".
+func (b *Backend) Type() string { return Type }
+
+// MTU is the external interface's MTU.
+func (b *Backend) MTU() int { return b.mtu }
+
+// BackendData is nil: host-gw leases carry none.
+func (b *Backend) BackendData() (json.RawMessage, error) { return nil, nil }
+
+// Run programs the peers' routes until ctx is done (see backend.Backend).
+func (b *Backend) Run(ctx context.Context, updates <-chan backend.Update) error {
+	return b.engine.Run(ctx, updates)
+}
+
+// Status is a snapshot of the data plane.
+func (b *Backend) Status() backend.Status { return b.engine.Status() }

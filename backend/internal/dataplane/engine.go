@@ -1,0 +1,383 @@
+// Package dataplane is the reconcile loop shared by the vxlan and host-gw
+// backends: one goroutine owns the desired state (the peers' leases), applies
+// lease events incrementally, and runs full passes that diff the desired
+// state against the kernel on start, on netlink notifications about what it
+// installed, and periodically.
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/netagent/netagent/backend"
+	"github.com/netagent/netagent/iface"
+	"github.com/netagent/netagent/subnet"
+)
+
+const (
+	// debounce is how long a notification about our objects waits for
+	// more before a full pass runs.
+	debounce = 50 * time.Millisecond
+	// bigBatch is the batch size from which a batch is applied with one
+	// full pass instead of event by event.
+	bigBatch = 64
+	// minRetry is the first retry delay after a pass with errors.
+	minRetry = time.Second
+)
+
+// DeviceSpec describes the VXLAN device (SPEC section 3).
+type DeviceSpec struct {
+	Name     string
+	VNI      int
+	Port     int // 0: the kernel default (8472)
+	MTU      int
+	MAC      net.HardwareAddr
+	Learning bool
+	GBP      bool
+}
+
+// Config configures an Engine.
+type Config struct {
+	Log    *slog.Logger
+	Handle *netlink.Handle
+	// Netns is the namespace Handle works in, for the netlink
+	// subscriptions and a second handle; 0 or netns.None() for the
+	// current one.
+	Netns netns.NsHandle
+	Ext   iface.External
+	// Type is the lease BackendType the engine serves.
+	Type string
+	// Device is the VXLAN device; nil for host-gw.
+	Device *DeviceSpec
+	// DirectRouting routes to peers on a directly connected subnet of Ext
+	// via their public IP (vxlan only; host-gw always does).
+	DirectRouting bool
+	// ParseMAC extracts the VTEP MAC from a peer's BackendData (vxlan).
+	ParseMAC       func(data []byte) (net.HardwareAddr, error)
+	ResyncInterval time.Duration
+	MTU            int
+}
+
+// peer is the desired state of one remote lease, and what was last applied.
+type peer struct {
+	key      string
+	subnet   netip.Prefix
+	publicIP netip.Addr
+	mac      net.HardwareAddr
+	mode     string
+	// reachable is false for a host-gw peer that is not on a directly
+	// connected subnet: nothing is installed for it.
+	reachable bool
+	// applied is what the kernel holds for the peer as far as the engine
+	// knows (nil: nothing).
+	applied    *applied
+	programmed bool
+	lastErr    string
+}
+
+// applied is what was installed for a peer.
+type applied struct {
+	mode     string
+	publicIP netip.Addr
+	mac      net.HardwareAddr
+	devIndex int
+}
+
+// Engine is the reconcile loop. Its state is owned by the Run goroutine;
+// mu guards what Status reads.
+type Engine struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	peers    map[netip.Prefix]*peer
+	counters backend.Counters
+	lastPass time.Time
+
+	// Owned by the Run goroutine.
+	h2        *netlink.Handle
+	own       netip.Prefix
+	ownKnown  bool
+	devIndex  int
+	extNets   []netip.Prefix
+	byGW      map[netip.Addr]netip.Prefix
+	byMAC     map[[6]byte]netip.Prefix
+	firstDone bool
+}
+
+// New returns an engine; it does not touch the kernel.
+func New(cfg Config) *Engine {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ResyncInterval <= 0 {
+		cfg.ResyncInterval = 30 * time.Second
+	}
+	return &Engine{
+		cfg:      cfg,
+		log:      cfg.Log,
+		peers:    make(map[netip.Prefix]*peer),
+		byGW:     make(map[netip.Addr]netip.Prefix),
+		byMAC:    make(map[[6]byte]netip.Prefix),
+		counters: backend.Counters{Repairs: make(map[string]uint64)},
+	}
+}
+
+func (e *Engine) isVXLAN() bool { return e.cfg.Device != nil }
+
+// Run owns the data plane until ctx is done (see backend.Backend.Run). The
+// kernel state is left in place when it returns, so that a restarted agent
+// finds it and traffic does not stop.
+func (e *Engine) Run(ctx context.Context, updates <-chan backend.Update) error {
+	if e.cfg.Handle == nil {
+		return errors.New("dataplane: no netlink handle")
+	}
+	h2, err := newHandle(e.cfg.Netns)
+	if err != nil {
+		e.log.Warn("second netlink handle unavailable, programming serially", "err", err)
+	} else {
+		e.h2 = h2
+		defer h2.Close()
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	notifs := make(chan notification, 1<<14)
+	if err := e.watch(ctx, notifs); err != nil {
+		return fmt.Errorf("dataplane: subscribe to netlink: %w", err)
+	}
+
+	resync := time.NewTicker(e.cfg.ResyncInterval)
+	defer resync.Stop()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	armed := false
+	arm := func(d time.Duration) {
+		if !armed {
+			timer.Reset(d)
+			armed = true
+		}
+	}
+	retry := minRetry
+
+	pass := func() {
+		if !e.ownKnown {
+			return
+		}
+		if armed {
+			timer.Stop()
+			armed = false
+		}
+		if err := e.pass(); err != nil {
+			e.log.Warn("reconcile pass had errors", "err", err, "retry_in", retry)
+			arm(retry)
+			retry = min(2*retry, e.cfg.ResyncInterval)
+			return
+		}
+		retry = minRetry
+	}
+
+	onUpdate := func(u backend.Update, ok bool) {
+		if !ok {
+			updates = nil
+			return
+		}
+		full := e.update(u)
+		// Take whatever else is already queued before programming, so
+		// that a burst costs one pass.
+	drain:
+		for range 1024 {
+			select {
+			case u, ok := <-updates:
+				if !ok {
+					updates = nil
+					break drain
+				}
+				full = e.update(u) || full
+			default:
+				break drain
+			}
+		}
+		if full || !e.firstDone {
+			pass()
+		}
+	}
+
+	for {
+		// Lease events go first: a backlog of notifications must not
+		// delay them.
+		select {
+		case u, ok := <-updates:
+			onUpdate(u, ok)
+			continue
+		default:
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case u, ok := <-updates:
+			onUpdate(u, ok)
+		case n := <-notifs:
+			if e.ownKnown && e.wants(n) {
+				e.log.Debug("kernel changed under us", "notification", n.String())
+				arm(debounce)
+			}
+		case <-timer.C:
+			armed = false
+			pass()
+		case <-resync.C:
+			pass()
+		}
+	}
+}
+
+func newHandle(ns netns.NsHandle) (*netlink.Handle, error) {
+	if ns == 0 || !ns.IsOpen() {
+		return netlink.NewHandle()
+	}
+	return netlink.NewHandleAt(ns)
+}
+
+// update takes one Update in; it applies small batches event by event and
+// reports whether a full pass is needed instead.
+func (e *Engine) update(u backend.Update) (full bool) {
+	if u.Own != nil {
+		if !e.ownKnown || u.Own.Subnet != e.own {
+			full = true
+		}
+		e.own = u.Own.Subnet
+		e.ownKnown = true
+		if p := e.peers[e.own]; p != nil {
+			e.setPeer(e.own, nil)
+		}
+	}
+	b := u.Batch
+	if b == nil {
+		return full
+	}
+	if b.Snapshot {
+		seen := make(map[netip.Prefix]bool, len(b.Events))
+		for i := range b.Events {
+			if p := e.parse(&b.Events[i].Lease); p != nil {
+				seen[p.subnet] = true
+				e.setPeer(p.subnet, p)
+			}
+		}
+		for s := range e.peers {
+			if !seen[s] {
+				e.setPeer(s, nil)
+			}
+		}
+		return true
+	}
+	incremental := e.firstDone && !full && len(b.Events) < bigBatch
+	for i := range b.Events {
+		ev := &b.Events[i]
+		s := ev.Lease.Subnet
+		var p *peer
+		if ev.Type == subnet.EventAdded {
+			if p = e.parse(&ev.Lease); p == nil {
+				// Not ours to program (own lease, other type,
+				// malformed): drop what a previous value installed.
+				if !s.IsValid() || e.peers[s] == nil {
+					continue
+				}
+			}
+		} else if !s.IsValid() || e.peers[s] == nil {
+			continue
+		}
+		old := e.peers[s]
+		e.setPeer(s, p)
+		if incremental {
+			e.applyPeer(s, old, p)
+		}
+	}
+	return full || !incremental
+}
+
+// parse turns a lease into a peer, or nil when it is not one to program.
+func (e *Engine) parse(l *subnet.Lease) *peer {
+	a := &l.Attrs
+	if a.BackendType != e.cfg.Type || !l.Subnet.IsValid() {
+		return nil
+	}
+	if e.ownKnown && l.Subnet == e.own {
+		return nil
+	}
+	if !a.PublicIP.IsValid() || !a.PublicIP.Is4() {
+		e.log.Warn("ignoring lease without an IPv4 public IP", "lease", l.Key())
+		return nil
+	}
+	if a.PublicIP == e.cfg.Ext.PublicIP {
+		e.log.Warn("ignoring lease with this host's public IP", "lease", l.Key(), "public_ip", a.PublicIP)
+		return nil
+	}
+	p := &peer{key: l.Key(), subnet: l.Subnet.Masked(), publicIP: a.PublicIP, reachable: true}
+	if e.isVXLAN() {
+		mac, err := e.cfg.ParseMAC(a.BackendData)
+		if err != nil {
+			e.log.Warn("ignoring lease with malformed BackendData", "lease", l.Key(), "err", err)
+			return nil
+		}
+		p.mac = mac
+	}
+	e.decideMode(p)
+	return p
+}
+
+// decideMode sets the peer's mode from the external interface's subnets.
+func (e *Engine) decideMode(p *peer) {
+	onLink := e.onLink(p.publicIP)
+	switch {
+	case !e.isVXLAN():
+		p.mode = backend.ModeHostGW
+		p.reachable = onLink
+	case e.cfg.DirectRouting && onLink:
+		p.mode = backend.ModeDirect
+	default:
+		p.mode = backend.ModeVXLAN
+	}
+}
+
+func (e *Engine) onLink(ip netip.Addr) bool {
+	for _, n := range e.extNets {
+		if n.Bits() < 32 && n.Contains(ip) && n.Addr() != ip {
+			return true
+		}
+	}
+	return false
+}
+
+// setPeer replaces the desired state of subnet s (p nil: removed) and keeps
+// the lookup indexes in step. The applied record carries over.
+func (e *Engine) setPeer(s netip.Prefix, p *peer) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if old := e.peers[s]; old != nil {
+		delete(e.byGW, s.Addr())
+		if len(old.mac) == 6 && e.byMAC[[6]byte(old.mac)] == s {
+			delete(e.byMAC, [6]byte(old.mac))
+		}
+		if p != nil {
+			p.applied = old.applied
+		}
+	}
+	if p == nil {
+		delete(e.peers, s)
+		return
+	}
+	e.peers[s] = p
+	if p.mode == backend.ModeVXLAN {
+		e.byGW[s.Addr()] = s
+		e.byMAC[[6]byte(p.mac)] = s
+	}
+}

@@ -1,0 +1,266 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/netagent/netagent/backend"
+)
+
+// pass is one full reconcile: device, external subnets, then every route,
+// neighbour and fdb entry diffed against the kernel both ways. It returns
+// the joined errors of what could not be fixed.
+func (e *Engine) pass() error {
+	var errs []error
+	devErr := error(nil)
+	if e.isVXLAN() {
+		if devErr = e.ensureDevice(); devErr != nil {
+			errs = append(errs, devErr)
+		}
+	}
+	if err := e.refreshExtNets(); err != nil {
+		errs = append(errs, err)
+	}
+
+	kernel, err := e.dump()
+	if err != nil {
+		errs = append(errs, err)
+		e.finishPass(nil, nil, errs)
+		return errors.Join(errs...)
+	}
+
+	var ops []op
+	for _, p := range e.peers {
+		if p.mode == backend.ModeVXLAN && devErr != nil {
+			continue
+		}
+		ops = append(ops, e.diffPeer(p, kernel)...)
+	}
+	ops = append(ops, e.orphans(kernel)...)
+	opErrs := e.exec(ops)
+	errs = append(errs, opErrs...)
+	e.finishPass(ops, opErrs, nil)
+	if devErr != nil {
+		e.mu.Lock()
+		for _, p := range e.peers {
+			if p.mode == backend.ModeVXLAN {
+				p.programmed, p.lastErr = false, devErr.Error()
+			}
+		}
+		e.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// kernelState is what a pass found in the kernel.
+type kernelState struct {
+	routes map[netip.Prefix]*netlink.Route
+	neighs map[netip.Addr]*netlink.Neigh
+	fdbs   map[[6]byte]*netlink.Neigh
+}
+
+// dump reads the engine's routes (by protocol), and the neighbours and fdb
+// entries of its device.
+//
+// Equivalent to: `ip route show table main proto 78`, `ip neigh show dev
+// flannel.N`, `bridge fdb show dev flannel.N`.
+func (e *Engine) dump() (*kernelState, error) {
+	h := e.cfg.Handle
+	k := &kernelState{
+		routes: make(map[netip.Prefix]*netlink.Route),
+		neighs: make(map[netip.Addr]*netlink.Neigh),
+		fdbs:   make(map[[6]byte]*netlink.Neigh),
+	}
+	routes, err := backend.RetryDump(func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(netlink.FAMILY_V4,
+			&netlink.Route{Table: syscall.RT_TABLE_MAIN, Protocol: backend.RouteProtocol},
+			netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	for i := range routes {
+		if p, ok := ipNetPrefix(routes[i].Dst); ok {
+			k.routes[p] = &routes[i]
+		}
+	}
+	if e.devIndex == 0 {
+		return k, nil
+	}
+	neighs, err := backend.RetryDump(func() ([]netlink.Neigh, error) { return h.NeighList(e.devIndex, netlink.FAMILY_V4) })
+	if err != nil {
+		return nil, fmt.Errorf("list neighbours: %w", err)
+	}
+	for i := range neighs {
+		if ip, ok := netip.AddrFromSlice(neighs[i].IP); ok {
+			k.neighs[ip.Unmap()] = &neighs[i]
+		}
+	}
+	fdbs, err := backend.RetryDump(func() ([]netlink.Neigh, error) { return h.NeighList(e.devIndex, syscall.AF_BRIDGE) })
+	if err != nil {
+		return nil, fmt.Errorf("list fdb: %w", err)
+	}
+	for i := range fdbs {
+		if len(fdbs[i].HardwareAddr) == 6 {
+			k.fdbs[[6]byte(fdbs[i].HardwareAddr)] = &fdbs[i]
+		}
+	}
+	return k, nil
+}
+
+// diffPeer returns the ops that make the kernel hold p's entries, and marks
+// the entries it accounts for as seen (deleting them from k).
+func (e *Engine) diffPeer(p *peer, k *kernelState) []op {
+	var ops []op
+	repair := p.programmed
+	if !p.reachable {
+		return nil
+	}
+	want := e.wantRoute(p)
+	if r := k.routes[p.subnet]; r == nil || !routeMatches(r, want) {
+		ops = append(ops, op{kind: kindRoute, route: want, peer: p.subnet, repair: repair})
+	}
+	delete(k.routes, p.subnet)
+	if p.mode != backend.ModeVXLAN {
+		return ops
+	}
+	gw := p.subnet.Addr()
+	if n := k.neighs[gw]; n == nil || n.State != netlink.NUD_PERMANENT || !macEqual(n.HardwareAddr, p.mac) {
+		ops = append(ops, op{kind: kindNeigh, neigh: neighEntry(e.devIndex, gw, p.mac), peer: p.subnet, repair: repair})
+	}
+	delete(k.neighs, gw)
+	key := [6]byte(p.mac)
+	if e.byMAC[key] == p.subnet {
+		if f := k.fdbs[key]; f == nil || f.State != netlink.NUD_PERMANENT || !ipEqual(f.IP, p.publicIP) {
+			ops = append(ops, op{kind: kindFDB, neigh: fdbEntry(e.devIndex, p.mac, p.publicIP), peer: p.subnet, repair: repair})
+		}
+		delete(k.fdbs, key)
+	}
+	return ops
+}
+
+// orphans returns deletions of what is the engine's own in the kernel but
+// wanted by no peer: routes with RouteProtocol, permanent neighbours and
+// unicast permanent fdb entries with a destination on the device.
+func (e *Engine) orphans(k *kernelState) []op {
+	var ops []op
+	for _, r := range k.routes {
+		ops = append(ops, op{kind: kindRoute, del: true, route: r, repair: e.firstDone})
+	}
+	for _, n := range k.neighs {
+		if n.State == netlink.NUD_PERMANENT {
+			ops = append(ops, op{kind: kindNeigh, del: true, neigh: n, repair: e.firstDone})
+		}
+	}
+	for _, f := range k.fdbs {
+		mac := f.HardwareAddr
+		if f.State == netlink.NUD_PERMANENT && f.IP != nil && mac[0]&1 == 0 && !isZero(mac) {
+			ops = append(ops, op{kind: kindFDB, del: true, neigh: f, repair: e.firstDone})
+		}
+	}
+	return ops
+}
+
+// finishPass records the outcome of a pass's ops per peer and in the
+// counters.
+func (e *Engine) finishPass(ops []op, opErrs []error, fatal []error) {
+	failed := make(map[netip.Prefix]error)
+	for i := range ops {
+		if opErrs[i] != nil && ops[i].peer.IsValid() {
+			failed[ops[i].peer] = errors.Join(failed[ops[i].peer], opErrs[i])
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.counters.Passes++
+	e.lastPass = time.Now()
+	e.countErrors(opErrs)
+	for i := range ops {
+		if ops[i].repair && opErrs[i] == nil {
+			e.counters.Repairs[ops[i].kind]++
+		}
+	}
+	if fatal != nil {
+		return
+	}
+	for _, p := range e.peers {
+		prev := p.lastErr
+		e.settle(p, failed[p.subnet])
+		if !p.reachable && prev != p.lastErr {
+			e.log.Warn("peer not programmed", "lease", p.key, "public_ip", p.publicIP, "err", p.lastErr)
+		}
+	}
+	e.firstDone = true
+}
+
+// refreshExtNets reads the external interface's IPv4 subnets and re-decides
+// each peer's mode from them.
+//
+// Equivalent to: `ip -4 addr show dev <ext>`.
+func (e *Engine) refreshExtNets() error {
+	if !e.cfg.DirectRouting && e.isVXLAN() {
+		return nil
+	}
+	link := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: e.cfg.Ext.Index}}
+	addrs, err := backend.RetryDump(func() ([]netlink.Addr, error) { return e.cfg.Handle.AddrList(link, netlink.FAMILY_V4) })
+	if err != nil {
+		return fmt.Errorf("list addresses of %s: %w", e.cfg.Ext.Name, err)
+	}
+	nets := make([]netip.Prefix, 0, len(addrs))
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		ones, _ := a.Mask.Size()
+		nets = append(nets, netip.PrefixFrom(ip.Unmap(), ones))
+	}
+	e.extNets = nets
+	for s, p := range e.peers {
+		np := *p
+		e.decideMode(&np)
+		if np.mode != p.mode || np.reachable != p.reachable {
+			e.log.Info("peer route mode changed", "lease", p.key, "mode", np.mode, "reachable", np.reachable)
+			e.setPeer(s, &np)
+		}
+	}
+	return nil
+}
+
+func routeMatches(have, want *netlink.Route) bool {
+	return have.LinkIndex == want.LinkIndex && have.Gw.Equal(want.Gw) &&
+		have.Flags&int(netlink.FLAG_ONLINK) == want.Flags&int(netlink.FLAG_ONLINK) &&
+		have.Protocol == want.Protocol
+}
+
+func ipNetPrefix(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	ip, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(ip.Unmap(), ones), true
+}
+
+func ipEqual(ip net.IP, a netip.Addr) bool {
+	b, ok := netip.AddrFromSlice(ip)
+	return ok && b.Unmap() == a
+}
+
+func isZero(mac net.HardwareAddr) bool {
+	for _, b := range mac {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}

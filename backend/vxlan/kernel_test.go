@@ -1,0 +1,468 @@
+package vxlan
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/netagent/netagent/backend"
+	"github.com/netagent/netagent/backend/backendtest"
+	"github.com/netagent/netagent/iface"
+	"github.com/netagent/netagent/subnet"
+)
+
+var (
+	ownSubnet = netip.MustParsePrefix("10.5.1.0/24")
+	hostA     = netip.MustParseAddr("192.168.77.1")
+	hostB     = netip.MustParseAddr("192.168.77.2")
+)
+
+// env is host A (where the backend runs) joined to host B by a veth pair,
+// 192.168.77.1/24 and .2/24 on "eth0" at both ends.
+type env struct {
+	a, b *backendtest.NS
+	ext  iface.External
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{a: backendtest.NewNS(t, "a"), b: backendtest.NewNS(t, "b")}
+	backendtest.Veth(t, e.a, "eth0", e.b, "eth0")
+	e.a.IP(t, "addr", "add", "192.168.77.1/24", "dev", "eth0")
+	e.b.IP(t, "addr", "add", "192.168.77.2/24", "dev", "eth0")
+	e.ext = e.a.Ext(t, "eth0", hostA)
+	return e
+}
+
+// running is a Backend running in a goroutine.
+type running struct {
+	*Backend
+	updates chan backend.Update
+	stop    func()
+}
+
+func start(t *testing.T, ns *backendtest.NS, ext iface.External, backendJSON string) *running {
+	t.Helper()
+	b, err := New(Options{
+		Log:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Handle:         ns.Handle,
+		Netns:          ns.Netns,
+		Ext:            ext,
+		Config:         &subnet.Config{BackendType: Type, Backend: json.RawMessage(backendJSON)},
+		ResyncInterval: time.Hour, // repairs must come from notifications
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{Backend: b, updates: make(chan backend.Update, 16)}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := b.Run(ctx, r.updates); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	r.stop = sync.OnceFunc(func() { cancel(); wg.Wait() })
+	t.Cleanup(r.stop)
+	return r
+}
+
+func own() *subnet.Lease {
+	return &subnet.Lease{Subnet: ownSubnet, Attrs: subnet.LeaseAttrs{PublicIP: hostA, BackendType: Type}}
+}
+
+func peerLease(sub, pub, mac string) subnet.Lease {
+	return subnet.Lease{
+		Subnet: netip.MustParsePrefix(sub),
+		Attrs: subnet.LeaseAttrs{
+			PublicIP:    netip.MustParseAddr(pub),
+			BackendType: Type,
+			BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"` + mac + `"}`),
+		},
+	}
+}
+
+func snapshot(leases ...subnet.Lease) *subnet.Batch {
+	b := &subnet.Batch{Snapshot: true}
+	for _, l := range leases {
+		b.Events = append(b.Events, subnet.Event{Type: subnet.EventAdded, Lease: l})
+	}
+	return b
+}
+
+func event(typ subnet.EventType, l subnet.Lease) *subnet.Batch {
+	return &subnet.Batch{Events: []subnet.Event{{Type: typ, Lease: l}}}
+}
+
+// entries is the kernel state the backend is responsible for, as strings.
+type entries struct {
+	routes, neighs, fdbs []string
+}
+
+func (e entries) String() string {
+	return fmt.Sprintf("routes %q\nneighs %q\nfdbs %q", e.routes, e.neighs, e.fdbs)
+}
+
+func (e entries) equal(o entries) bool {
+	return slices.Equal(e.routes, o.routes) && slices.Equal(e.neighs, o.neighs) && slices.Equal(e.fdbs, o.fdbs)
+}
+
+// read lists the routes with the backend's protocol and the permanent
+// neighbours and fdb entries of dev.
+func read(h *netlink.Handle, dev string) (entries, error) {
+	var e entries
+	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: backend.RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		return e, err
+	}
+	for _, r := range routes {
+		l, err := h.LinkByIndex(r.LinkIndex)
+		if err != nil {
+			return e, err
+		}
+		s := fmt.Sprintf("%s via %s dev %s", r.Dst, r.Gw, l.Attrs().Name)
+		if r.Flags&int(netlink.FLAG_ONLINK) != 0 {
+			s += " onlink"
+		}
+		e.routes = append(e.routes, s)
+	}
+	link, err := h.LinkByName(dev)
+	if err != nil {
+		return e, err
+	}
+	neighs, err := h.NeighList(link.Attrs().Index, netlink.FAMILY_V4)
+	if err != nil {
+		return e, err
+	}
+	for _, n := range neighs {
+		if n.State == netlink.NUD_PERMANENT {
+			e.neighs = append(e.neighs, fmt.Sprintf("%s lladdr %s", n.IP, n.HardwareAddr))
+		}
+	}
+	fdbs, err := h.NeighList(link.Attrs().Index, syscall.AF_BRIDGE)
+	if err != nil {
+		return e, err
+	}
+	for _, f := range fdbs {
+		if f.State == netlink.NUD_PERMANENT && f.IP != nil && f.HardwareAddr[0]&1 == 0 {
+			e.fdbs = append(e.fdbs, fmt.Sprintf("%s dst %s", f.HardwareAddr, f.IP))
+		}
+	}
+	slices.Sort(e.routes)
+	slices.Sort(e.neighs)
+	slices.Sort(e.fdbs)
+	return e, nil
+}
+
+// vx is the expected entries of a vxlan-mode peer on flannel.1.
+func vx(sub, pub, mac string) entries {
+	p := netip.MustParsePrefix(sub)
+	return entries{
+		routes: []string{fmt.Sprintf("%s via %s dev flannel.1 onlink", p, p.Addr())},
+		neighs: []string{fmt.Sprintf("%s lladdr %s", p.Addr(), mac)},
+		fdbs:   []string{fmt.Sprintf("%s dst %s", mac, pub)},
+	}
+}
+
+func merge(es ...entries) entries {
+	var m entries
+	for _, e := range es {
+		m.routes = append(m.routes, e.routes...)
+		m.neighs = append(m.neighs, e.neighs...)
+		m.fdbs = append(m.fdbs, e.fdbs...)
+	}
+	slices.Sort(m.routes)
+	slices.Sort(m.neighs)
+	slices.Sort(m.fdbs)
+	return m
+}
+
+func waitEntries(t *testing.T, ns *backendtest.NS, dev string, want entries, timeout time.Duration) {
+	t.Helper()
+	backendtest.Eventually(t, timeout, func() error {
+		got, err := read(ns.Handle, dev)
+		if err != nil {
+			return err
+		}
+		if !got.equal(want) {
+			return fmt.Errorf("kernel has\n%s\nwant\n%s", got, want)
+		}
+		return nil
+	})
+}
+
+const (
+	macB = "3e:5b:b9:8d:d6:4d"
+	macC = "3e:5b:b9:8d:d6:4e"
+	macD = "3e:5b:b9:8d:d6:4f"
+)
+
+func TestSnapshotProgramsDeviceAndPeers(t *testing.T) {
+	e := newEnv(t)
+	r := start(t, e.a, e.ext, `{"Type":"vxlan"}`)
+	leases := []subnet.Lease{
+		peerLease("10.5.2.0/24", "192.168.77.2", macB),
+		peerLease("10.5.3.0/24", "192.168.77.3", macC),
+		// Ignored: own subnet, another backend type, malformed data.
+		{Subnet: ownSubnet, Attrs: subnet.LeaseAttrs{PublicIP: hostA, BackendType: Type}},
+		{Subnet: netip.MustParsePrefix("10.5.4.0/24"), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.168.77.4"), BackendType: "host-gw"}},
+		peerLease("10.5.5.0/24", "192.168.77.5", "ff:ff:ff:ff:ff:ff"),
+	}
+	r.updates <- backend.Update{Own: own(), Batch: snapshot(leases...)}
+	want := merge(vx("10.5.2.0/24", "192.168.77.2", macB), vx("10.5.3.0/24", "192.168.77.3", macC))
+	waitEntries(t, e.a, "flannel.1", want, 5*time.Second)
+
+	link, err := e.a.Handle.LinkByName("flannel.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, ok := link.(*netlink.Vxlan)
+	if !ok {
+		t.Fatalf("flannel.1 is a %s, want vxlan", link.Type())
+	}
+	if v.VxlanId != 1 || !v.SrcAddr.Equal(net.IP(hostA.AsSlice())) || v.VtepDevIndex != e.ext.Index ||
+		v.Port != 8472 || v.Learning || v.GBP {
+		t.Errorf("flannel.1 = id %d local %s dev %d port %d learning %t gbp %t; want id 1 local %s dev %d port 8472 nolearning",
+			v.VxlanId, v.SrcAddr, v.VtepDevIndex, v.Port, v.Learning, v.GBP, hostA, e.ext.Index)
+	}
+	if v.MTU != 1450 || v.HardwareAddr.String() != VtepMAC(hostA, 1).String() || v.Flags&net.FlagUp == 0 {
+		t.Errorf("flannel.1 mtu %d mac %s flags %v; want mtu 1450 mac %s up", v.MTU, v.HardwareAddr, v.Flags, VtepMAC(hostA, 1))
+	}
+	addrs, err := e.a.Handle.AddrList(link, netlink.FAMILY_V4)
+	if err != nil || len(addrs) != 1 || addrs[0].IPNet.String() != "10.5.1.0/32" {
+		t.Errorf("flannel.1 addresses %v, %v; want only 10.5.1.0/32", addrs, err)
+	}
+
+	st := r.Status()
+	if st.Device != "flannel.1" || st.MTU != 1450 || len(st.Peers) != 2 || !st.Peers[0].Programmed || st.Peers[0].Mode != backend.ModeVXLAN {
+		t.Errorf("Status = %+v", st)
+	}
+
+	// The same input again changes nothing.
+	passes := st.Counters.Passes
+	r.updates <- backend.Update{Batch: snapshot(leases...)}
+	backendtest.Eventually(t, 2*time.Second, func() error {
+		if p := r.Status().Counters.Passes; p <= passes {
+			return fmt.Errorf("passes %d, want > %d", p, passes)
+		}
+		return nil
+	})
+	got, err := read(e.a.Handle, "flannel.1")
+	if err != nil || !got.equal(want) {
+		t.Errorf("after the same snapshot again: %v\n%s", err, got)
+	}
+	if n := r.Status().Counters.Repairs; len(n) != 0 && (n["route"]+n["neigh"]+n["fdb"]+n["device"]+n["address"]) != 0 {
+		t.Errorf("repairs after an unchanged snapshot: %v", n)
+	}
+}
+
+func TestPeerEvents(t *testing.T) {
+	e := newEnv(t)
+	r := start(t, e.a, e.ext, `{"Type":"vxlan"}`)
+	r.updates <- backend.Update{Own: own(), Batch: snapshot(peerLease("10.5.2.0/24", "192.168.77.2", macB))}
+	waitEntries(t, e.a, "flannel.1", vx("10.5.2.0/24", "192.168.77.2", macB), 5*time.Second)
+
+	steps := []struct {
+		name  string
+		batch *subnet.Batch
+		want  entries
+	}{
+		{"peer added", event(subnet.EventAdded, peerLease("10.5.3.0/24", "192.168.77.3", macC)),
+			merge(vx("10.5.2.0/24", "192.168.77.2", macB), vx("10.5.3.0/24", "192.168.77.3", macC))},
+		{"VtepMAC changed", event(subnet.EventAdded, peerLease("10.5.3.0/24", "192.168.77.3", macD)),
+			merge(vx("10.5.2.0/24", "192.168.77.2", macB), vx("10.5.3.0/24", "192.168.77.3", macD))},
+		{"PublicIP changed", event(subnet.EventAdded, peerLease("10.5.3.0/24", "192.168.77.9", macD)),
+			merge(vx("10.5.2.0/24", "192.168.77.2", macB), vx("10.5.3.0/24", "192.168.77.9", macD))},
+		{"peer removed", event(subnet.EventRemoved, subnet.Lease{Subnet: netip.MustParsePrefix("10.5.2.0/24")}),
+			vx("10.5.3.0/24", "192.168.77.9", macD)},
+		{"changed to another backend type", event(subnet.EventAdded, subnet.Lease{Subnet: netip.MustParsePrefix("10.5.3.0/24"),
+			Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.168.77.9"), BackendType: "host-gw"}}),
+			entries{}},
+	}
+	for _, s := range steps {
+		r.updates <- backend.Update{Batch: s.batch}
+		t.Run(s.name, func(t *testing.T) { waitEntries(t, e.a, "flannel.1", s.want, 2*time.Second) })
+	}
+}
+
+func TestPrunesStaleAndAdopts(t *testing.T) {
+	e := newEnv(t)
+	// Left over from an earlier run: a compatible device with a wrong MTU
+	// and a stray address, entries of a peer that left meanwhile.
+	e.a.IP(t, "link", "add", "flannel.1", "type", "vxlan", "id", "1", "local", "192.168.77.1", "dev", "eth0", "dstport", "8472", "nolearning")
+	e.a.IP(t, "link", "set", "flannel.1", "mtu", "1400", "up")
+	e.a.IP(t, "addr", "add", "10.5.200.0/32", "dev", "flannel.1")
+	e.a.IP(t, "route", "add", "10.5.99.0/24", "via", "10.5.99.0", "dev", "flannel.1", "onlink", "proto", "78")
+	e.a.IP(t, "neigh", "add", "10.5.99.0", "lladdr", "02:00:00:00:00:99", "dev", "flannel.1", "nud", "permanent")
+	e.a.Cmd(t, "bridge", "fdb", "add", "02:00:00:00:00:99", "dev", "flannel.1", "dst", "192.168.77.99", "self", "permanent")
+	// Someone else's route, not to be touched.
+	e.a.IP(t, "route", "add", "10.9.0.0/24", "via", "192.168.77.2", "dev", "eth0", "proto", "static")
+	before, err := e.a.Handle.LinkByName("flannel.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	r := start(t, e.a, e.ext, `{"Type":"vxlan"}`)
+	r.updates <- backend.Update{Own: own(), Batch: snapshot(peerLease("10.5.2.0/24", "192.168.77.2", macB))}
+	waitEntries(t, e.a, "flannel.1", vx("10.5.2.0/24", "192.168.77.2", macB), 5*time.Second)
+
+	after, err := e.a.Handle.LinkByName("flannel.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Attrs().Index != before.Attrs().Index {
+		t.Errorf("compatible device replaced: index %d, was %d", after.Attrs().Index, before.Attrs().Index)
+	}
+	if after.Attrs().MTU != 1450 || after.Attrs().HardwareAddr.String() != VtepMAC(hostA, 1).String() {
+		t.Errorf("adopted device mtu %d mac %s; want 1450 %s", after.Attrs().MTU, after.Attrs().HardwareAddr, VtepMAC(hostA, 1))
+	}
+	if out := e.a.IP(t, "-4", "addr", "show", "dev", "flannel.1"); strings.Contains(out, "10.5.200.0") || !strings.Contains(out, "10.5.1.0/32") {
+		t.Errorf("addresses not corrected:\n%s", out)
+	}
+	if out := e.a.IP(t, "route", "show", "10.9.0.0/24"); !strings.Contains(out, "via 192.168.77.2 dev eth0 proto static") {
+		t.Errorf("foreign route touched: %q", out)
+	}
+}
+
+func TestReplacesIncompatibleDevice(t *testing.T) {
+	e := newEnv(t)
+	e.a.IP(t, "link", "add", "flannel.1", "type", "vxlan", "id", "7", "local", "192.168.77.1", "dev", "eth0", "dstport", "4789")
+	before, err := e.a.Handle.LinkByName("flannel.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, e.a, e.ext, `{"Type":"vxlan"}`)
+	r.updates <- backend.Update{Own: own(), Batch: snapshot(peerLease("10.5.2.0/24", "192.168.77.2", macB))}
+	waitEntries(t, e.a, "flannel.1", vx("10.5.2.0/24", "192.168.77.2", macB), 5*time.Second)
+	after, err := e.a.Handle.LinkByName("flannel.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := after.(*netlink.Vxlan)
+	if after.Attrs().Index == before.Attrs().Index || v.VxlanId != 1 || v.Port != 8472 {
+		t.Errorf("incompatible device kept: index %d (was %d) id %d port %d", after.Attrs().Index, before.Attrs().Index, v.VxlanId, v.Port)
+	}
+}
+
+func TestRepairs(t *testing.T) {
+	e := newEnv(t)
+	r := start(t, e.a, e.ext, `{"Type":"vxlan"}`)
+	r.updates <- backend.Update{Own: own(), Batch: snapshot(
+		peerLease("10.5.2.0/24", "192.168.77.2", macB), peerLease("10.5.3.0/24", "192.168.77.3", macC))}
+	want := merge(vx("10.5.2.0/24", "192.168.77.2", macB), vx("10.5.3.0/24", "192.168.77.3", macC))
+	waitEntries(t, e.a, "flannel.1", want, 5*time.Second)
+	mac := VtepMAC(hostA, 1).String()
+
+	damage := []struct {
+		name string
+		cmd  []string
+	}{
+		{"route deleted", []string{"ip", "route", "del", "10.5.2.0/24"}},
+		{"neighbour deleted", []string{"ip", "neigh", "del", "10.5.3.0", "dev", "flannel.1"}},
+		{"neighbour changed", []string{"ip", "neigh", "replace", "10.5.3.0", "lladdr", "02:11:11:11:11:11", "dev", "flannel.1", "nud", "permanent"}},
+		{"fdb deleted", []string{"bridge", "fdb", "del", macB, "dev", "flannel.1", "dst", "192.168.77.2", "self"}},
+		{"stray route added", []string{"ip", "route", "add", "10.5.77.0/24", "via", "10.5.77.0", "dev", "flannel.1", "onlink", "proto", "78"}},
+		{"address deleted", []string{"ip", "addr", "del", "10.5.1.0/32", "dev", "flannel.1"}},
+		{"MTU changed", []string{"ip", "link", "set", "flannel.1", "mtu", "1300"}},
+		{"device deleted", []string{"ip", "link", "del", "flannel.1"}},
+	}
+	for _, d := range damage {
+		t.Run(d.name, func(t *testing.T) {
+			e.a.Cmd(t, d.cmd[0], d.cmd[1:]...)
+			waitEntries(t, e.a, "flannel.1", want, 2*time.Second)
+			backendtest.Eventually(t, 2*time.Second, func() error {
+				l, err := e.a.Handle.LinkByName("flannel.1")
+				if err != nil {
+					return err
+				}
+				if l.Attrs().HardwareAddr.String() != mac || l.Attrs().MTU != 1450 {
+					return fmt.Errorf("flannel.1 mac %s mtu %d, want %s 1450", l.Attrs().HardwareAddr, l.Attrs().MTU, mac)
+				}
+				if out := e.a.IP(t, "-4", "addr", "show", "dev", "flannel.1"); !strings.Contains(out, "10.5.1.0/32") {
+					return fmt.Errorf("address missing:\n%s", out)
+				}
+				return nil
+			})
+		})
+	}
+	c := r.Status().Counters
+	for _, kind := range []string{"route", "neigh", "fdb", "device", "address"} {
+		if c.Repairs[kind] == 0 {
+			t.Errorf("no %s repair counted: %v", kind, c.Repairs)
+		}
+	}
+}
+
+func TestMACStableAcrossRestart(t *testing.T) {
+	e := newEnv(t)
+	r := start(t, e.a, e.ext, `{"Type":"vxlan"}`)
+	r.updates <- backend.Update{Own: own(), Batch: snapshot(peerLease("10.5.2.0/24", "192.168.77.2", macB))}
+	waitEntries(t, e.a, "flannel.1", vx("10.5.2.0/24", "192.168.77.2", macB), 5*time.Second)
+	r.stop()
+	e.a.IP(t, "link", "del", "flannel.1")
+
+	r2 := start(t, e.a, e.ext, `{"Type":"vxlan"}`)
+	r2.updates <- backend.Update{Own: own(), Batch: snapshot(peerLease("10.5.2.0/24", "192.168.77.2", macB))}
+	waitEntries(t, e.a, "flannel.1", vx("10.5.2.0/24", "192.168.77.2", macB), 5*time.Second)
+	l, err := e.a.Handle.LinkByName("flannel.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Attrs().HardwareAddr.String(); got != r.VtepMAC().String() || got != r2.VtepMAC().String() {
+		t.Errorf("MAC after restart %s, before %s", got, r.VtepMAC())
+	}
+}
+
+func TestDirectRouting(t *testing.T) {
+	e := newEnv(t)
+	// 192.168.88.0/24 is reached through a gateway on the underlay.
+	e.a.IP(t, "route", "add", "192.168.88.0/24", "via", "192.168.77.2")
+	r := start(t, e.a, e.ext, `{"Type":"vxlan","DirectRouting":true}`)
+	r.updates <- backend.Update{Own: own(), Batch: snapshot(
+		peerLease("10.5.2.0/24", "192.168.77.2", macB), peerLease("10.5.3.0/24", "192.168.88.5", macC))}
+	direct2 := entries{routes: []string{"10.5.2.0/24 via 192.168.77.2 dev eth0"}}
+	waitEntries(t, e.a, "flannel.1", merge(direct2, vx("10.5.3.0/24", "192.168.88.5", macC)), 5*time.Second)
+
+	// Ext gets an address on the second peer's subnet: it goes direct too.
+	e.a.IP(t, "addr", "add", "192.168.88.1/24", "dev", "eth0")
+	both := entries{routes: []string{"10.5.2.0/24 via 192.168.77.2 dev eth0", "10.5.3.0/24 via 192.168.88.5 dev eth0"}}
+	waitEntries(t, e.a, "flannel.1", both, 2*time.Second)
+	if st := r.Status(); st.Peers[1].Mode != backend.ModeDirect {
+		t.Errorf("peer 2 mode %q, want direct", st.Peers[1].Mode)
+	}
+
+	// And back when the address goes.
+	e.a.IP(t, "addr", "del", "192.168.88.1/24", "dev", "eth0")
+	e.a.IP(t, "route", "replace", "192.168.88.0/24", "via", "192.168.77.2")
+	waitEntries(t, e.a, "flannel.1", merge(direct2, vx("10.5.3.0/24", "192.168.88.5", macC)), 2*time.Second)
+}
+
+func TestPingOverVXLAN(t *testing.T) {
+	e := newEnv(t)
+	ra := start(t, e.a, e.ext, `{"Type":"vxlan"}`)
+	extB := e.b.Ext(t, "eth0", hostB)
+	rb := start(t, e.b, extB, `{"Type":"vxlan"}`)
+	subB := netip.MustParsePrefix("10.5.2.0/24")
+	la := subnet.Lease{Subnet: ownSubnet, Attrs: subnet.LeaseAttrs{PublicIP: hostA, BackendType: Type,
+		BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"` + ra.VtepMAC().String() + `"}`)}}
+	lb := subnet.Lease{Subnet: subB, Attrs: subnet.LeaseAttrs{PublicIP: hostB, BackendType: Type,
+		BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"` + rb.VtepMAC().String() + `"}`)}}
+	ra.updates <- backend.Update{Own: &la, Batch: snapshot(la, lb)}
+	rb.updates <- backend.Update{Own: &lb, Batch: snapshot(la, lb)}
+	waitEntries(t, e.a, "flannel.1", vx("10.5.2.0/24", "192.168.77.2", rb.VtepMAC().String()), 5*time.Second)
+	waitEntries(t, e.b, "flannel.1", vx("10.5.1.0/24", "192.168.77.1", ra.VtepMAC().String()), 5*time.Second)
+	// From A's overlay address to B's, bounded: 2 packets, 1 s each.
+	e.a.Exec(t, "ping", "-c", "2", "-W", "1", "-I", "10.5.1.0", "10.5.2.0")
+}
