@@ -1,0 +1,381 @@
+package subnet
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// ErrPoolExhausted is wrapped by the error of an acquisition that found no
+// free subnet; the error names the pool.
+var ErrPoolExhausted = errors.New("subnet: pool exhausted")
+
+// ErrLeaseConflict is wrapped by the error of an acquisition whose
+// transaction lost a race with another host (Acquire retries it).
+var ErrLeaseConflict = errors.New("subnet: lease changed concurrently")
+
+// ErrInvalidOptions is wrapped by the error of an acquisition whose
+// AcquireOptions or Config cannot work; retrying does not help.
+var ErrInvalidOptions = errors.New("subnet: invalid acquire options")
+
+// Defaults of AcquireOptions.
+const (
+	DefaultLeaseTTL    = 24 * time.Hour
+	DefaultRenewMargin = time.Hour
+)
+
+// conflictRetries is how many times TryAcquire re-lists after losing a race
+// before it reports ErrLeaseConflict.
+const conflictRetries = 3
+
+// AcquireOptions describe the lease this host asks for.
+type AcquireOptions struct {
+	// Attrs is the value to store: PublicIP (PublicIPv6 on an IPv6-only
+	// network) identifies this host's own lease.
+	Attrs LeaseAttrs
+	// TTL is the etcd lease's time to live (DefaultLeaseTTL when zero,
+	// whole seconds, at least 1 s).
+	TTL time.Duration
+	// RenewMargin is how long before expiry a Holder renews
+	// (DefaultRenewMargin when zero); it must be shorter than TTL.
+	RenewMargin time.Duration
+	// Previous and PreviousV6 are the subnets of the previous subnet file,
+	// if any: preferred when this host has no lease and they are free.
+	Previous, PreviousV6 netip.Prefix
+}
+
+// withDefaults checks o against cfg and fills in the defaults.
+func (o AcquireOptions) withDefaults(cfg *Config) (AcquireOptions, error) {
+	if cfg == nil || (!cfg.EnableIPv4 && !cfg.EnableIPv6) {
+		return o, fmt.Errorf("%w: the config enables neither IPv4 nor IPv6", ErrInvalidOptions)
+	}
+	if o.TTL == 0 {
+		o.TTL = DefaultLeaseTTL
+	}
+	if o.RenewMargin == 0 {
+		o.RenewMargin = DefaultRenewMargin
+	}
+	switch {
+	case o.TTL < time.Second:
+		return o, fmt.Errorf("%w: TTL %v is shorter than 1s", ErrInvalidOptions, o.TTL)
+	case o.RenewMargin < 0 || o.RenewMargin >= o.TTL:
+		return o, fmt.Errorf("%w: RenewMargin %v must be positive and shorter than TTL %v", ErrInvalidOptions, o.RenewMargin, o.TTL)
+	case cfg.EnableIPv4 && !o.Attrs.PublicIP.Is4():
+		return o, fmt.Errorf("%w: IPv4 is enabled but Attrs.PublicIP is not an IPv4 address", ErrInvalidOptions)
+	case !cfg.EnableIPv4 && !o.Attrs.PublicIPv6.Is6():
+		return o, fmt.Errorf("%w: IPv6-only network but Attrs.PublicIPv6 is not an IPv6 address", ErrInvalidOptions)
+	case cfg.EnableIPv4 && (!cfg.SubnetMin.IsValid() || !cfg.SubnetMax.IsValid() || cfg.SubnetMin.Bits() != cfg.SubnetLen || cfg.SubnetMax.Bits() != cfg.SubnetLen):
+		return o, fmt.Errorf("%w: the config's IPv4 SubnetMin/SubnetMax/SubnetLen are inconsistent", ErrInvalidOptions)
+	case cfg.EnableIPv6 && (!cfg.IPv6SubnetMin.IsValid() || !cfg.IPv6SubnetMax.IsValid() || cfg.IPv6SubnetMin.Bits() != cfg.IPv6SubnetLen || cfg.IPv6SubnetMax.Bits() != cfg.IPv6SubnetLen):
+		return o, fmt.Errorf("%w: the config's IPv6 SubnetMin/SubnetMax/SubnetLen are inconsistent", ErrInvalidOptions)
+	}
+	return o, nil
+}
+
+func v4Pool(cfg *Config) pool { return pool{cfg.SubnetMin, cfg.SubnetMax, cfg.SubnetLen} }
+func v6Pool(cfg *Config) pool { return pool{cfg.IPv6SubnetMin, cfg.IPv6SubnetMax, cfg.IPv6SubnetLen} }
+
+// held is a lease this host holds, with its etcd lease (0 for a
+// reservation), the time its TTL was last restarted and the value stored.
+type held struct {
+	lease   Lease
+	id      clientv3.LeaseID
+	ttl     time.Duration
+	renewed time.Time
+	value   []byte
+}
+
+// TryAcquire makes one acquisition (SPEC section 1): this host's own lease,
+// found by its PublicIP (PublicIPv6 when IPv6-only), when it fits cfg;
+// else the previous subnet(s) if free and fitting; else a free subnet drawn
+// at random. It returns an error wrapping ErrPoolExhausted when none is
+// free. It re-lists up to a few times when it loses a race with another
+// host, then returns ErrLeaseConflict.
+//
+// Its cost in etcd requests does not depend on the number of leases: one
+// Range, one Grant and one Txn (plus one keys-only Range for a new lease
+// with an IPv6 subnet, and a Revoke when the Txn fails).
+func (r *Registry) TryAcquire(ctx context.Context, cfg *Config, opts AcquireOptions) (Lease, error) {
+	opts, err := opts.withDefaults(cfg)
+	if err != nil {
+		return Lease{}, err
+	}
+	h, err := r.tryAcquire(ctx, cfg, opts)
+	return h.lease, err
+}
+
+// Acquire calls TryAcquire until it succeeds or ctx is done, waiting with
+// capped exponential backoff and jitter between attempts. Exhaustion and
+// store errors are logged once per attempt.
+func (r *Registry) Acquire(ctx context.Context, cfg *Config, opts AcquireOptions) (Lease, error) {
+	opts, err := opts.withDefaults(cfg)
+	if err != nil {
+		return Lease{}, err
+	}
+	h, err := r.acquire(ctx, cfg, opts)
+	return h.lease, err
+}
+
+func (r *Registry) acquire(ctx context.Context, cfg *Config, opts AcquireOptions) (held, error) {
+	bo := newBackoff(time.Second, 30*time.Second)
+	for {
+		h, err := r.tryAcquire(ctx, cfg, opts)
+		switch {
+		case err == nil:
+			return h, nil
+		case ctx.Err() != nil:
+			return held{}, ctx.Err()
+		case errors.Is(err, ErrInvalidOptions):
+			return held{}, err
+		}
+		wait := bo.next()
+		if errors.Is(err, ErrLeaseConflict) {
+			wait = rand.N(200 * time.Millisecond)
+		} else {
+			r.log.Warn("cannot acquire a subnet lease: retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
+		}
+		if err := sleepCtx(ctx, wait); err != nil {
+			return held{}, err
+		}
+	}
+}
+
+func (r *Registry) tryAcquire(ctx context.Context, cfg *Config, opts AcquireOptions) (held, error) {
+	var err error
+	for range conflictRetries {
+		var h held
+		if h, err = r.attempt(ctx, cfg, opts); !errors.Is(err, ErrLeaseConflict) {
+			return h, err
+		}
+	}
+	return held{}, err
+}
+
+// attempt is one list-decide-write round.
+func (r *Registry) attempt(ctx context.Context, cfg *Config, opts AcquireOptions) (held, error) {
+	entries, rev, err := r.list(ctx)
+	if err != nil {
+		return held{}, err
+	}
+	value, err := opts.Attrs.MarshalJSON()
+	if err != nil {
+		return held{}, fmt.Errorf("subnet: encode lease value: %w", err)
+	}
+	if own := r.findOwn(cfg, opts, entries); own != nil {
+		if own.lease.Reservation {
+			return r.takeReservation(ctx, own, opts, value)
+		}
+		return r.renewOwn(ctx, own, opts, value)
+	}
+	taken := newTakenSet(cfg, entries)
+	var v4, v6 netip.Prefix
+	if cfg.EnableIPv4 {
+		if v4, err = v4Pool(cfg).pick(taken, opts.Previous); err != nil {
+			return held{}, err
+		}
+	}
+	if cfg.EnableIPv6 {
+		if v6, err = v6Pool(cfg).pick(taken, opts.PreviousV6); err != nil {
+			return held{}, err
+		}
+	}
+	return r.create(ctx, v4, v6, rev, opts, value)
+}
+
+// findOwn returns this host's lease that fits cfg, preferring a
+// reservation, then the newest; nil when there is none.
+func (r *Registry) findOwn(cfg *Config, opts AcquireOptions, entries []entry) *entry {
+	var own *entry
+	for i := range entries {
+		e := &entries[i]
+		if e.err != nil {
+			continue
+		}
+		mine := e.lease.Attrs.PublicIP == opts.Attrs.PublicIP
+		if !cfg.EnableIPv4 {
+			mine = e.lease.Attrs.PublicIPv6 == opts.Attrs.PublicIPv6
+		}
+		if !mine {
+			continue
+		}
+		if !cfg.Fits(e.lease.Subnet, e.lease.IPv6Subnet) {
+			r.log.Info("not reusing this host's lease: it does not fit the network config", "key", r.SubnetsPrefix()+e.lease.Key())
+			continue
+		}
+		switch {
+		case own == nil,
+			e.lease.Reservation && !own.lease.Reservation,
+			e.lease.Reservation == own.lease.Reservation && e.lease.CreateRevision > own.lease.CreateRevision:
+			own = e
+		}
+	}
+	return own
+}
+
+// takeReservation takes a reservation as it is; only a different value is
+// written, still without an etcd lease, guarded by its ModRevision.
+func (r *Registry) takeReservation(ctx context.Context, own *entry, opts AcquireOptions, value []byte) (held, error) {
+	l := own.lease
+	key := r.leaseKey(&l)
+	if old, err := l.Attrs.MarshalJSON(); err == nil && bytes.Equal(old, value) {
+		r.log.Info("took reserved subnet", "key", key)
+		return held{lease: l, value: own.value, renewed: time.Now()}, nil
+	}
+	resp, err := r.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", l.ModRevision)).
+		Then(clientv3.OpPut(key, string(value))).
+		Commit()
+	if err != nil {
+		return held{}, fmt.Errorf("subnet: update reservation %s: %w", key, err)
+	}
+	if !resp.Succeeded {
+		return held{}, fmt.Errorf("%w: reservation %s was modified", ErrLeaseConflict, key)
+	}
+	l.Attrs = opts.Attrs
+	l.ModRevision = resp.Header.GetRevision()
+	r.log.Info("took reserved subnet", "key", key)
+	return held{lease: l, value: value, renewed: time.Now()}, nil
+}
+
+// renewOwn reuses this host's existing lease with a fresh etcd lease, so
+// that its TTL restarts, guarded by the key's CreateRevision.
+func (r *Registry) renewOwn(ctx context.Context, own *entry, opts AcquireOptions, value []byte) (held, error) {
+	l := own.lease
+	key := r.leaseKey(&l)
+	h, err := r.grantAndPut(ctx, key, clientv3.Compare(clientv3.CreateRevision(key), "=", l.CreateRevision), opts, value)
+	if err != nil {
+		return held{}, err
+	}
+	h.lease.Subnet, h.lease.IPv6Subnet = l.Subnet, l.IPv6Subnet
+	h.lease.CreateRevision = l.CreateRevision
+	r.log.Info("reusing this host's subnet lease", "key", key)
+	return h, nil
+}
+
+// create writes a new lease for v4/v6, none of whose subnets may exist
+// under any key form: the exact key and the other forms holding the IPv4
+// subnet are guarded in the Txn; a key holding the IPv6 subnet in another
+// form (which no compare can express) is looked for right after.
+func (r *Registry) create(ctx context.Context, v4, v6 netip.Prefix, listRev int64, opts AcquireOptions, value []byte) (held, error) {
+	key := r.SubnetsPrefix() + LeaseKey(v4, v6)
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.Version(key), "=", 0)}
+	if v4.IsValid() {
+		k4 := r.SubnetsPrefix() + LeaseKey(v4, netip.Prefix{})
+		if k4 != key {
+			cmps = append(cmps, clientv3.Compare(clientv3.Version(k4), "=", 0))
+		}
+		cmps = append(cmps, clientv3.Compare(clientv3.Version(k4+"&"), "=", 0).WithPrefix())
+	}
+	if v6.IsValid() {
+		if k6 := r.SubnetsPrefix() + LeaseKey(netip.Prefix{}, v6); k6 != key {
+			cmps = append(cmps, clientv3.Compare(clientv3.Version(k6), "=", 0))
+		}
+	}
+	h, err := r.grantAndPut(ctx, key, clientv3.Compare(clientv3.Version(key), "=", 0), opts, value, cmps[1:]...)
+	if err != nil {
+		return held{}, err
+	}
+	h.lease.Subnet, h.lease.IPv6Subnet = v4, v6
+	h.lease.CreateRevision = h.lease.ModRevision
+	if v6.IsValid() {
+		if err := r.checkRivals(ctx, &h, listRev); err != nil {
+			return held{}, err
+		}
+	}
+	r.log.Info("acquired new subnet lease", "key", key)
+	return h, nil
+}
+
+// grantAndPut grants an etcd lease of opts.TTL and puts key under it if
+// guard (and more) hold; the etcd lease is revoked when the put fails.
+func (r *Registry) grantAndPut(ctx context.Context, key string, guard clientv3.Cmp, opts AcquireOptions, value []byte, more ...clientv3.Cmp) (held, error) {
+	ttl := int64((opts.TTL + time.Second - 1) / time.Second)
+	grant, err := r.cli.Grant(ctx, ttl)
+	if err != nil {
+		return held{}, fmt.Errorf("subnet: grant etcd lease for %s: %w", key, err)
+	}
+	resp, err := r.cli.Txn(ctx).
+		If(append([]clientv3.Cmp{guard}, more...)...).
+		Then(clientv3.OpPut(key, string(value), clientv3.WithLease(grant.ID))).
+		Commit()
+	if err != nil || !resp.Succeeded {
+		r.revoke(ctx, grant.ID)
+		if err != nil {
+			return held{}, fmt.Errorf("subnet: write lease %s: %w", key, err)
+		}
+		return held{}, fmt.Errorf("%w: %s was taken or changed", ErrLeaseConflict, key)
+	}
+	now := time.Now()
+	granted := time.Duration(grant.TTL) * time.Second
+	return held{
+		lease: Lease{
+			Attrs:       opts.Attrs,
+			Expiration:  now.Add(granted),
+			ModRevision: resp.Header.GetRevision(),
+		},
+		id:      grant.ID,
+		ttl:     granted,
+		renewed: now,
+		value:   value,
+	}, nil
+}
+
+// checkRivals looks for keys created since the list at listRev that hold
+// one of h's subnets in another key form. The older key wins: when a rival
+// is older, h's key is deleted and ErrLeaseConflict returned.
+func (r *Registry) checkRivals(ctx context.Context, h *held, listRev int64) error {
+	key := r.leaseKey(&h.lease)
+	resp, err := r.cli.Get(ctx, r.SubnetsPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithMinCreateRev(listRev+1), clientv3.WithMaxCreateRev(h.lease.CreateRevision-1))
+	if err != nil {
+		r.release(ctx, h)
+		return fmt.Errorf("subnet: check new lease %s: %w", key, err)
+	}
+	for _, kv := range resp.Kvs {
+		v4, v6, err := ParseLeaseKey(strings.TrimPrefix(string(kv.Key), r.SubnetsPrefix()))
+		if err != nil {
+			continue
+		}
+		if (v6.IsValid() && v6.Overlaps(h.lease.IPv6Subnet)) || (v4.IsValid() && h.lease.Subnet.IsValid() && v4.Overlaps(h.lease.Subnet)) {
+			r.release(ctx, h)
+			return fmt.Errorf("%w: %s was taken first as %s", ErrLeaseConflict, key, kv.Key)
+		}
+	}
+	return nil
+}
+
+// release deletes a key just created (guarded by its CreateRevision) and
+// revokes its etcd lease.
+func (r *Registry) release(ctx context.Context, h *held) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
+	defer cancel()
+	key := r.leaseKey(&h.lease)
+	_, err := r.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", h.lease.CreateRevision)).
+		Then(clientv3.OpDelete(key)).
+		Commit()
+	if err != nil {
+		r.log.Warn("cannot delete lost lease: it expires with its etcd lease", "key", key, "err", err)
+	}
+	r.revoke(ctx, h.id)
+}
+
+// revoke revokes an etcd lease that no key should keep, even when ctx is
+// done; a failure is logged (the etcd lease then just expires).
+func (r *Registry) revoke(ctx context.Context, id clientv3.LeaseID) {
+	if id == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
+	defer cancel()
+	if _, err := r.cli.Revoke(ctx, id); err != nil {
+		r.log.Warn("cannot revoke unused etcd lease: it will expire", "lease_id", fmt.Sprintf("%x", int64(id)), "err", err)
+	}
+}

@@ -1,0 +1,254 @@
+package subnet
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// renewRetryMax caps the wait between renewal attempts while etcd cannot
+// be reached.
+const renewRetryMax = 15 * time.Second
+
+// Holder keeps this host's lease: it renews the etcd lease before it
+// expires, watches the key, and re-acquires a lease (the same subnet when
+// it can) when the key is deleted, changed by someone else or expires. It
+// never gives up while the context given to Hold lives.
+type Holder struct {
+	r       *Registry
+	cfg     *Config
+	opts    AcquireOptions
+	cancel  context.CancelFunc
+	done    chan struct{}
+	changes chan Lease
+
+	mu          sync.Mutex
+	cur         held
+	lastRenewal time.Time
+}
+
+// Hold acquires a lease as Acquire does, then keeps it in a goroutine until
+// ctx is done or Close is called.
+func (r *Registry) Hold(ctx context.Context, cfg *Config, opts AcquireOptions) (*Holder, error) {
+	opts, err := opts.withDefaults(cfg)
+	if err != nil {
+		return nil, err
+	}
+	h0, err := r.acquire(ctx, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	hctx, cancel := context.WithCancel(ctx)
+	h := &Holder{
+		r:           r,
+		cfg:         cfg,
+		opts:        opts,
+		cancel:      cancel,
+		done:        make(chan struct{}),
+		changes:     make(chan Lease, 1),
+		cur:         h0,
+		lastRenewal: h0.renewed,
+	}
+	go h.run(hctx)
+	return h, nil
+}
+
+// Lease returns the lease held now.
+func (h *Holder) Lease() Lease {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cur.lease
+}
+
+// Changes delivers each lease acquired after the first one (after a loss);
+// a receiver that falls behind gets the latest. It is closed when the
+// Holder stops.
+func (h *Holder) Changes() <-chan Lease { return h.changes }
+
+// LastRenewal is when the lease's TTL last restarted (acquisition or
+// renewal).
+func (h *Holder) LastRenewal() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lastRenewal
+}
+
+// Done is closed when the Holder has stopped.
+func (h *Holder) Done() <-chan struct{} { return h.done }
+
+// Close stops renewing and waits for the Holder's goroutine. It does not
+// delete the key: a restarted agent gets the same subnet back by its
+// PublicIP while the lease lives.
+func (h *Holder) Close() error {
+	h.cancel()
+	<-h.done
+	return nil
+}
+
+func (h *Holder) snapshot() held {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cur
+}
+
+func (h *Holder) run(ctx context.Context) {
+	defer close(h.done)
+	defer close(h.changes)
+	// Losses in quick succession (say two hosts configured with one
+	// PublicIP, taking the lease from each other) are spaced out.
+	bo := newBackoff(time.Second, 30*time.Second)
+	var lastLoss time.Time
+	for {
+		cur := h.snapshot()
+		reason := h.keep(ctx, cur)
+		if ctx.Err() != nil {
+			return
+		}
+		key := h.r.leaseKey(&cur.lease)
+		h.r.log.Warn("lost subnet lease: re-acquiring", "key", key, "reason", reason)
+		if !lastLoss.IsZero() && time.Since(lastLoss) < time.Minute {
+			if sleepCtx(ctx, bo.next()) != nil {
+				return
+			}
+		} else {
+			bo.reset()
+		}
+		lastLoss = time.Now()
+		opts := h.opts
+		opts.Previous, opts.PreviousV6 = cur.lease.Subnet, cur.lease.IPv6Subnet
+		next, err := h.r.acquire(ctx, h.cfg, opts)
+		if err != nil {
+			return // ctx is done
+		}
+		h.mu.Lock()
+		h.cur, h.lastRenewal = next, next.renewed
+		h.mu.Unlock()
+		select { // Drop an undelivered older lease: only the latest counts.
+		case <-h.changes:
+		default:
+		}
+		h.changes <- next.lease
+	}
+}
+
+// keep renews and watches cur until it is lost (returning why) or ctx is
+// done. Renewal, the watch and the re-reads of the key after a broken watch
+// share one loop, so that none of them waits on another's retries.
+func (h *Holder) keep(ctx context.Context, cur held) string {
+	key := h.r.leaseKey(&cur.lease)
+	attempt := min(requestTimeout, max(time.Second, h.opts.RenewMargin/4))
+	var stopWatch context.CancelFunc = func() {}
+	watch := func(fromRev int64) clientv3.WatchChan {
+		stopWatch()
+		var wctx context.Context
+		wctx, stopWatch = context.WithCancel(clientv3.WithRequireLeader(ctx))
+		return h.r.watch(wctx, key, clientv3.WithRev(fromRev))
+	}
+	wch := watch(cur.lease.ModRevision + 1)
+	defer func() { stopWatch() }()
+
+	renew := time.NewTimer(time.Until(cur.renewed.Add(cur.ttl - h.opts.RenewMargin)))
+	defer renew.Stop()
+	var renewC <-chan time.Time
+	if cur.id != 0 { // A reservation is never renewed.
+		renewC = renew.C
+	}
+	check := time.NewTimer(0)
+	check.Stop()
+	defer check.Stop()
+	renewBackoff := newBackoff(500*time.Millisecond, renewRetryMax)
+	checkBackoff := newBackoff(500*time.Millisecond, renewRetryMax)
+	var failingSince, lastWarn time.Time
+
+	for {
+		select {
+		case <-ctx.Done():
+			return ""
+		case wr, ok := <-wch:
+			if ok && wr.Err() == nil {
+				for _, ev := range wr.Events {
+					if reason := lostReason(ev.Type == clientv3.EventTypeDelete, ev.Kv, &cur); reason != "" {
+						return reason
+					}
+				}
+				continue
+			}
+			// The watch broke (compaction, lost leader, closed stream):
+			// read the key, then watch again from the revision read.
+			stopWatch()
+			wch = nil
+			check.Reset(0)
+		case <-check.C:
+			rctx, cancel := context.WithTimeout(ctx, attempt)
+			resp, err := h.r.cli.Get(rctx, key)
+			cancel()
+			if err != nil {
+				h.r.log.Debug("cannot read own lease: retrying", "key", key, "err", err)
+				check.Reset(checkBackoff.next())
+				continue
+			}
+			checkBackoff.reset()
+			if len(resp.Kvs) == 0 {
+				return lostReason(true, nil, &cur)
+			}
+			if reason := lostReason(false, resp.Kvs[0], &cur); reason != "" {
+				return reason
+			}
+			wch = watch(resp.Header.GetRevision() + 1)
+		case <-renewC:
+			rctx, cancel := context.WithTimeout(ctx, attempt)
+			resp, err := h.r.cli.KeepAliveOnce(rctx, cur.id)
+			cancel()
+			switch {
+			case errors.Is(err, rpctypes.ErrLeaseNotFound):
+				return "etcd lease expired"
+			case err != nil:
+				if ctx.Err() != nil {
+					return ""
+				}
+				now := time.Now()
+				if failingSince.IsZero() {
+					failingSince = now
+				}
+				if now.Sub(lastWarn) >= time.Minute {
+					lastWarn = now
+					h.r.log.Warn("cannot renew subnet lease: retrying", "key", key, "failing_for", now.Sub(failingSince).Round(time.Second),
+						"expires", cur.renewed.Add(cur.ttl).Format(time.RFC3339), "err", err)
+				}
+				renew.Reset(renewBackoff.next())
+			default:
+				now := time.Now()
+				renewBackoff.reset()
+				if !failingSince.IsZero() {
+					h.r.log.Info("renewed subnet lease again", "key", key, "failed_for", now.Sub(failingSince).Round(time.Second))
+				}
+				failingSince, lastWarn = time.Time{}, time.Time{}
+				cur.renewed, cur.ttl = now, time.Duration(resp.TTL)*time.Second
+				cur.lease.Expiration = now.Add(cur.ttl)
+				h.mu.Lock()
+				h.cur, h.lastRenewal = cur, now
+				h.mu.Unlock()
+				h.r.log.Debug("renewed subnet lease", "key", key, "ttl", cur.ttl)
+				renew.Reset(max(cur.ttl-h.opts.RenewMargin, time.Second))
+			}
+		}
+	}
+}
+
+// lostReason says why a watched or read state of the key (deleted, or kv)
+// means cur is no longer held, or "" when it still is.
+func lostReason(deleted bool, kv *mvccpb.KeyValue, cur *held) string {
+	switch {
+	case deleted:
+		return "key deleted or its etcd lease expired"
+	case kv.CreateRevision != cur.lease.CreateRevision || clientv3.LeaseID(kv.Lease) != cur.id || !bytes.Equal(kv.Value, cur.value):
+		return "key rewritten by someone else"
+	}
+	return ""
+}

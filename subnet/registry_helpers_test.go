@@ -1,0 +1,185 @@
+package subnet
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/netagent/netagent/internal/etcdtest"
+)
+
+// regTestConfig builds an IPv4 vxlan config directly (not through
+// ParseConfig): pool [min, max] of /subnetLen subnets of network.
+func regTestConfig(network string, subnetLen int, min, max string) *Config {
+	return &Config{
+		EnableIPv4:  true,
+		Network:     netip.MustParsePrefix(network),
+		SubnetLen:   subnetLen,
+		SubnetMin:   netip.PrefixFrom(netip.MustParseAddr(min), subnetLen),
+		SubnetMax:   netip.PrefixFrom(netip.MustParseAddr(max), subnetLen),
+		BackendType: "vxlan",
+		Backend:     json.RawMessage(`{"Type":"vxlan"}`),
+	}
+}
+
+// regTestWithV6 enables IPv6 on c with pool [min, max] of network.
+func regTestWithV6(c *Config, network string, subnetLen int, min, max string) *Config {
+	c.EnableIPv6 = true
+	c.IPv6Network = netip.MustParsePrefix(network)
+	c.IPv6SubnetLen = subnetLen
+	c.IPv6SubnetMin = netip.PrefixFrom(netip.MustParseAddr(min), subnetLen)
+	c.IPv6SubnetMax = netip.PrefixFrom(netip.MustParseAddr(max), subnetLen)
+	return c
+}
+
+// regTestV6Only builds an IPv6-only config.
+func regTestV6Only(network string, subnetLen int, min, max string) *Config {
+	c := regTestWithV6(&Config{BackendType: "vxlan", Backend: json.RawMessage(`{"Type":"vxlan"}`)}, network, subnetLen, min, max)
+	return c
+}
+
+// regTestOpts returns options for host number n: PublicIP 192.0.2.x /
+// 198.51.100.x, and 2001:db8::n, with a VtepMAC derived from n.
+func regTestOpts(n int) AcquireOptions {
+	return AcquireOptions{
+		Attrs: LeaseAttrs{
+			PublicIP:    netip.AddrFrom4([4]byte{192, 0, byte(2 + n/250), byte(1 + n%250)}),
+			PublicIPv6:  netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(n >> 8), 15: byte(n) + 1}),
+			BackendType: "vxlan",
+			BackendData: json.RawMessage(fmt.Sprintf(`{"VNI":1,"VtepMAC":"02:00:00:00:%02x:%02x"}`, n>>8&0xff, n&0xff)),
+		},
+		TTL:         time.Hour,
+		RenewMargin: 10 * time.Minute,
+	}
+}
+
+// regTestEnv starts an etcd and returns a client of it and a Registry under
+// a prefix of the test's own.
+func regTestEnv(t *testing.T) (*etcdtest.Server, *clientv3.Client, *Registry, *regTestLog) {
+	t.Helper()
+	srv := etcdtest.Start(t)
+	cli := srv.Client(t)
+	log := &regTestLog{}
+	return srv, cli, NewRegistry(cli, "/test/"+strings.ReplaceAll(t.Name(), "/", "_"), slog.New(log)), log
+}
+
+func regTestCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// regTestAwait polls cond every 50 ms until it returns "" (done) or the
+// deadline passes; then the test fails with cond's last answer.
+func regTestAwait(t *testing.T, timeout time.Duration, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		why := cond()
+		if why == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", timeout, why)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// regTestKVs returns the stored key-values under r's subnets/ prefix, by
+// relative key.
+func regTestKVs(t *testing.T, cli *clientv3.Client, r *Registry) map[string]*mvccpb.KeyValue {
+	t.Helper()
+	ctx := regTestCtx(t, 10*time.Second)
+	resp, err := cli.Get(ctx, r.SubnetsPrefix(), clientv3.WithPrefix())
+	if err != nil {
+		t.Fatalf("list: %v", err)
+	}
+	out := make(map[string]*mvccpb.KeyValue, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out[strings.TrimPrefix(string(kv.Key), r.SubnetsPrefix())] = kv
+	}
+	return out
+}
+
+// regTestPut writes a raw value under subnets/<rel>, with an etcd lease of
+// ttl seconds when ttl > 0.
+func regTestPut(t *testing.T, cli *clientv3.Client, r *Registry, rel, value string, ttl int64) {
+	t.Helper()
+	ctx := regTestCtx(t, 10*time.Second)
+	var opts []clientv3.OpOption
+	if ttl > 0 {
+		g, err := cli.Grant(ctx, ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts = append(opts, clientv3.WithLease(g.ID))
+	}
+	if _, err := cli.Put(ctx, r.SubnetsPrefix()+rel, value, opts...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func regTestValue(t *testing.T, a LeaseAttrs) string {
+	t.Helper()
+	b, err := a.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// regTestLog is a slog.Handler that records every record, for tests that
+// assert what was logged.
+type regTestLog struct {
+	mu   sync.Mutex
+	recs []string
+}
+
+func (h *regTestLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h *regTestLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *regTestLog) WithGroup(string) slog.Handler            { return h }
+func (h *regTestLog) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s", r.Level, r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		return true
+	})
+	h.mu.Lock()
+	h.recs = append(h.recs, b.String())
+	h.mu.Unlock()
+	return nil
+}
+
+// count returns how many records contain every one of parts.
+func (h *regTestLog) count(parts ...string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+next:
+	for _, r := range h.recs {
+		for _, p := range parts {
+			if !strings.Contains(r, p) {
+				continue next
+			}
+		}
+		n++
+	}
+	return n
+}
+
+func (h *regTestLog) String() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return strings.Join(h.recs, "\n")
+}
