@@ -1,0 +1,395 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/netagent/netagent/backend"
+	"github.com/netagent/netagent/iface"
+	"github.com/netagent/netagent/internal/netnsguard"
+	"github.com/netagent/netagent/masq"
+	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/subnetfile"
+)
+
+// BackendParams is what a backend is built from.
+type BackendParams struct {
+	Log            *slog.Logger
+	Handle         *netlink.Handle
+	Netns          netns.NsHandle
+	Ext            iface.External
+	Config         *subnet.Config
+	ResyncInterval time.Duration
+}
+
+// BackendFactory builds the backend of one Backend.Type. It parses and
+// validates the backend's fields of the config and touches no kernel state.
+type BackendFactory func(BackendParams) (backend.Backend, error)
+
+// Agent is one host's agent.
+type Agent struct {
+	opts     *Options
+	log      *slog.Logger
+	backends map[string]BackendFactory
+	state    *state
+}
+
+// New returns an agent; backends maps each supported Backend.Type to its
+// factory.
+func New(opts *Options, log *slog.Logger, backends map[string]BackendFactory) *Agent {
+	return &Agent{opts: opts, log: log, backends: backends, state: &state{started: time.Now()}}
+}
+
+// errConfigChanged ends one serving pipeline so that Run starts the next
+// under the new network config.
+var errConfigChanged = errors.New("agent: network config changed")
+
+// Run serves until ctx is done. It returns nil only when ctx is done; any
+// other return is an error the agent cannot recover from by itself, so that
+// systemd restarts it.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := netnsguard.Check(); err != nil {
+		return err
+	}
+	a.log.Info("starting netagent", "etcd", a.opts.Etcd, "subnet_file", a.opts.SubnetFile,
+		"ip_masq", a.opts.IPMasq, "lease_ttl", a.opts.LeaseTTL, "renew_margin", a.opts.RenewMargin)
+	cli, err := newEtcdClient(a.opts.Etcd)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	reg := subnet.NewRegistry(cli, a.opts.Etcd.Prefix, a.log)
+
+	ns, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("agent: current network namespace: %w", err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("agent: netlink: %w", err)
+	}
+	defer h.Close()
+
+	if a.opts.StatusSocket != "" {
+		l, err := listenStatus(a.opts.StatusSocket)
+		if err != nil {
+			return err
+		}
+		go a.serveStatus(ctx, l, a.statusMux())
+	}
+
+	for {
+		cfg, err := reg.WaitConfig(ctx)
+		if err != nil {
+			return ctxDone(ctx, err)
+		}
+		a.log.Info("network config", "config", cfg.String())
+		err = a.serve(ctx, reg, h, ns, cfg)
+		if errors.Is(err, errConfigChanged) {
+			a.log.Info("network config changed: restarting with the new config")
+			continue
+		}
+		return ctxDone(ctx, err)
+	}
+}
+
+// ctxDone turns an error caused by ctx ending into a clean return.
+func ctxDone(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// serve runs one pipeline under cfg until ctx is done, the config changes,
+// or something fails for good.
+func (a *Agent) serve(ctx context.Context, reg *subnet.Registry, h *netlink.Handle, ns netns.NsHandle, cfg *subnet.Config) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cfgChanges := reg.WatchConfig(ctx)
+
+	a.state.update(func(s *state) {
+		s.config, s.lease, s.holder, s.backend, s.filesAt = cfg, nil, nil, nil, time.Time{}
+	})
+	be, ext, err := a.newBackend(ctx, h, ns, cfg)
+	if err != nil {
+		a.state.recordError(err.Error())
+		// A config that names an unknown backend or bad backend fields is
+		// an invalid config: report it and wait for it to be fixed.
+		a.log.Error("cannot use the network config; waiting for it to change", "err", err)
+		return a.waitConfigChange(ctx, cfgChanges, cfg)
+	}
+	data, err := be.BackendData()
+	if err != nil {
+		return err
+	}
+	opts := subnet.AcquireOptions{
+		Attrs: subnet.LeaseAttrs{
+			PublicIP:    ext.PublicIP,
+			PublicIPv6:  ext.PublicIPv6,
+			BackendType: cfg.BackendType,
+			BackendData: data,
+		},
+		TTL:         a.opts.LeaseTTL,
+		RenewMargin: a.opts.RenewMargin,
+	}
+	if !cfg.EnableIPv4 {
+		opts.Attrs.PublicIP = netip.Addr{}
+	}
+	if !cfg.EnableIPv6 {
+		opts.Attrs.PublicIPv6 = netip.Addr{}
+	}
+	if prev, err := subnetfile.Read(a.opts.SubnetFile); err == nil {
+		if prev.Network == cfg.Network {
+			opts.Previous = prev.Subnet
+		}
+		if prev.IPv6Network == cfg.IPv6Network {
+			opts.PreviousV6 = prev.IPv6Subnet
+		}
+	}
+	a.state.update(func(s *state) { s.ext = ext })
+	holder, err := reg.Hold(ctx, cfg, opts)
+	if err != nil {
+		return err
+	}
+	defer holder.Close()
+	lease := holder.Lease()
+	a.state.update(func(s *state) { s.lease, s.holder = &lease, holder })
+	a.log.Info("lease acquired", "subnet", lease.Key(), "public_ip", ext.PublicIP, "reservation", lease.Reservation)
+
+	if err := masq.EnableForwarding(cfg.EnableIPv4, cfg.EnableIPv6); err != nil {
+		return fmt.Errorf("agent: enable forwarding: %w", err)
+	}
+	fw, err := a.newMasq(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	var keeper *masq.Keeper
+	if fw != nil {
+		keeper = masq.NewKeeper(a.log, fw, masqRules(cfg, lease), a.opts.MasqResync)
+		go keeper.Run(ctx)
+		a.state.update(func(s *state) { s.masq, s.keeper = fw, keeper })
+	}
+	if err := a.writeFiles(cfg, be, lease); err != nil {
+		return err
+	}
+
+	updates := make(chan backend.Update, 1)
+	beDone := make(chan error, 1)
+	go func() { beDone <- be.Run(ctx, updates) }()
+	a.state.update(func(s *state) { s.backend = be })
+	if err := send(ctx, updates, backend.Update{Own: &lease}); err != nil {
+		return err
+	}
+	watch := reg.WatchLeases(ctx)
+	// Until the data plane has been programmed once, look often, to tell
+	// systemd (READY=1) as soon as the host can carry traffic.
+	readyPoll := time.NewTicker(20 * time.Millisecond)
+	defer readyPoll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-beDone:
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("agent: backend %s stopped: %w", be.Type(), err)
+		case b, ok := <-watch:
+			if !ok {
+				return ctx.Err()
+			}
+			if err := send(ctx, updates, backend.Update{Batch: &b}); err != nil {
+				return err
+			}
+		case l := <-holder.Changes():
+			lease = l
+			a.state.update(func(s *state) { s.lease = &l })
+			a.log.Info("lease changed", "subnet", lease.Key())
+			if keeper != nil {
+				keeper.Update(masqRules(cfg, lease))
+			}
+			if err := a.writeFiles(cfg, be, lease); err != nil {
+				return err
+			}
+			if err := send(ctx, updates, backend.Update{Own: &lease}); err != nil {
+				return err
+			}
+		case <-readyPoll.C:
+			if !be.Status().LastPass.IsZero() {
+				readyPoll.Stop()
+				a.notify("READY=1\nSTATUS=serving " + lease.Key())
+				a.log.Info("data plane programmed", "subnet", lease.Key())
+			}
+		case u, ok := <-cfgChanges:
+			if !ok {
+				return ctx.Err()
+			}
+			if a.configChanged(u, cfg) {
+				return errConfigChanged
+			}
+		}
+	}
+}
+
+// configChanged reports whether u brings a valid config other than cfg. A
+// config that became invalid or was deleted is reported, and the one in
+// force is kept: the data plane goes on serving.
+func (a *Agent) configChanged(u subnet.ConfigUpdate, cfg *subnet.Config) bool {
+	if u.Err != nil {
+		a.log.Error("network config in etcd is not usable; keeping the one in force", "err", u.Err)
+		a.state.recordError(u.Err.Error())
+		return false
+	}
+	return !sameConfig(u.Config, cfg)
+}
+
+// newBackend selects the external interface and builds the configured
+// backend.
+func (a *Agent) newBackend(ctx context.Context, h *netlink.Handle, ns netns.NsHandle, cfg *subnet.Config) (backend.Backend, iface.External, error) {
+	factory, ok := a.backends[cfg.BackendType]
+	if !ok {
+		return nil, iface.External{}, fmt.Errorf("%w: Backend.Type %q is not supported (supported: %s)", subnet.ErrInvalidConfig, cfg.BackendType, a.backendNames())
+	}
+	io := a.opts.Iface
+	io.EnableIPv4, io.EnableIPv6 = cfg.EnableIPv4, cfg.EnableIPv6
+	ext, err := iface.SelectWait(ctx, h, io, a.log)
+	if err != nil {
+		return nil, ext, err
+	}
+	a.log.Info("external interface", "name", ext.Name, "addr", ext.Addr, "public_ip", ext.PublicIP, "mtu", ext.MTU)
+	be, err := factory(BackendParams{
+		Log:            a.log.With("backend", cfg.BackendType),
+		Handle:         h,
+		Netns:          ns,
+		Ext:            ext,
+		Config:         cfg,
+		ResyncInterval: a.opts.ResyncInterval,
+	})
+	return be, ext, err
+}
+
+func (a *Agent) backendNames() string {
+	var names []string
+	for n := range a.backends {
+		names = append(names, n)
+	}
+	return fmt.Sprint(names)
+}
+
+// newMasq returns the masquerade manager, or nil when --ip-masq is off; in
+// that case rules a previous run left are removed.
+func (a *Agent) newMasq(ctx context.Context, cfg *subnet.Config) (masq.Manager, error) {
+	useNFT := a.opts.NFTables || cfg.EnableNFTables
+	var m masq.Manager
+	var err error
+	if useNFT {
+		m, err = masq.NewNFTables(a.log)
+	} else {
+		m, err = masq.NewIPTables(a.log)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("agent: masquerade: %w", err)
+	}
+	if !a.opts.IPMasq {
+		if err := m.Remove(ctx); err != nil {
+			a.log.Warn("removing masquerade rules of a previous run failed", "err", err)
+		}
+		return nil, nil
+	}
+	return m, nil
+}
+
+// writeFiles writes the subnet file and the Docker options file for lease.
+func (a *Agent) writeFiles(cfg *subnet.Config, be backend.Backend, lease subnet.Lease) error {
+	info := subnetfile.Info{
+		Network:     cfg.Network,
+		Subnet:      lease.Subnet,
+		IPv6Network: cfg.IPv6Network,
+		IPv6Subnet:  lease.IPv6Subnet,
+		MTU:         be.MTU(),
+		IPMasq:      a.opts.IPMasq,
+	}
+	if !cfg.EnableIPv4 {
+		info.Network = netip.Prefix{}
+	}
+	if !cfg.EnableIPv6 {
+		info.IPv6Network = netip.Prefix{}
+	}
+	if err := subnetfile.Write(a.opts.SubnetFile, info); err != nil {
+		return fmt.Errorf("agent: subnet file: %w", err)
+	}
+	if a.opts.DockerOptsFile != "" {
+		if err := subnetfile.WriteDockerOpts(a.opts.DockerOptsFile, info); err != nil {
+			return fmt.Errorf("agent: docker options file: %w", err)
+		}
+	}
+	a.state.update(func(s *state) { s.filesAt = time.Now() })
+	a.log.Info("files written", "subnet_file", a.opts.SubnetFile, "docker_opts_file", a.opts.DockerOptsFile, "mtu", info.MTU)
+	return nil
+}
+
+// notify tells systemd about the agent's state when it runs under
+// Type=notify; a no-op elsewhere.
+func (a *Agent) notify(msg string) {
+	if _, err := daemon.SdNotify(false, msg); err != nil {
+		a.log.Debug("sd_notify failed", "err", err)
+	}
+}
+
+func masqRules(cfg *subnet.Config, lease subnet.Lease) masq.Rules {
+	var r masq.Rules
+	if cfg.EnableIPv4 {
+		r.Network, r.Subnet = cfg.Network, lease.Subnet
+	}
+	if cfg.EnableIPv6 {
+		r.IPv6Network, r.IPv6Subnet = cfg.IPv6Network, lease.IPv6Subnet
+	}
+	return r
+}
+
+// sameConfig reports whether two configs are the same for the data plane.
+func sameConfig(a, b *subnet.Config) bool {
+	return a.EnableIPv4 == b.EnableIPv4 && a.EnableIPv6 == b.EnableIPv6 &&
+		a.Network == b.Network && a.SubnetLen == b.SubnetLen &&
+		a.SubnetMin == b.SubnetMin && a.SubnetMax == b.SubnetMax &&
+		a.IPv6Network == b.IPv6Network && a.IPv6SubnetLen == b.IPv6SubnetLen &&
+		a.IPv6SubnetMin == b.IPv6SubnetMin && a.IPv6SubnetMax == b.IPv6SubnetMax &&
+		a.EnableNFTables == b.EnableNFTables && a.BackendType == b.BackendType &&
+		string(a.Backend) == string(b.Backend)
+}
+
+// waitConfigChange blocks until a valid config other than cfg arrives.
+func (a *Agent) waitConfigChange(ctx context.Context, changes <-chan subnet.ConfigUpdate, cfg *subnet.Config) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case u, ok := <-changes:
+			if !ok {
+				return ctx.Err()
+			}
+			if a.configChanged(u, cfg) {
+				return errConfigChanged
+			}
+		}
+	}
+}
+
+func send(ctx context.Context, ch chan<- backend.Update, u backend.Update) error {
+	select {
+	case ch <- u:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,145 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/netagent/netagent/iface"
+	"github.com/netagent/netagent/subnetfile"
+)
+
+// Defaults shared with flanneld.
+const (
+	DefaultEtcdEndpoint   = "http://127.0.0.1:2379"
+	DefaultEtcdPrefix     = "/coreos.com/network"
+	DefaultDockerOptsFile = "/run/flannel/docker"
+	DefaultLeaseTTL       = 24 * time.Hour
+	DefaultRenewMargin    = time.Hour
+	DefaultResync         = 30 * time.Second
+)
+
+// EtcdOptions say how to reach the cluster store.
+type EtcdOptions struct {
+	Endpoints []string
+	Prefix    string
+	CertFile  string
+	KeyFile   string
+	CAFile    string
+	Username  string
+	// Password is a secret: it is never logged or printed (see LogValue).
+	Password string
+}
+
+// LogValue keeps the password out of every log line that includes the
+// options.
+func (e EtcdOptions) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("endpoints", strings.Join(e.Endpoints, ",")),
+		slog.String("prefix", e.Prefix),
+		slog.Bool("tls", e.CertFile != "" || e.CAFile != ""),
+		slog.String("username", e.Username),
+		slog.Bool("password", e.Password != ""),
+	)
+}
+
+// Options configure one agent.
+type Options struct {
+	Etcd           EtcdOptions
+	Iface          iface.Options
+	SubnetFile     string
+	DockerOptsFile string
+	IPMasq         bool
+	NFTables       bool
+	LeaseTTL       time.Duration
+	RenewMargin    time.Duration
+	ResyncInterval time.Duration
+	// MasqResync is how often the masquerade rules are checked and
+	// repaired (flanneld's --iptables-resync).
+	MasqResync time.Duration
+	LogLevel   string
+	LogFormat  string
+	// StatusSocket is the unix socket `netagent status` and the CNI
+	// plugin ask; "" for none.
+	StatusSocket string
+	// Version is reported by the status socket.
+	Version string
+}
+
+// DefaultOptions returns the options flanneld users expect when nothing is
+// set.
+func DefaultOptions() *Options {
+	return &Options{
+		Etcd: EtcdOptions{
+			Endpoints: []string{DefaultEtcdEndpoint},
+			Prefix:    DefaultEtcdPrefix,
+		},
+		SubnetFile:     subnetfile.DefaultPath,
+		DockerOptsFile: DefaultDockerOptsFile,
+		LeaseTTL:       DefaultLeaseTTL,
+		RenewMargin:    DefaultRenewMargin,
+		ResyncInterval: DefaultResync,
+		MasqResync:     2 * time.Second,
+		LogLevel:       "info",
+		LogFormat:      "text",
+		StatusSocket:   DefaultStatusSocket,
+	}
+}
+
+// Validate checks the options as a whole; errors name the flag.
+func (o *Options) Validate() error {
+	var errs []error
+	if len(o.Etcd.Endpoints) == 0 {
+		errs = append(errs, errors.New("--etcd-endpoints: no endpoint given"))
+	}
+	for _, e := range o.Etcd.Endpoints {
+		u, err := url.Parse(e)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "unix" && u.Scheme != "unixs") || u.Host == "" && u.Path == "" {
+			errs = append(errs, fmt.Errorf("--etcd-endpoints: %q is not a URL such as http://10.0.0.1:2379", e))
+		}
+	}
+	if !strings.HasPrefix(o.Etcd.Prefix, "/") {
+		errs = append(errs, fmt.Errorf("--etcd-prefix: %q must start with /", o.Etcd.Prefix))
+	}
+	if (o.Etcd.CertFile == "") != (o.Etcd.KeyFile == "") {
+		errs = append(errs, errors.New("--etcd-certfile and --etcd-keyfile go together"))
+	}
+	if o.Etcd.Password != "" && o.Etcd.Username == "" {
+		errs = append(errs, errors.New("--etcd-password is set without --etcd-username"))
+	}
+	if o.SubnetFile == "" {
+		errs = append(errs, errors.New("--subnet-file: empty"))
+	}
+	if o.LeaseTTL < 2*time.Second {
+		errs = append(errs, fmt.Errorf("--subnet-lease-ttl: %v is too short (at least 2s)", o.LeaseTTL))
+	}
+	if o.RenewMargin <= 0 || o.RenewMargin >= o.LeaseTTL {
+		errs = append(errs, fmt.Errorf("--subnet-lease-renew-margin: %v must be above 0 and below the lease TTL %v", o.RenewMargin, o.LeaseTTL))
+	}
+	if o.ResyncInterval < time.Second {
+		errs = append(errs, fmt.Errorf("--resync-interval: %v is too short (at least 1s)", o.ResyncInterval))
+	}
+	if o.MasqResync < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("--iptables-resync: %v is too short", o.MasqResync))
+	}
+	if o.Iface.PublicIP.IsValid() && !o.Iface.PublicIP.Is4() {
+		errs = append(errs, fmt.Errorf("--public-ip: %s is not an IPv4 address", o.Iface.PublicIP))
+	}
+	if o.Iface.PublicIPv6.IsValid() && o.Iface.PublicIPv6.Is4() {
+		errs = append(errs, fmt.Errorf("--public-ipv6: %s is not an IPv6 address", o.Iface.PublicIPv6))
+	}
+	switch o.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", o.LogLevel))
+	}
+	switch o.LogFormat {
+	case "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("--log-format: %q is not text or json", o.LogFormat))
+	}
+	return errors.Join(errs...)
+}

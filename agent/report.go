@@ -1,0 +1,167 @@
+package agent
+
+import (
+	"context"
+	"time"
+)
+
+// Report is the agent's status as `netagent status --json` prints it and
+// GET /v1/status on the status socket returns it. Field names are stable:
+// scripts may rely on them; new fields may be added.
+type Report struct {
+	Version       string           `json:"version"`
+	StartedAt     time.Time        `json:"started_at"`
+	UptimeSeconds int64            `json:"uptime_seconds"`
+	Etcd          EtcdReport       `json:"etcd"`
+	Lease         *LeaseReport     `json:"lease"`
+	Network       *NetworkReport   `json:"network"`
+	Interface     *InterfaceReport `json:"interface"`
+	Backend       *BackendReport   `json:"backend"`
+	Peers         []PeerReport     `json:"peers"`
+	Masquerade    MasqueradeReport `json:"masquerade"`
+	RecentErrors  []recentError    `json:"recent_errors"`
+}
+
+// EtcdReport says where the agent's cluster store is.
+type EtcdReport struct {
+	Endpoints   []string   `json:"endpoints"`
+	Prefix      string     `json:"prefix"`
+	LastRenewal *time.Time `json:"last_renewal,omitempty"`
+}
+
+// LeaseReport is this host's lease.
+type LeaseReport struct {
+	Subnet      string     `json:"subnet,omitempty"`
+	IPv6Subnet  string     `json:"ipv6_subnet,omitempty"`
+	Reservation bool       `json:"reservation"`
+	Expiration  *time.Time `json:"expiration,omitempty"`
+	TTLSeconds  int64      `json:"ttl_seconds,omitempty"`
+}
+
+// NetworkReport is the network config in force.
+type NetworkReport struct {
+	Network       string `json:"network,omitempty"`
+	SubnetLen     int    `json:"subnet_len,omitempty"`
+	SubnetMin     string `json:"subnet_min,omitempty"`
+	SubnetMax     string `json:"subnet_max,omitempty"`
+	IPv6Network   string `json:"ipv6_network,omitempty"`
+	IPv6SubnetLen int    `json:"ipv6_subnet_len,omitempty"`
+	BackendType   string `json:"backend_type"`
+}
+
+// InterfaceReport is the external interface.
+type InterfaceReport struct {
+	Name       string `json:"name"`
+	MTU        int    `json:"mtu"`
+	Addr       string `json:"addr,omitempty"`
+	PublicIP   string `json:"public_ip,omitempty"`
+	AddrV6     string `json:"addr_v6,omitempty"`
+	PublicIPv6 string `json:"public_ipv6,omitempty"`
+}
+
+// BackendReport is the data plane.
+type BackendReport struct {
+	Type          string            `json:"type"`
+	Device        string            `json:"device,omitempty"`
+	MTU           int               `json:"mtu"`
+	VtepMAC       string            `json:"vtep_mac,omitempty"`
+	LastPass      *time.Time        `json:"last_pass,omitempty"`
+	Passes        uint64            `json:"passes"`
+	Repairs       map[string]uint64 `json:"repairs"`
+	NetlinkErrors uint64            `json:"netlink_errors"`
+}
+
+// PeerReport is one other host as the data plane sees it.
+type PeerReport struct {
+	Subnet     string `json:"subnet"`
+	PublicIP   string `json:"public_ip"`
+	VtepMAC    string `json:"vtep_mac,omitempty"`
+	Mode       string `json:"mode"`
+	Programmed bool   `json:"programmed"`
+	Error      string `json:"error,omitempty"`
+}
+
+// MasqueradeReport says whether the masquerade rules are in place.
+type MasqueradeReport struct {
+	Enabled bool   `json:"enabled"`
+	InPlace bool   `json:"in_place"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+func addrString[T interface {
+	IsValid() bool
+	String() string
+}](a T) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
+}
+
+// report builds the Report from the current state.
+func (s *state) report(ctx context.Context, o *Options) Report {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := Report{
+		Version:       o.Version,
+		StartedAt:     s.started.UTC(),
+		UptimeSeconds: int64(now.Sub(s.started) / time.Second),
+		Etcd:          EtcdReport{Endpoints: o.Etcd.Endpoints, Prefix: o.Etcd.Prefix},
+		Masquerade:    MasqueradeReport{Enabled: o.IPMasq},
+		RecentErrors:  append([]recentError(nil), s.recentErrs...),
+		Peers:         []PeerReport{},
+	}
+	if s.masq != nil && s.keeper != nil {
+		ok, why, err := s.masq.Check(ctx, s.keeper.Rules())
+		if err != nil {
+			why = err.Error()
+		}
+		r.Masquerade.InPlace, r.Masquerade.Reason = ok, why
+	}
+	if s.holder != nil {
+		r.Etcd.LastRenewal = timePtr(s.holder.LastRenewal())
+	}
+	if l := s.lease; l != nil {
+		lr := &LeaseReport{Subnet: addrString(l.Subnet), IPv6Subnet: addrString(l.IPv6Subnet), Reservation: l.Reservation}
+		if !l.Expiration.IsZero() {
+			lr.Expiration = timePtr(l.Expiration)
+			lr.TTLSeconds = int64(l.Expiration.Sub(now) / time.Second)
+		}
+		r.Lease = lr
+	}
+	if c := s.config; c != nil {
+		nr := &NetworkReport{BackendType: c.BackendType}
+		if c.EnableIPv4 {
+			nr.Network, nr.SubnetLen = c.Network.String(), c.SubnetLen
+			nr.SubnetMin, nr.SubnetMax = c.SubnetMin.String(), c.SubnetMax.String()
+		}
+		if c.EnableIPv6 {
+			nr.IPv6Network, nr.IPv6SubnetLen = c.IPv6Network.String(), c.IPv6SubnetLen
+		}
+		r.Network = nr
+	}
+	if s.ext.Name != "" {
+		r.Interface = &InterfaceReport{Name: s.ext.Name, MTU: s.ext.MTU, Addr: addrString(s.ext.Addr),
+			PublicIP: addrString(s.ext.PublicIP), AddrV6: addrString(s.ext.AddrV6), PublicIPv6: addrString(s.ext.PublicIPv6)}
+	}
+	if s.backend != nil {
+		st := s.backend.Status()
+		r.Backend = &BackendReport{Type: st.Type, Device: st.Device, MTU: st.MTU, VtepMAC: st.VtepMAC,
+			LastPass: timePtr(st.LastPass), Passes: st.Counters.Passes, Repairs: st.Counters.Repairs,
+			NetlinkErrors: st.Counters.NetlinkErrors}
+		for _, p := range st.Peers {
+			r.Peers = append(r.Peers, PeerReport{Subnet: p.Subnet.String(), PublicIP: addrString(p.PublicIP),
+				VtepMAC: p.VtepMAC, Mode: p.Mode, Programmed: p.Programmed, Error: p.LastError})
+		}
+	}
+	return r
+}

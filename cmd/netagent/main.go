@@ -1,0 +1,119 @@
+// Command netagent is the overlay network agent of a container host: it
+// leases this host's subnet from etcd, programs the kernel so that containers
+// on all hosts reach each other, and writes the files Docker and CNI read.
+//
+// Usage:
+//
+//	netagent run [flags]     serve (also: netagent [flags], as flanneld)
+//	netagent status [--json] show the running agent's state
+//	netagent version         print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/netagent/netagent/agent"
+	"github.com/netagent/netagent/backend"
+	"github.com/netagent/netagent/backend/hostgw"
+	"github.com/netagent/netagent/backend/vxlan"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Environ(), os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(os.Stderr, "netagent: %v\n", err)
+		}
+		var u usageError
+		if errors.As(err, &u) || errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+// usageError is a bad command line: exit status 2.
+type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
+
+const usage = `usage: netagent <command> [flags]
+
+commands:
+  run       run the agent (the default when the first argument is a flag)
+  status    show what the running agent on this host knows and does
+  version   print the version
+
+Run 'netagent run -h' for the agent's flags. Every flag can also be set
+through the environment: --etcd-endpoints as NETAGENT_ETCD_ENDPOINTS.
+`
+
+func run(ctx context.Context, args []string, getenv func(string) string, environ []string, stdout, stderr io.Writer) error {
+	cmd := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		return runAgent(ctx, args, getenv, environ, stderr)
+	case "status":
+		return runStatus(ctx, args, getenv, stdout, stderr)
+	case "version":
+		fmt.Fprintf(stdout, "netagent %s\n", version)
+		return nil
+	case "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return usageError{fmt.Errorf("unknown command %q", cmd)}
+	}
+}
+
+func runAgent(ctx context.Context, args []string, getenv func(string) string, environ []string, stderr io.Writer) error {
+	opts, warnings, err := parseRun(args, getenv, environ, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	opts.Version = version
+	log := newLogger(stderr, opts.LogLevel, opts.LogFormat)
+	for _, w := range warnings {
+		log.Warn(w)
+	}
+	backends := map[string]agent.BackendFactory{
+		"vxlan": func(p agent.BackendParams) (backend.Backend, error) {
+			return vxlan.New(vxlan.Options{Log: p.Log, Handle: p.Handle, Netns: p.Netns, Ext: p.Ext, Config: p.Config, ResyncInterval: p.ResyncInterval})
+		},
+		"host-gw": func(p agent.BackendParams) (backend.Backend, error) {
+			return hostgw.New(hostgw.Options{Log: p.Log, Handle: p.Handle, Netns: p.Netns, Ext: p.Ext, Config: p.Config, ResyncInterval: p.ResyncInterval})
+		},
+	}
+	return agent.New(opts, log, backends).Run(ctx)
+}
+
+func newLogger(w io.Writer, level, format string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level)) // validated by Options.Validate
+	ho := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, ho))
+	}
+	return slog.New(slog.NewTextHandler(w, ho))
+}

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/netagent/netagent/agent"
+)
+
+// envPrefix is the prefix of the environment variables that set flags:
+// --etcd-endpoints is NETAGENT_ETCD_ENDPOINTS. flanneld's FLANNELD_* names
+// are read too, so that an existing EnvironmentFile keeps working; NETAGENT_*
+// wins over FLANNELD_*, and a flag wins over both.
+const (
+	envPrefix        = "NETAGENT_"
+	flannelEnvPrefix = "FLANNELD_"
+)
+
+// envNotFlags are NETAGENT_* variables that are not flags but are known.
+var envNotFlags = map[string]bool{
+	"NETAGENT_REFUSE_INITIAL_NETNS": true,
+}
+
+// stringList is a repeatable string flag; a comma-free value per use.
+type stringList []string
+
+func (s *stringList) String() string { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error {
+	*s = append(*s, v)
+	return nil
+}
+
+// addrFlag is an optional IP address flag.
+type addrFlag struct{ addr *netip.Addr }
+
+func (a addrFlag) String() string {
+	if a.addr == nil || !a.addr.IsValid() {
+		return ""
+	}
+	return a.addr.String()
+}
+
+func (a addrFlag) Set(v string) error {
+	if v == "" {
+		*a.addr = netip.Addr{}
+		return nil
+	}
+	ip, err := netip.ParseAddr(v)
+	if err != nil {
+		return fmt.Errorf("not an IP address: %q", v)
+	}
+	*a.addr = ip.Unmap()
+	return nil
+}
+
+// unitOrDuration is a duration flag that, as flanneld's, takes a whole
+// number of units (minutes for --subnet-lease-renew-margin, seconds for
+// --iptables-resync), and also a Go duration such as "90s".
+type unitOrDuration struct {
+	d    *time.Duration
+	unit time.Duration
+}
+
+func (u unitOrDuration) String() string {
+	if u.d == nil {
+		return ""
+	}
+	return u.d.String()
+}
+
+func (u unitOrDuration) Set(v string) error {
+	if n, err := strconv.Atoi(v); err == nil {
+		*u.d = time.Duration(n) * u.unit
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return fmt.Errorf("want a whole number of %s or a duration such as 90s: %q", map[time.Duration]string{time.Minute: "minutes", time.Second: "seconds"}[u.unit], v)
+	}
+	*u.d = d
+	return nil
+}
+
+// runFlags builds the flag set of `netagent run` over o. The names follow
+// flanneld's for everything flanneld has.
+func runFlags(o *agent.Options, passwordFile *string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Func("etcd-endpoints", "comma-separated etcd endpoints (default http://127.0.0.1:2379)", func(v string) error {
+		o.Etcd.Endpoints = nil
+		for _, e := range strings.Split(v, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				o.Etcd.Endpoints = append(o.Etcd.Endpoints, e)
+			}
+		}
+		return nil
+	})
+	fs.StringVar(&o.Etcd.Prefix, "etcd-prefix", o.Etcd.Prefix, "etcd prefix of the network config and leases")
+	fs.StringVar(&o.Etcd.CertFile, "etcd-certfile", "", "client certificate for etcd (TLS)")
+	fs.StringVar(&o.Etcd.KeyFile, "etcd-keyfile", "", "client key for etcd (TLS)")
+	fs.StringVar(&o.Etcd.CAFile, "etcd-cafile", "", "CA bundle that signs etcd's server certificate")
+	fs.StringVar(&o.Etcd.Username, "etcd-username", "", "etcd user name")
+	fs.StringVar(&o.Etcd.Password, "etcd-password", "", "etcd password (prefer --etcd-password-file)")
+	fs.StringVar(passwordFile, "etcd-password-file", "", "file holding the etcd password")
+	fs.Var((*stringList)(&o.Iface.Ifaces), "iface", "interface name or IP address to use (repeatable; first found wins)")
+	fs.Var((*stringList)(&o.Iface.IfaceRegex), "iface-regex", "regex matched against interface addresses, then names (repeatable)")
+	fs.Var(addrFlag{&o.Iface.CanReach}, "iface-can-reach", "use the interface the kernel would use to reach this address")
+	fs.Var(addrFlag{&o.Iface.PublicIP}, "public-ip", "IPv4 address published to other hosts (default: the interface's)")
+	fs.Var(addrFlag{&o.Iface.PublicIPv6}, "public-ipv6", "IPv6 address published to other hosts (default: the interface's)")
+	fs.StringVar(&o.SubnetFile, "subnet-file", o.SubnetFile, "subnet file to write")
+	fs.StringVar(&o.DockerOptsFile, "docker-opts-file", o.DockerOptsFile, `Docker options file to write ("" for none)`)
+	fs.BoolVar(&o.IPMasq, "ip-masq", false, "masquerade traffic leaving the overlay")
+	fs.BoolVar(&o.NFTables, "nftables", false, "use nftables instead of iptables for masquerade and forward rules")
+	fs.Var(unitOrDuration{&o.RenewMargin, time.Minute}, "subnet-lease-renew-margin", "renew the lease this long before it expires (minutes, or a duration)")
+	fs.DurationVar(&o.LeaseTTL, "subnet-lease-ttl", o.LeaseTTL, "TTL of this host's lease in etcd")
+	fs.DurationVar(&o.ResyncInterval, "resync-interval", o.ResyncInterval, "period of the full data-plane and firewall resync")
+	fs.Var(unitOrDuration{&o.MasqResync, time.Second}, "iptables-resync", "check and repair the masquerade rules this often (seconds, or a duration)")
+	fs.StringVar(&o.StatusSocket, "status-socket", o.StatusSocket, `unix socket answering netagent status ("" for none)`)
+	fs.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.LogFormat, "log-format", "text", "text or json")
+	return fs
+}
+
+// parseRun parses `netagent run` arguments over defaults, filling unset flags
+// from the environment. Warnings about the environment are returned for the
+// caller to log once a logger exists.
+func parseRun(args []string, getenv func(string) string, environ []string, out io.Writer) (*agent.Options, []string, error) {
+	o := agent.DefaultOptions()
+	var passwordFile string
+	fs := runFlags(o, &passwordFile, out)
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if err != nil || set[f.Name] {
+			return
+		}
+		for _, name := range []string{envName(envPrefix, f.Name), envName(flannelEnvPrefix, f.Name)} {
+			v := getenv(name)
+			if v == "" {
+				continue
+			}
+			if serr := setList(f, v); serr != nil {
+				err = fmt.Errorf("invalid value for %s: %v", name, serr)
+			}
+			return
+		}
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	warnings := unknownEnv(fs, environ)
+	if passwordFile != "" {
+		if o.Etcd.Password != "" {
+			return nil, nil, errors.New("--etcd-password and --etcd-password-file are both set")
+		}
+		b, err := os.ReadFile(passwordFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--etcd-password-file: %w", err)
+		}
+		o.Etcd.Password = strings.TrimRight(string(b), "\r\n")
+	}
+	for _, re := range o.Iface.IfaceRegex {
+		if _, err := regexp.Compile(re); err != nil {
+			return nil, nil, fmt.Errorf("--iface-regex %q: %v", re, err)
+		}
+	}
+	if err := o.Validate(); err != nil {
+		return nil, nil, err
+	}
+	return o, warnings, nil
+}
+
+// setList sets f from an environment value; repeatable flags take a
+// comma-separated list there.
+func setList(f *flag.Flag, v string) error {
+	if _, ok := f.Value.(*stringList); ok {
+		for _, item := range strings.Split(v, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				if err := f.Value.Set(item); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return f.Value.Set(v)
+}
+
+func envName(prefix, flagName string) string {
+	return prefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// unknownEnv lists NETAGENT_* variables that name no flag: most likely typos.
+func unknownEnv(fs *flag.FlagSet, environ []string) []string {
+	known := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { known[envName(envPrefix, f.Name)] = true })
+	var warnings []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, envPrefix) && !known[name] && !envNotFlags[name] {
+			warnings = append(warnings, fmt.Sprintf("unknown environment variable %s is ignored", name))
+		}
+	}
+	sort.Strings(warnings)
+	return warnings
+}
