@@ -1,0 +1,378 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/netagent/netagent/internal/lab"
+	"github.com/netagent/netagent/subnetfile"
+)
+
+const prefix = "/coreos.com/network"
+
+var (
+	buildOnce sync.Once
+	bins      map[string]string
+	buildErr  error
+	binDir    string
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "netagent-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// binaries builds the agent, the lab, the CNI plugin and the reference CNI
+// plugins once per test binary.
+func binaries(t *testing.T) map[string]string {
+	t.Helper()
+	buildOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		bins, buildErr = lab.BuildBinaries(ctx, binDir,
+			"./cmd/netagent", "./cmd/netagent-lab", "./cni-plugin",
+			"github.com/containernetworking/plugins/plugins/main/bridge",
+			"github.com/containernetworking/plugins/plugins/ipam/host-local",
+			"github.com/containernetworking/plugins/plugins/main/loopback",
+			"github.com/containernetworking/plugins/plugins/meta/portmap")
+	})
+	if buildErr != nil {
+		t.Fatalf("build: %v", buildErr)
+	}
+	return bins
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("end-to-end tests need root: they create network namespaces")
+	}
+}
+
+// clusterOptions describe a test cluster.
+type clusterOptions struct {
+	Hosts, RoutedHosts int
+	// Config is the network config put in etcd.
+	Config string
+	// AgentArgs are added to every agent's command line.
+	AgentArgs []string
+}
+
+// cluster is a lab with etcd, the network config, and one agent per host.
+type cluster struct {
+	t      *testing.T
+	ctx    context.Context
+	lab    *lab.Lab
+	etcd   *clientv3.Client
+	opts   clusterOptions
+	mu     sync.Mutex
+	agents map[string]*lab.Proc // by host name
+	cnis   map[string]int       // containers made per host, for names
+}
+
+func newCluster(t *testing.T, opts clusterOptions) *cluster {
+	t.Helper()
+	requireRoot(t)
+	b := binaries(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	l, err := lab.New(ctx, lab.Options{Hosts: opts.Hosts, RoutedHosts: opts.RoutedHosts, LabBinary: b["./cmd/netagent-lab"]})
+	if err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	c := &cluster{t: t, ctx: ctx, lab: l, opts: opts, agents: map[string]*lab.Proc{}, cnis: map[string]int{}}
+	t.Cleanup(func() {
+		if t.Failed() {
+			c.dumpLogs()
+		}
+		if err := l.Close(); err != nil {
+			t.Errorf("lab close: %v", err)
+		}
+	})
+	if err := l.StartEtcd(ctx); err != nil {
+		t.Fatalf("etcd: %v", err)
+	}
+	cli, err := l.EtcdClient()
+	if err != nil {
+		t.Fatalf("etcd client: %v", err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	c.etcd = cli
+	if opts.Config != "" {
+		c.put(prefix+"/config", opts.Config)
+	}
+	return c
+}
+
+func (c *cluster) put(key, val string) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	defer cancel()
+	if _, err := c.etcd.Put(ctx, key, val); err != nil {
+		c.t.Fatalf("etcd put %s: %v", key, err)
+	}
+}
+
+func (c *cluster) hosts() []*lab.Host { return c.lab.Hosts() }
+
+// agentArgs is the command line of h's agent.
+func (c *cluster) agentArgs(h *lab.Host) []string {
+	args := []string{
+		binaries(c.t)["./cmd/netagent"], "run",
+		"--etcd-endpoints=" + strings.Join(c.lab.EtcdEndpoints(), ","),
+		"--subnet-file=" + h.SubnetFile(),
+		"--docker-opts-file=" + filepath.Join(h.Dir, "docker"),
+		"--status-socket=" + statusSocket(h),
+		"--ip-masq",
+		"--iptables-resync=500ms",
+		"--log-level=debug",
+	}
+	return append(args, c.opts.AgentArgs...)
+}
+
+func statusSocket(h *lab.Host) string { return filepath.Join(h.Dir, "netagent.sock") }
+
+// startAgent starts h's agent.
+func (c *cluster) startAgent(h *lab.Host) *lab.Proc {
+	c.t.Helper()
+	p, err := c.lab.StartProcess(h.NS, nil, c.agentArgs(h)...)
+	if err != nil {
+		c.t.Fatalf("start agent on %s: %v", h.Name, err)
+	}
+	c.mu.Lock()
+	c.agents[h.Name] = p
+	c.mu.Unlock()
+	return p
+}
+
+// startAll starts every host's agent and waits for their subnet files.
+func (c *cluster) startAll() map[string]subnetfile.Info {
+	c.t.Helper()
+	for _, h := range c.hosts() {
+		c.startAgent(h)
+	}
+	infos := map[string]subnetfile.Info{}
+	for _, h := range c.hosts() {
+		infos[h.Name] = c.awaitSubnetFile(h)
+	}
+	return infos
+}
+
+func (c *cluster) agent(h *lab.Host) *lab.Proc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.agents[h.Name]
+}
+
+func (c *cluster) awaitSubnetFile(h *lab.Host) subnetfile.Info {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+	defer cancel()
+	info, err := lab.AwaitSubnetFile(ctx, h)
+	if err != nil {
+		if p := c.agent(h); p != nil {
+			c.t.Logf("agent on %s:\n%s", h.Name, p.Tail(40))
+		}
+		c.t.Fatal(err)
+	}
+	return info
+}
+
+// awaitReady waits until every agent answers /readyz with 200.
+func (c *cluster) awaitReady() {
+	c.t.Helper()
+	for _, h := range c.hosts() {
+		eventually(c.t, 30*time.Second, h.Name+" ready", func() error {
+			out, err := c.exec(h.NS, binaries(c.t)["./cmd/netagent"], "status", "--json", "--status-socket="+statusSocket(h))
+			if err != nil {
+				return err
+			}
+			var r struct {
+				Backend *struct {
+					LastPass *time.Time `json:"last_pass"`
+				} `json:"backend"`
+			}
+			if err := json.Unmarshal(out, &r); err != nil {
+				return err
+			}
+			if r.Backend == nil || r.Backend.LastPass == nil {
+				return fmt.Errorf("data plane not programmed yet")
+			}
+			return nil
+		})
+	}
+}
+
+func (c *cluster) exec(ns string, argv ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+	defer cancel()
+	return c.lab.Exec(ctx, ns, argv...)
+}
+
+func (c *cluster) mustExec(ns string, argv ...string) string {
+	c.t.Helper()
+	out, err := c.exec(ns, argv...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return string(out)
+}
+
+// container is a container namespace attached by the CNI plugin.
+type container struct {
+	*lab.Container
+	IP netip.Addr
+}
+
+// cniConf is the conflist the tests attach containers with: the agent's
+// plugin chained with portmap, as dist/10-netagent.conflist ships it.
+func cniConf(h *lab.Host) string {
+	return fmt.Sprintf(`{"cniVersion":"1.1.0","name":"netagent","plugins":[
+  {"type":"netagent-cni","subnetFile":%q,"dataDir":%q,"statusSocket":%q,
+   "ipam":{"dataDir":%q}},
+  {"type":"portmap","capabilities":{"portMappings":true}}]}`,
+		h.SubnetFile(), filepath.Join(h.Dir, "cni"), statusSocket(h), filepath.Join(h.Dir, "ipam"))
+}
+
+// addContainer makes a container namespace on h and attaches it through the
+// CNI plugin, as a runtime would.
+func (c *cluster) addContainer(h *lab.Host) *container {
+	c.t.Helper()
+	c.mu.Lock()
+	c.cnis[h.Name]++
+	name := fmt.Sprintf("c%d", c.cnis[h.Name])
+	c.mu.Unlock()
+	ctn, err := c.lab.AddContainerNS(c.ctx, h, name)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	res := c.cni(h, ctn, "ADD")
+	var r struct {
+		IPs []struct{ Address string } `json:"ips"`
+	}
+	if err := json.Unmarshal(res, &r); err != nil || len(r.IPs) == 0 {
+		c.t.Fatalf("CNI ADD result %s: %v", res, err)
+	}
+	p, err := netip.ParsePrefix(r.IPs[0].Address)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return &container{Container: ctn, IP: p.Addr()}
+}
+
+// cni runs the first plugin of cniConf (netagent-cni) for verb, in h's
+// namespace, with the CNI environment a runtime sets.
+func (c *cluster) cni(h *lab.Host, ctn *lab.Container, verb string) []byte {
+	c.t.Helper()
+	var list struct {
+		CNIVersion string            `json:"cniVersion"`
+		Name       string            `json:"name"`
+		Plugins    []json.RawMessage `json:"plugins"`
+	}
+	if err := json.Unmarshal([]byte(cniConf(h)), &list); err != nil {
+		c.t.Fatal(err)
+	}
+	var conf map[string]any
+	json.Unmarshal(list.Plugins[0], &conf)
+	conf["cniVersion"], conf["name"] = list.CNIVersion, list.Name
+	stdin, _ := json.Marshal(conf)
+	b := binaries(c.t)
+	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", h.NS, "env",
+		"CNI_COMMAND="+verb, "CNI_CONTAINERID="+ctn.NS, "CNI_NETNS="+lab.NSPath(ctn.NS),
+		"CNI_IFNAME=eth0", "CNI_PATH="+filepath.Dir(b["./cni-plugin"]), b["./cni-plugin"])
+	cmd.Stdin = bytes.NewReader(stdin)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		c.t.Fatalf("CNI %s of %s: %v: %s %s", verb, ctn.NS, err, out, stderr.Bytes())
+	}
+	return out
+}
+
+// ping asserts that from reaches dst.
+func (c *cluster) ping(fromNS string, dst netip.Addr, opts lab.PingOptions) error {
+	ctx, cancel := context.WithTimeout(c.ctx, 20*time.Second)
+	defer cancel()
+	_, err := c.lab.Ping(ctx, fromNS, dst, opts)
+	return err
+}
+
+// pingMatrix asserts that every container reaches every other.
+func (c *cluster) pingMatrix(ctns []*container) {
+	c.t.Helper()
+	for _, a := range ctns {
+		for _, b := range ctns {
+			if a == b {
+				continue
+			}
+			if err := c.ping(a.NS, b.IP, lab.PingOptions{Count: 2}); err != nil {
+				c.t.Errorf("%s (%s) -> %s (%s): %v", a.NS, a.IP, b.NS, b.IP, err)
+			}
+		}
+	}
+}
+
+// handle returns a netlink handle in ns, for reading and breaking kernel
+// state from the test.
+func (c *cluster) handle(ns string) *netlink.Handle {
+	c.t.Helper()
+	nsh, err := netns.GetFromPath(lab.NSPath(ns))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	h, err := netlink.NewHandleAt(nsh)
+	nsh.Close()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(h.Close)
+	return h
+}
+
+func (c *cluster) dumpLogs() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, p := range c.agents {
+		c.t.Logf("--- agent %s (last lines):\n%s", name, p.Tail(60))
+	}
+}
+
+// eventually polls f until it returns nil or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v: %v", what, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
