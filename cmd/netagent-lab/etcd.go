@@ -37,13 +37,15 @@ func (o etcdOptions) Validate() error {
 	if o.name == "" {
 		return errors.New("--name must not be empty")
 	}
-	for flagName, list := range map[string]string{
-		"--listen-client-urls":    o.listenClientURLs,
-		"--advertise-client-urls": o.advertiseURLs,
-		"--listen-peer-urls":      o.listenPeerURLs,
+	// In a fixed order: the advertised URLs default to the listen URLs, so
+	// a bad --listen-client-urls is reported under its own name.
+	for _, f := range []struct{ name, list string }{
+		{"--listen-client-urls", o.listenClientURLs},
+		{"--advertise-client-urls", o.advertiseURLs},
+		{"--listen-peer-urls", o.listenPeerURLs},
 	} {
-		if _, err := parseURLs(list); err != nil {
-			return fmt.Errorf("%s: %w", flagName, err)
+		if _, err := parseURLs(f.list); err != nil {
+			return fmt.Errorf("%s: %w", f.name, err)
 		}
 	}
 	return nil

@@ -5,8 +5,13 @@
 //
 // Usage:
 //
-//	netagent-lab etcd [flags]   run an embedded etcd server (the lab starts
-//	                            it inside its etcd namespace)
+//	netagent-lab up [flags]                    bring a lab up: etcd, hosts running netagent,
+//	                                           containers attached by netagent-cni, a ping matrix
+//	netagent-lab exec [--dir D] NAME -- CMD... run CMD inside a lab host or container (h1, h1-c1)
+//	netagent-lab status [--dir D]              print every agent's status and the ping matrix
+//	netagent-lab down [--dir D]                tear the running lab down
+//	netagent-lab etcd [flags]                  run an embedded etcd server (the lab starts
+//	                                           it inside its etcd namespace)
 package main
 
 import (
@@ -25,6 +30,10 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
+		var x exitStatus
+		if errors.As(err, &x) {
+			os.Exit(int(x))
+		}
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(os.Stderr, "netagent-lab: %v\n", err)
 		}
@@ -41,9 +50,19 @@ type usageError struct{ error }
 
 func (u usageError) Unwrap() error { return u.error }
 
+// exitStatus is the exit status of a command run by `netagent-lab exec`,
+// passed on as the lab's own, with nothing printed.
+type exitStatus int
+
+func (x exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(x)) }
+
 const usage = `usage: netagent-lab <command> [flags]
 
 commands:
+  up        bring a lab up (etcd, N hosts running netagent, containers) and keep it up
+  exec      run a command inside a lab host or container: exec h1-c1 -- ip route
+  status    print every agent's status and the container ping matrix
+  down      tear the running lab down
   etcd      run an embedded etcd server (started by the lab in its namespace)
 
 Run 'netagent-lab <command> -h' for a command's flags.
@@ -56,6 +75,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageError{errors.New("no command given")}
 	}
 	switch cmd, rest := args[0], args[1:]; cmd {
+	case "up":
+		return runUp(ctx, rest, stdout, stderr)
+	case "exec":
+		return runExec(ctx, rest, stdout, stderr)
+	case "status":
+		return runStatus(ctx, rest, stdout, stderr)
+	case "down":
+		return runDown(ctx, rest, stdout, stderr)
 	case "etcd":
 		return runEtcd(ctx, rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":

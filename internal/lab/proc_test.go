@@ -31,6 +31,15 @@ func TestProcessesAndClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Once ip netns exec has exec'd into sleep, the PID is in the host's
+	// namespace, with the lab's environment. (Read before that, environ may
+	// still be the lab process's own, copied by fork.)
+	waitFor(t, ctx, "sleep in the host namespace", func() bool {
+		got, err1 := netnsguard.Stat(fmt.Sprintf("/proc/%d/ns/net", sleeper.PID()))
+		want, err2 := netnsguard.Stat(NSPath(h.NS))
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", sleeper.PID()))
+		return err1 == nil && err2 == nil && got == want && strings.TrimSpace(string(comm)) == "sleep"
+	})
 	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", sleeper.PID()))
 	if err != nil {
 		t.Fatal(err)
@@ -40,14 +49,6 @@ func TestProcessesAndClose(t *testing.T) {
 			t.Errorf("process environment lacks %s", want)
 		}
 	}
-	// Once ip netns exec has exec'd into sleep, the PID is in the host's
-	// namespace.
-	waitFor(t, ctx, "sleep in the host namespace", func() bool {
-		got, err1 := netnsguard.Stat(fmt.Sprintf("/proc/%d/ns/net", sleeper.PID()))
-		want, err2 := netnsguard.Stat(NSPath(h.NS))
-		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", sleeper.PID()))
-		return err1 == nil && err2 == nil && got == want && strings.TrimSpace(string(comm)) == "sleep"
-	})
 
 	exiter, err := l.StartProcess(h.NS, nil, "sh", "-c", "echo hello from the lab; exit 3")
 	if err != nil {

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/netagent/netagent/subnet"
+)
+
+// upOptions are the flags of `netagent-lab up`.
+type upOptions struct {
+	hosts, routedHosts int
+	containers         int
+	backend            string
+	network            string
+	dir                string
+	binDir             string
+	once, detach       bool
+	wait               bool
+	timeout            time.Duration
+}
+
+// binaryNames are the executables `up` needs in its binary directory:
+// the agent, the CNI plugin and the reference plugins the chain runs.
+var binaryNames = []string{"netagent", "netagent-cni", "bridge", "host-local", "portmap"}
+
+// Validate reports a lab that cannot be built.
+func (o *upOptions) Validate() error {
+	switch {
+	case o.hosts < 1:
+		return fmt.Errorf("--hosts %d: want at least 1", o.hosts)
+	case o.routedHosts < 0:
+		return fmt.Errorf("--routed-hosts %d: want at least 0", o.routedHosts)
+	case o.hosts+o.routedHosts > 50:
+		return fmt.Errorf("%d hosts: the lab takes at most 50", o.hosts+o.routedHosts)
+	case o.containers < 0 || o.containers > 20:
+		return fmt.Errorf("--containers-per-host %d: want 0 to 20", o.containers)
+	case o.backend != "vxlan" && o.backend != "host-gw":
+		return fmt.Errorf("--backend %q: want vxlan or host-gw", o.backend)
+	case o.backend == "host-gw" && o.routedHosts > 0:
+		return errors.New("--backend host-gw needs every host on one L2 segment: use --routed-hosts 0, or vxlan")
+	case o.once && o.detach:
+		return errors.New("--once and --detach exclude each other")
+	case o.dir == "":
+		return errors.New("--dir must not be empty")
+	case o.timeout <= 0:
+		return fmt.Errorf("--timeout %v: want a positive duration", o.timeout)
+	}
+	if _, err := o.config(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// config returns the network config the lab writes to etcd, checked with
+// subnet.ParseConfig as the agents will read it.
+func (o *upOptions) config() ([]byte, error) {
+	p, err := netip.ParsePrefix(o.network)
+	if err != nil {
+		return nil, fmt.Errorf("--network: %w", err)
+	}
+	b, err := json.Marshal(map[string]any{
+		"Network": p.String(),
+		"Backend": map[string]string{"Type": o.backend},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := subnet.ParseConfig(b); err != nil {
+		return nil, fmt.Errorf("--network %s: %w", o.network, err)
+	}
+	return b, nil
+}
+
+// parseUp parses the flags of `netagent-lab up`.
+func parseUp(args []string, stderr io.Writer) (*upOptions, error) {
+	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := &upOptions{}
+	fs.IntVar(&o.hosts, "hosts", 3, "number of hosts on the underlay")
+	fs.IntVar(&o.routedHosts, "routed-hosts", 0, "number of further hosts on a second underlay subnet, behind a router")
+	fs.IntVar(&o.containers, "containers-per-host", 2, "containers attached through netagent-cni on each host")
+	fs.StringVar(&o.backend, "backend", "vxlan", "backend: vxlan or host-gw")
+	fs.StringVar(&o.network, "network", "10.5.0.0/16", "overlay network (a /24 per host)")
+	fs.StringVar(&o.dir, "dir", defaultDir, "lab directory: state file lab.json, logs, hosts' files")
+	fs.StringVar(&o.binDir, "bin-dir", "", "directory holding netagent, netagent-cni, bridge, host-local, portmap (default: this program's directory)")
+	fs.BoolVar(&o.once, "once", false, "come up, print, tear down; exit status 0 only if every ping passed")
+	fs.BoolVar(&o.wait, "wait", true, "stay up in the foreground until interrupted or `netagent-lab down` (the default)")
+	fs.BoolVar(&o.detach, "detach", false, "stay up in the background; return once the lab is up")
+	fs.DurationVar(&o.timeout, "timeout", 60*time.Second, "how long etcd, the agents and the containers may take to come up")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return nil, usageError{fmt.Errorf("up: unexpected arguments %q", fs.Args())}
+	}
+	if err := o.Validate(); err != nil {
+		return nil, usageError{fmt.Errorf("up: %w", err)}
+	}
+	dir, err := filepath.Abs(o.dir)
+	if err != nil {
+		return nil, err
+	}
+	o.dir = dir
+	return o, nil
+}
+
+// findBinaries returns the path of every binary `up` runs, by name, and
+// the directory they are in.
+func findBinaries(binDir string) (map[string]string, string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, "", err
+	}
+	if binDir == "" {
+		binDir = filepath.Dir(self)
+	}
+	if binDir, err = filepath.Abs(binDir); err != nil {
+		return nil, "", err
+	}
+	bins := map[string]string{"netagent-lab": self}
+	var missing []string
+	for _, name := range binaryNames {
+		p := filepath.Join(binDir, name)
+		if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+			missing = append(missing, name)
+			continue
+		}
+		bins[name] = p
+	}
+	if len(missing) > 0 {
+		return nil, "", fmt.Errorf("%v missing in %s: build them with scripts/lab.sh, or pass --bin-dir", missing, binDir)
+	}
+	return bins, binDir, nil
+}
+
+// runUp is `netagent-lab up`.
+func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseUp(args, stderr)
+	if err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("up: must run as root: the lab creates network namespaces")
+	}
+	if err := claimDir(ctx, o.dir, stdout); err != nil {
+		return err
+	}
+	if o.detach {
+		return runDetached(ctx, o, args, stdout)
+	}
+	bins, binDir, err := findBinaries(o.binDir)
+	if err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	return up(ctx, o, bins, binDir, stdout)
+}
+
+// claimDir makes the lab directory, and refuses it while another lab runs
+// there. The namespaces of a lab whose process died without tearing down
+// are removed.
+func claimDir(ctx context.Context, dir string, stdout io.Writer) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	s, err := readState(dir)
+	if errors.Is(err, errNoLab) {
+		// Logs a failed lab kept: a new lab starts with fresh ones.
+		return os.RemoveAll(filepath.Join(dir, "logs"))
+	}
+	if err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	if upAlive(s.PID) {
+		return fmt.Errorf("up: lab %s is already running in %s (pid %d): `netagent-lab down --dir %s` first, or use another --dir", s.Prefix, dir, s.PID, dir)
+	}
+	fmt.Fprintf(stdout, "removing the leftovers of lab %s (its process %d is gone)\n", s.Prefix, s.PID)
+	if err := removeLeftovers(ctx, s); err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	return removeLabFiles(dir, false)
+}
+
+// removeLabFiles removes what a lab put in its directory (but its logs if
+// keepLogs), and the directory itself if nothing else is left in it.
+func removeLabFiles(dir string, keepLogs bool) error {
+	names := []string{stateFileName, "hosts", "etcd"}
+	if !keepLogs {
+		names = append(names, "logs")
+	}
+	var errs []error
+	for _, name := range names {
+		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	_ = os.Remove(dir) // only if empty
+	return errors.Join(errs...)
+}
