@@ -1,0 +1,293 @@
+package probe
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/netagent/netagent/backend/backendtest"
+)
+
+// within is how long a test waits for a change to show: one probe
+// interval plus a round's worst case (two lost overlay probes and two lost
+// underlay probes, fastConfig), with room for a loaded machine.
+const within = 300*time.Millisecond + 4*150*time.Millisecond + 2*time.Second
+
+func reachable(h PeerHealth) bool { return h.Probed && h.Reachable }
+
+func TestAllPeersReachable(t *testing.T) {
+	c := newCluster(t, 3)
+	var probers []*Prober
+	for _, h := range c.hosts {
+		probers = append(probers, startProber(t, fastConfig(t, h), c.peers(h)))
+	}
+	for i, p := range probers {
+		for _, peer := range c.peers(c.hosts[i]) {
+			ph := waitHealth(t, p, peer.Subnet, within, "reachable", reachable)
+			if ph.RTT <= 0 || ph.SmoothedRTT <= 0 || ph.LargeRTT <= 0 || ph.LastSuccess.IsZero() || ph.Cause != CauseNone {
+				t.Errorf("host %d → %s: %+v; want RTTs > 0, a last success, no cause", i+1, peer.Subnet, ph)
+			}
+		}
+		if st := p.Status(); st.Sent == 0 || st.Answered == 0 || len(st.Unreachable()) != 0 {
+			t.Errorf("host %d: sent %d answered %d unreachable %v", i+1, st.Sent, st.Answered, st.Unreachable())
+		}
+	}
+	for _, h := range c.hosts {
+		if h.resp.Replies() == 0 {
+			t.Errorf("host %d's responder answered nothing", h.i)
+		}
+	}
+}
+
+// TestCauses breaks the path from host 1 to host 3 in each way in turn,
+// checks the cause host 1 reports within one interval and round, repairs
+// it and checks host 3 is reachable again. Host 2 stays reachable
+// throughout.
+func TestCauses(t *testing.T) {
+	c := newCluster(t, 3)
+	a, b, victim := c.hosts[0], c.hosts[1], c.hosts[2]
+	var unprogrammed atomic.Bool
+	cfg := fastConfig(t, a)
+	cfg.Programmed = func(p Peer) bool { return p.Subnet != victim.subnet() || !unprogrammed.Load() }
+	p := startProber(t, cfg, c.peers(a))
+	waitHealth(t, p, victim.subnet(), within, "reachable", reachable)
+
+	nft := func(args ...string) func(t *testing.T) {
+		return func(t *testing.T) { victim.ns.Exec(t, append([]string{"nft"}, args...)...) }
+	}
+	mtu := func(n string) func(t *testing.T) {
+		return func(t *testing.T) {
+			c.sw.IP(t, "link", "set", "p3", "mtu", n)
+			victim.ns.IP(t, "link", "set", "eth0", "mtu", n)
+		}
+	}
+	cases := []struct {
+		name         string
+		brk, fix     func(t *testing.T)
+		want         Cause
+		detail       string
+		wantSmallRTT bool
+	}{
+		{
+			name:   "firewall drops the VXLAN port",
+			brk:    nft("add table ip natest { chain in { type filter hook input priority 0; udp dport 8472 drop; }; }"),
+			fix:    nft("delete table ip natest"),
+			want:   CauseNoAnswer,
+			detail: "underlay answers",
+		},
+		{
+			name: "underlay MTU lowered on one link",
+			brk:  mtu("1400"),
+			fix: func(t *testing.T) {
+				mtu("1500")(t)
+				// While its link was narrow the victim learnt a path MTU
+				// of 1350 towards host 1's overlay address (the vxlan
+				// driver's PMTU check), which the kernel keeps for 10
+				// minutes: re-create the route to drop it.
+				victim.ns.IP(t, "route", "del", a.subnet().String())
+				victim.program(t, a)
+			},
+			want:         CauseLargePacketsLost,
+			detail:       "1450-byte probe with DF",
+			wantSmallRTT: true,
+		},
+		{
+			name: "backend says not programmed",
+			brk:  func(*testing.T) { unprogrammed.Store(true) },
+			fix:  func(*testing.T) { unprogrammed.Store(false) },
+			want: CauseNotProgrammed,
+		},
+		{
+			name: "route missing",
+			brk:  func(t *testing.T) { a.ns.IP(t, "route", "del", victim.subnet().String()) },
+			fix:  func(t *testing.T) { a.program(t, victim) },
+			want: CauseNotProgrammed,
+		},
+		{
+			name:   "underlay link down",
+			brk:    func(t *testing.T) { c.sw.IP(t, "link", "set", "p3", "down") },
+			fix:    func(t *testing.T) { c.sw.IP(t, "link", "set", "p3", "up") },
+			want:   CauseUnderlayUnreachable,
+			detail: "underlay: probe: no answer",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before, _ := healthOf(p, victim.subnet())
+			tc.brk(t)
+			broke := time.Now()
+			ph := waitHealth(t, p, victim.subnet(), within, string(tc.want), func(h PeerHealth) bool {
+				return h.Probed && !h.Reachable && h.Cause == tc.want
+			})
+			t.Logf("%s: cause %s after %v: %s", victim.subnet(), ph.Cause, time.Since(broke).Round(time.Millisecond), ph.Detail)
+			if !strings.Contains(ph.Detail, tc.detail) {
+				t.Errorf("detail %q does not say %q", ph.Detail, tc.detail)
+			}
+			if ph.LastSuccess.Before(before.LastSuccess) || ph.ConsecutiveFailures == 0 {
+				t.Errorf("last success %v (was %v), %d failures", ph.LastSuccess, before.LastSuccess, ph.ConsecutiveFailures)
+			}
+			if tc.wantSmallRTT && ph.RTT <= 0 {
+				t.Errorf("small probe RTT %v, want > 0", ph.RTT)
+			}
+			if len(p.Status().Unreachable()) != 1 {
+				t.Errorf("unreachable %+v, want only %s", p.Status().Unreachable(), victim.subnet())
+			}
+			if hb, _ := healthOf(p, b.subnet()); !hb.Reachable {
+				t.Errorf("host 2 is not reachable: %+v", hb)
+			}
+			tc.fix(t)
+			waitHealth(t, p, victim.subnet(), within, "reachable again", reachable)
+		})
+	}
+}
+
+// TestOffloadTrialRestores: host 3 drops VXLAN traffic but answers on its
+// public IP, so host 1 turns TX checksum offload of its flannel.1 off,
+// finds that the path does not come back, turns it on again and reports
+// host 3 as no-answer with offload ruled out.
+func TestOffloadTrialRestores(t *testing.T) {
+	c := newCluster(t, 3)
+	a, victim := c.hosts[0], c.hosts[2]
+	sw, err := OpenEthtool(a.ns.Netns, "flannel.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sw.Close() })
+	if on, err := sw.TxChecksum(); err != nil || !on {
+		t.Fatalf("flannel.1 TX checksum offload %t, %v; want on to start with", on, err)
+	}
+	var (
+		mu     sync.Mutex
+		events []OffloadEvent
+		kernel []bool // the setting read back from the kernel at each event
+	)
+	cfg := fastConfig(t, a)
+	cfg.Offload, cfg.AutoOffload = sw, true
+	cfg.OnOffload = func(ev OffloadEvent) {
+		on, err := sw.TxChecksum()
+		if err != nil {
+			t.Errorf("read offload: %v", err)
+		}
+		mu.Lock()
+		events, kernel = append(events, ev), append(kernel, on)
+		mu.Unlock()
+	}
+	p := startProber(t, cfg, c.peers(a))
+	waitHealth(t, p, victim.subnet(), within, "reachable", reachable)
+
+	victim.ns.Exec(t, "nft", "add table ip natest { chain in { type filter hook input priority 0; udp dport 8472 drop; }; }")
+	ph := waitHealth(t, p, victim.subnet(), 2*within, "no-answer with offload ruled out", func(h PeerHealth) bool {
+		return h.Cause == CauseNoAnswer && h.OffloadRuledOut
+	})
+	mu.Lock()
+	got := append([]OffloadEvent(nil), events...)
+	gotKernel := append([]bool(nil), kernel...)
+	mu.Unlock()
+	if len(got) != 2 || got[0].Kind != OffloadTrialOff || got[1].Kind != OffloadRestored ||
+		got[0].TxChecksum || !got[1].TxChecksum || gotKernel[0] || !gotKernel[1] {
+		t.Fatalf("events %+v (kernel said %v); want trial-off (off) then restored (on)", got, gotKernel)
+	}
+	for _, ev := range got {
+		if len(ev.Peers) != 1 || ev.Peers[0] != victim.subnet() || ev.Err != nil || ev.Device != "flannel.1" {
+			t.Errorf("event %+v; want about %s only, no error", ev, victim.subnet())
+		}
+	}
+	if on, err := sw.TxChecksum(); err != nil || !on {
+		t.Errorf("after the trial flannel.1 TX checksum offload is %t, %v; want restored on", on, err)
+	}
+	st := p.Status().Offload
+	if st == nil || !st.TxChecksum || st.Trial || st.KeptOff || !st.Auto {
+		t.Errorf("offload status %+v; want on, no trial, not kept off", st)
+	}
+	t.Logf("%s: %s (%s)", victim.subnet(), ph.Cause, ph.Detail)
+
+	// Still failing: no second trial for the same peer.
+	waitHealth(t, p, victim.subnet(), within, "another failed round", func(h PeerHealth) bool {
+		return h.ConsecutiveFailures >= ph.ConsecutiveFailures+2
+	})
+	mu.Lock()
+	n := len(events)
+	mu.Unlock()
+	if n != 2 {
+		t.Errorf("%d offload events, want no new trial for a ruled-out peer", n)
+	}
+}
+
+func TestEthtoolTxChecksumRoundTrip(t *testing.T) {
+	c := newCluster(t, 1)
+	h := c.hosts[0]
+	for _, dev := range []string{"eth0", "flannel.1"} {
+		t.Run(dev, func(t *testing.T) {
+			e, err := OpenEthtool(h.ns.Netns, dev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			for _, want := range []bool{false, true, false, true} {
+				if err := e.SetTxChecksum(want); err != nil {
+					t.Fatal(err)
+				}
+				got, err := e.TxChecksum()
+				if err != nil {
+					t.Fatal(err)
+				}
+				word := map[bool]string{true: "on", false: "off"}[want]
+				out := h.ns.Exec(t, "ethtool", "-k", dev)
+				if got != want || !strings.Contains(out, "tx-checksumming: "+word) {
+					t.Fatalf("set %t: ioctl reads %t, ethtool -k says\n%s", want, got, out)
+				}
+			}
+		})
+	}
+	e, err := OpenEthtool(h.ns.Netns, "nosuchdev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if _, err := e.TxChecksum(); err == nil {
+		t.Error("TxChecksum of a missing device did not fail")
+	}
+}
+
+// TestResponderIgnoresNonProbes: datagrams that are not probe requests get
+// no answer; requests do.
+func TestResponderIgnoresNonProbes(t *testing.T) {
+	c := newCluster(t, 2)
+	a, b := c.hosts[0], c.hosts[1]
+	conn, err := listenUDPIn(a.ns.Netns, a.public(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	to := netip.AddrPortFrom(b.public(), DefaultPort)
+	req := header{kind: kindRequest, size: 100, seq: 7}.encode(make([]byte, 100))
+	reply := header{kind: kindReply, size: 100, seq: 8}.encode(make([]byte, 100))
+	for _, d := range [][]byte{[]byte("hello"), reply, req[:50], req} {
+		if _, err := conn.WriteToUDPAddrPort(d, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 2000)
+	n, from, err := conn.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := parse(buf[:n])
+	if err != nil || h.kind != kindReply || h.seq != 7 || n != 100 || from != to {
+		t.Fatalf("answer %+v %v from %s; want the request echoed as a reply from %s", h, err, from, to)
+	}
+	backendtest.Eventually(t, 2*time.Second, func() error {
+		if b.resp.Dropped() != 3 {
+			return fmt.Errorf("responder dropped %d datagrams, want 3", b.resp.Dropped())
+		}
+		return nil
+	})
+	if b.resp.Replies() != 1 {
+		t.Errorf("replies %d dropped %d, want 1 and 3", b.resp.Replies(), b.resp.Dropped())
+	}
+}

@@ -1,0 +1,437 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vishvananda/netns"
+)
+
+// Defaults of Config.
+const (
+	DefaultInterval = 10 * time.Second
+	DefaultRate     = 20
+	DefaultTimeout  = time.Second
+	DefaultAttempts = 2
+)
+
+// ipUDPHeaders is the size of the IPv4 and UDP headers: a probe of
+// MTU-ipUDPHeaders bytes of payload fills the overlay MTU exactly.
+const ipUDPHeaders = 28
+
+// Config configures a Prober. Zero fields take the defaults above.
+type Config struct {
+	Log *slog.Logger
+	// Netns is the namespace the sockets are created in; 0 or
+	// netns.None() means the caller's.
+	Netns netns.NsHandle
+	// LocalOverlay is this host's overlay address (OverlayAddr of its
+	// lease): overlay probes are sent from it, so replies come back
+	// through the overlay too. Required.
+	LocalOverlay netip.Addr
+	// LocalPublic is the source of underlay probes (the public IP);
+	// invalid means the kernel's choice.
+	LocalPublic netip.Addr
+	// Port is the peers' responder port (DefaultPort when 0).
+	Port int
+	// MTU is the overlay MTU (the backend's MTU()): the large probe is
+	// MTU-28 bytes of UDP payload with DF set. Required.
+	MTU int
+	// Interval is how often each peer is probed. With many peers it
+	// stretches to peers*2/Rate, so that the rate bound holds without
+	// starving anyone (Status.Interval says which applies).
+	Interval time.Duration
+	// Rate bounds the datagrams sent per second, all peers, probes and
+	// retries together; Burst (default 2, so that a round's two probes
+	// can go back to back) is how many may go at once.
+	Rate  float64
+	Burst int
+	// Timeout is how long a probe waits for its answer; Attempts is how
+	// many times a probe is sent before it counts as lost.
+	Timeout  time.Duration
+	Attempts int
+	// Programmed tells whether the backend holds the peer's route and
+	// entries (backend.PeerStatus.Programmed). When it says no, the peer
+	// is CauseNotProgrammed and nothing is sent to its overlay address
+	// (it would follow another route). Nil means always. It is called
+	// from several goroutines at once and should be quick.
+	Programmed func(Peer) bool
+	// Offload, when set, is the overlay device's TX checksum offload:
+	// reported in Status, and with AutoOffload turned off on trial when
+	// peers answer on their public IP but not through the overlay (see
+	// the package doc).
+	Offload     OffloadSwitch
+	AutoOffload bool
+	// OnResult is called after each round with its result, on the
+	// prober's loop: it must not block (update metrics and return).
+	OnResult func(Result)
+	// OnOffload is called for each change made to the offload setting,
+	// on the prober's loop, after it is logged; it must not block.
+	OnOffload func(OffloadEvent)
+}
+
+// Validate checks the required fields and ranges.
+func (c *Config) Validate() error {
+	var errs []error
+	if !c.LocalOverlay.Is4() {
+		errs = append(errs, fmt.Errorf("LocalOverlay %v is not an IPv4 address", c.LocalOverlay))
+	}
+	if c.LocalPublic.IsValid() && !c.LocalPublic.Is4() {
+		errs = append(errs, fmt.Errorf("LocalPublic %v is not an IPv4 address", c.LocalPublic))
+	}
+	if c.MTU-ipUDPHeaders < headerLen || c.MTU > 65535 {
+		errs = append(errs, fmt.Errorf("MTU %d out of range [%d, 65535]", c.MTU, headerLen+ipUDPHeaders))
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		errs = append(errs, fmt.Errorf("Port %d out of range", c.Port))
+	}
+	if c.Interval < 0 || c.Rate < 0 || c.Burst < 0 || c.Timeout < 0 || c.Attempts < 0 {
+		errs = append(errs, errors.New("Interval, Rate, Burst, Timeout and Attempts must not be negative"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("probe: invalid config: %w", err)
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() {
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.Port == 0 {
+		c.Port = DefaultPort
+	}
+	if c.Interval == 0 {
+		c.Interval = DefaultInterval
+	}
+	if c.Rate == 0 {
+		c.Rate = DefaultRate
+	}
+	if c.Burst == 0 {
+		c.Burst = 2
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.Attempts == 0 {
+		c.Attempts = DefaultAttempts
+	}
+}
+
+// peerState is one peer: its health (read by Status under Prober.mu) and
+// its schedule (the loop's alone).
+type peerState struct {
+	health   PeerHealth
+	due      time.Time
+	inFlight bool
+}
+
+// Prober probes peers through the overlay at a bounded rate and keeps
+// their health. New opens its sockets, Run probes until ctx is done,
+// SetPeers and Status may be called from any goroutine at any time.
+type Prober struct {
+	cfg      Config
+	overlay  *net.UDPConn
+	underlay *net.UDPConn
+	lim      *limiter
+	seq      atomic.Uint64
+	sent     atomic.Uint64
+	answered atomic.Uint64
+
+	pendMu  sync.Mutex
+	pending map[uint64]*pendingProbe
+
+	peersCh chan struct{}
+
+	mu       sync.Mutex
+	want     []Peer // set by SetPeers, taken by the loop
+	peers    map[netip.Prefix]*peerState
+	interval time.Duration
+	csum     *csumAuto
+}
+
+// New validates cfg and opens the prober's two sockets in cfg.Netns: one
+// bound to LocalOverlay, one to LocalPublic (both with DF set). Close
+// releases them.
+func New(cfg Config) (*Prober, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	p := &Prober{
+		cfg:      cfg,
+		lim:      newLimiter(cfg.Rate, cfg.Burst),
+		pending:  map[uint64]*pendingProbe{},
+		peersCh:  make(chan struct{}, 1),
+		peers:    map[netip.Prefix]*peerState{},
+		interval: cfg.Interval,
+	}
+	p.seq.Store(rand.Uint64() >> 1)
+	var err error
+	if p.overlay, err = listenUDPIn(cfg.Netns, cfg.LocalOverlay, 0); err != nil {
+		return nil, err
+	}
+	if p.underlay, err = listenUDPIn(cfg.Netns, cfg.LocalPublic, 0); err != nil {
+		p.overlay.Close()
+		return nil, err
+	}
+	if cfg.Offload != nil {
+		// A trial lasts at most a few rounds of its peers, sent at once.
+		trial := time.Duration(4*cfg.Attempts)*cfg.Timeout + 5*time.Second
+		p.csum = newCsumAuto(cfg.Offload, cfg.AutoOffload, trial, cfg.Log)
+	}
+	return p, nil
+}
+
+// Close closes the sockets. Run returns soon after if it is running.
+func (p *Prober) Close() {
+	p.overlay.Close()
+	p.underlay.Close()
+}
+
+// SetPeers replaces the set of peers to probe. New peers are first probed
+// at a random point of the next interval, so that probes spread out; a
+// peer whose addresses changed starts afresh.
+func (p *Prober) SetPeers(peers []Peer) {
+	p.mu.Lock()
+	p.want = slices.Clone(peers)
+	if p.want == nil {
+		p.want = []Peer{}
+	}
+	p.mu.Unlock()
+	select {
+	case p.peersCh <- struct{}{}:
+	default:
+	}
+}
+
+// Status returns a snapshot of every peer's health and the counters.
+func (p *Prober) Status() Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := Status{Interval: p.interval, Rate: p.cfg.Rate, Sent: p.sent.Load(), Answered: p.answered.Load()}
+	for _, ps := range p.peers {
+		st.Peers = append(st.Peers, ps.health)
+	}
+	slices.SortFunc(st.Peers, func(a, b PeerHealth) int { return comparePrefix(a.Subnet, b.Subnet) })
+	if p.csum != nil {
+		st.Offload = p.csum.status()
+	}
+	return st
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
+
+// roundDone is a finished round, sent to the loop.
+type roundDone struct {
+	peer    Peer
+	started time.Time
+	out     outcome
+}
+
+// Run probes the peers until ctx is done (then it returns nil after
+// restoring any offload setting on trial) or the sockets fail. It closes
+// the sockets when it returns: a Prober runs once.
+func (p *Prober) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, p.Close)
+	defer stop()
+	var wg sync.WaitGroup
+	readErr := make(chan error, 2)
+	for _, c := range []*net.UDPConn{p.overlay, p.underlay} {
+		wg.Go(func() { readErr <- p.read(c) })
+	}
+	done := make(chan roundDone)
+	inFlight := 0
+	// Enough rounds in flight to keep the rate busy while each waits for
+	// its answers.
+	maxInFlight := int(p.cfg.Rate*p.cfg.Timeout.Seconds()*float64(p.cfg.Attempts)) + 4
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	defer func() {
+		cancel()
+		for ; inFlight > 0; inFlight-- {
+			<-done
+		}
+		wg.Wait()
+		if p.csum != nil {
+			p.mu.Lock()
+			p.csum.stop(time.Now())
+			p.mu.Unlock()
+			p.emitOffload()
+		}
+	}()
+	for {
+		now := time.Now()
+		next := now.Add(time.Hour)
+		p.mu.Lock()
+		if p.csum != nil {
+			p.csum.tick(now)
+		}
+		for _, ps := range p.peers {
+			if ps.inFlight {
+				continue
+			}
+			if ps.due.After(now) {
+				if ps.due.Before(next) {
+					next = ps.due
+				}
+				continue
+			}
+			if inFlight >= maxInFlight {
+				continue
+			}
+			ps.inFlight = true
+			inFlight++
+			peer := ps.health.Peer
+			go func() { done <- roundDone{peer, now, p.round(ctx, peer)} }()
+		}
+		p.mu.Unlock()
+		p.emitOffload()
+		timer.Reset(next.Sub(now))
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-readErr:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		case <-p.peersCh:
+			p.syncPeers(now)
+		case d := <-done:
+			inFlight--
+			p.finish(d)
+		case <-timer.C:
+		}
+	}
+}
+
+// syncPeers applies the last SetPeers.
+func (p *Prober) syncPeers(now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.want == nil {
+		return
+	}
+	want := map[netip.Prefix]Peer{}
+	for _, pr := range p.want {
+		want[pr.Subnet] = pr
+	}
+	p.want = nil
+	for k := range p.peers {
+		if _, ok := want[k]; !ok {
+			delete(p.peers, k)
+		}
+	}
+	p.interval = max(p.cfg.Interval, time.Duration(float64(len(want))*2/p.cfg.Rate*float64(time.Second)))
+	for k, pr := range want {
+		ps, ok := p.peers[k]
+		if ok && ps.health.Peer == pr {
+			continue
+		}
+		if ok && ps.inFlight {
+			// Its round's result belongs to the old addresses: drop it
+			// in finish, by comparing peers.
+			ps.health = PeerHealth{Peer: pr}
+			continue
+		}
+		p.peers[k] = &peerState{health: PeerHealth{Peer: pr}, due: now.Add(rand.N(p.interval))}
+	}
+}
+
+// emitOffload hands the offload changes made so far to OnOffload.
+func (p *Prober) emitOffload() {
+	if p.csum == nil {
+		return
+	}
+	p.mu.Lock()
+	evs := p.csum.takeEvents()
+	p.mu.Unlock()
+	if p.cfg.OnOffload != nil {
+		for _, ev := range evs {
+			p.cfg.OnOffload(ev)
+		}
+	}
+}
+
+// finish records a round's outcome and schedules the next one.
+func (p *Prober) finish(d roundDone) {
+	now := time.Now()
+	p.mu.Lock()
+	ps, ok := p.peers[d.peer.Subnet]
+	if !ok || ps.health.Peer != d.peer {
+		if ok {
+			ps.inFlight = false
+			ps.due = now
+		}
+		p.mu.Unlock()
+		return
+	}
+	ps.inFlight = false
+	// Next round in [0.9, 1.1] intervals: jitter keeps peers from lining
+	// up again.
+	ps.due = now.Add(time.Duration(float64(p.interval) * (0.9 + 0.2*rand.Float64())))
+	o := d.out
+	res := Result{Peer: d.peer, Time: now, Reachable: o.cause == CauseNone, Cause: o.cause, RTT: o.rtt, LargeRTT: o.largeRTT, Sent: o.sent}
+	if p.csum != nil {
+		var noAnswer []netip.Prefix
+		for k, q := range p.peers {
+			if q.health.Cause == CauseNoAnswer && k != d.peer.Subnet {
+				noAnswer = append(noAnswer, k)
+			}
+		}
+		reprobe, ruledOut := p.csum.observe(now, d.peer.Subnet, d.started, o.cause, o.smallOK, noAnswer)
+		res.OffloadRuledOut = ruledOut
+		for _, k := range reprobe {
+			if q := p.peers[k]; q != nil {
+				q.due = now
+			}
+		}
+	}
+	h := &ps.health
+	h.Probed, h.Reachable, h.Cause, h.OffloadRuledOut, h.Detail = true, res.Reachable, o.cause, res.OffloadRuledOut, o.detail
+	h.LastProbe = now
+	if o.rtt > 0 {
+		h.RTT = o.rtt
+		if h.SmoothedRTT == 0 {
+			h.SmoothedRTT = o.rtt
+		} else {
+			h.SmoothedRTT += (o.rtt - h.SmoothedRTT) / 8
+		}
+	}
+	if o.largeRTT > 0 {
+		h.LargeRTT = o.largeRTT
+	}
+	if res.Reachable {
+		h.LastSuccess, h.ConsecutiveFailures = now, 0
+	} else {
+		h.ConsecutiveFailures++
+	}
+	p.mu.Unlock()
+	p.emitOffload()
+	if res.Reachable {
+		p.cfg.Log.Debug("probe: peer reachable", "peer", d.peer.Subnet, "rtt", o.rtt, "large_rtt", o.largeRTT)
+	} else {
+		p.cfg.Log.Info("probe: peer unreachable", "peer", d.peer.Subnet, "overlay", d.peer.Overlay,
+			"public_ip", d.peer.PublicIP, "cause", o.cause, "offload_ruled_out", res.OffloadRuledOut, "detail", o.detail)
+	}
+	if p.cfg.OnResult != nil {
+		p.cfg.OnResult(res)
+	}
+}

@@ -1,0 +1,148 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vishvananda/netns"
+)
+
+// DefaultPort is the UDP port of the responder: next to VXLAN's 8472,
+// easy to remember in firewall rules. Every host of a cluster must use the
+// same port.
+const DefaultPort = 8473
+
+// DefaultReplyRate bounds the replies a responder sends per second. A host
+// receives on average as many probes as it sends (Config.Rate), so this
+// leaves room for bursts while keeping the responder from being used to
+// reflect floods.
+const DefaultReplyRate = 1000
+
+// ResponderConfig configures a Responder.
+type ResponderConfig struct {
+	Log *slog.Logger
+	// Netns is the namespace the sockets are created in; 0 or
+	// netns.None() means the caller's.
+	Netns netns.NsHandle
+	// Addrs are the addresses to answer on: the host's overlay address
+	// (OverlayAddr of its own lease) and its public IP. They need not be
+	// configured yet (IP_FREEBIND). IPv4 only.
+	Addrs []netip.Addr
+	// Port is the UDP port (DefaultPort when 0).
+	Port int
+	// ReplyRate bounds replies per second (DefaultReplyRate when 0).
+	ReplyRate float64
+}
+
+// Responder answers probe datagrams: each well-formed request is sent back
+// to its source, from the address it was sent to, with the same length and
+// the DF bit set. Anything else is dropped without an answer.
+type Responder struct {
+	log     *slog.Logger
+	conns   []*net.UDPConn
+	lim     *limiter
+	replies atomic.Uint64
+	dropped atomic.Uint64
+}
+
+// NewResponder opens one socket per address on cfg.Port, in cfg.Netns.
+// Serve answers on them; Close releases them.
+//
+// Equivalent to a UDP echo server on each of `<addr>:8473`.
+func NewResponder(cfg ResponderConfig) (*Responder, error) {
+	if len(cfg.Addrs) == 0 {
+		return nil, errors.New("probe: responder has no address")
+	}
+	if cfg.Port == 0 {
+		cfg.Port = DefaultPort
+	}
+	if cfg.Port < 0 || cfg.Port > 65535 {
+		return nil, fmt.Errorf("probe: responder port %d out of range", cfg.Port)
+	}
+	if cfg.ReplyRate <= 0 {
+		cfg.ReplyRate = DefaultReplyRate
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Responder{log: log, lim: newLimiter(cfg.ReplyRate, int(cfg.ReplyRate)/10+1)}
+	for _, a := range cfg.Addrs {
+		if !a.Is4() {
+			r.Close()
+			return nil, fmt.Errorf("probe: responder address %s is not IPv4", a)
+		}
+		c, err := listenUDPIn(cfg.Netns, a, cfg.Port)
+		if err != nil {
+			r.Close()
+			return nil, err
+		}
+		r.conns = append(r.conns, c)
+	}
+	return r, nil
+}
+
+// Serve answers probes until ctx is done or the sockets are closed, and
+// then closes them.
+func (r *Responder) Serve(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, r.Close)
+	defer stop()
+	var wg sync.WaitGroup
+	for _, c := range r.conns {
+		wg.Go(func() { r.serve(c) })
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+func (r *Responder) serve(c *net.UDPConn) {
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			r.log.Debug("probe responder: read", "err", err)
+			continue
+		}
+		h, err := parse(buf[:n])
+		if err != nil || h.kind != kindRequest {
+			r.dropped.Add(1)
+			continue
+		}
+		if !r.lim.allow(time.Now()) {
+			r.dropped.Add(1)
+			continue
+		}
+		buf[5] = kindReply
+		if _, err := c.WriteToUDPAddrPort(buf[:n], from); err != nil {
+			// EMSGSIZE: the way back is narrower than the way in; the
+			// prober sees the large probe lost.
+			r.log.Debug("probe responder: reply", "to", from, "size", n, "err", err)
+			continue
+		}
+		r.replies.Add(1)
+	}
+}
+
+// Replies is the number of probes answered; Dropped counts datagrams that
+// were not probe requests or went over ReplyRate.
+func (r *Responder) Replies() uint64 { return r.replies.Load() }
+
+// Dropped counts datagrams left unanswered (see Replies).
+func (r *Responder) Dropped() uint64 { return r.dropped.Load() }
+
+// Close closes the sockets; Serve returns. It may be called more than once.
+func (r *Responder) Close() {
+	for _, c := range r.conns {
+		c.Close()
+	}
+}

@@ -1,0 +1,277 @@
+package probe
+
+import (
+	"errors"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestWireRoundTrip(t *testing.T) {
+	for _, size := range []int{headerLen, 100, 1422, 65507} {
+		h := header{kind: kindRequest, size: size, seq: 1<<63 + 5, sent: -42}
+		got, err := parse(h.encode(make([]byte, size)))
+		if err != nil || got != h {
+			t.Errorf("size %d: parse(encode(%+v)) = %+v, %v", size, h, got, err)
+		}
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	good := header{kind: kindRequest, size: 40, seq: 1}.encode(make([]byte, 40))
+	mod := func(f func(b []byte) []byte) []byte { return f(slices.Clone(good)) }
+	cases := map[string][]byte{
+		"empty":        nil,
+		"short":        good[:headerLen-1],
+		"bad magic":    mod(func(b []byte) []byte { b[0] = 'X'; return b }),
+		"bad version":  mod(func(b []byte) []byte { b[4] = 2; return b }),
+		"bad kind":     mod(func(b []byte) []byte { b[5] = 3; return b }),
+		"truncated":    good[:39],
+		"longer":       append(slices.Clone(good), 0),
+		"size too big": mod(func(b []byte) []byte { b[6], b[7] = 0xff, 0xff; return b }),
+	}
+	for name, b := range cases {
+		if _, err := parse(b); !errors.Is(err, errBadDatagram) {
+			t.Errorf("%s: parse = %v, want errBadDatagram", name, err)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(header{kind: kindReply, size: 30, seq: 9}.encode(make([]byte, 30)))
+	f.Add([]byte("NAPB"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := parse(b)
+		if err != nil {
+			return
+		}
+		if h.size != len(b) || (h.kind != kindRequest && h.kind != kindReply) {
+			t.Fatalf("accepted %+v for %d bytes", h, len(b))
+		}
+		again, err := parse(h.encode(make([]byte, h.size)))
+		if err != nil || again != h {
+			t.Fatalf("re-encoding %+v gives %+v, %v", h, again, err)
+		}
+	})
+}
+
+func TestLimiter(t *testing.T) {
+	l := newLimiter(10, 2)
+	t0 := l.last
+	// The burst goes at once, then one token every 100 ms.
+	waits := []time.Duration{l.reserve(t0), l.reserve(t0), l.reserve(t0), l.reserve(t0)}
+	want := []time.Duration{0, 0, 100 * time.Millisecond, 200 * time.Millisecond}
+	for i := range want {
+		if d := waits[i] - want[i]; d < -time.Microsecond || d > time.Microsecond {
+			t.Errorf("wait %d = %v, want %v", i, waits[i], want[i])
+		}
+	}
+	// After a long pause no more than the burst is saved up.
+	later := t0.Add(time.Hour)
+	if !l.allow(later) || !l.allow(later) || l.allow(later) {
+		t.Error("after an hour: want exactly 2 tokens")
+	}
+	// Over 10 s at 10/s, allow admits 100 (+ burst) whatever the demand.
+	n := 0
+	for ms := range 10000 {
+		if l.allow(later.Add(time.Duration(ms) * time.Millisecond)) {
+			n++
+		}
+	}
+	if n < 99 || n > 101 {
+		t.Errorf("allowed %d in 10 s at 10/s", n)
+	}
+}
+
+func TestOverlayAddr(t *testing.T) {
+	cases := []struct{ typ, subnet, want string }{
+		{"vxlan", "10.5.58.0/24", "10.5.58.0"},
+		{"vxlan", "10.5.58.7/24", "10.5.58.0"},
+		{"host-gw", "10.5.58.0/24", "10.5.58.1"},
+	}
+	for _, c := range cases {
+		if got := OverlayAddr(c.typ, netip.MustParsePrefix(c.subnet)); got.String() != c.want {
+			t.Errorf("OverlayAddr(%s, %s) = %s, want %s", c.typ, c.subnet, got, c.want)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	ok := Config{LocalOverlay: netip.MustParseAddr("10.5.1.0"), MTU: 1450}
+	cases := []struct {
+		name string
+		mod  func(*Config)
+		bad  bool
+	}{
+		{"minimal", func(*Config) {}, false},
+		{"no overlay address", func(c *Config) { c.LocalOverlay = netip.Addr{} }, true},
+		{"IPv6 overlay", func(c *Config) { c.LocalOverlay = netip.MustParseAddr("fd00::1") }, true},
+		{"IPv6 public", func(c *Config) { c.LocalPublic = netip.MustParseAddr("fd00::1") }, true},
+		{"no MTU", func(c *Config) { c.MTU = 0 }, true},
+		{"MTU too small for a probe", func(c *Config) { c.MTU = 51 }, true},
+		{"smallest MTU", func(c *Config) { c.MTU = 52 }, false},
+		{"bad port", func(c *Config) { c.Port = 70000 }, true},
+		{"negative rate", func(c *Config) { c.Rate = -1 }, true},
+	}
+	for _, c := range cases {
+		cfg := ok
+		c.mod(&cfg)
+		if err := cfg.Validate(); (err != nil) != c.bad {
+			t.Errorf("%s: Validate() = %v, want error %t", c.name, err, c.bad)
+		}
+	}
+}
+
+// fakeSwitch is an OffloadSwitch in memory, recording what was set.
+type fakeSwitch struct {
+	on  bool
+	set []bool
+	err error
+}
+
+func (f *fakeSwitch) Device() string            { return "flannel.1" }
+func (f *fakeSwitch) TxChecksum() (bool, error) { return f.on, f.err }
+func (f *fakeSwitch) SetTxChecksum(on bool) error {
+	if f.err != nil {
+		return f.err
+	}
+	f.on = on
+	f.set = append(f.set, on)
+	return nil
+}
+
+// TestCsumAuto drives the offload state machine with rounds: each step is
+// a round's outcome for a peer, started some time after the first.
+func TestCsumAuto(t *testing.T) {
+	pA, pB := netip.MustParsePrefix("10.5.1.0/24"), netip.MustParsePrefix("10.5.2.0/24")
+	type step struct {
+		peer     netip.Prefix
+		startAt  time.Duration // when the round started, from t0
+		cause    Cause
+		smallOK  bool
+		noAnswer []netip.Prefix
+		// wanted after the step
+		reprobe  []netip.Prefix
+		ruledOut bool
+	}
+	cases := []struct {
+		name    string
+		startOn bool
+		auto    bool
+		steps   []step
+		wantSet []bool
+		wantSt  OffloadStatus
+	}{
+		{
+			name: "path recovers with offload off: kept off", startOn: true, auto: true,
+			steps: []step{
+				{peer: pA, startAt: 0, cause: CauseNoAnswer, noAnswer: []netip.Prefix{pB}, reprobe: []netip.Prefix{pA, pB}},
+				{peer: pB, startAt: 0, cause: CauseNoAnswer},                          // started before the trial: ignored
+				{peer: pB, startAt: 2 * time.Second, cause: CauseNone, smallOK: true}, // recovered
+				{peer: pA, startAt: 3 * time.Second, cause: CauseNoAnswer, ruledOut: true},
+			},
+			wantSet: []bool{false},
+			wantSt:  OffloadStatus{Device: "flannel.1", Auto: true, TxChecksum: false, KeptOff: true, Peers: []netip.Prefix{pA, pB}},
+		},
+		{
+			name: "path does not recover: restored, peers ruled out, no second trial", startOn: true, auto: true,
+			steps: []step{
+				{peer: pA, startAt: 0, cause: CauseNoAnswer, noAnswer: []netip.Prefix{pB}, reprobe: []netip.Prefix{pA, pB}},
+				{peer: pA, startAt: 2 * time.Second, cause: CauseNoAnswer},
+				{peer: pB, startAt: 2 * time.Second, cause: CauseUnderlayUnreachable},
+				{peer: pA, startAt: 3 * time.Second, cause: CauseNoAnswer, ruledOut: true},
+			},
+			wantSet: []bool{false, true},
+			wantSt:  OffloadStatus{Device: "flannel.1", Auto: true, TxChecksum: true},
+		},
+		{
+			name: "ruled-out peer is tried again after it recovered", startOn: true, auto: true,
+			steps: []step{
+				{peer: pA, startAt: 0, cause: CauseNoAnswer, reprobe: []netip.Prefix{pA}},
+				{peer: pA, startAt: 2 * time.Second, cause: CauseNoAnswer, ruledOut: true},
+				{peer: pA, startAt: 3 * time.Second, cause: CauseNone, smallOK: true},
+				{peer: pA, startAt: 4 * time.Second, cause: CauseNoAnswer, reprobe: []netip.Prefix{pA}},
+			},
+			wantSet: []bool{false, true, false},
+			wantSt:  OffloadStatus{Device: "flannel.1", Auto: true, TxChecksum: false, Trial: true},
+		},
+		{
+			name: "offload already off: nothing to try", startOn: false, auto: true,
+			steps: []step{
+				{peer: pA, startAt: 0, cause: CauseNoAnswer, ruledOut: true},
+			},
+			wantSt: OffloadStatus{Device: "flannel.1", Auto: true, TxChecksum: false},
+		},
+		{
+			name: "auto off: reported, never changed", startOn: true, auto: false,
+			steps: []step{
+				{peer: pA, startAt: 0, cause: CauseNoAnswer},
+				{peer: pA, startAt: time.Second, cause: CauseLargePacketsLost, smallOK: true},
+			},
+			wantSt: OffloadStatus{Device: "flannel.1", Auto: false, TxChecksum: true},
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			sw := &fakeSwitch{on: c.startOn}
+			a := newCsumAuto(sw, c.auto, time.Minute, slog.New(slog.DiscardHandler))
+			t0 := time.Now()
+			for i, s := range c.steps {
+				now := t0.Add(s.startAt + time.Second/2)
+				reprobe, ruledOut := a.observe(now, s.peer, t0.Add(s.startAt), s.cause, s.smallOK, s.noAnswer)
+				if !slices.Equal(reprobe, s.reprobe) || ruledOut != s.ruledOut {
+					t.Errorf("step %d: reprobe %v ruled out %t; want %v %t", i, reprobe, ruledOut, s.reprobe, s.ruledOut)
+				}
+			}
+			st := a.status()
+			st.Since = time.Time{}
+			if !slices.Equal(sw.set, c.wantSet) || st.TxChecksum != sw.on ||
+				st.Trial != c.wantSt.Trial || st.KeptOff != c.wantSt.KeptOff || st.TxChecksum != c.wantSt.TxChecksum ||
+				st.Auto != c.wantSt.Auto || !slices.Equal(st.Peers, c.wantSt.Peers) {
+				t.Errorf("set %v, status %+v; want set %v, status %+v", sw.set, *st, c.wantSet, c.wantSt)
+			}
+			if len(a.takeEvents()) != len(c.wantSet)+btoi(c.wantSt.KeptOff) {
+				t.Error("one event per change wanted")
+			}
+		})
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func TestCsumAutoTrialTimesOut(t *testing.T) {
+	pA := netip.MustParsePrefix("10.5.1.0/24")
+	sw := &fakeSwitch{on: true}
+	a := newCsumAuto(sw, true, 5*time.Second, slog.New(slog.DiscardHandler))
+	t0 := time.Now()
+	a.observe(t0, pA, t0, CauseNoAnswer, false, nil)
+	a.tick(t0.Add(4 * time.Second))
+	if sw.on || !a.st.Trial {
+		t.Fatalf("trial ended early: on %t status %+v", sw.on, a.st)
+	}
+	a.tick(t0.Add(6 * time.Second))
+	if !sw.on || a.st.Trial || !slices.Equal(sw.set, []bool{false, true}) {
+		t.Errorf("after the timeout: on %t set %v status %+v; want restored", sw.on, sw.set, a.st)
+	}
+	if _, ruledOut := a.observe(t0.Add(7*time.Second), pA, t0.Add(6*time.Second), CauseNoAnswer, false, nil); !ruledOut {
+		t.Error("peer of a timed-out trial is not ruled out")
+	}
+}
+
+func TestCsumAutoSwitchError(t *testing.T) {
+	sw := &fakeSwitch{on: true}
+	a := newCsumAuto(sw, true, time.Minute, slog.New(slog.DiscardHandler))
+	sw.err = errors.New("ioctl: no such device")
+	now := time.Now()
+	reprobe, _ := a.observe(now, netip.MustParsePrefix("10.5.1.0/24"), now, CauseNoAnswer, false, nil)
+	if reprobe != nil || a.st.Trial || a.status().Err == "" {
+		t.Errorf("with a failing switch: reprobe %v status %+v; want no trial and the error", reprobe, a.st)
+	}
+}
