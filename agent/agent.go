@@ -206,12 +206,15 @@ func (a *Agent) serve(ctx context.Context, reg *subnet.Registry, h *netlink.Hand
 			return fmt.Errorf("agent: backend %s stopped: %w", be.Type(), err)
 		case b, ok := <-watch:
 			if !ok {
-				return ctx.Err()
+				return stopped(ctx, "lease watch")
 			}
 			if err := send(ctx, updates, backend.Update{Batch: &b}); err != nil {
 				return err
 			}
-		case l := <-holder.Changes():
+		case l, ok := <-holder.Changes():
+			if !ok {
+				return stopped(ctx, "lease holder")
+			}
 			lease = l
 			a.state.update(func(s *state) { s.lease = &l })
 			a.log.Info("lease changed", "subnet", lease.Key())
@@ -232,7 +235,7 @@ func (a *Agent) serve(ctx context.Context, reg *subnet.Registry, h *netlink.Hand
 			}
 		case u, ok := <-cfgChanges:
 			if !ok {
-				return ctx.Err()
+				return stopped(ctx, "config watch")
 			}
 			if a.configChanged(u, cfg) {
 				return errConfigChanged
@@ -376,13 +379,23 @@ func (a *Agent) waitConfigChange(ctx context.Context, changes <-chan subnet.Conf
 			return ctx.Err()
 		case u, ok := <-changes:
 			if !ok {
-				return ctx.Err()
+				return stopped(ctx, "config watch")
 			}
 			if a.configChanged(u, cfg) {
 				return errConfigChanged
 			}
 		}
 	}
+}
+
+// stopped is the error for a channel of what that closed: ctx's error when
+// ctx ended (the normal way), else an error, so that the agent never exits 0
+// while it should be serving.
+func stopped(ctx context.Context, what string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return fmt.Errorf("agent: %s stopped unexpectedly", what)
 }
 
 func send(ctx context.Context, ch chan<- backend.Update, u backend.Update) error {
