@@ -26,10 +26,15 @@ type Update struct {
 type Backend interface {
 	// Type is the lease BackendType ("vxlan", "host-gw").
 	Type() string
-	// MTU is the MTU containers get (FLANNEL_MTU).
+	// MTU is the MTU containers get (FLANNEL_MTU). With both address
+	// families it fits both overlays: the smaller of the two.
 	MTU() int
 	// BackendData is published in this host's lease (nil for none).
 	BackendData() (json.RawMessage, error)
+	// BackendV6Data is published in this host's lease as BackendV6Data,
+	// the IPv6 counterpart of BackendData (nil for none, and when the
+	// network has no IPv6 overlay).
+	BackendV6Data() (json.RawMessage, error)
 	// Run owns the data plane until ctx is done: it applies updates as they
 	// come, watches the kernel for changes to what it installed, resyncs
 	// periodically, and repairs what is missing or wrong. It returns only

@@ -26,8 +26,15 @@ type Status struct {
 	MTU int
 	// VtepMAC is the VXLAN device's MAC; empty for host-gw.
 	VtepMAC string
-	// Peers holds one entry per remote lease of this backend type, sorted
-	// by subnet.
+	// DeviceV6 and VtepMACV6 are the same for the IPv6 overlay
+	// ("flannel-v6.1"); empty for host-gw and when IPv6 is not enabled.
+	// Device and VtepMAC are empty when IPv4 is not enabled.
+	DeviceV6  string
+	VtepMACV6 string
+	// Peers holds one entry per remote lease of this backend type and
+	// address family (a dual-stack peer appears twice: its IPv4 subnet
+	// with its PublicIP, its IPv6 subnet with its PublicIPv6), sorted by
+	// subnet, IPv4 first.
 	Peers []PeerStatus
 	// LastPass is when the last full reconcile pass finished (zero before
 	// the first).
@@ -61,4 +68,42 @@ type Counters struct {
 	Repairs map[string]uint64
 	// NetlinkErrors counts failed netlink requests.
 	NetlinkErrors uint64
+	// EventLatency is the time from the reconcile loop taking a lease
+	// event that adds or changes a peer to the kernel holding that peer's
+	// entries (retries included).
+	EventLatency Histogram
+}
+
+// LatencyBuckets are the upper bounds, in seconds, of a Histogram's buckets.
+var LatencyBuckets = [...]float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+// Histogram counts durations in LatencyBuckets, as a Prometheus histogram.
+type Histogram struct {
+	// Buckets[i] is the number of observations of at most
+	// LatencyBuckets[i] seconds (cumulative).
+	Buckets [len(LatencyBuckets)]uint64
+	// Count is the number of observations and Sum their total in seconds.
+	Count uint64
+	Sum   float64
+}
+
+// Observe adds one duration.
+func (h *Histogram) Observe(d time.Duration) {
+	v := d.Seconds()
+	for i, le := range LatencyBuckets {
+		if v <= le {
+			h.Buckets[i]++
+		}
+	}
+	h.Count++
+	h.Sum += v
+}
+
+// Add adds every observation of o.
+func (h *Histogram) Add(o Histogram) {
+	for i := range h.Buckets {
+		h.Buckets[i] += o.Buckets[i]
+	}
+	h.Count += o.Count
+	h.Sum += o.Sum
 }

@@ -77,6 +77,8 @@ type clusterOptions struct {
 	Config string
 	// AgentArgs are added to every agent's command line.
 	AgentArgs []string
+	// IPv6 is the underlay's families (lab.Options.IPv6).
+	IPv6 string
 }
 
 // cluster is a lab with etcd, the network config, and one agent per host.
@@ -97,7 +99,7 @@ func newCluster(t *testing.T, opts clusterOptions) *cluster {
 	b := binaries(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	l, err := lab.New(ctx, lab.Options{Hosts: opts.Hosts, RoutedHosts: opts.RoutedHosts, LabBinary: b["./cmd/netagent-lab"]})
+	l, err := lab.New(ctx, lab.Options{Hosts: opts.Hosts, RoutedHosts: opts.RoutedHosts, IPv6: opts.IPv6, LabBinary: b["./cmd/netagent-lab"]})
 	if err != nil {
 		t.Fatalf("lab: %v", err)
 	}

@@ -119,11 +119,16 @@ func (e entries) equal(o entries) bool {
 	return slices.Equal(e.routes, o.routes) && slices.Equal(e.neighs, o.neighs) && slices.Equal(e.fdbs, o.fdbs)
 }
 
-// read lists the routes with the backend's protocol and the permanent
-// neighbours and fdb entries of dev.
+// read lists the IPv4 routes with the backend's protocol and the permanent
+// IPv4 neighbours and fdb entries of dev.
 func read(h *netlink.Handle, dev string) (entries, error) {
+	return readFamily(h, dev, netlink.FAMILY_V4)
+}
+
+// readFamily is read for one address family.
+func readFamily(h *netlink.Handle, dev string, family int) (entries, error) {
 	var e entries
-	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: backend.RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+	routes, err := h.RouteListFiltered(family, &netlink.Route{Protocol: backend.RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
 	if err != nil {
 		return e, err
 	}
@@ -142,7 +147,7 @@ func read(h *netlink.Handle, dev string) (entries, error) {
 	if err != nil {
 		return e, err
 	}
-	neighs, err := h.NeighList(link.Attrs().Index, netlink.FAMILY_V4)
+	neighs, err := h.NeighList(link.Attrs().Index, family)
 	if err != nil {
 		return e, err
 	}

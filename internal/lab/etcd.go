@@ -25,8 +25,11 @@ var (
 const etcdStopGrace = 5 * time.Second
 
 // EtcdEndpoints returns the etcd client URLs as agents in host namespaces
-// see them.
+// see them: the IPv4 one, or on an IPv6-only underlay the IPv6 one.
 func (l *Lab) EtcdEndpoints() []string {
+	if !l.hasV4() {
+		return []string{"http://" + netip.AddrPortFrom(EtcdAddrV6, EtcdClientPort).String()}
+	}
 	return []string{"http://" + netip.AddrPortFrom(EtcdAddr, EtcdClientPort).String()}
 }
 
@@ -48,10 +51,14 @@ func (l *Lab) StartEtcd(ctx context.Context) error {
 		return ErrEtcdRunning
 	}
 	url := l.EtcdEndpoints()[0]
+	listen := url
+	if l.hasV4() && l.hasV6() {
+		listen += ",http://" + netip.AddrPortFrom(EtcdAddrV6, EtcdClientPort).String()
+	}
 	p, err := l.StartProcess(l.EtcdNS(), nil, l.labBinary, "etcd",
 		"--name", l.prefix,
 		"--data-dir", filepath.Join(l.etcdDir(), "data"),
-		"--listen-client-urls", url,
+		"--listen-client-urls", listen,
 		"--listen-peer-urls", "http://127.0.0.1:2380",
 	)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +27,28 @@ var (
 	GatewayB = netip.MustParseAddr("192.168.88.1")
 	// EtcdAddr is the etcd namespace's underlay address.
 	EtcdAddr = netip.MustParseAddr("192.168.77.2")
+
+	// UnderlayA6, UnderlayB6, GatewayA6, GatewayB6 and EtcdAddrV6 are the
+	// same for an IPv6 underlay (Options.IPv6).
+	UnderlayA6 = netip.MustParsePrefix("fd77::/64")
+	UnderlayB6 = netip.MustParsePrefix("fd88::/64")
+	GatewayA6  = netip.MustParseAddr("fd77::1")
+	GatewayB6  = netip.MustParseAddr("fd88::1")
+	EtcdAddrV6 = netip.MustParseAddr("fd77::2")
+)
+
+// Underlay address families, the values of Options.IPv6.
+const (
+	// IPv4Only: IPv4 underlay addresses only (the default, "").
+	IPv4Only = ""
+	// DualStack: every underlay interface has an IPv6 address (the
+	// host's fd77::(10+I)/64, or fd88:: behind the router) and an IPv6
+	// default route besides its IPv4 ones; etcd serves on both
+	// families, and EtcdEndpoints names the IPv4 one.
+	DualStack = "dual"
+	// IPv6Only: IPv6 underlay addresses only; etcd serves on
+	// http://[fd77::2]:2379.
+	IPv6Only = "v6only"
 )
 
 // UnderlayMTU is the MTU of every underlay link.
@@ -60,6 +83,11 @@ type Options struct {
 	LabBinary string
 	// Log receives progress messages; nil discards them.
 	Log *slog.Logger
+	// IPv6 is the underlay's address families: IPv4Only (""), DualStack
+	// or IPv6Only. IPv6 addresses are added without duplicate address
+	// detection, and every namespace has accept_dad=0, so no address
+	// (cni0's or an agent's included) is ever tentative.
+	IPv6 string
 
 	// afterStep, if set, is called after each setup step of New; an error
 	// makes New fail there. Tests use it to check cleanup after a partial
@@ -78,6 +106,11 @@ func (o Options) Validate() error {
 	if n := o.Hosts + o.RoutedHosts; n > maxHosts {
 		return fmt.Errorf("lab: %d hosts, at most %d", n, maxHosts)
 	}
+	switch o.IPv6 {
+	case IPv4Only, DualStack, IPv6Only:
+	default:
+		return fmt.Errorf("lab: IPv6 is %q, want %q, %q or %q", o.IPv6, IPv4Only, DualStack, IPv6Only)
+	}
 	return nil
 }
 
@@ -86,10 +119,15 @@ func (o Options) Validate() error {
 type Host struct {
 	// Name is "h1", "h2", ...; NS its network namespace.
 	Name, NS string
-	// Underlay is eth0's address with its prefix length.
+	// Underlay is eth0's address with its prefix length (invalid on an
+	// IPv6-only underlay).
 	Underlay netip.Prefix
 	// Gateway is the host's default gateway on the underlay.
 	Gateway netip.Addr
+	// UnderlayV6 and GatewayV6 are the same for IPv6 (invalid on an
+	// IPv4-only underlay).
+	UnderlayV6 netip.Prefix
+	GatewayV6  netip.Addr
 	// Routed is true for a host on underlay B.
 	Routed bool
 	// Dir is the state directory for the host's agent.
@@ -111,6 +149,7 @@ type Lab struct {
 	dir       string
 	removeDir bool // dir was made by New
 	labBinary string
+	ipv6      string // Options.IPv6
 	log       *slog.Logger
 	hosts     []*Host
 
@@ -147,6 +186,7 @@ func New(ctx context.Context, opts Options) (_ *Lab, err error) {
 		prefix:     prefix,
 		dir:        opts.Dir,
 		labBinary:  opts.LabBinary,
+		ipv6:       opts.IPv6,
 		log:        log.With("lab", prefix),
 		owned:      make(map[string]bool),
 		procs:      make(map[*Proc]struct{}),
@@ -175,6 +215,15 @@ func New(ctx context.Context, opts Options) (_ *Lab, err error) {
 		if h.Routed {
 			h.Underlay, h.Gateway = netip.PrefixFrom(hostAddr(UnderlayB, i), UnderlayB.Bits()), GatewayB
 		}
+		if opts.IPv6 != IPv4Only {
+			h.UnderlayV6, h.GatewayV6 = netip.PrefixFrom(hostAddrV6(UnderlayA6, i), UnderlayA6.Bits()), GatewayA6
+			if h.Routed {
+				h.UnderlayV6, h.GatewayV6 = netip.PrefixFrom(hostAddrV6(UnderlayB6, i), UnderlayB6.Bits()), GatewayB6
+			}
+		}
+		if opts.IPv6 == IPv6Only {
+			h.Underlay, h.Gateway = netip.Prefix{}, netip.Addr{}
+		}
 		h.Dir = filepath.Join(l.dir, "hosts", h.Name)
 		if err := os.MkdirAll(h.Dir, 0o755); err != nil {
 			return nil, fmt.Errorf("lab: %w", err)
@@ -195,6 +244,17 @@ func hostAddr(subnet netip.Prefix, i int) netip.Addr {
 	a[3] = byte(10 + i)
 	return netip.AddrFrom4(a)
 }
+
+// hostAddrV6 is host i's address in an IPv6 underlay subnet (a /64 whose
+// address ends in "::"): the decimal digits of 10+i read as hexadecimal,
+// so that h1 is fd77::11 as it is 192.168.77.11.
+func hostAddrV6(subnet netip.Prefix, i int) netip.Addr {
+	return netip.MustParseAddr(subnet.Masked().Addr().String() + strconv.Itoa(10+i))
+}
+
+// hasV4 and hasV6 report the underlay's address families.
+func (l *Lab) hasV4() bool { return l.ipv6 != IPv6Only }
+func (l *Lab) hasV6() bool { return l.ipv6 != IPv4Only }
 
 // pickPrefix returns "na" and four random lower-case letters and digits,
 // such that no existing namespace starts with it.

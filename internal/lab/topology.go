@@ -34,39 +34,38 @@ func (l *Lab) build(ctx context.Context, routed bool, afterStep func(*Lab, strin
 					return err
 				}
 			}
+			if l.hasV6() {
+				// Before any link exists in them, so that every
+				// address (cni0's, the agent's) is usable at once.
+				for _, ns := range append([]string{sw, rt, et}, l.hostNamespaces()...) {
+					if err := l.noDAD(ctx, ns); err != nil {
+						return err
+					}
+				}
+			}
 			return nil
 		}},
 		{"switch", func() error { return l.buildSwitch(ctx, routed) }},
 		{"router", func() error {
-			cmds := []string{
-				addrCmd(netip.PrefixFrom(GatewayA, UnderlayA.Bits()), "eth0"),
-				"link set eth0 up",
-			}
+			cmds := l.underlayCmds("eth0", netip.PrefixFrom(GatewayA, UnderlayA.Bits()), netip.PrefixFrom(GatewayA6, UnderlayA6.Bits()), netip.Addr{}, netip.Addr{})
 			if routed {
-				cmds = append(cmds, addrCmd(netip.PrefixFrom(GatewayB, UnderlayB.Bits()), "eth1"), "link set eth1 up")
+				cmds = append(cmds, l.underlayCmds("eth1", netip.PrefixFrom(GatewayB, UnderlayB.Bits()), netip.PrefixFrom(GatewayB6, UnderlayB6.Bits()), netip.Addr{}, netip.Addr{})...)
 			}
 			if err := l.ipBatch(ctx, rt, cmds...); err != nil {
 				return err
 			}
-			return l.sysctl(ctx, rt, "net.ipv4.ip_forward", "1")
+			return l.forwarding(ctx, rt)
 		}},
 		{"etcd", func() error {
-			return l.ipBatch(ctx, et,
-				addrCmd(netip.PrefixFrom(EtcdAddr, UnderlayA.Bits()), "eth0"),
-				"link set eth0 up",
-				"route add default via "+GatewayA.String(),
-			)
+			return l.ipBatch(ctx, et, l.underlayCmds("eth0",
+				netip.PrefixFrom(EtcdAddr, UnderlayA.Bits()), netip.PrefixFrom(EtcdAddrV6, UnderlayA6.Bits()), GatewayA, GatewayA6)...)
 		}},
 		{"hosts", func() error {
 			for _, h := range l.hosts {
-				if err := l.ipBatch(ctx, h.NS,
-					addrCmd(h.Underlay, "eth0"),
-					"link set eth0 up",
-					"route add default via "+h.Gateway.String(),
-				); err != nil {
+				if err := l.ipBatch(ctx, h.NS, l.underlayCmds("eth0", h.Underlay, h.UnderlayV6, h.Gateway, h.GatewayV6)...); err != nil {
 					return fmt.Errorf("%s: %w", h.Name, err)
 				}
-				if err := l.sysctl(ctx, h.NS, "net.ipv4.ip_forward", "1"); err != nil {
+				if err := l.forwarding(ctx, h.NS); err != nil {
 					return fmt.Errorf("%s: %w", h.Name, err)
 				}
 			}
@@ -121,4 +120,64 @@ func (l *Lab) buildSwitch(ctx context.Context, routed bool) error {
 // addrCmd is the ip batch line adding p to dev.
 func addrCmd(p netip.Prefix, dev string) string {
 	return fmt.Sprintf("addr add %s dev %s", p, dev)
+}
+
+// underlayCmds are the ip batch lines that give dev its underlay addresses
+// of the lab's families (the IPv6 one without duplicate address
+// detection), bring it up and, for valid gateways, add default routes.
+func (l *Lab) underlayCmds(dev string, v4, v6 netip.Prefix, gw4, gw6 netip.Addr) []string {
+	var cmds []string
+	if l.hasV4() {
+		cmds = append(cmds, addrCmd(v4, dev))
+	}
+	if l.hasV6() {
+		cmds = append(cmds, addrCmd(v6, dev)+" nodad")
+	}
+	cmds = append(cmds, "link set "+dev+" up")
+	if l.hasV4() && gw4.IsValid() {
+		cmds = append(cmds, "route add default via "+gw4.String())
+	}
+	if l.hasV6() && gw6.IsValid() {
+		cmds = append(cmds, "route add ::/0 via "+gw6.String())
+	}
+	return cmds
+}
+
+// forwarding turns on forwarding in ns for the lab's families.
+//
+// Equivalent to: `ip netns exec NS sysctl -qw net.ipv4.ip_forward=1
+// net.ipv6.conf.all.forwarding=1`.
+func (l *Lab) forwarding(ctx context.Context, ns string) error {
+	if l.hasV4() {
+		if err := l.sysctl(ctx, ns, "net.ipv4.ip_forward", "1"); err != nil {
+			return err
+		}
+	}
+	if l.hasV6() {
+		return l.sysctl(ctx, ns, "net.ipv6.conf.all.forwarding", "1")
+	}
+	return nil
+}
+
+// noDAD turns IPv6 duplicate address detection off in ns, for the
+// interfaces there and those made later.
+//
+// Equivalent to: `ip netns exec NS sysctl -qw net.ipv6.conf.all.accept_dad=0
+// net.ipv6.conf.default.accept_dad=0`.
+func (l *Lab) noDAD(ctx context.Context, ns string) error {
+	for _, key := range []string{"net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"} {
+		if err := l.sysctl(ctx, ns, key, "0"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// hostNamespaces returns the hosts' namespaces.
+func (l *Lab) hostNamespaces() []string {
+	var out []string
+	for _, h := range l.hosts {
+		out = append(out, h.NS)
+	}
+	return out
 }

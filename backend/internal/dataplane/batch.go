@@ -98,7 +98,7 @@ func (bt *batcher) chunk(ops []op, errs []error) {
 }
 
 // serialize builds the request for an op, as netlink's RouteReplace,
-// RouteDel, NeighSet and NeighDel would.
+// RouteDel, NeighSet and NeighDel would, for either address family.
 func serialize(o *op) *nl.NetlinkRequest {
 	if o.route != nil {
 		r := o.route
@@ -109,6 +109,9 @@ func serialize(o *op) *nl.NetlinkRequest {
 		req := nl.NewNetlinkRequest(typ, flags)
 		msg := nl.NewRtMsg()
 		msg.Family = unix.AF_INET
+		if r.Dst.IP.To4() == nil {
+			msg.Family = unix.AF_INET6
+		}
 		msg.Table = unix.RT_TABLE_MAIN
 		msg.Protocol = uint8(r.Protocol)
 		ones, _ := r.Dst.Mask.Size()
@@ -119,9 +122,9 @@ func serialize(o *op) *nl.NetlinkRequest {
 			msg.Flags = uint32(r.Flags)
 		}
 		req.AddData(msg)
-		req.AddData(nl.NewRtAttr(unix.RTA_DST, r.Dst.IP.To4()))
+		req.AddData(nl.NewRtAttr(unix.RTA_DST, ip4(r.Dst.IP)))
 		if !o.del {
-			req.AddData(nl.NewRtAttr(unix.RTA_GATEWAY, r.Gw.To4()))
+			req.AddData(nl.NewRtAttr(unix.RTA_GATEWAY, ip4(r.Gw)))
 			req.AddData(nl.NewRtAttr(unix.RTA_OIF, nl.Uint32Attr(uint32(r.LinkIndex))))
 		}
 		return req

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/netagent/netagent/backend"
 )
@@ -20,7 +21,8 @@ const defaultVXLANPort = 8472
 //
 // Equivalent to: `ip link add flannel.N type vxlan id N local <addr> dev
 // <ext> dstport <port> nolearning; ip link set flannel.N address <mac> mtu
-// <mtu> up; ip addr replace <own>/32 dev flannel.N`.
+// <mtu> up; ip addr replace <own>/32 dev flannel.N` (for IPv6:
+// flannel-v6.N, local <IPv6 addr>, `<own>/128 nodad`).
 func (e *Engine) ensureDevice() error {
 	h := e.cfg.Handle
 	spec := e.cfg.Device
@@ -93,7 +95,7 @@ func (e *Engine) createDevice() (netlink.Link, error) {
 		},
 		VxlanId:      spec.VNI,
 		VtepDevIndex: e.cfg.Ext.Index,
-		SrcAddr:      net.IP(e.cfg.Ext.Addr.AsSlice()),
+		SrcAddr:      net.IP(e.localAddr().AsSlice()),
 		Port:         spec.Port,
 		Learning:     spec.Learning,
 		GBP:          spec.GBP,
@@ -124,8 +126,8 @@ func (e *Engine) incompatible(link netlink.Link) string {
 	switch {
 	case v.VxlanId != spec.VNI:
 		return fmt.Sprintf("VNI %d, want %d", v.VxlanId, spec.VNI)
-	case local.Unmap() != e.cfg.Ext.Addr:
-		return fmt.Sprintf("local %s, want %s", v.SrcAddr, e.cfg.Ext.Addr)
+	case local.Unmap() != e.localAddr():
+		return fmt.Sprintf("local %s, want %s", v.SrcAddr, e.localAddr())
 	case v.VtepDevIndex != e.cfg.Ext.Index:
 		return fmt.Sprintf("dev index %d, want %d (%s)", v.VtepDevIndex, e.cfg.Ext.Index, e.cfg.Ext.Name)
 	case v.Port != port:
@@ -143,13 +145,14 @@ func (e *Engine) incompatible(link netlink.Link) string {
 }
 
 // ensureAddress leaves exactly the own lease's network address /32 as the
-// device's IPv4 address.
+// device's IPv4 address (for IPv6: /128, added without duplicate address
+// detection, and the kernel's link-local address left alone).
 //
 // Equivalent to: `ip addr add <own>/32 dev flannel.N`, `ip addr del ...`.
 func (e *Engine) ensureAddress(link netlink.Link) error {
 	h := e.cfg.Handle
-	want := netip.PrefixFrom(e.own.Addr(), 32)
-	addrs, err := backend.RetryDump(func() ([]netlink.Addr, error) { return h.AddrList(link, netlink.FAMILY_V4) })
+	want := netip.PrefixFrom(e.own.Addr(), e.hostBits())
+	addrs, err := backend.RetryDump(func() ([]netlink.Addr, error) { return h.AddrList(link, e.nlFamily()) })
 	if err != nil {
 		return fmt.Errorf("list addresses of %s: %w", e.cfg.Device.Name, err)
 	}
@@ -161,6 +164,9 @@ func (e *Engine) ensureAddress(link netlink.Link) error {
 			have = true
 			continue
 		}
+		if ok && p.Addr().IsLinkLocalUnicast() {
+			continue
+		}
 		e.log.Info("removing stray address", "device", e.cfg.Device.Name, "addr", addrs[i].IPNet)
 		if err := h.AddrDel(link, &addrs[i]); err != nil && !backend.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("remove %s from %s: %w", addrs[i].IPNet, e.cfg.Device.Name, err))
@@ -170,6 +176,11 @@ func (e *Engine) ensureAddress(link netlink.Link) error {
 	}
 	if !have {
 		addr := &netlink.Addr{IPNet: prefixNet(want)}
+		if e.v6() {
+			// The address is the peers' next hop: a tentative one
+			// would not answer for a second or two.
+			addr.Flags = unix.IFA_F_NODAD
+		}
 		if err := h.AddrReplace(link, addr); err != nil {
 			errs = append(errs, fmt.Errorf("add %s to %s: %w", want, e.cfg.Device.Name, err))
 		} else {

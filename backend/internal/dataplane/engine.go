@@ -3,6 +3,12 @@
 // lease events incrementally, and runs full passes that diff the desired
 // state against the kernel on start, on netlink notifications about what it
 // installed, and periodically.
+//
+// An Engine serves one address family: the IPv4 overlay (lease Subnet,
+// PublicIP, BackendData, device flannel.N) or the IPv6 overlay (IPv6Subnet,
+// PublicIPv6, BackendV6Data, device flannel-v6.N). A dual-stack backend
+// runs one engine per family as a Group; their kernel state never
+// overlaps (distinct devices, route families and neighbour tables).
 package dataplane
 
 import (
@@ -47,7 +53,10 @@ type DeviceSpec struct {
 
 // Config configures an Engine.
 type Config struct {
-	Log    *slog.Logger
+	Log *slog.Logger
+	// Family is 4 (default) or 6: the overlay address family the engine
+	// programs, and the underlay family its peers are reached over.
+	Family int
 	Handle *netlink.Handle
 	// Netns is the namespace Handle works in, for the netlink
 	// subscriptions and a second handle; 0 or netns.None() for the
@@ -56,12 +65,16 @@ type Config struct {
 	Ext   iface.External
 	// Type is the lease BackendType the engine serves.
 	Type string
+	// Network is the overlay network of Family: a lease whose subnet is
+	// not inside it is refused with a warning (invalid: no such check).
+	Network netip.Prefix
 	// Device is the VXLAN device; nil for host-gw.
 	Device *DeviceSpec
 	// DirectRouting routes to peers on a directly connected subnet of Ext
 	// via their public IP (vxlan only; host-gw always does).
 	DirectRouting bool
-	// ParseMAC extracts the VTEP MAC from a peer's BackendData (vxlan).
+	// ParseMAC extracts the VTEP MAC from a peer's BackendData (or
+	// BackendV6Data for Family 6) (vxlan).
 	ParseMAC       func(data []byte) (net.HardwareAddr, error)
 	ResyncInterval time.Duration
 	MTU            int
@@ -82,6 +95,9 @@ type peer struct {
 	applied    *applied
 	programmed bool
 	lastErr    string
+	// since is when the lease event that made this desired state was
+	// taken, until the kernel holds it (zero after).
+	since time.Time
 }
 
 // applied is what was installed for a peer.
@@ -133,6 +149,51 @@ func New(cfg Config) *Engine {
 }
 
 func (e *Engine) isVXLAN() bool { return e.cfg.Device != nil }
+
+// v6 reports whether the engine serves the IPv6 overlay.
+func (e *Engine) v6() bool { return e.cfg.Family == 6 }
+
+// nlFamily is the netlink family of the engine's routes and neighbours.
+func (e *Engine) nlFamily() int {
+	if e.v6() {
+		return netlink.FAMILY_V6
+	}
+	return netlink.FAMILY_V4
+}
+
+// hostBits is the length of a host prefix in the engine's family.
+func (e *Engine) hostBits() int {
+	if e.v6() {
+		return 128
+	}
+	return 32
+}
+
+// localAddr is the external interface's address of the engine's family
+// (the VXLAN local address).
+func (e *Engine) localAddr() netip.Addr {
+	if e.v6() {
+		return e.cfg.Ext.AddrV6
+	}
+	return e.cfg.Ext.Addr
+}
+
+// publicIP is this host's published address of the engine's family.
+func (e *Engine) publicIP() netip.Addr {
+	if e.v6() {
+		return e.cfg.Ext.PublicIPv6
+	}
+	return e.cfg.Ext.PublicIP
+}
+
+// leaseSubnet is a lease's subnet of the engine's family (invalid if it
+// has none).
+func (e *Engine) leaseSubnet(l *subnet.Lease) netip.Prefix {
+	if e.v6() {
+		return l.IPv6Subnet
+	}
+	return l.Subnet
+}
 
 // Run owns the data plane until ctx is done (see backend.Backend.Run). The
 // kernel state is left in place when it returns, so that a restarted agent
@@ -250,11 +311,13 @@ func newHandle(ns netns.NsHandle) (*netlink.Handle, error) {
 // update takes one Update in; it applies small batches event by event and
 // reports whether a full pass is needed instead.
 func (e *Engine) update(u backend.Update) (full bool) {
+	now := time.Now()
 	if u.Own != nil {
-		if !e.ownKnown || u.Own.Subnet != e.own {
+		own := e.leaseSubnet(u.Own)
+		if !e.ownKnown || own != e.own {
 			full = true
 		}
-		e.own = u.Own.Subnet
+		e.own = own
 		e.ownKnown = true
 		if p := e.peers[e.own]; p != nil {
 			e.setPeer(e.own, nil)
@@ -269,6 +332,7 @@ func (e *Engine) update(u backend.Update) (full bool) {
 		for i := range b.Events {
 			if p := e.parse(&b.Events[i].Lease); p != nil {
 				seen[p.subnet] = true
+				stamp(p, e.peers[p.subnet], now)
 				e.setPeer(p.subnet, p)
 			}
 		}
@@ -282,7 +346,7 @@ func (e *Engine) update(u backend.Update) (full bool) {
 	incremental := e.firstDone && !full && len(b.Events) < bigBatch
 	for i := range b.Events {
 		ev := &b.Events[i]
-		s := ev.Lease.Subnet
+		s := e.leaseSubnet(&ev.Lease)
 		var p *peer
 		if ev.Type == subnet.EventAdded {
 			if p = e.parse(&ev.Lease); p == nil {
@@ -296,6 +360,9 @@ func (e *Engine) update(u backend.Update) (full bool) {
 			continue
 		}
 		old := e.peers[s]
+		if p != nil {
+			stamp(p, old, now)
+		}
 		e.setPeer(s, p)
 		if incremental {
 			e.applyPeer(s, old, p)
@@ -304,26 +371,44 @@ func (e *Engine) update(u backend.Update) (full bool) {
 	return full || !incremental
 }
 
+// stamp records on p when its lease event was taken, for the EventLatency
+// histogram; a desired state that is the same as old's carries old's stamp
+// (zero when it is programmed already), so that a snapshot of unchanged
+// leases measures nothing.
+func stamp(p, old *peer, now time.Time) {
+	if old != nil && old.mode == p.mode && old.publicIP == p.publicIP &&
+		macEqual(old.mac, p.mac) && old.reachable == p.reachable {
+		p.since = old.since
+		return
+	}
+	p.since = now
+}
+
 // parse turns a lease into a peer, or nil when it is not one to program.
 func (e *Engine) parse(l *subnet.Lease) *peer {
 	a := &l.Attrs
-	if a.BackendType != e.cfg.Type || !l.Subnet.IsValid() {
+	sn := e.leaseSubnet(l)
+	if a.BackendType != e.cfg.Type || !sn.IsValid() {
 		return nil
 	}
-	if e.ownKnown && l.Subnet == e.own {
+	if !e.acceptSubnet(l, sn) {
 		return nil
 	}
-	if !a.PublicIP.IsValid() || !a.PublicIP.Is4() {
-		e.log.Warn("ignoring lease without an IPv4 public IP", "lease", l.Key())
+	pub, data, fam := a.PublicIP, a.BackendData, "IPv4"
+	if e.v6() {
+		pub, data, fam = a.PublicIPv6, a.BackendV6Data, "IPv6"
+	}
+	if !pub.IsValid() || pub.Is4() == e.v6() {
+		e.log.Warn("ignoring lease without an "+fam+" public IP", "lease", l.Key())
 		return nil
 	}
-	if a.PublicIP == e.cfg.Ext.PublicIP {
-		e.log.Warn("ignoring lease with this host's public IP", "lease", l.Key(), "public_ip", a.PublicIP)
+	if pub == e.publicIP() {
+		e.log.Warn("ignoring lease with this host's public IP", "lease", l.Key(), "public_ip", pub)
 		return nil
 	}
-	p := &peer{key: l.Key(), subnet: l.Subnet.Masked(), publicIP: a.PublicIP, reachable: true}
+	p := &peer{key: l.Key(), subnet: sn.Masked(), publicIP: pub, reachable: true}
 	if e.isVXLAN() {
-		mac, err := e.cfg.ParseMAC(a.BackendData)
+		mac, err := e.cfg.ParseMAC(data)
 		if err != nil {
 			e.log.Warn("ignoring lease with malformed BackendData", "lease", l.Key(), "err", err)
 			return nil
@@ -332,6 +417,33 @@ func (e *Engine) parse(l *subnet.Lease) *peer {
 	}
 	e.decideMode(p)
 	return p
+}
+
+// acceptSubnet refuses, with a warning naming the lease, a subnet that
+// is this host's own (silently when the lease is this host's, as it is
+// normally), that overlaps it, or that lies outside the overlay network:
+// programming any of those would take traffic away from this host's
+// containers or send overlay routes outside the overlay.
+func (e *Engine) acceptSubnet(l *subnet.Lease, sn netip.Prefix) bool {
+	if e.ownKnown && sn == e.own {
+		pub := l.Attrs.PublicIP
+		if e.v6() {
+			pub = l.Attrs.PublicIPv6
+		}
+		if pub != e.publicIP() {
+			e.log.Warn("ignoring lease of this host's own subnet with another public IP", "lease", l.Key(), "public_ip", pub)
+		}
+		return false
+	}
+	if e.ownKnown && sn.Overlaps(e.own) {
+		e.log.Warn("ignoring lease overlapping this host's subnet", "lease", l.Key(), "own", e.own)
+		return false
+	}
+	if n := e.cfg.Network; n.IsValid() && !(n.Bits() <= sn.Bits() && n.Contains(sn.Addr())) {
+		e.log.Warn("ignoring lease outside the network", "lease", l.Key(), "network", n)
+		return false
+	}
+	return true
 }
 
 // decideMode sets the peer's mode from the external interface's subnets.
@@ -350,7 +462,7 @@ func (e *Engine) decideMode(p *peer) {
 
 func (e *Engine) onLink(ip netip.Addr) bool {
 	for _, n := range e.extNets {
-		if n.Bits() < 32 && n.Contains(ip) && n.Addr() != ip {
+		if n.Bits() < e.hostBits() && n.Contains(ip) && n.Addr() != ip {
 			return true
 		}
 	}

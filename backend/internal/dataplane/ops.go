@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -36,6 +37,11 @@ type op struct {
 	peer netip.Prefix
 	// repair is set when the op fixes something that had been programmed.
 	repair bool
+	// pre runs the op before all others of its exec: an IPv6 route
+	// deleted so that its replacement on another device is accepted (the
+	// kernel refuses an onlink IPv6 route whose gateway is covered by a
+	// route on another device).
+	pre bool
 }
 
 func (o *op) String() string {
@@ -78,10 +84,37 @@ func do(h *netlink.Handle, o *op) error {
 	return nil
 }
 
-// exec runs ops and returns each op's error. Few ops go one request at a
-// time over the handle; many are batched over two sockets in parallel (they
-// all touch distinct keys, so their order does not matter).
+// exec runs ops and returns each op's error: the ops marked pre first,
+// then the others (see execPhase).
 func (e *Engine) exec(ops []op) []error {
+	var pre, rest []int
+	for i := range ops {
+		if ops[i].pre {
+			pre = append(pre, i)
+		} else {
+			rest = append(rest, i)
+		}
+	}
+	if len(pre) == 0 {
+		return e.execPhase(ops)
+	}
+	errs := make([]error, len(ops))
+	for _, idx := range [][]int{pre, rest} {
+		phase := make([]op, len(idx))
+		for j, i := range idx {
+			phase[j] = ops[i]
+		}
+		for j, err := range e.execPhase(phase) {
+			errs[idx[j]] = err
+		}
+	}
+	return errs
+}
+
+// execPhase runs ops and returns each op's error. Few ops go one request at
+// a time over the handle; many are batched over two sockets in parallel
+// (they all touch distinct keys, so their order does not matter).
+func (e *Engine) execPhase(ops []op) []error {
 	errs := make([]error, len(ops))
 	if len(ops) < parallelMin {
 		for i := range ops {
@@ -139,9 +172,13 @@ func (e *Engine) wantRoute(p *peer) *netlink.Route {
 
 // neighEntry is `<subnet.addr> lladdr <mac> dev flannel.N nud permanent`.
 func neighEntry(dev int, ip netip.Addr, mac net.HardwareAddr) *netlink.Neigh {
+	family := syscall.AF_INET
+	if !ip.Is4() {
+		family = syscall.AF_INET6
+	}
 	return &netlink.Neigh{
 		LinkIndex:    dev,
-		Family:       syscall.AF_INET,
+		Family:       family,
 		State:        netlink.NUD_PERMANENT,
 		Type:         syscall.RTN_UNICAST,
 		IP:           net.IP(ip.AsSlice()),
@@ -184,8 +221,11 @@ func (e *Engine) removeOps(s netip.Prefix, a *applied, next *peer) []op {
 	}
 	var ops []op
 	nextInstalled := next != nil && next.reachable
-	if !nextInstalled {
-		ops = append(ops, op{kind: kindRoute, del: true, peer: s, route: &netlink.Route{
+	// An IPv6 route moving to another device is deleted first (see op.pre).
+	moved := nextInstalled && e.v6() &&
+		(a.mode != next.mode || (a.mode == backend.ModeVXLAN && a.devIndex != e.devIndex))
+	if !nextInstalled || moved {
+		ops = append(ops, op{kind: kindRoute, del: true, peer: s, pre: moved, route: &netlink.Route{
 			Dst: prefixNet(s), Protocol: backend.RouteProtocol, Table: syscall.RT_TABLE_MAIN,
 		}})
 	}
@@ -240,9 +280,14 @@ func (e *Engine) settle(p *peer, err error) {
 		p.applied = &applied{mode: p.mode, publicIP: p.publicIP, mac: p.mac, devIndex: e.devIndex}
 	case !p.reachable:
 		p.programmed = false
+		p.since = time.Time{}
 		p.lastErr = fmt.Sprintf("public IP %s is not on a directly connected subnet of %s", p.publicIP, e.cfg.Ext.Name)
 		p.applied = nil
 	default:
+		if !p.since.IsZero() {
+			e.counters.EventLatency.Observe(time.Since(p.since))
+			p.since = time.Time{}
+		}
 		p.programmed = true
 		p.lastErr = ""
 		p.applied = &applied{mode: p.mode, publicIP: p.publicIP, mac: p.mac, devIndex: e.devIndex}

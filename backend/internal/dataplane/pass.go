@@ -65,11 +65,11 @@ type kernelState struct {
 	fdbs   map[[6]byte]*netlink.Neigh
 }
 
-// dump reads the engine's routes (by protocol), and the neighbours and fdb
-// entries of its device.
+// dump reads the engine's routes (by protocol) of its family, and the
+// neighbours and fdb entries of its device.
 //
-// Equivalent to: `ip route show table main proto 78`, `ip neigh show dev
-// flannel.N`, `bridge fdb show dev flannel.N`.
+// Equivalent to: `ip [-6] route show table main proto 78`, `ip [-6] neigh
+// show dev flannel.N`, `bridge fdb show dev flannel.N`.
 func (e *Engine) dump() (*kernelState, error) {
 	h := e.cfg.Handle
 	k := &kernelState{
@@ -78,7 +78,7 @@ func (e *Engine) dump() (*kernelState, error) {
 		fdbs:   make(map[[6]byte]*netlink.Neigh),
 	}
 	routes, err := backend.RetryDump(func() ([]netlink.Route, error) {
-		return h.RouteListFiltered(netlink.FAMILY_V4,
+		return h.RouteListFiltered(e.nlFamily(),
 			&netlink.Route{Table: syscall.RT_TABLE_MAIN, Protocol: backend.RouteProtocol},
 			netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
 	})
@@ -93,7 +93,7 @@ func (e *Engine) dump() (*kernelState, error) {
 	if e.devIndex == 0 {
 		return k, nil
 	}
-	neighs, err := backend.RetryDump(func() ([]netlink.Neigh, error) { return h.NeighList(e.devIndex, netlink.FAMILY_V4) })
+	neighs, err := backend.RetryDump(func() ([]netlink.Neigh, error) { return h.NeighList(e.devIndex, e.nlFamily()) })
 	if err != nil {
 		return nil, fmt.Errorf("list neighbours: %w", err)
 	}
@@ -124,6 +124,10 @@ func (e *Engine) diffPeer(p *peer, k *kernelState) []op {
 	}
 	want := e.wantRoute(p)
 	if r := k.routes[p.subnet]; r == nil || !routeMatches(r, want) {
+		if r != nil && e.v6() && r.LinkIndex != want.LinkIndex {
+			// See op.pre.
+			ops = append(ops, op{kind: kindRoute, del: true, pre: true, route: r, peer: p.subnet})
+		}
 		ops = append(ops, op{kind: kindRoute, route: want, peer: p.subnet, repair: repair})
 	}
 	delete(k.routes, p.subnet)
@@ -199,23 +203,23 @@ func (e *Engine) finishPass(ops []op, opErrs []error, fatal []error) {
 	e.firstDone = true
 }
 
-// refreshExtNets reads the external interface's IPv4 subnets and re-decides
-// each peer's mode from them.
+// refreshExtNets reads the external interface's subnets of the engine's
+// family (link-local ones aside) and re-decides each peer's mode from them.
 //
-// Equivalent to: `ip -4 addr show dev <ext>`.
+// Equivalent to: `ip -4|-6 addr show dev <ext>`.
 func (e *Engine) refreshExtNets() error {
 	if !e.cfg.DirectRouting && e.isVXLAN() {
 		return nil
 	}
 	link := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: e.cfg.Ext.Index}}
-	addrs, err := backend.RetryDump(func() ([]netlink.Addr, error) { return e.cfg.Handle.AddrList(link, netlink.FAMILY_V4) })
+	addrs, err := backend.RetryDump(func() ([]netlink.Addr, error) { return e.cfg.Handle.AddrList(link, e.nlFamily()) })
 	if err != nil {
 		return fmt.Errorf("list addresses of %s: %w", e.cfg.Ext.Name, err)
 	}
 	nets := make([]netip.Prefix, 0, len(addrs))
 	for _, a := range addrs {
 		ip, ok := netip.AddrFromSlice(a.IP)
-		if !ok {
+		if !ok || ip.IsLinkLocalUnicast() {
 			continue
 		}
 		ones, _ := a.Mask.Size()

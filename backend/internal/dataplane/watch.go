@@ -208,7 +208,7 @@ func (n notification) String() string {
 func (e *Engine) wantsAddr(n notification) bool {
 	idx := n.addr.LinkIndex
 	ip, ok := netip.AddrFromSlice(n.addr.LinkAddress.IP)
-	if !ok || !ip.Unmap().Is4() {
+	if !ok || ip.Unmap().Is4() == e.v6() || ip.IsLinkLocalUnicast() {
 		return false
 	}
 	if idx == e.cfg.Ext.Index {
@@ -218,13 +218,13 @@ func (e *Engine) wantsAddr(n notification) bool {
 		return false
 	}
 	ones, _ := n.addr.LinkAddress.Mask.Size()
-	isOwn := ip.Unmap() == e.own.Addr() && ones == 32
+	isOwn := ip.Unmap() == e.own.Addr() && ones == e.hostBits()
 	return isOwn == n.del
 }
 
 func (e *Engine) wantsRoute(n notification) bool {
 	r := n.route
-	if r.Table != syscall.RT_TABLE_MAIN || r.Family != netlink.FAMILY_V4 {
+	if r.Table != syscall.RT_TABLE_MAIN || r.Family != e.nlFamily() {
 		return false
 	}
 	dst, ok := ipNetPrefix(r.Dst)
@@ -248,7 +248,10 @@ func (e *Engine) wantsNeigh(n notification) bool {
 		return false
 	}
 	switch nb.Family {
-	case syscall.AF_INET:
+	case syscall.AF_INET, syscall.AF_INET6:
+		if nb.Family != e.nlFamily() {
+			return false
+		}
 		ip, ok := netip.AddrFromSlice(nb.IP)
 		if !ok {
 			return false

@@ -1,0 +1,289 @@
+package vxlan
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/netagent/netagent/backend"
+	"github.com/netagent/netagent/backend/backendtest"
+	"github.com/netagent/netagent/iface"
+	"github.com/netagent/netagent/subnet"
+)
+
+var (
+	ownSubnetV6 = netip.MustParsePrefix("fc00:0:0:1::/64")
+	hostAV6     = netip.MustParseAddr("fd77::1")
+	hostBV6     = netip.MustParseAddr("fd77::2")
+)
+
+// newEnvV6 is newEnv with IPv6 underlay addresses too (fd77::1/64 and
+// fd77::2/64, no duplicate address detection); v4 false leaves out the
+// IPv4 ones.
+func newEnvV6(t *testing.T, v4 bool) *env {
+	t.Helper()
+	e := &env{a: backendtest.NewNS(t, "a"), b: backendtest.NewNS(t, "b")}
+	backendtest.Veth(t, e.a, "eth0", e.b, "eth0")
+	for _, x := range []struct {
+		ns     *backendtest.NS
+		v4, v6 string
+	}{{e.a, "192.168.77.1/24", "fd77::1/64"}, {e.b, "192.168.77.2/24", "fd77::2/64"}} {
+		if v4 {
+			x.ns.IP(t, "addr", "add", x.v4, "dev", "eth0")
+		}
+		x.ns.IP(t, "addr", "add", x.v6, "dev", "eth0", "nodad")
+	}
+	e.ext = extV6(t, e.a, hostA, hostAV6, v4)
+	return e
+}
+
+func extV6(t *testing.T, ns *backendtest.NS, v4, v6 netip.Addr, withV4 bool) iface.External {
+	t.Helper()
+	ext := ns.Ext(t, "eth0", v4)
+	if !withV4 {
+		ext.Addr, ext.PublicIP = netip.Addr{}, netip.Addr{}
+	}
+	ext.AddrV6, ext.PublicIPv6 = v6, v6
+	return ext
+}
+
+// startFamilies is start with the given families enabled.
+func startFamilies(t *testing.T, ns *backendtest.NS, ext iface.External, v4, v6 bool) *running {
+	t.Helper()
+	b, err := New(Options{
+		Log:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Handle:         ns.Handle,
+		Netns:          ns.Netns,
+		Ext:            ext,
+		Config:         &subnet.Config{EnableIPv4: v4, EnableIPv6: v6, BackendType: Type, Backend: json.RawMessage(`{"Type":"vxlan"}`)},
+		ResyncInterval: time.Hour, // repairs must come from notifications
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{Backend: b, updates: make(chan backend.Update, 16)}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := b.Run(ctx, r.updates); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	r.stop = sync.OnceFunc(func() { cancel(); wg.Wait() })
+	t.Cleanup(r.stop)
+	return r
+}
+
+// dualLease is a lease with the given families (an empty subnet string
+// leaves the family out).
+func dualLease(sub, pub, mac, sub6, pub6, mac6 string) subnet.Lease {
+	l := subnet.Lease{Attrs: subnet.LeaseAttrs{BackendType: Type}}
+	if sub != "" {
+		l.Subnet = netip.MustParsePrefix(sub)
+		l.Attrs.PublicIP = netip.MustParseAddr(pub)
+		l.Attrs.BackendData = json.RawMessage(`{"VNI":1,"VtepMAC":"` + mac + `"}`)
+	}
+	if sub6 != "" {
+		l.IPv6Subnet = netip.MustParsePrefix(sub6)
+		l.Attrs.PublicIPv6 = netip.MustParseAddr(pub6)
+		l.Attrs.BackendV6Data = json.RawMessage(`{"VNI":1,"VtepMAC":"` + mac6 + `"}`)
+	}
+	return l
+}
+
+// vx6 is the expected entries of a vxlan-mode peer on flannel-v6.1.
+func vx6(sub, pub, mac string) entries {
+	p := netip.MustParsePrefix(sub)
+	return entries{
+		routes: []string{fmt.Sprintf("%s via %s dev flannel-v6.1 onlink", p, p.Addr())},
+		neighs: []string{fmt.Sprintf("%s lladdr %s", p.Addr(), mac)},
+		fdbs:   []string{fmt.Sprintf("%s dst %s", mac, pub)},
+	}
+}
+
+func waitEntriesV6(t *testing.T, ns *backendtest.NS, want entries, timeout time.Duration) {
+	t.Helper()
+	backendtest.Eventually(t, timeout, func() error {
+		got, err := readFamily(ns.Handle, "flannel-v6.1", netlink.FAMILY_V6)
+		if err != nil {
+			return err
+		}
+		if !got.equal(want) {
+			return fmt.Errorf("kernel has\n%s\nwant\n%s", got, want)
+		}
+		return nil
+	})
+}
+
+func TestDualStackDevicesAndPeers(t *testing.T) {
+	e := newEnvV6(t, true)
+	r := startFamilies(t, e.a, e.ext, true, true)
+	if r.MTU() != 1430 {
+		t.Errorf("MTU() = %d, want 1430 (the IPv6 device's, which fits both overlays)", r.MTU())
+	}
+	data, _ := r.BackendV6Data()
+	var d struct {
+		VNI     int
+		VtepMAC string
+	}
+	if err := json.Unmarshal(data, &d); err != nil || d.VNI != 1 || d.VtepMAC != r.VtepMACV6().String() {
+		t.Errorf("BackendV6Data = %s (%v), want VNI 1 and VtepMAC %s", data, err, r.VtepMACV6())
+	}
+	if r.VtepMACV6().String() == r.VtepMAC().String() {
+		t.Errorf("both devices have MAC %s", r.VtepMAC())
+	}
+
+	own := dualLease(ownSubnet.String(), hostA.String(), "", ownSubnetV6.String(), hostAV6.String(), "")
+	peerB := dualLease("10.5.2.0/24", "192.168.77.2", macB, "fc00:0:0:2::/64", "fd77::2", macC)
+	peerC := dualLease("", "", "", "fc00:0:0:3::/64", "fd77::3", macD) // IPv6 only
+	r.updates <- backend.Update{Own: &own, Batch: snapshot(own, peerB, peerC)}
+	waitEntries(t, e.a, "flannel.1", vx("10.5.2.0/24", "192.168.77.2", macB), 3*time.Second)
+	waitEntriesV6(t, e.a, merge(vx6("fc00:0:0:2::/64", "fd77::2", macC), vx6("fc00:0:0:3::/64", "fd77::3", macD)), 3*time.Second)
+
+	link, err := e.a.Handle.LinkByName("flannel-v6.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, ok := link.(*netlink.Vxlan)
+	if !ok || v.MTU != 1430 || v.SrcAddr.String() != "fd77::1" || v.HardwareAddr.String() != r.VtepMACV6().String() || v.Learning {
+		t.Errorf("flannel-v6.1 = %+v, want vxlan mtu 1430 local fd77::1 address %s nolearning", link.Attrs(), r.VtepMACV6())
+	}
+	if l4, err := e.a.Handle.LinkByName("flannel.1"); err != nil || l4.Attrs().MTU != 1450 {
+		t.Errorf("flannel.1: %v, MTU want 1450", err)
+	}
+	if out := e.a.IP(t, "-6", "addr", "show", "dev", "flannel-v6.1", "scope", "global"); !strings.Contains(out, "fc00:0:0:1::/128") {
+		t.Errorf("flannel-v6.1 addresses:\n%s\nwant fc00:0:0:1::/128", out)
+	}
+	st := r.Status()
+	if st.Device != "flannel.1" || st.DeviceV6 != "flannel-v6.1" || len(st.Peers) != 3 || st.LastPass.IsZero() {
+		t.Errorf("Status = %+v, want both devices and 3 peers", st)
+	}
+
+	// Repairs come from notifications: a deleted IPv6 route and a stray
+	// IPv6 route of ours.
+	e.a.IP(t, "-6", "route", "del", "fc00:0:0:2::/64")
+	e.a.IP(t, "-6", "route", "add", "fc00:0:0:9::/64", "via", "fd77::2", "dev", "eth0", "proto", "78")
+	waitEntriesV6(t, e.a, merge(vx6("fc00:0:0:2::/64", "fd77::2", macC), vx6("fc00:0:0:3::/64", "fd77::3", macD)), 3*time.Second)
+
+	// A changed IPv6 VTEP MAC replaces neighbour and fdb entry.
+	peerC2 := dualLease("", "", "", "fc00:0:0:3::/64", "fd77::3", macB)
+	r.updates <- backend.Update{Batch: event(subnet.EventAdded, peerC2)}
+	waitEntriesV6(t, e.a, merge(vx6("fc00:0:0:2::/64", "fd77::2", macC), vx6("fc00:0:0:3::/64", "fd77::3", macB)), 3*time.Second)
+
+	// Removing a dual-stack lease removes both families' entries.
+	r.updates <- backend.Update{Batch: event(subnet.EventRemoved, peerB)}
+	waitEntries(t, e.a, "flannel.1", entries{}, 3*time.Second)
+	waitEntriesV6(t, e.a, vx6("fc00:0:0:3::/64", "fd77::3", macB), 3*time.Second)
+}
+
+func TestIPv6OnlyPing(t *testing.T) {
+	e := newEnvV6(t, false)
+	ra := startFamilies(t, e.a, e.ext, false, true)
+	rb := startFamilies(t, e.b, extV6(t, e.b, netip.Addr{}, hostBV6, false), false, true)
+	if ra.VtepMAC() != nil {
+		t.Errorf("IPv6-only backend has an IPv4 VTEP MAC %s", ra.VtepMAC())
+	}
+	if data, err := ra.BackendData(); data != nil || err != nil {
+		t.Errorf("IPv6-only BackendData = %s, %v; want none", data, err)
+	}
+	la := dualLease("", "", "", "fc00:0:0:1::/64", "fd77::1", ra.VtepMACV6().String())
+	lb := dualLease("", "", "", "fc00:0:0:2::/64", "fd77::2", rb.VtepMACV6().String())
+	ra.updates <- backend.Update{Own: &la, Batch: snapshot(la, lb)}
+	rb.updates <- backend.Update{Own: &lb, Batch: snapshot(la, lb)}
+	waitEntriesV6(t, e.a, vx6("fc00:0:0:2::/64", "fd77::2", rb.VtepMACV6().String()), 5*time.Second)
+	waitEntriesV6(t, e.b, vx6("fc00:0:0:1::/64", "fd77::1", ra.VtepMACV6().String()), 5*time.Second)
+	if _, err := e.a.Handle.LinkByName("flannel.1"); err == nil {
+		t.Error("IPv6-only backend made flannel.1")
+	}
+	// From A's overlay address to B's, bounded: 2 packets, 1 s each. The
+	// device MTU is 1430: 1430-48 bytes of payload fit unfragmented.
+	e.a.Exec(t, "ping", "-6", "-c", "2", "-W", "1", "-M", "do", "-s", "1382", "-I", "fc00:0:0:1::", "fc00:0:0:2::")
+}
+
+func TestIPv6DirectRoutingSwitch(t *testing.T) {
+	e := newEnvV6(t, true)
+	b, err := New(Options{
+		Handle: e.a.Handle, Netns: e.a.Netns, Ext: e.ext, ResyncInterval: time.Hour,
+		Config: &subnet.Config{EnableIPv4: true, EnableIPv6: true, BackendType: Type,
+			Backend: json.RawMessage(`{"Type":"vxlan","DirectRouting":true}`)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	updates := make(chan backend.Update, 4)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = b.Run(ctx, updates) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+
+	own := dualLease(ownSubnet.String(), hostA.String(), "", ownSubnetV6.String(), hostAV6.String(), "")
+	peer := dualLease("10.5.2.0/24", "192.168.77.2", macB, "fc00:0:0:2::/64", "fd77::2", macC)
+	updates <- backend.Update{Own: &own, Batch: snapshot(own, peer)}
+	waitEntriesV6(t, e.a, entries{routes: []string{"fc00:0:0:2::/64 via fd77::2 dev eth0"}}, 3*time.Second)
+
+	// The peer's IPv6 address leaves the directly connected subnet: the
+	// route moves to flannel-v6.1 (the kernel takes that only after the
+	// old route is gone).
+	e.a.IP(t, "-6", "addr", "del", "fd77::1/64", "dev", "eth0")
+	e.a.IP(t, "-6", "addr", "add", "fd77::1/128", "dev", "eth0", "nodad")
+	e.a.IP(t, "-6", "route", "add", "fd77::/64", "dev", "eth0", "metric", "2000")
+	waitEntriesV6(t, e.a, vx6("fc00:0:0:2::/64", "fd77::2", macC), 3*time.Second)
+}
+
+func TestNewFamilies(t *testing.T) {
+	v4 := iface.External{Name: "eth0", Index: 2, MTU: 1500,
+		Addr: netip.MustParseAddr("192.168.77.1"), PublicIP: netip.MustParseAddr("192.168.77.1")}
+	dual := v4
+	dual.AddrV6, dual.PublicIPv6 = hostAV6, hostAV6
+	v6 := dual
+	v6.Addr, v6.PublicIP = netip.Addr{}, netip.Addr{}
+	tests := []struct {
+		name     string
+		ext      iface.External
+		v4, v6   bool
+		settings string
+		mtu      int
+		err      string
+	}{
+		{"IPv4 only", v4, true, false, `{}`, 1450, ""},
+		{"dual stack", dual, true, true, `{}`, 1430, ""},
+		{"IPv6 only", v6, false, true, `{}`, 1430, ""},
+		{"IPv6 without an IPv6 address", v4, true, true, `{}`, 0, "EnableIPv6 is set but external interface eth0 has no IPv6 address"},
+		{"dual stack without an IPv4 address", v6, true, true, `{}`, 0, "no IPv4 address"},
+		{"backend MTU below IPv6's minimum", dual, true, true, `{"MTU":1349}`, 0, "below IPv6's minimum 1280"},
+		{"backend MTU at IPv6's minimum", dual, true, true, `{"MTU":1350}`, 1280, ""},
+		{"IPv6 device name too long", dual, true, true, `{"VNI":12345}`, 0, `"flannel-v6.12345" is longer than 15 bytes`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := New(Options{Handle: &netlink.Handle{}, Ext: tt.ext, Config: &subnet.Config{
+				EnableIPv4: tt.v4, EnableIPv6: tt.v6, BackendType: Type, Backend: json.RawMessage(tt.settings)}})
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("New: %v, want an error containing %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.MTU() != tt.mtu {
+				t.Errorf("MTU() = %d, want %d", b.MTU(), tt.mtu)
+			}
+			d4, _ := b.BackendData()
+			d6, _ := b.BackendV6Data()
+			if (d4 != nil) != tt.v4 || (d6 != nil) != tt.v6 {
+				t.Errorf("BackendData %s, BackendV6Data %s: want one per enabled family", d4, d6)
+			}
+		})
+	}
+}
