@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
@@ -48,6 +47,10 @@ func New(opts *Options, log *slog.Logger, backends map[string]BackendFactory) *A
 	return &Agent{opts: opts, log: log, backends: backends, state: &state{started: time.Now()}}
 }
 
+// firstListWait bounds how long the first data-plane pass waits for the
+// peers' list after the lease is held.
+const firstListWait = 2 * time.Second
+
 // errConfigChanged ends one serving pipeline so that Run starts the next
 // under the new network config.
 var errConfigChanged = errors.New("agent: network config changed")
@@ -66,6 +69,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer cli.Close()
+	go checkEtcdTLS(ctx, a.opts.Etcd, a.log)
 	reg := subnet.NewRegistry(cli, a.opts.Etcd.Prefix, a.log)
 
 	ns, err := netns.Get()
@@ -79,16 +83,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer h.Close()
 
-	if a.opts.StatusSocket != "" {
-		l, err := listenStatus(a.opts.StatusSocket)
-		if err != nil {
-			return err
-		}
-		go a.serveStatus(ctx, l, a.statusMux())
+	a.state.update(func(s *state) { s.registry = reg })
+	if err := a.startServers(ctx); err != nil {
+		return err
 	}
+	go a.probeEtcd(ctx, cli, reg.ConfigKey())
 
 	for {
+		a.notifyStatus("waiting for a usable network config at %s", reg.ConfigKey())
+		stopPing := a.pingWhile(ctx)
 		cfg, err := reg.WaitConfig(ctx)
+		stopPing()
 		if err != nil {
 			return ctxDone(ctx, err)
 		}
@@ -117,12 +122,11 @@ func (a *Agent) serve(ctx context.Context, reg *subnet.Registry, h *netlink.Hand
 	defer cancel()
 	cfgChanges := reg.WatchConfig(ctx)
 
-	a.state.update(func(s *state) {
-		s.config, s.lease, s.holder, s.backend, s.filesAt = cfg, nil, nil, nil, time.Time{}
-	})
+	a.state.newPipeline(cfg)
 	be, ext, err := a.newBackend(ctx, h, ns, cfg)
 	if err != nil {
 		a.state.recordError(err.Error())
+		a.notifyStatus("network config not usable: %v", err)
 		// A config that names an unknown backend or bad backend fields is
 		// an invalid config: report it and wait for it to be fixed.
 		a.log.Error("cannot use the network config; waiting for it to change", "err", err)
@@ -132,12 +136,17 @@ func (a *Agent) serve(ctx context.Context, reg *subnet.Registry, h *netlink.Hand
 	if err != nil {
 		return err
 	}
+	dataV6, err := be.BackendV6Data()
+	if err != nil {
+		return err
+	}
 	opts := subnet.AcquireOptions{
 		Attrs: subnet.LeaseAttrs{
-			PublicIP:    ext.PublicIP,
-			PublicIPv6:  ext.PublicIPv6,
-			BackendType: cfg.BackendType,
-			BackendData: data,
+			PublicIP:      ext.PublicIP,
+			PublicIPv6:    ext.PublicIPv6,
+			BackendType:   cfg.BackendType,
+			BackendData:   data,
+			BackendV6Data: dataV6,
 		},
 		TTL:         a.opts.LeaseTTL,
 		RenewMargin: a.opts.RenewMargin,
@@ -157,6 +166,11 @@ func (a *Agent) serve(ctx context.Context, reg *subnet.Registry, h *netlink.Hand
 		}
 	}
 	a.state.update(func(s *state) { s.ext = ext })
+	a.notifyStatus("acquiring a lease (%s, interface %s)", cfg, ext.Name)
+	// The lease watch lists the peers while the lease is being acquired, so
+	// that the first data-plane pass programs the device and every peer at
+	// once.
+	watch := reg.WatchLeases(ctx)
 	holder, err := reg.Hold(ctx, cfg, opts)
 	if err != nil {
 		return err
@@ -187,10 +201,24 @@ func (a *Agent) serve(ctx context.Context, reg *subnet.Registry, h *netlink.Hand
 	beDone := make(chan error, 1)
 	go func() { beDone <- be.Run(ctx, updates) }()
 	a.state.update(func(s *state) { s.backend = be })
-	if err := send(ctx, updates, backend.Update{Own: &lease}); err != nil {
+	first := backend.Update{Own: &lease}
+	select {
+	case b, ok := <-watch:
+		if !ok {
+			return stopped(ctx, "lease watch")
+		}
+		first.Batch = &b
+	case <-time.After(firstListWait):
+		// etcd is slow to list: set the device up now, peers follow.
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := send(ctx, updates, first); err != nil {
 		return err
 	}
-	watch := reg.WatchLeases(ctx)
+	a.notifyStatus("lease %s: programming the data plane", lease.Key())
+	wd := a.newWatchdog()
+	defer wd.Stop()
 	// Until the data plane has been programmed once, look often, to tell
 	// systemd (READY=1) as soon as the host can carry traffic.
 	readyPoll := time.NewTicker(20 * time.Millisecond)
@@ -218,6 +246,7 @@ func (a *Agent) serve(ctx context.Context, reg *subnet.Registry, h *netlink.Hand
 			lease = l
 			a.state.update(func(s *state) { s.lease = &l })
 			a.log.Info("lease changed", "subnet", lease.Key())
+			a.notifyStatus("serving %s (lease changed)", lease.Key())
 			if keeper != nil {
 				keeper.Update(masqRules(cfg, lease))
 			}
@@ -230,6 +259,7 @@ func (a *Agent) serve(ctx context.Context, reg *subnet.Registry, h *netlink.Hand
 		case <-readyPoll.C:
 			if !be.Status().LastPass.IsZero() {
 				readyPoll.Stop()
+				a.state.update(func(s *state) { s.readyAt = time.Now() })
 				a.notify("READY=1\nSTATUS=serving " + lease.Key())
 				a.log.Info("data plane programmed", "subnet", lease.Key())
 			}
@@ -240,6 +270,8 @@ func (a *Agent) serve(ctx context.Context, reg *subnet.Registry, h *netlink.Hand
 			if a.configChanged(u, cfg) {
 				return errConfigChanged
 			}
+		case <-wd.C():
+			a.ping()
 		}
 	}
 }
@@ -341,14 +373,6 @@ func (a *Agent) writeFiles(cfg *subnet.Config, be backend.Backend, lease subnet.
 	return nil
 }
 
-// notify tells systemd about the agent's state when it runs under
-// Type=notify; a no-op elsewhere.
-func (a *Agent) notify(msg string) {
-	if _, err := daemon.SdNotify(false, msg); err != nil {
-		a.log.Debug("sd_notify failed", "err", err)
-	}
-}
-
 func masqRules(cfg *subnet.Config, lease subnet.Lease) masq.Rules {
 	var r masq.Rules
 	if cfg.EnableIPv4 {
@@ -373,8 +397,12 @@ func sameConfig(a, b *subnet.Config) bool {
 
 // waitConfigChange blocks until a valid config other than cfg arrives.
 func (a *Agent) waitConfigChange(ctx context.Context, changes <-chan subnet.ConfigUpdate, cfg *subnet.Config) error {
+	wd := a.newWatchdog()
+	defer wd.Stop()
 	for {
 		select {
+		case <-wd.C():
+			a.ping()
 		case <-ctx.Done():
 			return ctx.Err()
 		case u, ok := <-changes:

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -65,6 +66,11 @@ type Options struct {
 	// StatusSocket is the unix socket `netagent status` and the CNI
 	// plugin ask; "" for none.
 	StatusSocket string
+	// HealthzIP and HealthzPort are the TCP address serving /healthz,
+	// /readyz and /metrics (flanneld's --healthz-ip and --healthz-port);
+	// port 0 serves nothing.
+	HealthzIP   netip.Addr
+	HealthzPort int
 	// Version is reported by the status socket.
 	Version string
 }
@@ -86,6 +92,7 @@ func DefaultOptions() *Options {
 		LogLevel:       "info",
 		LogFormat:      "text",
 		StatusSocket:   DefaultStatusSocket,
+		HealthzIP:      netip.IPv4Unspecified(),
 	}
 }
 
@@ -130,6 +137,12 @@ func (o *Options) Validate() error {
 	}
 	if o.Iface.PublicIPv6.IsValid() && o.Iface.PublicIPv6.Is4() {
 		errs = append(errs, fmt.Errorf("--public-ipv6: %s is not an IPv6 address", o.Iface.PublicIPv6))
+	}
+	if o.HealthzPort < 0 || o.HealthzPort > 65535 {
+		errs = append(errs, fmt.Errorf("--healthz-port: %d is not a TCP port (0 for none)", o.HealthzPort))
+	}
+	if o.HealthzPort != 0 && !o.HealthzIP.IsValid() {
+		errs = append(errs, errors.New("--healthz-ip: no address to listen on"))
 	}
 	switch o.LogLevel {
 	case "debug", "info", "warn", "error":

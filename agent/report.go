@@ -9,6 +9,10 @@ import (
 // GET /v1/status on the status socket returns it. Field names are stable:
 // scripts may rely on them; new fields may be added.
 type Report struct {
+	// Running is always true in a Report from the agent; `netagent
+	// status --json` prints an OfflineReport, with running false, when the
+	// agent does not answer.
+	Running       bool             `json:"running"`
 	Version       string           `json:"version"`
 	StartedAt     time.Time        `json:"started_at"`
 	UptimeSeconds int64            `json:"uptime_seconds"`
@@ -19,13 +23,21 @@ type Report struct {
 	Backend       *BackendReport   `json:"backend"`
 	Peers         []PeerReport     `json:"peers"`
 	Masquerade    MasqueradeReport `json:"masquerade"`
-	RecentErrors  []recentError    `json:"recent_errors"`
+	// Ready is /readyz's verdict; Health lists /healthz's checks.
+	Ready        bool          `json:"ready"`
+	Health       []Check       `json:"health"`
+	RecentErrors []RecentError `json:"recent_errors"`
 }
 
 // EtcdReport says where the agent's cluster store is.
 type EtcdReport struct {
-	Endpoints   []string   `json:"endpoints"`
-	Prefix      string     `json:"prefix"`
+	Endpoints []string `json:"endpoints"`
+	Prefix    string   `json:"prefix"`
+	// Reachable is true when etcd answered within the renew margin;
+	// LastContact is its last answer and Error the last failure since.
+	Reachable   bool       `json:"reachable"`
+	LastContact *time.Time `json:"last_contact,omitempty"`
+	Error       string     `json:"error,omitempty"`
 	LastRenewal *time.Time `json:"last_renewal,omitempty"`
 }
 
@@ -65,6 +77,8 @@ type BackendReport struct {
 	Device        string            `json:"device,omitempty"`
 	MTU           int               `json:"mtu"`
 	VtepMAC       string            `json:"vtep_mac,omitempty"`
+	DeviceV6      string            `json:"device_v6,omitempty"`
+	VtepMACV6     string            `json:"vtep_mac_v6,omitempty"`
 	LastPass      *time.Time        `json:"last_pass,omitempty"`
 	Passes        uint64            `json:"passes"`
 	Repairs       map[string]uint64 `json:"repairs"`
@@ -109,15 +123,23 @@ func timePtr(t time.Time) *time.Time {
 // report builds the Report from the current state.
 func (s *state) report(ctx context.Context, o *Options) Report {
 	now := time.Now()
+	health := s.health(now, o.RenewMargin, o.ResyncInterval)
+	ready := true
+	for _, c := range s.readiness() {
+		ready = ready && c.OK
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := Report{
+		Running:       true,
+		Ready:         ready,
+		Health:        health,
 		Version:       o.Version,
 		StartedAt:     s.started.UTC(),
 		UptimeSeconds: int64(now.Sub(s.started) / time.Second),
 		Etcd:          EtcdReport{Endpoints: o.Etcd.Endpoints, Prefix: o.Etcd.Prefix},
 		Masquerade:    MasqueradeReport{Enabled: o.IPMasq},
-		RecentErrors:  append([]recentError(nil), s.recentErrs...),
+		RecentErrors:  append([]RecentError{}, s.recentErrs...),
 		Peers:         []PeerReport{},
 	}
 	if s.masq != nil && s.keeper != nil {
@@ -130,7 +152,12 @@ func (s *state) report(ctx context.Context, o *Options) Report {
 	if s.holder != nil {
 		r.Etcd.LastRenewal = timePtr(s.holder.LastRenewal())
 	}
-	if l := s.lease; l != nil {
+	if t := s.lastEtcdContact(); !t.IsZero() {
+		r.Etcd.LastContact = timePtr(t)
+		r.Etcd.Reachable = now.Sub(t) <= o.RenewMargin
+	}
+	r.Etcd.Error = s.etcdErr
+	if l := s.currentLease(); l != nil {
 		lr := &LeaseReport{Subnet: addrString(l.Subnet), IPv6Subnet: addrString(l.IPv6Subnet), Reservation: l.Reservation}
 		if !l.Expiration.IsZero() {
 			lr.Expiration = timePtr(l.Expiration)
@@ -155,9 +182,11 @@ func (s *state) report(ctx context.Context, o *Options) Report {
 	}
 	if s.backend != nil {
 		st := s.backend.Status()
+		ct := s.counters()
 		r.Backend = &BackendReport{Type: st.Type, Device: st.Device, MTU: st.MTU, VtepMAC: st.VtepMAC,
-			LastPass: timePtr(st.LastPass), Passes: st.Counters.Passes, Repairs: st.Counters.Repairs,
-			NetlinkErrors: st.Counters.NetlinkErrors}
+			DeviceV6: st.DeviceV6, VtepMACV6: st.VtepMACV6,
+			LastPass: timePtr(st.LastPass), Passes: ct.Passes, Repairs: ct.Repairs,
+			NetlinkErrors: ct.NetlinkErrors}
 		for _, p := range st.Peers {
 			r.Peers = append(r.Peers, PeerReport{Subnet: p.Subnet.String(), PublicIP: addrString(p.PublicIP),
 				VtepMAC: p.VtepMAC, Mode: p.Mode, Programmed: p.Programmed, Error: p.LastError})

@@ -7,81 +7,23 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // DefaultStatusSocket is where the agent answers `netagent status` and the
-// CNI plugin's STATUS check.
+// CNI plugin's STATUS Check.
 const DefaultStatusSocket = "/run/netagent/netagent.sock"
 
-// check is one named health check.
-type check struct {
-	Name string `json:"name"`
-	OK   bool   `json:"ok"`
-	Why  string `json:"why,omitempty"`
-}
-
-// readiness: the files are written and the data plane has been programmed
-// at least once under the current lease.
-func (s *state) readiness() []check {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c := []check{{Name: "lease", OK: s.lease != nil}, {Name: "files", OK: !s.filesAt.IsZero()}}
-	if !c[0].OK {
-		c[0].Why = "no lease held yet"
-	}
-	if !c[1].OK {
-		c[1].Why = "subnet file not written yet"
-	}
-	dp := check{Name: "dataplane"}
-	if s.backend != nil && !s.backend.Status().LastPass.IsZero() {
-		dp.OK = true
-	} else {
-		dp.Why = "data plane not programmed yet"
-	}
-	return append(c, dp)
-}
-
-// health: ready, the lease is not about to expire, etcd answered within the
-// renew margin, and the data plane was reconciled recently.
-func (s *state) health(now time.Time, renewMargin, resync time.Duration) []check {
-	checks := s.readiness()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.lease != nil && !s.lease.Reservation && s.holder != nil {
-		last := s.holder.LastRenewal()
-		c := check{Name: "etcd", OK: now.Sub(last) <= renewMargin}
-		if !c.OK {
-			c.Why = fmt.Sprintf("no successful renewal since %s", last.UTC().Format(time.RFC3339))
-		}
-		checks = append(checks, c)
-		if !s.lease.Expiration.IsZero() {
-			left := s.lease.Expiration.Sub(now)
-			c := check{Name: "lease_ttl", OK: left > 0}
-			if !c.OK {
-				c.Why = "lease expired"
-			}
-			checks = append(checks, c)
-		}
-	}
-	if s.backend != nil {
-		last := s.backend.Status().LastPass
-		if !last.IsZero() {
-			c := check{Name: "reconcile", OK: now.Sub(last) <= 3*resync}
-			if !c.OK {
-				c.Why = fmt.Sprintf("last full reconcile pass at %s", last.UTC().Format(time.RFC3339))
-			}
-			checks = append(checks, c)
-		}
-	}
-	return checks
-}
-
-func writeChecks(w http.ResponseWriter, checks []check) {
+// writeChecks answers 200 when every Check passed, else 503 with the
+// failing checks named in "failed".
+func writeChecks(w http.ResponseWriter, checks []Check) {
 	status := http.StatusOK
 	var failed []string
 	for _, c := range checks {
@@ -95,7 +37,7 @@ func writeChecks(w http.ResponseWriter, checks []check) {
 	json.NewEncoder(w).Encode(struct {
 		OK     bool    `json:"ok"`
 		Failed string  `json:"failed,omitempty"`
-		Checks []check `json:"checks"`
+		Checks []Check `json:"checks"`
 	}{status == http.StatusOK, strings.Join(failed, "; "), checks})
 }
 
@@ -123,19 +65,56 @@ func listenStatus(path string) (net.Listener, error) {
 	return l, nil
 }
 
-// serveStatus answers on l until ctx is done, then removes the socket.
-func (a *Agent) serveStatus(ctx context.Context, l net.Listener, mux *http.ServeMux) {
+// listenHealthz listens on --healthz-ip:--healthz-port; nil when the port
+// is 0.
+func listenHealthz(o *Options) (net.Listener, error) {
+	if o.HealthzPort == 0 {
+		return nil, nil
+	}
+	addr := netip.AddrPortFrom(o.HealthzIP, uint16(o.HealthzPort)).String()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("healthz: %w", err)
+	}
+	return l, nil
+}
+
+// startServers starts the status socket and the healthz listener the
+// options ask for; they serve until ctx is done. Listening errors are
+// returned at once, so that a port in use stops the agent at start.
+func (a *Agent) startServers(ctx context.Context) error {
+	if a.opts.StatusSocket != "" {
+		l, err := listenStatus(a.opts.StatusSocket)
+		if err != nil {
+			return err
+		}
+		go a.serveHTTP(ctx, "status socket", l, a.statusMux())
+	}
+	l, err := listenHealthz(a.opts)
+	if err != nil {
+		return err
+	}
+	if l != nil {
+		a.log.Info("serving /healthz, /readyz and /metrics", "addr", l.Addr().String())
+		go a.serveHTTP(ctx, "healthz", l, a.healthzMux())
+	}
+	return nil
+}
+
+// serveHTTP answers on l until ctx is done (a unix socket is removed then).
+func (a *Agent) serveHTTP(ctx context.Context, what string, l net.Listener, mux *http.ServeMux) {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
 		srv.Close()
 	}()
 	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		a.log.Error("status socket stopped", "err", err)
+		a.log.Error(what+" stopped", "err", err)
 	}
 }
 
-func (a *Agent) statusMux() *http.ServeMux {
+// healthzMux serves /healthz, /readyz and /metrics.
+func (a *Agent) healthzMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		writeChecks(w, a.state.readiness())
@@ -143,6 +122,13 @@ func (a *Agent) statusMux() *http.ServeMux {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeChecks(w, a.state.health(time.Now(), a.opts.RenewMargin, a.opts.ResyncInterval))
 	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(newMetricsRegistry(a.state, a.opts), promhttp.HandlerOpts{}))
+	return mux
+}
+
+// statusMux is healthzMux plus /v1/status, the Report.
+func (a *Agent) statusMux() *http.ServeMux {
+	mux := a.healthzMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

@@ -6,6 +6,8 @@
 //
 //	netagent run [flags]     serve (also: netagent [flags], as flanneld)
 //	netagent status [--json] show the running agent's state
+//	netagent config check FILE | get | set FILE
+//	                         validate, show or write the network config
 //	netagent version         print the version
 package main
 
@@ -56,6 +58,7 @@ const usage = `usage: netagent <command> [flags]
 commands:
   run       run the agent (the default when the first argument is a flag)
   status    show what the running agent on this host knows and does
+  config    validate a network config file, show or set the one in etcd
   version   print the version
 
 Run 'netagent run -h' for the agent's flags. Every flag can also be set
@@ -72,6 +75,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		return runAgent(ctx, args, getenv, environ, stderr)
 	case "status":
 		return runStatus(ctx, args, getenv, stdout, stderr)
+	case "config":
+		return runConfig(ctx, args, getenv, os.Stdin, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "netagent %s\n", version)
 		return nil
@@ -93,7 +98,7 @@ func runAgent(ctx context.Context, args []string, getenv func(string) string, en
 		return usageError{err}
 	}
 	opts.Version = version
-	log := newLogger(stderr, opts.LogLevel, opts.LogFormat)
+	log := newJournalLogger(stderr, opts.LogLevel, opts.LogFormat, getenv("JOURNAL_STREAM") != "")
 	for _, w := range warnings {
 		log.Warn(w)
 	}
@@ -109,9 +114,24 @@ func runAgent(ctx context.Context, args []string, getenv func(string) string, en
 }
 
 func newLogger(w io.Writer, level, format string) *slog.Logger {
+	return newJournalLogger(w, level, format, false)
+}
+
+// newJournalLogger returns the agent's logger. When journal is set (stderr
+// goes to journald: JOURNAL_STREAM is set) text lines carry no time, as
+// journald stamps each line itself.
+func newJournalLogger(w io.Writer, level, format string, journal bool) *slog.Logger {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(level)) // validated by Options.Validate
 	ho := &slog.HandlerOptions{Level: lv}
+	if journal && format != "json" {
+		ho.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}
+	}
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, ho))
 	}

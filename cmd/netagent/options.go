@@ -28,6 +28,9 @@ const (
 // envNotFlags are NETAGENT_* variables that are not flags but are known.
 var envNotFlags = map[string]bool{
 	"NETAGENT_REFUSE_INITIAL_NETNS": true,
+	// NETAGENT_OPTIONS holds extra flags for ExecStart in
+	// dist/netagent.service (flanneld's FLANNEL_OPTIONS).
+	"NETAGENT_OPTIONS": true,
 }
 
 // stringList is a repeatable string flag; a comma-free value per use.
@@ -95,22 +98,7 @@ func (u unitOrDuration) Set(v string) error {
 func runFlags(o *agent.Options, passwordFile *string, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(out)
-	fs.Func("etcd-endpoints", "comma-separated etcd endpoints (default http://127.0.0.1:2379)", func(v string) error {
-		o.Etcd.Endpoints = nil
-		for _, e := range strings.Split(v, ",") {
-			if e = strings.TrimSpace(e); e != "" {
-				o.Etcd.Endpoints = append(o.Etcd.Endpoints, e)
-			}
-		}
-		return nil
-	})
-	fs.StringVar(&o.Etcd.Prefix, "etcd-prefix", o.Etcd.Prefix, "etcd prefix of the network config and leases")
-	fs.StringVar(&o.Etcd.CertFile, "etcd-certfile", "", "client certificate for etcd (TLS)")
-	fs.StringVar(&o.Etcd.KeyFile, "etcd-keyfile", "", "client key for etcd (TLS)")
-	fs.StringVar(&o.Etcd.CAFile, "etcd-cafile", "", "CA bundle that signs etcd's server certificate")
-	fs.StringVar(&o.Etcd.Username, "etcd-username", "", "etcd user name")
-	fs.StringVar(&o.Etcd.Password, "etcd-password", "", "etcd password (prefer --etcd-password-file)")
-	fs.StringVar(passwordFile, "etcd-password-file", "", "file holding the etcd password")
+	etcdFlags(fs, &o.Etcd, passwordFile)
 	fs.Var((*stringList)(&o.Iface.Ifaces), "iface", "interface name or IP address to use (repeatable; first found wins)")
 	fs.Var((*stringList)(&o.Iface.IfaceRegex), "iface-regex", "regex matched against interface addresses, then names (repeatable)")
 	fs.Var(addrFlag{&o.Iface.CanReach}, "iface-can-reach", "use the interface the kernel would use to reach this address")
@@ -125,9 +113,32 @@ func runFlags(o *agent.Options, passwordFile *string, out io.Writer) *flag.FlagS
 	fs.DurationVar(&o.ResyncInterval, "resync-interval", o.ResyncInterval, "period of the full data-plane and firewall resync")
 	fs.Var(unitOrDuration{&o.MasqResync, time.Second}, "iptables-resync", "check and repair the masquerade rules this often (seconds, or a duration)")
 	fs.StringVar(&o.StatusSocket, "status-socket", o.StatusSocket, `unix socket answering netagent status ("" for none)`)
+	fs.Var(addrFlag{&o.HealthzIP}, "healthz-ip", "address serving /healthz, /readyz and /metrics")
+	fs.IntVar(&o.HealthzPort, "healthz-port", 0, "port serving /healthz, /readyz and /metrics (0: none)")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.LogFormat, "log-format", "text", "text or json")
 	return fs
+}
+
+// etcdFlags defines the flags that say how to reach etcd, shared by
+// `netagent run`, `status` and `config`.
+func etcdFlags(fs *flag.FlagSet, o *agent.EtcdOptions, passwordFile *string) {
+	fs.Func("etcd-endpoints", "comma-separated etcd endpoints (default http://127.0.0.1:2379)", func(v string) error {
+		o.Endpoints = nil
+		for _, e := range strings.Split(v, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				o.Endpoints = append(o.Endpoints, e)
+			}
+		}
+		return nil
+	})
+	fs.StringVar(&o.Prefix, "etcd-prefix", o.Prefix, "etcd prefix of the network config and leases")
+	fs.StringVar(&o.CertFile, "etcd-certfile", "", "client certificate for etcd (TLS)")
+	fs.StringVar(&o.KeyFile, "etcd-keyfile", "", "client key for etcd (TLS)")
+	fs.StringVar(&o.CAFile, "etcd-cafile", "", "CA bundle that signs etcd's server certificate")
+	fs.StringVar(&o.Username, "etcd-username", "", "etcd user name")
+	fs.StringVar(&o.Password, "etcd-password", "", "etcd password (prefer --etcd-password-file)")
+	fs.StringVar(passwordFile, "etcd-password-file", "", "file holding the etcd password")
 }
 
 // parseRun parses `netagent run` arguments over defaults, filling unset flags
@@ -143,6 +154,27 @@ func parseRun(args []string, getenv func(string) string, environ []string, out i
 	if fs.NArg() > 0 {
 		return nil, nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	if err := fromEnv(fs, getenv); err != nil {
+		return nil, nil, err
+	}
+	warnings := unknownEnv(fs, environ)
+	if err := readPasswordFile(&o.Etcd, passwordFile); err != nil {
+		return nil, nil, err
+	}
+	for _, re := range o.Iface.IfaceRegex {
+		if _, err := regexp.Compile(re); err != nil {
+			return nil, nil, fmt.Errorf("--iface-regex %q: %v", re, err)
+		}
+	}
+	if err := o.Validate(); err != nil {
+		return nil, nil, err
+	}
+	return o, warnings, nil
+}
+
+// fromEnv sets each flag of fs not given on the command line from its
+// NETAGENT_* variable, or else its FLANNELD_* one.
+func fromEnv(fs *flag.FlagSet, getenv func(string) string) error {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var err error
@@ -161,29 +193,23 @@ func parseRun(args []string, getenv func(string) string, environ []string, out i
 			return
 		}
 	})
+	return err
+}
+
+// readPasswordFile sets o.Password from --etcd-password-file, if given.
+func readPasswordFile(o *agent.EtcdOptions, passwordFile string) error {
+	if passwordFile == "" {
+		return nil
+	}
+	if o.Password != "" {
+		return errors.New("--etcd-password and --etcd-password-file are both set")
+	}
+	b, err := os.ReadFile(passwordFile)
 	if err != nil {
-		return nil, nil, err
+		return fmt.Errorf("--etcd-password-file: %w", err)
 	}
-	warnings := unknownEnv(fs, environ)
-	if passwordFile != "" {
-		if o.Etcd.Password != "" {
-			return nil, nil, errors.New("--etcd-password and --etcd-password-file are both set")
-		}
-		b, err := os.ReadFile(passwordFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--etcd-password-file: %w", err)
-		}
-		o.Etcd.Password = strings.TrimRight(string(b), "\r\n")
-	}
-	for _, re := range o.Iface.IfaceRegex {
-		if _, err := regexp.Compile(re); err != nil {
-			return nil, nil, fmt.Errorf("--iface-regex %q: %v", re, err)
-		}
-	}
-	if err := o.Validate(); err != nil {
-		return nil, nil, err
-	}
-	return o, warnings, nil
+	o.Password = strings.TrimRight(string(b), "\r\n")
+	return nil
 }
 
 // setList sets f from an environment value; repeatable flags take a
@@ -219,4 +245,33 @@ func unknownEnv(fs *flag.FlagSet, environ []string) []string {
 	}
 	sort.Strings(warnings)
 	return warnings
+}
+
+// etcdCommand is the etcd part of a command that reads or writes the
+// cluster store without running the agent (`status`, `config`): the same
+// flags and NETAGENT_* variables as `netagent run`.
+type etcdCommand struct {
+	opts         agent.EtcdOptions
+	passwordFile string
+}
+
+// addEtcdCommand defines the etcd flags on fs.
+func addEtcdCommand(fs *flag.FlagSet) *etcdCommand {
+	c := &etcdCommand{opts: agent.DefaultOptions().Etcd}
+	etcdFlags(fs, &c.opts, &c.passwordFile)
+	return c
+}
+
+// finish completes the parsed flags of fs from the environment and checks
+// the etcd options.
+func (c *etcdCommand) finish(fs *flag.FlagSet, getenv func(string) string) error {
+	if err := fromEnv(fs, getenv); err != nil {
+		return err
+	}
+	if err := readPasswordFile(&c.opts, c.passwordFile); err != nil {
+		return err
+	}
+	o := agent.DefaultOptions()
+	o.Etcd = c.opts
+	return o.Validate()
 }

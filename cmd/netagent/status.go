@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,7 +14,12 @@ import (
 	"time"
 
 	"github.com/netagent/netagent/agent"
+	"github.com/netagent/netagent/subnetfile"
 )
+
+// errNotRunning is returned by `netagent status` after it printed what it
+// could read without the agent.
+var errNotRunning = errors.New("netagent is not running")
 
 // statusClient asks the agent's status socket.
 func statusClient(socket string) *http.Client {
@@ -54,32 +60,40 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 	fs.SetOutput(stderr)
 	socket := fs.String("status-socket", agent.DefaultStatusSocket, "the agent's status socket")
 	asJSON := fs.Bool("json", false, "print JSON (stable field names) instead of a table")
+	subnetFile := fs.String("subnet-file", subnetfile.DefaultPath, "subnet file to read when the agent is not running")
+	etcd := addEtcdCommand(fs)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
-	if v := getenv("NETAGENT_STATUS_SOCKET"); v != "" && !flagSet(fs, "status-socket") {
-		*socket = v
+	if err := etcd.finish(fs, getenv); err != nil {
+		return usageError{err}
 	}
 	r, err := fetchReport(ctx, *socket)
-	if err != nil {
-		return fmt.Errorf("netagent is not running or not answering (%v)", err)
+	if err == nil {
+		if *asJSON {
+			return writeJSON(stdout, r)
+		}
+		printReport(stdout, r)
+		return nil
 	}
+	off := offlineStatus(ctx, *socket, err, *subnetFile, etcd.opts)
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(r)
+		if err := writeJSON(stdout, off); err != nil {
+			return err
+		}
+	} else {
+		printOffline(stdout, off)
 	}
-	printReport(stdout, r)
-	return nil
+	return errNotRunning
 }
 
-func flagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 func orDash(s string) string {
@@ -89,40 +103,87 @@ func orDash(s string) string {
 	return s
 }
 
+func ago(t time.Time) string {
+	return fmt.Sprintf("%s (%s ago)", t.Format(time.RFC3339), time.Since(t).Round(time.Second))
+}
+
 // printReport prints r as an admin reads it.
 func printReport(w io.Writer, r *agent.Report) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	p := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	p("version", r.Version)
 	p("uptime", (time.Duration(r.UptimeSeconds) * time.Second).String())
+	state := "ready"
+	if !r.Ready {
+		state = "NOT ready"
+	}
+	var failed []string
+	for _, c := range r.Health {
+		if !c.OK {
+			failed = append(failed, c.Name+": "+c.Why)
+		}
+	}
+	if len(failed) == 0 {
+		state += ", healthy"
+	} else {
+		state += ", UNHEALTHY (" + strings.Join(failed, "; ") + ")"
+	}
+	p("state", state)
+	p("etcd", fmt.Sprintf("%s  prefix %s", strings.Join(r.Etcd.Endpoints, ","), r.Etcd.Prefix))
+	reach := "answering"
+	if !r.Etcd.Reachable {
+		reach = "NOT answering"
+		if r.Etcd.Error != "" {
+			reach += ": " + r.Etcd.Error
+		}
+	}
+	if r.Etcd.LastContact != nil {
+		reach += "  last answer " + ago(*r.Etcd.LastContact)
+	}
+	p("etcd state", reach)
 	renewal := "never"
 	if r.Etcd.LastRenewal != nil {
-		renewal = fmt.Sprintf("%s (%s ago)", r.Etcd.LastRenewal.Format(time.RFC3339), time.Since(*r.Etcd.LastRenewal).Round(time.Second))
+		renewal = ago(*r.Etcd.LastRenewal)
 	}
-	p("etcd", fmt.Sprintf("%s  prefix %s  last renewal %s", strings.Join(r.Etcd.Endpoints, ","), r.Etcd.Prefix, renewal))
+	p("last renewal", renewal)
 	if l := r.Lease; l != nil {
 		ttl := "no expiry (reservation)"
 		if !l.Reservation {
-			ttl = (time.Duration(l.TTLSeconds) * time.Second).String() + " left"
+			ttl = "TTL " + (time.Duration(l.TTLSeconds) * time.Second).String() + " left"
 		}
 		p("lease", fmt.Sprintf("%s  %s", strings.TrimSpace(l.Subnet+" "+l.IPv6Subnet), ttl))
 	} else {
 		p("lease", "none yet")
 	}
 	if n := r.Network; n != nil {
-		p("network", strings.TrimSpace(fmt.Sprintf("%s /%d %s", n.Network, n.SubnetLen, n.IPv6Network))+"  backend "+n.BackendType)
+		net := ""
+		if n.Network != "" {
+			net = fmt.Sprintf("%s subnets /%d (%s to %s)", n.Network, n.SubnetLen, n.SubnetMin, n.SubnetMax)
+		}
+		if n.IPv6Network != "" {
+			net += fmt.Sprintf("  %s subnets /%d", n.IPv6Network, n.IPv6SubnetLen)
+		}
+		p("network", strings.TrimSpace(net)+"  backend "+n.BackendType)
 	}
 	if i := r.Interface; i != nil {
-		p("interface", fmt.Sprintf("%s  addr %s  public %s  mtu %d", i.Name, orDash(i.Addr), orDash(i.PublicIP), i.MTU))
+		p("interface", fmt.Sprintf("%s  addr %s  public IP %s  mtu %d", i.Name, orDash(i.Addr), orDash(i.PublicIP), i.MTU))
 	}
 	if b := r.Backend; b != nil {
-		p("backend", fmt.Sprintf("%s  device %s  mtu %d  vtep %s  passes %d  netlink errors %d", b.Type, orDash(b.Device), b.MTU, orDash(b.VtepMAC), b.Passes, b.NetlinkErrors))
+		p("backend", fmt.Sprintf("%s  device %s  mtu %d  vtep %s", b.Type, orDash(b.Device), b.MTU, orDash(b.VtepMAC)))
+		if b.DeviceV6 != "" {
+			p("backend ipv6", fmt.Sprintf("device %s  vtep %s", b.DeviceV6, orDash(b.VtepMACV6)))
+		}
+		last := "never"
+		if b.LastPass != nil {
+			last = ago(*b.LastPass)
+		}
+		p("reconcile", fmt.Sprintf("%d passes, last %s  repairs %s  netlink errors %d", b.Passes, last, repairs(b.Repairs), b.NetlinkErrors))
 	}
 	masq := "off"
 	if r.Masquerade.Enabled {
-		masq = "in place"
+		masq = "rules in place"
 		if !r.Masquerade.InPlace {
-			masq = "NOT in place: " + r.Masquerade.Reason
+			masq = "rules NOT in place: " + r.Masquerade.Reason
 		}
 	}
 	p("masquerade", masq)
@@ -138,10 +199,29 @@ func printReport(w io.Writer, r *agent.Report) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", pr.Subnet, pr.PublicIP, orDash(pr.VtepMAC), pr.Mode, k)
 	}
 	tw.Flush()
-	if len(r.RecentErrors) > 0 {
-		fmt.Fprintln(w, "\nrecent errors:")
-		for _, e := range r.RecentErrors {
-			fmt.Fprintf(w, "  %s  %s\n", e.Time.Format(time.RFC3339), e.Message)
+	printErrors(w, r.RecentErrors)
+}
+
+func repairs(m map[string]uint64) string {
+	var parts []string
+	for _, k := range []string{"route", "neigh", "fdb", "device", "address"} {
+		if m[k] > 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", k, m[k]))
 		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ",")
+}
+
+func printErrors(w io.Writer, errs []agent.RecentError) {
+	if len(errs) == 0 {
+		fmt.Fprintln(w, "\nrecent errors: none")
+		return
+	}
+	fmt.Fprintln(w, "\nrecent errors:")
+	for _, e := range errs {
+		fmt.Fprintf(w, "  %s  %s\n", e.Time.Format(time.RFC3339), e.Message)
 	}
 }

@@ -1,0 +1,143 @@
+package agent
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/netagent/netagent/backend"
+)
+
+// Metric names, as /metrics exports them. Counters only grow while the
+// agent runs: a config change that restarts the pipeline keeps the totals.
+const (
+	MetricBuildInfo         = "netagent_build_info"
+	MetricLeaseTTL          = "netagent_lease_ttl_seconds"
+	MetricRenewals          = "netagent_lease_renewals_total"
+	MetricRenewalFailures   = "netagent_lease_renewal_failures_total"
+	MetricEtcdLastContact   = "netagent_etcd_last_contact_timestamp_seconds"
+	MetricWatchRestarts     = "netagent_lease_watch_restarts_total"
+	MetricPeers             = "netagent_peers"
+	MetricPeersUnprogrammed = "netagent_peers_not_programmed"
+	MetricReconcilePasses   = "netagent_reconcile_passes_total"
+	MetricRepairs           = "netagent_repairs_total"
+	MetricNetlinkErrors     = "netagent_netlink_errors_total"
+	MetricEventLatency      = "netagent_lease_event_to_kernel_seconds"
+	MetricReady             = "netagent_ready"
+)
+
+// collector exports the agent's state at each scrape: there is no second
+// copy of the numbers to keep in step with the state.
+type collector struct {
+	s       *state
+	version string
+
+	buildInfo, leaseTTL, renewals, renewalFailures, etcdContact, watchRestarts,
+	peers, unprogrammed, passes, repairs, netlinkErrors, latency, ready *prometheus.Desc
+}
+
+// newMetricsRegistry returns a registry with the agent's metrics and the Go
+// runtime's and process's.
+func newMetricsRegistry(s *state, o *Options) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newCollector(s, o.Version),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+func newCollector(s *state, version string) *collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, labels, nil)
+	}
+	return &collector{
+		s:               s,
+		version:         version,
+		buildInfo:       d(MetricBuildInfo, "Always 1; the version is a label.", "version"),
+		leaseTTL:        d(MetricLeaseTTL, "Seconds until this host's lease expires unless renewed (absent for a reservation or without a lease)."),
+		renewals:        d(MetricRenewals, "Successful renewals of this host's lease."),
+		renewalFailures: d(MetricRenewalFailures, "Failed attempts to renew this host's lease."),
+		etcdContact:     d(MetricEtcdLastContact, "Unix time of the last answer from etcd."),
+		watchRestarts:   d(MetricWatchRestarts, "Lease watches that broke and were listed and started again."),
+		peers:           d(MetricPeers, "Other hosts' leases the data plane programs, by mode (vxlan, direct, host-gw).", "mode"),
+		unprogrammed:    d(MetricPeersUnprogrammed, "Peers whose kernel entries are not as wanted."),
+		passes:          d(MetricReconcilePasses, "Full reconcile passes of the data plane."),
+		repairs:         d(MetricRepairs, "Kernel entries found missing, wrong or unwanted and fixed, by kind.", "kind"),
+		netlinkErrors:   d(MetricNetlinkErrors, "Failed netlink requests of the data plane."),
+		latency:         d(MetricEventLatency, "Time from the data plane taking a lease event that adds or changes a peer to the kernel holding the peer's entries."),
+		ready:           d(MetricReady, "1 when the files are written and the data plane is programmed."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.buildInfo, c.leaseTTL, c.renewals, c.renewalFailures, c.etcdContact,
+		c.watchRestarts, c.peers, c.unprogrammed, c.passes, c.repairs, c.netlinkErrors, c.latency, c.ready} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	s := c.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge(c.buildInfo, 1, c.version)
+	if l := s.currentLease(); l != nil && !l.Reservation && !l.Expiration.IsZero() {
+		gauge(c.leaseTTL, l.Expiration.Sub(now).Seconds())
+	}
+	if s.registry != nil {
+		st := s.registry.Stats()
+		counter(c.renewals, st.Renewals)
+		counter(c.renewalFailures, st.RenewalFailures)
+		counter(c.watchRestarts, st.WatchRestarts)
+	}
+	if t := s.lastEtcdContact(); !t.IsZero() {
+		gauge(c.etcdContact, float64(t.UnixNano())/1e9)
+	}
+	byMode := map[string]int{backend.ModeVXLAN: 0, backend.ModeDirect: 0, backend.ModeHostGW: 0}
+	bad := 0
+	if s.backend != nil {
+		for _, p := range s.backend.Status().Peers {
+			byMode[p.Mode]++
+			if !p.Programmed {
+				bad++
+			}
+		}
+	}
+	for mode, n := range byMode {
+		gauge(c.peers, float64(n), mode)
+	}
+	gauge(c.unprogrammed, float64(bad))
+	ct := s.counters()
+	counter(c.passes, ct.Passes)
+	counter(c.netlinkErrors, ct.NetlinkErrors)
+	for _, kind := range []string{"route", "neigh", "fdb", "device", "address"} {
+		if _, ok := ct.Repairs[kind]; !ok {
+			ct.Repairs[kind] = 0 // every kind is exported, from 0
+		}
+	}
+	for kind, n := range ct.Repairs {
+		counter(c.repairs, n, kind)
+	}
+	buckets := make(map[float64]uint64, len(backend.LatencyBuckets))
+	for i, le := range backend.LatencyBuckets {
+		buckets[le] = ct.EventLatency.Buckets[i]
+	}
+	ch <- prometheus.MustNewConstHistogram(c.latency, ct.EventLatency.Count, ct.EventLatency.Sum, buckets)
+	ready := 1.0
+	for _, chk := range s.readinessLocked() {
+		if !chk.OK {
+			ready = 0
+		}
+	}
+	gauge(c.ready, ready)
+}

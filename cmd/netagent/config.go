@@ -1,0 +1,232 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/netagent/netagent/agent"
+	"github.com/netagent/netagent/backend/hostgw"
+	"github.com/netagent/netagent/backend/vxlan"
+	"github.com/netagent/netagent/subnet"
+)
+
+// configTimeout bounds the etcd requests of `netagent config`.
+const configTimeout = 10 * time.Second
+
+// errConfigChangedMeanwhile is returned by `config set` when the key
+// changed between its read and its write.
+var errConfigChangedMeanwhile = errors.New("the network config in etcd changed while it was being set: nothing written, try again")
+
+const configUsage = `usage: netagent config <check FILE | get | set FILE> [flags]
+
+  check FILE   validate a network config file ("-" for stdin)
+  get          print the network config stored in etcd, and whether it is valid
+  set FILE     validate FILE, then write it to etcd (nothing is written if
+               it does not validate, or if the key changed meanwhile)
+
+get and set take the etcd flags of 'netagent run' (--etcd-endpoints, ...),
+or their NETAGENT_* variables.
+`
+
+// validateBackend checks the Backend object of cfg as the backend named
+// there will when it starts.
+func validateBackend(cfg *subnet.Config) error {
+	switch cfg.BackendType {
+	case vxlan.Type:
+		_, err := vxlan.ParseSettings(cfg.Backend)
+		return err
+	case hostgw.Type:
+		return nil
+	}
+	return fmt.Errorf("%w: Backend.Type %q is not supported by netagent (supported: %s, %s)",
+		subnet.ErrInvalidConfig, cfg.BackendType, vxlan.Type, hostgw.Type)
+}
+
+// validateConfig parses data as the agent will, and also checks the
+// backend's own fields. It returns the config and warnings (unknown
+// fields, which the agent ignores).
+func validateConfig(data []byte) (*subnet.Config, []string, error) {
+	cfg, err := subnet.ParseConfig(data)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := validateBackend(cfg); err != nil {
+		return nil, nil, err
+	}
+	var warnings []string
+	for _, f := range subnet.UnknownConfigFields(data) {
+		warnings = append(warnings, fmt.Sprintf("unknown field %q is ignored (misspelt?)", f))
+	}
+	return cfg, warnings, nil
+}
+
+func runConfig(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, configUsage)
+		if len(args) == 0 {
+			return usageError{errors.New("config: missing subcommand")}
+		}
+		return flag.ErrHelp
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("config "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var etcd *etcdCommand
+	wantFile := false
+	switch sub {
+	case "check":
+		wantFile = true
+	case "get":
+		etcd = addEtcdCommand(fs)
+	case "set":
+		wantFile = true
+		etcd = addEtcdCommand(fs)
+	default:
+		fmt.Fprint(stderr, configUsage)
+		return usageError{fmt.Errorf("config: unknown subcommand %q", sub)}
+	}
+	// Flags may come before or after FILE.
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return usageError{err}
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	var file string
+	switch {
+	case wantFile && len(positional) != 1:
+		return usageError{fmt.Errorf("config %s: want one FILE argument", sub)}
+	case wantFile:
+		file = positional[0]
+	case len(positional) > 0:
+		return usageError{fmt.Errorf("config %s: unexpected argument %q", sub, positional[0])}
+	}
+	if etcd != nil {
+		if err := etcd.finish(fs, getenv); err != nil {
+			return usageError{err}
+		}
+	}
+	switch sub {
+	case "check":
+		data, err := readConfigFile(file, stdin)
+		if err != nil {
+			return err
+		}
+		cfg, warnings, err := validateConfig(data)
+		if err != nil {
+			return fmt.Errorf("%s: %w", file, err)
+		}
+		printWarnings(stderr, file, warnings)
+		fmt.Fprintf(stdout, "%s: valid: %s\n", file, cfg)
+		return nil
+	case "get":
+		return configGet(ctx, etcd.opts, stdout, stderr)
+	default:
+		data, err := readConfigFile(file, stdin)
+		if err != nil {
+			return err
+		}
+		return configSet(ctx, etcd.opts, file, data, stdout, stderr)
+	}
+}
+
+func readConfigFile(file string, stdin io.Reader) ([]byte, error) {
+	if file == "-" {
+		return io.ReadAll(io.LimitReader(stdin, 1<<20))
+	}
+	return os.ReadFile(file)
+}
+
+func printWarnings(w io.Writer, what string, warnings []string) {
+	for _, warn := range warnings {
+		fmt.Fprintf(w, "%s: warning: %s\n", what, warn)
+	}
+}
+
+// configGet prints the stored config as it is, then says on stderr whether
+// it is valid; an invalid stored config is an error (exit status 1).
+func configGet(ctx context.Context, eo agent.EtcdOptions, stdout, stderr io.Writer) error {
+	cli, err := agent.NewEtcdClient(eo)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, configTimeout)
+	defer cancel()
+	key := subnet.NewRegistry(cli, eo.Prefix, nil).ConfigKey()
+	resp, err := cli.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return fmt.Errorf("%w at %s", subnet.ErrNoConfig, key)
+	}
+	data := resp.Kvs[0].Value
+	stdout.Write(data)
+	if !bytes.HasSuffix(data, []byte("\n")) {
+		fmt.Fprintln(stdout)
+	}
+	cfg, warnings, err := validateConfig(data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	printWarnings(stderr, key, warnings)
+	fmt.Fprintf(stderr, "%s: valid: %s\n", key, cfg)
+	return nil
+}
+
+// configSet validates data and writes it to the config key in one
+// transaction that succeeds only if the key did not change since it was
+// read, so that two admins do not overwrite each other unknowingly.
+func configSet(ctx context.Context, eo agent.EtcdOptions, file string, data []byte, stdout, stderr io.Writer) error {
+	cfg, warnings, err := validateConfig(data)
+	if err != nil {
+		return fmt.Errorf("%s: %w (nothing written)", file, err)
+	}
+	printWarnings(stderr, file, warnings)
+	cli, err := agent.NewEtcdClient(eo)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, configTimeout)
+	defer cancel()
+	key := subnet.NewRegistry(cli, eo.Prefix, nil).ConfigKey()
+	cur, err := cli.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", key, err)
+	}
+	var rev int64 // ModRevision 0: the key does not exist
+	if len(cur.Kvs) > 0 {
+		rev = cur.Kvs[0].ModRevision
+		if bytes.Equal(cur.Kvs[0].Value, data) {
+			fmt.Fprintf(stdout, "%s: unchanged: %s\n", key, cfg)
+			return nil
+		}
+	}
+	resp, err := cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+		Then(clientv3.OpPut(key, string(data))).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("write %s: %w", key, err)
+	}
+	if !resp.Succeeded {
+		return errConfigChangedMeanwhile
+	}
+	fmt.Fprintf(stdout, "%s: written: %s\n", key, cfg)
+	return nil
+}
