@@ -15,4 +15,13 @@ go vet ./...
 if [ $# -eq 0 ]; then
   set -- ./...
 fi
-exec go test -timeout 45m -count=1 "$@"
+status=0
+go test -timeout 45m -count=1 "$@" || status=$?
+# With no arguments (the whole suite, as CI runs it) the fuzz targets then
+# run for a bounded time each; the seed corpora ran with go test already.
+if [ "$*" = "./..." ]; then
+  fuzz_status=0
+  scripts/fuzz.sh || fuzz_status=$?
+  [ $status -ne 0 ] || status=$fuzz_status
+fi
+exit $status

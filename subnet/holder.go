@@ -13,8 +13,16 @@ import (
 )
 
 // renewRetryMax caps the wait between renewal attempts while etcd cannot
-// be reached.
+// be reached; renewRetryMaxOf caps it further for short TTLs.
 const renewRetryMax = 15 * time.Second
+
+// renewRetryMaxOf is the longest wait between renewal attempts for a lease
+// of the given TTL: a fifth of it, so that when etcd comes back after an
+// outage (it then restarts every lease's TTL) the lease is renewed well
+// before it runs out, however short the TTL.
+func renewRetryMaxOf(ttl time.Duration) time.Duration {
+	return max(500*time.Millisecond, min(renewRetryMax, ttl/5))
+}
 
 // Holder keeps this host's lease: it renews the etcd lease before it
 // expires, watches the key, and re-acquires a lease (the same subnet when
@@ -162,7 +170,7 @@ func (h *Holder) keep(ctx context.Context, cur held) string {
 	check := time.NewTimer(0)
 	check.Stop()
 	defer check.Stop()
-	renewBackoff := newBackoff(500*time.Millisecond, renewRetryMax)
+	renewBackoff := newBackoff(min(500*time.Millisecond, renewRetryMaxOf(cur.ttl)), renewRetryMaxOf(cur.ttl))
 	checkBackoff := newBackoff(500*time.Millisecond, renewRetryMax)
 	var failingSince, lastWarn time.Time
 
@@ -207,11 +215,13 @@ func (h *Holder) keep(ctx context.Context, cur held) string {
 			cancel()
 			switch {
 			case errors.Is(err, rpctypes.ErrLeaseNotFound):
+				h.r.stats.renewalFailures.Add(1)
 				return "etcd lease expired"
 			case err != nil:
 				if ctx.Err() != nil {
 					return ""
 				}
+				h.r.stats.renewalFailures.Add(1)
 				now := time.Now()
 				if failingSince.IsZero() {
 					failingSince = now
@@ -223,6 +233,7 @@ func (h *Holder) keep(ctx context.Context, cur held) string {
 				}
 				renew.Reset(renewBackoff.next())
 			default:
+				h.r.stats.renewals.Add(1)
 				now := time.Now()
 				renewBackoff.reset()
 				if !failingSince.IsZero() {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -26,6 +27,30 @@ type Registry struct {
 	cli    *clientv3.Client
 	prefix string
 	log    *slog.Logger
+	stats  registryStats
+}
+
+// Stats count what the Registry's background loops did since it was made.
+type Stats struct {
+	// Renewals and RenewalFailures count the lease renewal attempts of
+	// every Holder of the Registry.
+	Renewals, RenewalFailures uint64
+	// WatchRestarts counts the lease watches that broke (compaction, lost
+	// leader, closed stream) and were listed and started again.
+	WatchRestarts uint64
+}
+
+type registryStats struct {
+	renewals, renewalFailures, watchRestarts atomic.Uint64
+}
+
+// Stats returns the Registry's counters; safe for concurrent use.
+func (r *Registry) Stats() Stats {
+	return Stats{
+		Renewals:        r.stats.renewals.Load(),
+		RenewalFailures: r.stats.renewalFailures.Load(),
+		WatchRestarts:   r.stats.watchRestarts.Load(),
+	}
 }
 
 // NewRegistry returns a Registry for the keys under prefix (for example
@@ -73,7 +98,12 @@ func (r *Registry) WaitConfig(ctx context.Context) (*Config, error) {
 	var lastReason string
 	bo := newBackoff(500*time.Millisecond, 30*time.Second)
 	for {
-		cfg, rev, err := r.Config(ctx)
+		// Bounded: an unreachable etcd (or one whose TLS handshake fails)
+		// makes a request wait for a connection, not fail, until its
+		// deadline; the error then says why.
+		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		cfg, rev, err := r.Config(rctx)
+		cancel()
 		if err == nil {
 			if lastReason != "" {
 				r.log.Info("network config is usable now", "key", r.ConfigKey())

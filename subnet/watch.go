@@ -91,6 +91,7 @@ func (w *leaseWatch) stream(ctx context.Context, wch clientv3.WatchChan, out cha
 				if ok {
 					err = wr.Err()
 				}
+				w.r.stats.watchRestarts.Add(1)
 				w.r.log.Info("lease watch broke: listing again", "prefix", w.r.SubnetsPrefix(), "revision", w.rev, "err", err)
 				return true
 			}

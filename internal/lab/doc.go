@@ -15,6 +15,8 @@
 //	            eth1 (port of br1, if any)     192.168.88.1/24
 //	P-etcd      eth0 (port of br0)             192.168.77.2/24, default via .1;
 //	                                           etcd serves http://192.168.77.2:2379
+//	P-etcdI     eth0 (port of br0)             192.168.77.(1+I)/24: member I (2..8) of an
+//	                                           etcd cluster (StartEtcdCluster; member 1 is P-etcd)
 //	P-hI        eth0 (port of br0 or br1)      192.168.77.(10+I)/24, default via 192.168.77.1
 //	                                           (routed hosts: 192.168.88.(10+I)/24 via 192.168.88.1)
 //	            cni0 (bridge, made by AttachContainer) first address of the container subnet
@@ -26,6 +28,15 @@
 // loopback up; host namespaces have ip_forward=1, as a container host
 // would. Every host namespace has a default route through its underlay, so
 // an agent's default-interface selection picks eth0.
+//
+// With Options.IPv6 set to DualStack, every underlay interface also has an
+// IPv6 address: the router fd77::1/64 (and fd88::1/64 on underlay B), etcd
+// fd77::2/64 (serving on both families), host I fd77::(10+I)/64 (the
+// decimal digits: h1 is fd77::11; fd88:: behind the router), with IPv6
+// default routes via the router and IPv6 forwarding on. IPv6Only leaves
+// the IPv4 addresses out: etcd serves http://[fd77::2]:2379. Either way
+// duplicate address detection is off in every namespace (accept_dad=0
+// before any link is made), so no address is ever tentative.
 //
 // # Safety
 //

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every fuzz target of the module for a bounded time each (CI runs it
+# from scripts/test.sh). The committed seed corpora under
+# <package>/testdata/fuzz/ already run with every `go test`; this adds new
+# random inputs. A failing input is written to testdata/fuzz/<Target>/ and
+# fails the run: commit it once the bug is fixed, as a regression seed.
+#
+#   scripts/fuzz.sh                  # every target, FUZZTIME (10s) each
+#   FUZZTIME=1m scripts/fuzz.sh ./subnet/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+fuzztime="${FUZZTIME:-10s}"
+if [ $# -eq 0 ]; then
+  set -- ./...
+fi
+
+# `go test -fuzz` takes one target of one package per run.
+status=0
+targets=0
+for pkg in $(go list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.Dir}}{{end}}' "$@"); do
+  rel="./${pkg#"$PWD"/}"
+  for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$pkg"/*_test.go | sed 's/^func //' | sort -u); do
+    targets=$((targets + 1))
+    echo "--- fuzz $rel $target ($fuzztime)"
+    if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime 3s "$rel"; then
+      echo "FAIL fuzz $rel $target" >&2
+      status=1
+    fi
+  done
+done
+echo "fuzz: $targets targets, $fuzztime each: $([ $status -eq 0 ] && echo ok || echo FAIL)"
+exit $status
