@@ -207,14 +207,19 @@ func putLease(t *testing.T, cli *clientv3.Client, key, val string, ttl time.Dura
 	var opts []clientv3.OpOption
 	var id clientv3.LeaseID
 	if ttl > 0 {
-		g, err := cli.Grant(ctx, int64(ttl/time.Second))
+		err := retryEtcd(ctx, func() error {
+			g, err := cli.Grant(ctx, int64(ttl/time.Second))
+			if err == nil {
+				id = g.ID
+			}
+			return err
+		})
 		if err != nil {
 			t.Fatalf("grant: %v", err)
 		}
-		id = g.ID
 		opts = append(opts, clientv3.WithLease(id))
 	}
-	if _, err := cli.Put(ctx, key, val, opts...); err != nil {
+	if err := retryEtcd(ctx, func() error { _, err := cli.Put(ctx, key, val, opts...); return err }); err != nil {
 		t.Fatalf("put %s: %v", key, err)
 	}
 	return id
@@ -224,8 +229,25 @@ func deleteKey(t *testing.T, cli *clientv3.Client, key string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := cli.Delete(ctx, key); err != nil {
+	if err := retryEtcd(ctx, func() error { _, err := cli.Delete(ctx, key); return err }); err != nil {
 		t.Fatalf("delete %s: %v", key, err)
+	}
+}
+
+// retryEtcd retries an idempotent request until ctx ends: a request in
+// flight to a member that was just killed fails once (Unavailable) before
+// the client moves to another member.
+func retryEtcd(ctx context.Context, f func() error) error {
+	for {
+		err := f()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 
