@@ -34,13 +34,17 @@ type collector struct {
 	version string
 
 	buildInfo, leaseTTL, renewals, renewalFailures, etcdContact, watchRestarts,
-	peers, unprogrammed, passes, repairs, netlinkErrors, latency, ready *prometheus.Desc
+	peers, unprogrammed, passes, repairs, netlinkErrors, latency, ready,
+	unreachable, csumOffload *prometheus.Desc
 }
 
 // newMetricsRegistry returns a registry with the agent's metrics and the Go
 // runtime's and process's.
 func newMetricsRegistry(s *state, o *Options) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
+	if s.probeM != nil {
+		reg.MustRegister(s.probeM.collectors()...)
+	}
 	reg.MustRegister(newCollector(s, o.Version),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -67,13 +71,16 @@ func newCollector(s *state, version string) *collector {
 		netlinkErrors:   d(MetricNetlinkErrors, "Failed netlink requests of the data plane."),
 		latency:         d(MetricEventLatency, "Time from the data plane taking a lease event that adds or changes a peer to the kernel holding the peer's entries."),
 		ready:           d(MetricReady, "1 when the files are written and the data plane is programmed."),
+		unreachable:     d(MetricPeersUnreachable, "Peers whose last probe round found them unreachable (absent when not probing)."),
+		csumOffload:     d(MetricTxCsumOffload, "1 when TX checksum offload of the vxlan device is on, 0 when off (absent when unknown).", "device"),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.buildInfo, c.leaseTTL, c.renewals, c.renewalFailures, c.etcdContact,
-		c.watchRestarts, c.peers, c.unprogrammed, c.passes, c.repairs, c.netlinkErrors, c.latency, c.ready} {
+		c.watchRestarts, c.peers, c.unprogrammed, c.passes, c.repairs, c.netlinkErrors, c.latency, c.ready,
+		c.unreachable, c.csumOffload} {
 		ch <- d
 	}
 }
@@ -140,4 +147,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	gauge(c.ready, ready)
+	if off := s.offloadStatus(); off != nil && off.Err == "" {
+		gauge(c.csumOffload, map[bool]float64{true: 1}[off.TxChecksum], off.Device)
+	}
+	if s.prober != nil {
+		gauge(c.unreachable, float64(len(s.prober.Status().Unreachable())))
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/netagent/netagent/iface"
+	"github.com/netagent/netagent/probe"
 	"github.com/netagent/netagent/subnetfile"
 )
 
@@ -73,7 +74,33 @@ type Options struct {
 	HealthzPort int
 	// Version is reported by the status socket.
 	Version string
+	// NoRepair makes the data plane report, not fix, kernel entries of
+	// programmed peers found missing or wrong (--dataplane-repair=false;
+	// a debugging aid).
+	NoRepair bool
+	// Probe, when set, runs the responder and the prober of package
+	// probe: each peer is probed through the overlay every ProbeInterval
+	// (or longer with many peers), at most ProbeRate datagrams a second,
+	// on UDP port ProbePort of every host.
+	Probe         bool
+	ProbeInterval time.Duration
+	ProbeRate     float64
+	ProbePort     int
+	// TxCsumOffload is the vxlan device's TX checksum offload:
+	// OffloadAuto leaves it as the kernel made it and, with
+	// AutoCsumOffload, lets the prober try it off when peers answer on
+	// their public IP only; OffloadOn and OffloadOff set it and keep it
+	// so (no trial).
+	TxCsumOffload   string
+	AutoCsumOffload bool
 }
+
+// Values of Options.TxCsumOffload (--vxlan-tx-csum-offload).
+const (
+	OffloadAuto = "auto"
+	OffloadOn   = "on"
+	OffloadOff  = "off"
+)
 
 // DefaultOptions returns the options flanneld users expect when nothing is
 // set.
@@ -93,6 +120,13 @@ func DefaultOptions() *Options {
 		LogFormat:      "text",
 		StatusSocket:   DefaultStatusSocket,
 		HealthzIP:      netip.IPv4Unspecified(),
+
+		Probe:           true,
+		ProbeInterval:   probe.DefaultInterval,
+		ProbeRate:       probe.DefaultRate,
+		ProbePort:       probe.DefaultPort,
+		TxCsumOffload:   OffloadAuto,
+		AutoCsumOffload: true,
 	}
 }
 
@@ -143,6 +177,20 @@ func (o *Options) Validate() error {
 	}
 	if o.HealthzPort != 0 && !o.HealthzIP.IsValid() {
 		errs = append(errs, errors.New("--healthz-ip: no address to listen on"))
+	}
+	if o.ProbeInterval < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("--probe-interval: %v is too short (at least 100ms)", o.ProbeInterval))
+	}
+	if !(o.ProbeRate >= 1 && o.ProbeRate <= 10000) {
+		errs = append(errs, fmt.Errorf("--probe-rate: %v is not between 1 and 10000 probes a second", o.ProbeRate))
+	}
+	if o.ProbePort < 1 || o.ProbePort > 65535 {
+		errs = append(errs, fmt.Errorf("--probe-port: %d is not a UDP port", o.ProbePort))
+	}
+	switch o.TxCsumOffload {
+	case OffloadAuto, OffloadOn, OffloadOff:
+	default:
+		errs = append(errs, fmt.Errorf("--vxlan-tx-csum-offload: %q is not auto, on or off", o.TxCsumOffload))
 	}
 	switch o.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"time"
+
+	"github.com/netagent/netagent/probe"
 )
 
 // Report is the agent's status as `netagent status --json` prints it and
@@ -23,6 +25,7 @@ type Report struct {
 	Backend       *BackendReport   `json:"backend"`
 	Peers         []PeerReport     `json:"peers"`
 	Masquerade    MasqueradeReport `json:"masquerade"`
+	Probe         ProbeReport      `json:"probe"`
 	// Ready is /readyz's verdict; Health lists /healthz's checks.
 	Ready        bool          `json:"ready"`
 	Health       []Check       `json:"health"`
@@ -93,6 +96,83 @@ type PeerReport struct {
 	Mode       string `json:"mode"`
 	Programmed bool   `json:"programmed"`
 	Error      string `json:"error,omitempty"`
+	// Probe is what the last probe round found; nil when the peer is not
+	// probed (probing off, IPv6).
+	Probe *PeerProbeReport `json:"probe,omitempty"`
+}
+
+// PeerProbeReport is a peer's data-plane health as the probes see it.
+type PeerProbeReport struct {
+	// Overlay is the address probed through the overlay.
+	Overlay string `json:"overlay"`
+	// Probed is false until the first round finished; Reachable is true
+	// when the last round's small and full-MTU probes were answered.
+	Probed    bool `json:"probed"`
+	Reachable bool `json:"reachable"`
+	// Cause is why not (not-programmed, underlay-unreachable,
+	// large-packets-lost, no-answer); OffloadRuledOut is set with
+	// no-answer when TX checksum offload is known not to be the reason.
+	Cause           string `json:"cause,omitempty"`
+	OffloadRuledOut bool   `json:"offload_ruled_out,omitempty"`
+	Detail          string `json:"detail,omitempty"`
+	// RTTMs is the small probe's last round trip, SmoothedRTTMs its
+	// running mean, LargeRTTMs the full-MTU probe's, in milliseconds.
+	RTTMs               float64    `json:"rtt_ms,omitempty"`
+	SmoothedRTTMs       float64    `json:"smoothed_rtt_ms,omitempty"`
+	LargeRTTMs          float64    `json:"large_rtt_ms,omitempty"`
+	LastProbe           *time.Time `json:"last_probe,omitempty"`
+	LastSuccess         *time.Time `json:"last_success,omitempty"`
+	ConsecutiveFailures int        `json:"consecutive_failures"`
+}
+
+// ProbeReport is the peer prober.
+type ProbeReport struct {
+	// Enabled is true while the prober runs; State says why not.
+	Enabled bool   `json:"enabled"`
+	State   string `json:"state,omitempty"`
+	// IntervalSeconds is the period each peer is probed at (longer than
+	// configured with many peers); Rate the bound on probes a second.
+	IntervalSeconds float64 `json:"interval_seconds,omitempty"`
+	Rate            float64 `json:"rate,omitempty"`
+	Port            int     `json:"port,omitempty"`
+	// Sent and Answered count datagrams since the prober started.
+	Sent     uint64 `json:"sent"`
+	Answered uint64 `json:"answered"`
+	// Unreachable is the number of probed peers found unreachable.
+	Unreachable int `json:"unreachable"`
+	// Offload is the vxlan device's TX checksum offload; nil for
+	// host-gw.
+	Offload *OffloadReport `json:"offload,omitempty"`
+}
+
+// OffloadReport is the vxlan device's TX checksum offload.
+type OffloadReport struct {
+	Device string `json:"device"`
+	// Mode is --vxlan-tx-csum-offload (auto, on, off); Auto is true when
+	// the prober may try it off (auto mode with
+	// --vxlan-auto-csum-offload).
+	Mode       string `json:"mode"`
+	Auto       bool   `json:"auto"`
+	TxChecksum bool   `json:"tx_checksum"`
+	// Trial is true while the prober has it off on trial; KeptOff when it
+	// turned it off and kept it so because peers recovered (Since and
+	// Peers say when and which).
+	Trial   bool       `json:"trial"`
+	KeptOff bool       `json:"kept_off"`
+	Since   *time.Time `json:"since,omitempty"`
+	Peers   []string   `json:"peers,omitempty"`
+	Error   string     `json:"error,omitempty"`
+	// LastChange is the last change the prober made.
+	LastChange *OffloadChange `json:"last_change,omitempty"`
+}
+
+// OffloadChange is a change the prober made to the offload setting.
+type OffloadChange struct {
+	Time       time.Time `json:"time"`
+	Kind       string    `json:"kind"`
+	TxChecksum bool      `json:"tx_checksum"`
+	Peers      []string  `json:"peers"`
+	Error      string    `json:"error,omitempty"`
 }
 
 // MasqueradeReport says whether the masquerade rules are in place.
@@ -192,5 +272,70 @@ func (s *state) report(ctx context.Context, o *Options) Report {
 				VtepMAC: p.VtepMAC, Mode: p.Mode, Programmed: p.Programmed, Error: p.LastError})
 		}
 	}
+	r.Probe = s.probeReport(o, r.Peers)
 	return r
+}
+
+// probeReport builds the probe section and fills each peer's Probe; s.mu
+// is held.
+func (s *state) probeReport(o *Options, peers []PeerReport) ProbeReport {
+	pr := ProbeReport{State: s.probeNote}
+	if s.prober != nil {
+		st := s.prober.Status()
+		pr.Enabled, pr.State = true, "probing"
+		pr.IntervalSeconds, pr.Rate, pr.Port = st.Interval.Seconds(), st.Rate, o.ProbePort
+		pr.Sent, pr.Answered, pr.Unreachable = st.Sent, st.Answered, len(st.Unreachable())
+		byNet := make(map[string]probe.PeerHealth, len(st.Peers))
+		for _, h := range st.Peers {
+			byNet[h.Subnet.String()] = h
+		}
+		for i := range peers {
+			if h, ok := byNet[peers[i].Subnet]; ok {
+				peers[i].Probe = peerProbeReport(h)
+			}
+		}
+	}
+	if off := s.offloadStatus(); off != nil {
+		or := &OffloadReport{Device: off.Device, Mode: o.TxCsumOffload, Auto: off.Auto, TxChecksum: off.TxChecksum,
+			Trial: off.Trial, KeptOff: off.KeptOff, Since: timePtr(off.Since), Error: off.Err}
+		for _, p := range off.Peers {
+			or.Peers = append(or.Peers, p.String())
+		}
+		if ev := s.lastOffload; ev != nil {
+			c := &OffloadChange{Time: ev.Time.UTC(), Kind: ev.Kind, TxChecksum: ev.TxChecksum, Peers: []string{}}
+			for _, p := range ev.Peers {
+				c.Peers = append(c.Peers, p.String())
+			}
+			if ev.Err != nil {
+				c.Error = ev.Err.Error()
+			}
+			or.LastChange = c
+		}
+		pr.Offload = or
+	}
+	return pr
+}
+
+func peerProbeReport(h probe.PeerHealth) *PeerProbeReport {
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	return &PeerProbeReport{
+		Overlay: addrString(h.Overlay), Probed: h.Probed, Reachable: h.Reachable,
+		Cause: string(h.Cause), OffloadRuledOut: h.OffloadRuledOut, Detail: h.Detail,
+		RTTMs: ms(h.RTT), SmoothedRTTMs: ms(h.SmoothedRTT), LargeRTTMs: ms(h.LargeRTT),
+		LastProbe: timePtr(h.LastProbe), LastSuccess: timePtr(h.LastSuccess),
+		ConsecutiveFailures: h.ConsecutiveFailures,
+	}
+}
+
+// offloadStatus is the vxlan device's TX checksum offload: the explicit
+// setting as kept, or as the prober sees it; nil when unknown. s.mu is
+// held.
+func (s *state) offloadStatus() *probe.OffloadStatus {
+	if s.offloadFixed != nil {
+		return s.offloadFixed
+	}
+	if s.prober != nil {
+		return s.prober.Status().Offload
+	}
+	return nil
 }

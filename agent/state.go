@@ -7,6 +7,7 @@ import (
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/iface"
 	"github.com/netagent/netagent/masq"
+	"github.com/netagent/netagent/probe"
 	"github.com/netagent/netagent/subnet"
 )
 
@@ -45,6 +46,20 @@ type state struct {
 	masq       masq.Manager
 	keeper     *masq.Keeper
 	recentErrs []RecentError
+
+	// probeM counts probe results over every pipeline. prober is the
+	// current pipeline's (nil when not probing; probeNote says why).
+	// offloadFixed is the explicit offload setting as last kept;
+	// lastOffload the last change the prober made.
+	probeM       *probeMetrics
+	prober       *probe.Prober
+	probeNote    string
+	offloadFixed *probe.OffloadStatus
+	lastOffload  *probe.OffloadEvent
+}
+
+func newState(now time.Time) *state {
+	return &state{started: now, probeM: newProbeMetrics()}
 }
 
 // RecentError is an error the agent met, with when.
@@ -80,6 +95,7 @@ func (s *state) newPipeline(cfg *subnet.Config) {
 	s.config, s.lease, s.holder, s.backend = cfg, nil, nil, nil
 	s.filesAt, s.readyAt = time.Time{}, time.Time{}
 	s.masq, s.keeper = nil, nil
+	s.prober, s.probeNote, s.offloadFixed = nil, "not started yet", nil
 }
 
 // counters are the data-plane counters since the agent started; s.mu is

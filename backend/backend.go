@@ -41,6 +41,7 @@ type Backend interface {
 	// when ctx is done or on an error it cannot recover from.
 	Run(ctx context.Context, updates <-chan Update) error
 	// Status is a snapshot of the data plane as of the last pass; cheap and
-	// safe to call from any goroutine.
+	// safe to call from any goroutine. Status.Peers may be shared between
+	// callers and must not be modified.
 	Status() Status
 }

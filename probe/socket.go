@@ -17,7 +17,7 @@ import (
 // keeps the namespace it was created in, so fn creates sockets and returns;
 // the thread is switched back afterwards, or discarded when it cannot be.
 func inNetns(ns netns.NsHandle, fn func() error) error {
-	if !ns.IsOpen() {
+	if ns == 0 || !ns.IsOpen() {
 		return fn()
 	}
 	errc := make(chan error, 1)

@@ -263,6 +263,12 @@ func FuzzParseLeaseAttrs(f *testing.F) {
 		`{"PublicIP":"192.168.77.12","PublicIPv6":"2001:db8::12","BackendType":"vxlan","BackendData":{"VNI":1},"BackendV6Data":{"VNI":1}}`,
 		`{"PublicIP":null,"PublicIPv6":"2001:db8::12","BackendType":"host-gw"}`,
 		`{"PublicIP":"::ffff:192.168.77.12","BackendData":null}`,
+		`{"PublicIP":"192.168.77.12","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"3e:5b:b9:8d:d6:4d"}}`,
+		`{"PublicIP":"192.168.77.12","PublicIPv6":"2001:db8::12","BackendType":"host-gw","BackendData":{"a":[{}]},"BackendV6Data":{"VNI":1}}`,
+		`{"PublicIP":"192.168.77.12","PublicIPv6":null,"BackendData":{"VNI":}}`,
+		`{"PublicIP":"192.168.77.12","PublicIPv6":null,"BackendType":null}`,
+		`{"PublicIP":"192.168.77.12","BackendData":{ "VNI" : 1,
+ "VtepMAC":"3e:5b:b9:8d:d6:4d"}}`,
 		`{"publicip":"192.168.77.12","BackendData":"<b>\u2028</b>"}`,
 		`{"PublicIP":"127.0.0.1"}`,
 		`{"PublicIPv6":"fe80::1%eth0"}`,
@@ -272,6 +278,13 @@ func FuzzParseLeaseAttrs(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// The decoder's shortcut for canonical values agrees with it.
+		var fast, slow leaseAttrsJSON
+		if decodeCanonicalAttrs(data, &fast) {
+			if err := json.Unmarshal(data, &slow); err != nil || !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("decodeCanonicalAttrs(%q) = %+v; the decoder gives %+v, %v", data, fast, slow, err)
+			}
+		}
 		a, err := ParseLeaseAttrs(data)
 		if err != nil {
 			if !errors.Is(err, ErrMalformedLease) {
@@ -287,6 +300,13 @@ func FuzzParseLeaseAttrs(f *testing.F) {
 		}
 		if a.PublicIPv6.IsValid() && (!a.PublicIPv6.Is6() || a.PublicIPv6.Is4In6() || a.PublicIPv6.Zone() != "") {
 			t.Fatalf("PublicIPv6 %v is not plain IPv6", a.PublicIPv6)
+		}
+		// The backend data are kept compact.
+		for _, raw := range []json.RawMessage{a.BackendData, a.BackendV6Data} {
+			var c bytes.Buffer
+			if raw != nil && (json.Compact(&c, raw) != nil || !bytes.Equal(c.Bytes(), raw)) {
+				t.Fatalf("backend data %q of %q is not compact JSON", raw, data)
+			}
 		}
 		out, err := a.MarshalJSON()
 		if err != nil {

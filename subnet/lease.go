@@ -160,6 +160,11 @@ func compactRaw(r json.RawMessage) json.RawMessage {
 	if len(r) == 0 || string(r) == "null" {
 		return nil
 	}
+	if bytes.IndexAny(r, " \t\r\n") < 0 {
+		// Compact already (as flannel and netagent write it): spare
+		// a copy per lease.
+		return r
+	}
 	var b bytes.Buffer
 	if json.Compact(&b, r) != nil {
 		return r
@@ -179,8 +184,11 @@ func ParseLeaseAttrs(data []byte) (LeaseAttrs, error) {
 		return a, fmt.Errorf("%w: value is not UTF-8", ErrMalformedLease)
 	}
 	var j leaseAttrsJSON
-	if err := json.Unmarshal(data, &j); err != nil {
-		return a, fmt.Errorf("%w: %v", ErrMalformedLease, err)
+	if !decodeCanonicalAttrs(data, &j) {
+		j = leaseAttrsJSON{}
+		if err := json.Unmarshal(data, &j); err != nil {
+			return a, fmt.Errorf("%w: %v", ErrMalformedLease, err)
+		}
 	}
 	var err error
 	if a.PublicIP, err = parsePublicIP(j.PublicIP, "PublicIP", true); err != nil {

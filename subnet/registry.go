@@ -1,6 +1,7 @@
 package subnet
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -280,7 +281,7 @@ func (r *Registry) list(ctx context.Context) ([]entry, int64, error) {
 // parseKV parses a key-value under <prefix>/subnets/. ok is false when the
 // key itself is malformed (warned about).
 func (r *Registry) parseKV(kv *mvccpb.KeyValue) (e entry, ok bool) {
-	rel := strings.TrimPrefix(string(kv.Key), r.SubnetsPrefix())
+	rel := string(bytes.TrimPrefix(kv.Key, []byte(r.SubnetsPrefix())))
 	v4, v6, err := ParseLeaseKey(rel)
 	if err != nil {
 		r.log.Warn("skipping malformed lease key", "key", string(kv.Key), "err", err)

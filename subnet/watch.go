@@ -1,6 +1,7 @@
 package subnet
 
 import (
+	"bytes"
 	"context"
 	"maps"
 	"slices"
@@ -215,7 +216,7 @@ func (w *leaseWatch) diff(kvs []*mvccpb.KeyValue, rev int64) {
 	listed := make(map[string]Lease, len(kvs))
 	for _, kv := range kvs {
 		if e, ok := w.r.parseKV(kv); ok && e.err == nil {
-			listed[strings.TrimPrefix(string(kv.Key), w.r.SubnetsPrefix())] = e.lease
+			listed[string(bytes.TrimPrefix(kv.Key, []byte(w.r.SubnetsPrefix())))] = e.lease
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(w.known)) {

@@ -50,6 +50,8 @@ type Options struct {
 	Ext            iface.External
 	Config         *subnet.Config
 	ResyncInterval time.Duration
+	// NoRepair: see vxlan.Options.NoRepair.
+	NoRepair bool
 }
 
 // Backend is the host-gw data plane.
@@ -97,6 +99,7 @@ func New(opts Options) (*Backend, error) {
 		Type:           Type,
 		ResyncInterval: opts.ResyncInterval,
 		MTU:            b.mtu,
+		NoRepair:       opts.NoRepair,
 	}
 	if v4 {
 		c := cfg

@@ -14,6 +14,9 @@ import (
 func FuzzParseBackendData(f *testing.F) {
 	for _, s := range []string{
 		`{"VNI":1,"VtepMAC":"3e:5b:b9:8d:d6:4d"}`,
+		`{"VNI":01,"VtepMAC":"3e:5b:b9:8d:d6:4d"}`,
+		`{"VNI":1,"VtepMAC":"3e:5b:b9:8d:d6:4d"} `,
+		`{"VNI":1,"VtepMAC":"3e:5b:b9:8d:d6:4d\"}`,
 		`{"vni":1,"vtepmac":"3E-5B-B9-8D-D6-4D"}`,
 		`{"VtepMAC":"00:00:00:00:00:00"}`,
 		`{"VtepMAC":"ff:ff:ff:ff:ff:ff"}`,
@@ -29,6 +32,13 @@ func FuzzParseBackendData(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// The decoder's shortcut agrees with the decoder.
+		if m, ok := canonicalVtepMAC(data); ok {
+			var d struct{ VtepMAC string }
+			if err := json.Unmarshal(data, &d); err != nil || d.VtepMAC != m {
+				t.Fatalf("canonicalVtepMAC(%q) = %q; the decoder gives %q, %v", data, m, d.VtepMAC, err)
+			}
+		}
 		mac, err := ParseBackendData(data)
 		if err != nil {
 			if mac != nil {

@@ -66,6 +66,10 @@ type Options struct {
 	Config *subnet.Config
 	// ResyncInterval is the period of full reconcile passes (default 30s).
 	ResyncInterval time.Duration
+	// NoRepair makes the reconcile loop report, not fix, routes,
+	// neighbours and fdb entries found missing or wrong after they were
+	// programmed (a debugging aid; see dataplane.Config.NoRepair).
+	NoRepair bool
 }
 
 // Settings are the backend fields of the network config.
@@ -232,6 +236,7 @@ func New(opts Options) (*Backend, error) {
 		ParseMAC:       ParseBackendData,
 		ResyncInterval: opts.ResyncInterval,
 		MTU:            b.mtu,
+		NoRepair:       opts.NoRepair,
 	}
 	device := func(name string, mtu int, mac net.HardwareAddr) *dataplane.DeviceSpec {
 		return &dataplane.DeviceSpec{Name: name, VNI: s.VNI, Port: s.Port, MTU: mtu, MAC: mac, Learning: s.Learning, GBP: s.GBP}
@@ -308,7 +313,9 @@ func ParseBackendData(data []byte) (net.HardwareAddr, error) {
 		return nil, errors.New("vxlan: no BackendData")
 	}
 	var d struct{ VtepMAC string }
-	if err := json.Unmarshal(data, &d); err != nil {
+	if m, ok := canonicalVtepMAC(data); ok {
+		d.VtepMAC = m
+	} else if err := json.Unmarshal(data, &d); err != nil {
 		return nil, fmt.Errorf("vxlan: BackendData: %w", err)
 	}
 	mac, err := net.ParseMAC(d.VtepMAC)
@@ -322,6 +329,39 @@ func ParseBackendData(data []byte) (net.HardwareAddr, error) {
 		return nil, fmt.Errorf("vxlan: BackendData VtepMAC %s is not a unicast address", mac)
 	}
 	return mac, nil
+}
+
+// canonicalVtepMAC reads the VtepMAC of BackendData written exactly as
+// netagent and flannel write it, {"VNI":<n>,"VtepMAC":"<mac>"}, without
+// the JSON decoder (a cold start parses thousands); ok is false for any
+// other form, which then goes to the decoder. Where ok is true, the
+// decoder would find the same string.
+func canonicalVtepMAC(data []byte) (mac string, ok bool) {
+	rest, ok := bytes.CutPrefix(data, []byte(`{"VNI":`))
+	if !ok {
+		return "", false
+	}
+	n := 0
+	for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+		n++
+	}
+	if n == 0 || n > 10 || (n > 1 && rest[0] == '0') {
+		return "", false
+	}
+	rest, ok = bytes.CutPrefix(rest[n:], []byte(`,"VtepMAC":"`))
+	if !ok {
+		return "", false
+	}
+	m, ok := bytes.CutSuffix(rest, []byte(`"}`))
+	if !ok {
+		return "", false
+	}
+	for _, c := range m {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c == ':' || c == '-' || c == '.') {
+			return "", false
+		}
+	}
+	return string(m), true
 }
 
 // Run programs the device and the peers' entries until ctx is done (see

@@ -5,7 +5,9 @@
 // Usage:
 //
 //	netagent run [flags]     serve (also: netagent [flags], as flanneld)
-//	netagent status [--json] show the running agent's state
+//	netagent status [--json] [--check]
+//	                         show the running agent's state; --check exits 1
+//	                         when a peer is unreachable
 //	netagent config check FILE | get | set FILE
 //	                         validate, show or write the network config
 //	netagent version         print the version
@@ -104,10 +106,10 @@ func runAgent(ctx context.Context, args []string, getenv func(string) string, en
 	}
 	backends := map[string]agent.BackendFactory{
 		"vxlan": func(p agent.BackendParams) (backend.Backend, error) {
-			return vxlan.New(vxlan.Options{Log: p.Log, Handle: p.Handle, Netns: p.Netns, Ext: p.Ext, Config: p.Config, ResyncInterval: p.ResyncInterval})
+			return vxlan.New(vxlan.Options{Log: p.Log, Handle: p.Handle, Netns: p.Netns, Ext: p.Ext, Config: p.Config, ResyncInterval: p.ResyncInterval, NoRepair: p.NoRepair})
 		},
 		"host-gw": func(p agent.BackendParams) (backend.Backend, error) {
-			return hostgw.New(hostgw.Options{Log: p.Log, Handle: p.Handle, Netns: p.Netns, Ext: p.Ext, Config: p.Config, ResyncInterval: p.ResyncInterval})
+			return hostgw.New(hostgw.Options{Log: p.Log, Handle: p.Handle, Netns: p.Netns, Ext: p.Ext, Config: p.Config, ResyncInterval: p.ResyncInterval, NoRepair: p.NoRepair})
 		},
 	}
 	return agent.New(opts, log, backends).Run(ctx)

@@ -65,6 +65,28 @@ func (a addrFlag) Set(v string) error {
 	return nil
 }
 
+// negBool is a boolean flag stored negated: --dataplane-repair=false sets
+// Options.NoRepair.
+type negBool struct{ b *bool }
+
+func (n negBool) IsBoolFlag() bool { return true }
+
+func (n negBool) String() string {
+	if n.b == nil {
+		return "true"
+	}
+	return strconv.FormatBool(!*n.b)
+}
+
+func (n negBool) Set(v string) error {
+	x, err := strconv.ParseBool(v)
+	if err != nil {
+		return fmt.Errorf("want true or false: %q", v)
+	}
+	*n.b = !x
+	return nil
+}
+
 // unitOrDuration is a duration flag that, as flanneld's, takes a whole
 // number of units (minutes for --subnet-lease-renew-margin, seconds for
 // --iptables-resync), and also a Go duration such as "90s".
@@ -115,6 +137,13 @@ func runFlags(o *agent.Options, passwordFile *string, out io.Writer) *flag.FlagS
 	fs.StringVar(&o.StatusSocket, "status-socket", o.StatusSocket, `unix socket answering netagent status ("" for none)`)
 	fs.Var(addrFlag{&o.HealthzIP}, "healthz-ip", "address serving /healthz, /readyz and /metrics")
 	fs.IntVar(&o.HealthzPort, "healthz-port", 0, "port serving /healthz, /readyz and /metrics (0: none)")
+	fs.BoolVar(&o.Probe, "probe", o.Probe, "probe every peer through the overlay and report whether it is reachable, and why not")
+	fs.DurationVar(&o.ProbeInterval, "probe-interval", o.ProbeInterval, "how often each peer is probed (stretched when peers×2/--probe-rate is longer)")
+	fs.Float64Var(&o.ProbeRate, "probe-rate", o.ProbeRate, "at most this many probe datagrams a second from this host, all peers and retries together")
+	fs.IntVar(&o.ProbePort, "probe-port", o.ProbePort, "UDP port of the probe responder, the same on every host")
+	fs.StringVar(&o.TxCsumOffload, "vxlan-tx-csum-offload", o.TxCsumOffload, "TX checksum offload of the vxlan device: auto (leave it, and try it off with --vxlan-auto-csum-offload), on or off")
+	fs.BoolVar(&o.AutoCsumOffload, "vxlan-auto-csum-offload", o.AutoCsumOffload, "turn TX checksum offload off on trial when peers answer on their public IP but not through the overlay; keep it off if that helps")
+	fs.Var(negBool{&o.NoRepair}, "dataplane-repair", "repair kernel entries found missing or wrong (false: report them only, for debugging)")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.LogFormat, "log-format", "text", "text or json")
 	return fs

@@ -61,6 +61,7 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 	socket := fs.String("status-socket", agent.DefaultStatusSocket, "the agent's status socket")
 	asJSON := fs.Bool("json", false, "print JSON (stable field names) instead of a table")
 	subnetFile := fs.String("subnet-file", subnetfile.DefaultPath, "subnet file to read when the agent is not running")
+	check := fs.Bool("check", false, "exit 1, with a one-line summary on stderr, when a peer is unreachable or its kernel entries are not as wanted")
 	etcd := addEtcdCommand(fs)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
@@ -74,9 +75,15 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 	r, err := fetchReport(ctx, *socket)
 	if err == nil {
 		if *asJSON {
-			return writeJSON(stdout, r)
+			if err := writeJSON(stdout, r); err != nil {
+				return err
+			}
+		} else {
+			printReport(stdout, r)
 		}
-		printReport(stdout, r)
+		if *check {
+			return checkPeers(r)
+		}
 		return nil
 	}
 	off := offlineStatus(ctx, *socket, err, *subnetFile, etcd.opts)
@@ -187,16 +194,21 @@ func printReport(w io.Writer, r *agent.Report) {
 		}
 	}
 	p("masquerade", masq)
+	p("probe", probeLine(&r.Probe))
+	if o := r.Probe.Offload; o != nil {
+		p("tx csum offload", offloadLine(o))
+	}
 	tw.Flush()
 	fmt.Fprintf(w, "\npeers (%d):\n", len(r.Peers))
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SUBNET\tPUBLIC IP\tVTEP MAC\tMODE\tKERNEL")
+	fmt.Fprintln(tw, "SUBNET\tPUBLIC IP\tVTEP MAC\tREACH\tRTT\tCAUSE\tMODE\tKERNEL")
 	for _, pr := range r.Peers {
 		k := "ok"
 		if !pr.Programmed {
 			k = "MISMATCH " + pr.Error
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", pr.Subnet, pr.PublicIP, orDash(pr.VtepMAC), pr.Mode, k)
+		reach, rtt, cause := peerProbeCells(pr.Probe)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", pr.Subnet, pr.PublicIP, orDash(pr.VtepMAC), reach, rtt, cause, pr.Mode, k)
 	}
 	tw.Flush()
 	printErrors(w, r.RecentErrors)
@@ -224,4 +236,75 @@ func printErrors(w io.Writer, errs []agent.RecentError) {
 	for _, e := range errs {
 		fmt.Fprintf(w, "  %s  %s\n", e.Time.Format(time.RFC3339), e.Message)
 	}
+}
+
+// probeLine is the prober's state in one line.
+func probeLine(pr *agent.ProbeReport) string {
+	if !pr.Enabled {
+		return "off: " + orDash(pr.State)
+	}
+	return fmt.Sprintf("every %s, at most %g/s, port %d  sent %d answered %d  unreachable %d",
+		time.Duration(pr.IntervalSeconds*float64(time.Second)).Round(time.Millisecond), pr.Rate, pr.Port, pr.Sent, pr.Answered, pr.Unreachable)
+}
+
+// offloadLine is the vxlan device's TX checksum offload in one line.
+func offloadLine(o *agent.OffloadReport) string {
+	s := fmt.Sprintf("%s tx %s  (%s", o.Device, map[bool]string{true: "on", false: "off"}[o.TxChecksum], o.Mode)
+	if o.Auto {
+		s += ", automatic trial"
+	}
+	s += ")"
+	switch {
+	case o.Trial:
+		s += "  OFF ON TRIAL for " + strings.Join(o.Peers, ",")
+	case o.KeptOff:
+		s += "  kept off since " + o.Since.Format(time.RFC3339) + ": " + strings.Join(o.Peers, ",") + " recovered with it off"
+	}
+	if c := o.LastChange; c != nil {
+		s += fmt.Sprintf("  last change %s %s", c.Kind, c.Time.Format(time.RFC3339))
+	}
+	if o.Error != "" {
+		s += "  error: " + o.Error
+	}
+	return s
+}
+
+// peerProbeCells are a peer's REACH, RTT and CAUSE cells.
+func peerProbeCells(p *agent.PeerProbeReport) (reach, rtt, cause string) {
+	switch {
+	case p == nil:
+		return "-", "-", "-"
+	case !p.Probed:
+		return "?", "-", "-"
+	}
+	reach, cause = "yes", "-"
+	if !p.Reachable {
+		reach, cause = "NO", p.Cause
+		if p.OffloadRuledOut {
+			cause += " (offload ruled out)"
+		}
+	}
+	rtt = "-"
+	if p.RTTMs > 0 {
+		rtt = fmt.Sprintf("%.2fms", p.RTTMs)
+	}
+	return reach, rtt, cause
+}
+
+// checkPeers is `status --check`: an error naming the peers that are
+// unreachable or not programmed, nil when there are none.
+func checkPeers(r *agent.Report) error {
+	var bad []string
+	for _, p := range r.Peers {
+		switch {
+		case p.Probe != nil && p.Probe.Probed && !p.Probe.Reachable:
+			bad = append(bad, fmt.Sprintf("%s unreachable (%s)", p.Subnet, p.Probe.Cause))
+		case !p.Programmed:
+			bad = append(bad, p.Subnet+" kernel entries not as wanted")
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	return fmt.Errorf("check failed: %d of %d peers: %s", len(bad), len(r.Peers), strings.Join(bad, "; "))
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"syscall"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -15,15 +16,31 @@ import (
 )
 
 // batchSize is the number of requests written to the kernel in one
-// sendmsg before their acknowledgements are read.
+// sendmsg.
 const batchSize = 256
 
-// batcher writes many rtnetlink requests per system call on its own socket
-// and matches the acknowledgements by sequence number: what `ip -batch`
-// does one request at a time.
+// batchRecvBuf is the size of a batcher's receive buffer: one datagram,
+// an acknowledgement or an error, which NETLINK_CAP_ACK keeps short.
+const batchRecvBuf = 16 << 10
+
+// batchReplyTimeout bounds the wait for the replies of one sendmsg. The
+// kernel queues them before sendmsg returns, so it only matters if that
+// ever stops being so.
+const batchReplyTimeout = 10 * time.Second
+
+// batcher writes many rtnetlink requests per system call on its own socket,
+// what `ip -batch` does one request at a time. Only the last request of a
+// sendmsg asks for an acknowledgement: the kernel handles the requests of
+// one sendmsg in order before the call returns and reports the error of
+// any request that fails, acknowledged or not, so the replies up to that
+// last acknowledgement tell the outcome of every request. The socket sets
+// NETLINK_CAP_ACK, so that an error does not echo the request back; the
+// request and receive buffers are reused from one sendmsg to the next.
 type batcher struct {
-	s   *nl.NetlinkSocket
-	seq uint32
+	s    *nl.NetlinkSocket
+	seq  uint32
+	req  []byte
+	rbuf []byte
 }
 
 func newBatcher(ns netns.NsHandle) (*batcher, error) {
@@ -34,120 +51,181 @@ func newBatcher(ns netns.NsHandle) (*batcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &batcher{s: s}, nil
+	// Best effort: without it (before Linux 4.3) errors are only longer.
+	_ = unix.SetsockoptInt(s.GetFd(), unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
+	return &batcher{s: s, rbuf: make([]byte, batchRecvBuf)}, nil
 }
 
 func (bt *batcher) close() { bt.s.Close() }
 
-// run executes ops, storing each op's error in errs (same indexes).
-func (bt *batcher) run(ops []op, errs []error) {
-	for start := 0; start < len(ops); start += batchSize {
-		end := min(start+batchSize, len(ops))
-		bt.chunk(ops[start:end], errs[start:end])
+// run executes the ops of ops whose indexes are in idx, storing each op's
+// error in errs at the op's index.
+func (bt *batcher) run(ops []op, idx []int, errs []error) {
+	for start := 0; start < len(idx); start += batchSize {
+		bt.chunk(ops, idx[start:min(start+batchSize, len(idx))], errs)
 	}
 }
 
-func (bt *batcher) chunk(ops []op, errs []error) {
+// chunk sends the ops of idx in one sendmsg and reads the replies.
+func (bt *batcher) chunk(ops []op, idx []int, errs []error) {
 	base := bt.seq + 1
-	var buf []byte
-	for i := range ops {
-		req := serialize(&ops[i])
-		req.Seq = base + uint32(i)
-		buf = append(buf, req.Serialize()...)
+	last := base + uint32(len(idx)) - 1
+	bt.seq = last
+	bt.req = bt.req[:0]
+	for j, i := range idx {
+		bt.req = appendRequest(bt.req, &ops[i], base+uint32(j), j == len(idx)-1)
 	}
-	bt.seq += uint32(len(ops))
-	pending := len(ops)
-	seen := make([]bool, len(ops))
-	if err := unix.Sendto(bt.s.GetFd(), buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		for i := range ops {
-			errs[i] = fmt.Errorf("%s: send: %w", &ops[i], err)
+	fail := func(what string, err error) {
+		for _, i := range idx {
+			if errs[i] == nil {
+				errs[i] = fmt.Errorf("%s: %s: %w", &ops[i], what, err)
+			}
 		}
+	}
+	fd := bt.s.GetFd()
+	if err := unix.Sendto(fd, bt.req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		fail("send", err)
 		return
 	}
-	for pending > 0 {
-		msgs, _, err := bt.s.Receive()
-		if err != nil {
-			for i := range ops {
-				if !seen[i] {
-					errs[i] = fmt.Errorf("%s: receive: %w", &ops[i], err)
-				}
+	for {
+		n, _, err := unix.Recvfrom(fd, bt.rbuf, unix.MSG_DONTWAIT)
+		if err == unix.EAGAIN || err == unix.EINTR {
+			if err = waitReadable(fd, batchReplyTimeout); err == nil {
+				continue
 			}
+		}
+		if err != nil {
+			// Replies may have been lost (ENOBUFS): the outcome of
+			// the requests not reported failed is unknown.
+			fail("receive", err)
 			return
 		}
-		for _, m := range msgs {
-			if m.Header.Type != unix.NLMSG_ERROR || len(m.Data) < 4 {
-				continue
-			}
-			i := int(m.Header.Seq - base)
-			if i < 0 || i >= len(ops) || seen[i] {
-				continue
-			}
-			seen[i] = true
-			pending--
-			code := int32(binary.NativeEndian.Uint32(m.Data[:4]))
-			if code == 0 {
-				continue
-			}
-			errno := syscall.Errno(-code)
-			if ops[i].del && backend.IsNotFound(errno) {
-				continue
-			}
-			errs[i] = fmt.Errorf("%s: %w", &ops[i], errno)
+		if bt.replies(bt.rbuf[:n], ops, idx, errs, base, last) {
+			return
 		}
 	}
 }
 
-// serialize builds the request for an op, as netlink's RouteReplace,
-// RouteDel, NeighSet and NeighDel would, for either address family.
-func serialize(o *op) *nl.NetlinkRequest {
+// replies records the errors of one datagram of replies, and reports
+// whether it held the acknowledgement of the chunk's last request.
+func (bt *batcher) replies(b []byte, ops []op, idx []int, errs []error, base, last uint32) (done bool) {
+	for len(b) >= unix.NLMSG_HDRLEN {
+		l := int(binary.NativeEndian.Uint32(b[0:4]))
+		if l < unix.NLMSG_HDRLEN || l > len(b) {
+			return done
+		}
+		typ := binary.NativeEndian.Uint16(b[4:6])
+		seq := binary.NativeEndian.Uint32(b[8:12])
+		if typ == unix.NLMSG_ERROR && l >= unix.NLMSG_HDRLEN+4 && seq-base <= last-base {
+			i := idx[seq-base]
+			if code := int32(binary.NativeEndian.Uint32(b[unix.NLMSG_HDRLEN:])); code != 0 {
+				errno := syscall.Errno(-code)
+				if !ops[i].del || !backend.IsNotFound(errno) {
+					errs[i] = fmt.Errorf("%s: %w", &ops[i], errno)
+				}
+			}
+			done = done || seq == last
+		}
+		b = b[min(nlmAlign(l), len(b)):]
+	}
+	return done
+}
+
+// waitReadable waits until fd has something to read, or timeout.
+func waitReadable(fd int, timeout time.Duration) error {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, int(timeout.Milliseconds()))
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return err
+		case n == 0:
+			return fmt.Errorf("no reply within %s", timeout)
+		}
+		return nil
+	}
+}
+
+// appendRequest appends the netlink request for an op to b, as netlink's
+// RouteReplace, RouteDel, NeighSet and NeighDel would build it, for either
+// address family; with ack, the request asks for an acknowledgement.
+func appendRequest(b []byte, o *op, seq uint32, ack bool) []byte {
+	flags := uint16(unix.NLM_F_REQUEST)
+	if ack {
+		flags |= unix.NLM_F_ACK
+	}
+	if !o.del {
+		flags |= unix.NLM_F_CREATE | unix.NLM_F_REPLACE
+	}
+	start := len(b)
 	if o.route != nil {
 		r := o.route
-		typ, flags := unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE|unix.NLM_F_ACK
+		typ := uint16(unix.RTM_NEWROUTE)
 		if o.del {
-			typ, flags = unix.RTM_DELROUTE, unix.NLM_F_ACK
+			typ = unix.RTM_DELROUTE
 		}
-		req := nl.NewNetlinkRequest(typ, flags)
-		msg := nl.NewRtMsg()
-		msg.Family = unix.AF_INET
+		b = appendHeader(b, typ, flags, seq)
+		family := uint8(unix.AF_INET)
 		if r.Dst.IP.To4() == nil {
-			msg.Family = unix.AF_INET6
+			family = unix.AF_INET6
 		}
-		msg.Table = unix.RT_TABLE_MAIN
-		msg.Protocol = uint8(r.Protocol)
 		ones, _ := r.Dst.Mask.Size()
-		msg.Dst_len = uint8(ones)
+		scope, rtFlags := uint8(unix.RT_SCOPE_UNIVERSE), uint32(r.Flags)
 		if o.del {
-			msg.Scope = unix.RT_SCOPE_NOWHERE
-		} else {
-			msg.Flags = uint32(r.Flags)
+			scope, rtFlags = unix.RT_SCOPE_NOWHERE, 0
 		}
-		req.AddData(msg)
-		req.AddData(nl.NewRtAttr(unix.RTA_DST, ip4(r.Dst.IP)))
+		// struct rtmsg: family, dst_len, src_len, tos, table,
+		// protocol, scope, type, flags.
+		b = append(b, family, uint8(ones), 0, 0, unix.RT_TABLE_MAIN, uint8(r.Protocol), scope, unix.RTN_UNICAST)
+		b = binary.NativeEndian.AppendUint32(b, rtFlags)
+		b = appendAttr(b, unix.RTA_DST, ip4(r.Dst.IP))
 		if !o.del {
-			req.AddData(nl.NewRtAttr(unix.RTA_GATEWAY, ip4(r.Gw)))
-			req.AddData(nl.NewRtAttr(unix.RTA_OIF, nl.Uint32Attr(uint32(r.LinkIndex))))
+			b = appendAttr(b, unix.RTA_GATEWAY, ip4(r.Gw))
+			b = binary.NativeEndian.AppendUint16(b, unix.SizeofRtAttr+4)
+			b = binary.NativeEndian.AppendUint16(b, unix.RTA_OIF)
+			b = binary.NativeEndian.AppendUint32(b, uint32(r.LinkIndex))
 		}
-		return req
+	} else {
+		n := o.neigh
+		typ := uint16(unix.RTM_NEWNEIGH)
+		if o.del {
+			typ = unix.RTM_DELNEIGH
+		}
+		b = appendHeader(b, typ, flags, seq)
+		// struct ndmsg: family, pad1, pad2, ifindex, state, flags, type.
+		b = append(b, uint8(n.Family), 0, 0, 0)
+		b = binary.NativeEndian.AppendUint32(b, uint32(n.LinkIndex))
+		b = binary.NativeEndian.AppendUint16(b, uint16(n.State))
+		b = append(b, uint8(n.Flags), uint8(n.Type))
+		b = appendAttr(b, netlink.NDA_DST, ip4(n.IP))
+		if n.HardwareAddr != nil {
+			b = appendAttr(b, netlink.NDA_LLADDR, n.HardwareAddr)
+		}
 	}
-	n := o.neigh
-	typ, flags := unix.RTM_NEWNEIGH, unix.NLM_F_CREATE|unix.NLM_F_REPLACE|unix.NLM_F_ACK
-	if o.del {
-		typ, flags = unix.RTM_DELNEIGH, unix.NLM_F_ACK
-	}
-	req := nl.NewNetlinkRequest(typ, flags)
-	req.AddData(&netlink.Ndmsg{
-		Family: uint8(n.Family),
-		Index:  uint32(n.LinkIndex),
-		State:  uint16(n.State),
-		Type:   uint8(n.Type),
-		Flags:  uint8(n.Flags),
-	})
-	req.AddData(nl.NewRtAttr(netlink.NDA_DST, ip4(n.IP)))
-	if n.HardwareAddr != nil {
-		req.AddData(nl.NewRtAttr(netlink.NDA_LLADDR, []byte(n.HardwareAddr)))
-	}
-	return req
+	binary.NativeEndian.PutUint32(b[start:], uint32(len(b)-start))
+	return b
 }
+
+// appendHeader appends a struct nlmsghdr whose length is filled in later.
+func appendHeader(b []byte, typ, flags uint16, seq uint32) []byte {
+	b = binary.NativeEndian.AppendUint32(b, 0)
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = binary.NativeEndian.AppendUint16(b, flags)
+	b = binary.NativeEndian.AppendUint32(b, seq)
+	return binary.NativeEndian.AppendUint32(b, 0)
+}
+
+// appendAttr appends a struct rtattr and its data, padded to 4 bytes.
+func appendAttr(b []byte, typ uint16, data []byte) []byte {
+	b = binary.NativeEndian.AppendUint16(b, uint16(unix.SizeofRtAttr+len(data)))
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = append(b, data...)
+	return append(b, make([]byte, (4-len(data)%4)%4)...)
+}
+
+func nlmAlign(l int) int { return (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }
 
 func ip4(ip net.IP) []byte {
 	if v4 := ip.To4(); v4 != nil {

@@ -78,6 +78,15 @@ type Config struct {
 	ParseMAC       func(data []byte) (net.HardwareAddr, error)
 	ResyncInterval time.Duration
 	MTU            int
+	// NoRepair makes passes report, not fix, what they find missing or
+	// wrong among the routes, neighbours and fdb entries of peers that
+	// had been programmed, and leave orphans in place: such a peer is
+	// reported not programmed with what is wrong, until the kernel holds
+	// its entries again (put back by hand, or by a lease event that
+	// programs the peer anew). Peers are still installed when their lease
+	// arrives or changes. A debugging aid: see what breaks, and what
+	// notices, without the agent hiding it.
+	NoRepair bool
 }
 
 // peer is the desired state of one remote lease, and what was last applied.
@@ -95,6 +104,10 @@ type peer struct {
 	applied    *applied
 	programmed bool
 	lastErr    string
+	// leftBroken is set when the last pass found the peer's entries
+	// wrong and left them so (Config.NoRepair): fixing them would be a
+	// repair.
+	leftBroken bool
 	// since is when the lease event that made this desired state was
 	// taken, until the kernel holds it (zero after).
 	since time.Time
@@ -118,6 +131,10 @@ type Engine struct {
 	peers    map[netip.Prefix]*peer
 	counters backend.Counters
 	lastPass time.Time
+	// peersGen counts changes to what Status shows of peers; statusPeers
+	// is Status's sorted list as of statusGen.
+	peersGen, statusGen uint64
+	statusPeers         []backend.PeerStatus
 
 	// Owned by the Run goroutine.
 	h2        *netlink.Handle
@@ -128,6 +145,11 @@ type Engine struct {
 	byGW      map[netip.Addr]netip.Prefix
 	byMAC     map[[6]byte]netip.Prefix
 	firstDone bool
+	// unrepaired holds, during a pass with Config.NoRepair, what was
+	// found wrong per peer and left as it was.
+	unrepaired map[netip.Prefix]error
+	// broken is the unrepaired of the last pass.
+	broken map[netip.Prefix]error
 }
 
 // New returns an engine; it does not touch the kernel.
@@ -288,7 +310,9 @@ func (e *Engine) Run(ctx context.Context, updates <-chan backend.Update) error {
 		case u, ok := <-updates:
 			onUpdate(u, ok)
 		case n := <-notifs:
-			if e.ownKnown && e.wants(n) {
+			// While entries are left broken (Config.NoRepair) any
+			// change may be the one that puts them back.
+			if e.ownKnown && (e.wants(n) || len(e.broken) > 0) {
 				e.log.Debug("kernel changed under us", "notification", n.String())
 				arm(debounce)
 			}
@@ -474,6 +498,7 @@ func (e *Engine) onLink(ip netip.Addr) bool {
 func (e *Engine) setPeer(s netip.Prefix, p *peer) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.peersGen++
 	if old := e.peers[s]; old != nil {
 		delete(e.byGW, s.Addr())
 		if len(old.mac) == 6 && e.byMAC[[6]byte(old.mac)] == s {

@@ -73,8 +73,16 @@ func fanOut(ctx context.Context, updates <-chan backend.Update, out []chan backe
 // Status merges the engines' snapshots: the IPv4 engine's device (if any)
 // as Device, the IPv6 engine's as DeviceV6, every peer of both, summed
 // counters, and as LastPass the older of the engines' last passes (zero
-// until every engine has made one).
+// until every engine has made one). As with Engine.Status, Peers must not
+// be modified.
 func (g Group) Status() backend.Status {
+	if len(g) == 1 {
+		st := g[0].Status()
+		if g[0].v6() {
+			st.Device, st.VtepMAC, st.DeviceV6, st.VtepMACV6 = "", "", st.Device, st.VtepMAC
+		}
+		return st
+	}
 	var st backend.Status
 	st.Counters.Repairs = make(map[string]uint64)
 	for i, e := range g {
@@ -98,12 +106,7 @@ func (g Group) Status() backend.Status {
 		}
 		st.Counters.EventLatency.Add(es.Counters.EventLatency)
 	}
-	slices.SortStableFunc(st.Peers, func(a, b backend.PeerStatus) int {
-		if c := a.Subnet.Addr().Compare(b.Subnet.Addr()); c != 0 {
-			return c
-		}
-		return a.Subnet.Bits() - b.Subnet.Bits()
-	})
+	slices.SortStableFunc(st.Peers, comparePeers)
 	return st
 }
 

@@ -23,8 +23,8 @@ const (
 	kindAddress = "address"
 )
 
-// parallelMin is the number of operations from which a pass spreads them
-// over two netlink sockets.
+// parallelMin is the number of operations from which they are batched,
+// on several netlink sockets in parallel (see execPhase).
 const parallelMin = 64
 
 // op is one netlink request.
@@ -112,8 +112,13 @@ func (e *Engine) exec(ops []op) []error {
 }
 
 // execPhase runs ops and returns each op's error. Few ops go one request at
-// a time over the handle; many are batched over two sockets in parallel
-// (they all touch distinct keys, so their order does not matter).
+// a time over the handle; many are batched on two sockets in parallel, the
+// routes on one, the neighbours and fdb entries on the other (the ops all
+// touch distinct keys, so their order does not matter). Routes are most of
+// the kernel's work (it compares each new IPv4 route's next hop with
+// those of every route already on the device), so they start at once on
+// a socket of their own, and the rest is done meanwhile; a third socket
+// would only add a third contender for the kernel's rtnl lock.
 func (e *Engine) execPhase(ops []op) []error {
 	errs := make([]error, len(ops))
 	if len(ops) < parallelMin {
@@ -122,29 +127,32 @@ func (e *Engine) execPhase(ops []op) []error {
 		}
 		return errs
 	}
-	var batchers []*batcher
-	for range 2 {
-		bt, err := newBatcher(e.cfg.Netns)
-		if err != nil {
-			break
+	var byKind [2][]int
+	for i := range ops {
+		k := 0
+		if ops[i].kind != kindRoute {
+			k = 1
 		}
-		defer bt.close()
-		batchers = append(batchers, bt)
-	}
-	if len(batchers) == 0 {
-		for i := range ops {
-			errs[i] = do(e.cfg.Handle, &ops[i])
-		}
-		return errs
+		byKind[k] = append(byKind[k], i)
 	}
 	var wg sync.WaitGroup
-	per := (len(ops) + len(batchers) - 1) / len(batchers)
-	for k, bt := range batchers {
-		lo, hi := k*per, min((k+1)*per, len(ops))
-		if lo >= hi {
+	var unbatched []int
+	for _, idx := range byKind {
+		if len(idx) == 0 {
 			continue
 		}
-		wg.Go(func() { bt.run(ops[lo:hi], errs[lo:hi]) })
+		bt, err := newBatcher(e.cfg.Netns)
+		if err != nil {
+			unbatched = append(unbatched, idx...)
+			continue
+		}
+		wg.Go(func() {
+			defer bt.close()
+			bt.run(ops, idx, errs)
+		})
+	}
+	for _, i := range unbatched {
+		errs[i] = do(e.cfg.Handle, &ops[i])
 	}
 	wg.Wait()
 	return errs
@@ -272,6 +280,7 @@ func (e *Engine) applyPeer(s netip.Prefix, old, p *peer) {
 
 // settle records the outcome of programming p; e.mu is held.
 func (e *Engine) settle(p *peer, err error) {
+	e.peersGen++
 	switch {
 	case err != nil:
 		p.programmed = false

@@ -35,19 +35,21 @@ func (e *Engine) pass() error {
 		return errors.Join(errs...)
 	}
 
-	var ops []op
+	ops := make([]op, 0, 3*len(e.peers))
 	for _, p := range e.peers {
 		if p.mode == backend.ModeVXLAN && devErr != nil {
 			continue
 		}
-		ops = append(ops, e.diffPeer(p, kernel)...)
+		ops = e.diffPeer(ops, p, kernel)
 	}
 	ops = append(ops, e.orphans(kernel)...)
+	ops = e.holdRepairs(ops)
 	opErrs := e.exec(ops)
 	errs = append(errs, opErrs...)
 	e.finishPass(ops, opErrs, nil)
 	if devErr != nil {
 		e.mu.Lock()
+		e.peersGen++
 		for _, p := range e.peers {
 			if p.mode == backend.ModeVXLAN {
 				p.programmed, p.lastErr = false, devErr.Error()
@@ -72,11 +74,7 @@ type kernelState struct {
 // show dev flannel.N`, `bridge fdb show dev flannel.N`.
 func (e *Engine) dump() (*kernelState, error) {
 	h := e.cfg.Handle
-	k := &kernelState{
-		routes: make(map[netip.Prefix]*netlink.Route),
-		neighs: make(map[netip.Addr]*netlink.Neigh),
-		fdbs:   make(map[[6]byte]*netlink.Neigh),
-	}
+	k := &kernelState{}
 	routes, err := backend.RetryDump(func() ([]netlink.Route, error) {
 		return h.RouteListFiltered(e.nlFamily(),
 			&netlink.Route{Table: syscall.RT_TABLE_MAIN, Protocol: backend.RouteProtocol},
@@ -85,6 +83,7 @@ func (e *Engine) dump() (*kernelState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
+	k.routes = make(map[netip.Prefix]*netlink.Route, len(routes))
 	for i := range routes {
 		if p, ok := ipNetPrefix(routes[i].Dst); ok {
 			k.routes[p] = &routes[i]
@@ -97,6 +96,7 @@ func (e *Engine) dump() (*kernelState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list neighbours: %w", err)
 	}
+	k.neighs = make(map[netip.Addr]*netlink.Neigh, len(neighs))
 	for i := range neighs {
 		if ip, ok := netip.AddrFromSlice(neighs[i].IP); ok {
 			k.neighs[ip.Unmap()] = &neighs[i]
@@ -106,6 +106,7 @@ func (e *Engine) dump() (*kernelState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list fdb: %w", err)
 	}
+	k.fdbs = make(map[[6]byte]*netlink.Neigh, len(fdbs))
 	for i := range fdbs {
 		if len(fdbs[i].HardwareAddr) == 6 {
 			k.fdbs[[6]byte(fdbs[i].HardwareAddr)] = &fdbs[i]
@@ -114,13 +115,12 @@ func (e *Engine) dump() (*kernelState, error) {
 	return k, nil
 }
 
-// diffPeer returns the ops that make the kernel hold p's entries, and marks
-// the entries it accounts for as seen (deleting them from k).
-func (e *Engine) diffPeer(p *peer, k *kernelState) []op {
-	var ops []op
-	repair := p.programmed
+// diffPeer appends to ops those that make the kernel hold p's entries, and
+// marks the entries it accounts for as seen (deleting them from k).
+func (e *Engine) diffPeer(ops []op, p *peer, k *kernelState) []op {
+	repair := p.programmed || p.leftBroken
 	if !p.reachable {
-		return nil
+		return ops
 	}
 	want := e.wantRoute(p)
 	if r := k.routes[p.subnet]; r == nil || !routeMatches(r, want) {
@@ -195,12 +195,43 @@ func (e *Engine) finishPass(ops []op, opErrs []error, fatal []error) {
 	}
 	for _, p := range e.peers {
 		prev := p.lastErr
-		e.settle(p, failed[p.subnet])
+		broken := e.unrepaired[p.subnet]
+		e.settle(p, errors.Join(failed[p.subnet], broken))
+		p.leftBroken = broken != nil
 		if !p.reachable && prev != p.lastErr {
 			e.log.Warn("peer not programmed", "lease", p.key, "public_ip", p.publicIP, "err", p.lastErr)
 		}
 	}
+	e.broken = e.unrepaired
 	e.firstDone = true
+}
+
+// holdRepairs returns ops without the repairs when Config.NoRepair is
+// set, and records in e.unrepaired, per peer, what was left as found.
+func (e *Engine) holdRepairs(ops []op) []op {
+	e.unrepaired = nil
+	if !e.cfg.NoRepair {
+		return ops
+	}
+	kept := ops[:0]
+	var held []string
+	for _, o := range ops {
+		if !o.repair {
+			kept = append(kept, o)
+			continue
+		}
+		held = append(held, o.String())
+		if o.peer.IsValid() {
+			if e.unrepaired == nil {
+				e.unrepaired = make(map[netip.Prefix]error)
+			}
+			e.unrepaired[o.peer] = errors.Join(e.unrepaired[o.peer], fmt.Errorf("repair disabled: would %s", o.String()))
+		}
+	}
+	if len(held) > 0 {
+		e.log.Warn("kernel entries missing or wrong; repair disabled, left as found", "would", held)
+	}
+	return kept
 }
 
 // refreshExtNets reads the external interface's subnets of the engine's

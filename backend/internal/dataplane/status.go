@@ -8,7 +8,9 @@ import (
 )
 
 // Status returns a snapshot of the engine's state; safe to call from any
-// goroutine.
+// goroutine. Its Peers, sorted by subnet, are shared with other callers
+// and must not be modified: they are built again only after a peer
+// changed, so that polling Status costs nothing per peer.
 func (e *Engine) Status() backend.Status {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -17,13 +19,22 @@ func (e *Engine) Status() backend.Status {
 		MTU:      e.cfg.MTU,
 		LastPass: e.lastPass,
 		Counters: e.counters,
-		Peers:    make([]backend.PeerStatus, 0, len(e.peers)),
 	}
 	st.Counters.Repairs = maps.Clone(e.counters.Repairs)
 	if d := e.cfg.Device; d != nil {
 		st.Device = d.Name
 		st.VtepMAC = d.MAC.String()
 	}
+	if e.statusPeers == nil || e.statusGen != e.peersGen {
+		e.statusPeers, e.statusGen = e.peerStatus(), e.peersGen
+	}
+	st.Peers = e.statusPeers
+	return st
+}
+
+// peerStatus lists the peers sorted by subnet; e.mu is held.
+func (e *Engine) peerStatus() []backend.PeerStatus {
+	peers := make([]backend.PeerStatus, 0, len(e.peers))
 	for _, p := range e.peers {
 		ps := backend.PeerStatus{
 			Subnet:     p.subnet,
@@ -35,13 +46,15 @@ func (e *Engine) Status() backend.Status {
 		if p.mac != nil {
 			ps.VtepMAC = p.mac.String()
 		}
-		st.Peers = append(st.Peers, ps)
+		peers = append(peers, ps)
 	}
-	slices.SortFunc(st.Peers, func(a, b backend.PeerStatus) int {
-		if c := a.Subnet.Addr().Compare(b.Subnet.Addr()); c != 0 {
-			return c
-		}
-		return a.Subnet.Bits() - b.Subnet.Bits()
-	})
-	return st
+	slices.SortFunc(peers, comparePeers)
+	return peers
+}
+
+func comparePeers(a, b backend.PeerStatus) int {
+	if c := a.Subnet.Addr().Compare(b.Subnet.Addr()); c != 0 {
+		return c
+	}
+	return a.Subnet.Bits() - b.Subnet.Bits()
 }

@@ -237,9 +237,20 @@ func (e *Engine) wantsRoute(n notification) bool {
 		return r.Protocol == backend.RouteProtocol && !n.del
 	}
 	if n.del {
-		return r.Protocol == backend.RouteProtocol && routeMatches(r, e.wantRoute(p))
+		return r.Protocol == backend.RouteProtocol && e.isWantedRoute(r, p)
 	}
-	return !routeMatches(r, e.wantRoute(p))
+	return !e.isWantedRoute(r, p)
+}
+
+// isWantedRoute is routeMatches(r, e.wantRoute(p)) without building the
+// route: a cold start has a notification for each of thousands.
+func (e *Engine) isWantedRoute(r *netlink.Route, p *peer) bool {
+	link, gw, flags := e.cfg.Ext.Index, p.publicIP, 0
+	if p.mode == backend.ModeVXLAN {
+		link, gw, flags = e.devIndex, p.subnet.Addr(), int(netlink.FLAG_ONLINK)
+	}
+	return r.LinkIndex == link && ipEqual(r.Gw, gw) &&
+		r.Flags&int(netlink.FLAG_ONLINK) == flags && r.Protocol == backend.RouteProtocol
 }
 
 func (e *Engine) wantsNeigh(n notification) bool {
