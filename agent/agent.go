@@ -27,6 +27,9 @@ type BackendParams struct {
 	Ext            iface.External
 	Config         *subnet.Config
 	ResyncInterval time.Duration
+	// NoRepair is Options.NoRepair: report kernel entries found wrong,
+	// do not fix them.
+	NoRepair bool
 }
 
 // BackendFactory builds the backend of one Backend.Type. It parses and
@@ -44,8 +47,17 @@ type Agent struct {
 // New returns an agent; backends maps each supported Backend.Type to its
 // factory.
 func New(opts *Options, log *slog.Logger, backends map[string]BackendFactory) *Agent {
-	return &Agent{opts: opts, log: log, backends: backends, state: &state{started: time.Now()}}
+	return &Agent{opts: opts, log: log, backends: backends, state: newState(time.Now())}
 }
+
+// errInterfaceChanged ends one serving pipeline when the external
+// interface's MTU changed: the next one derives the overlay MTU, the device
+// and the files from the new value.
+var errInterfaceChanged = errors.New("agent: external interface changed")
+
+// extCheckInterval is how often the external interface's MTU is compared
+// with the one the pipeline was built for.
+const extCheckInterval = 5 * time.Second
 
 // firstListWait bounds how long the first data-plane pass waits for the
 // peers' list after the lease is held.
@@ -101,6 +113,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		err = a.serve(ctx, reg, h, ns, cfg)
 		if errors.Is(err, errConfigChanged) {
 			a.log.Info("network config changed: restarting with the new config")
+			continue
+		}
+		if errors.Is(err, errInterfaceChanged) {
+			a.log.Info("external interface changed: restarting the pipeline")
 			continue
 		}
 		return ctxDone(ctx, err)
@@ -223,6 +239,19 @@ func (a *Agent) serve(ctx context.Context, reg *subnet.Registry, h *netlink.Hand
 	// systemd (READY=1) as soon as the host can carry traffic.
 	readyPoll := time.NewTicker(20 * time.Millisecond)
 	defer readyPoll.Stop()
+	extCheck := time.NewTicker(extCheckInterval)
+	defer extCheck.Stop()
+	// The probes start once the data plane is programmed (the vxlan
+	// device exists), and start afresh when the own subnet changes.
+	probing := false
+	stopProbe := func() {}
+	defer func() { stopProbe() }()
+	startProbe := func() {
+		stopProbe()
+		pctx, cancel := context.WithCancel(ctx)
+		stopProbe, probing = cancel, true
+		a.startProbe(pctx, cfg, be, ext, lease)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -243,6 +272,7 @@ func (a *Agent) serve(ctx context.Context, reg *subnet.Registry, h *netlink.Hand
 			if !ok {
 				return stopped(ctx, "lease holder")
 			}
+			moved := l.Subnet != lease.Subnet
 			lease = l
 			a.state.update(func(s *state) { s.lease = &l })
 			a.log.Info("lease changed", "subnet", lease.Key())
@@ -256,12 +286,21 @@ func (a *Agent) serve(ctx context.Context, reg *subnet.Registry, h *netlink.Hand
 			if err := send(ctx, updates, backend.Update{Own: &lease}); err != nil {
 				return err
 			}
+			if moved && probing {
+				startProbe()
+			}
+		case <-extCheck.C:
+			if l, err := h.LinkByIndex(ext.Index); err == nil && l.Attrs().MTU != ext.MTU {
+				a.log.Info("external interface MTU changed", "iface", ext.Name, "old", ext.MTU, "new", l.Attrs().MTU)
+				return errInterfaceChanged
+			}
 		case <-readyPoll.C:
 			if !be.Status().LastPass.IsZero() {
 				readyPoll.Stop()
 				a.state.update(func(s *state) { s.readyAt = time.Now() })
 				a.notify("READY=1\nSTATUS=serving " + lease.Key())
 				a.log.Info("data plane programmed", "subnet", lease.Key())
+				startProbe()
 			}
 		case u, ok := <-cfgChanges:
 			if !ok {
@@ -309,6 +348,7 @@ func (a *Agent) newBackend(ctx context.Context, h *netlink.Handle, ns netns.NsHa
 		Ext:            ext,
 		Config:         cfg,
 		ResyncInterval: a.opts.ResyncInterval,
+		NoRepair:       a.opts.NoRepair,
 	})
 	return be, ext, err
 }
