@@ -305,11 +305,18 @@ func (r *Registry) grantAndPut(ctx context.Context, key string, guard clientv3.C
 		If(append([]clientv3.Cmp{guard}, more...)...).
 		Then(clientv3.OpPut(key, string(value), clientv3.WithLease(grant.ID))).
 		Commit()
-	if err != nil || !resp.Succeeded {
-		r.revoke(ctx, grant.ID)
-		if err != nil {
-			return held{}, fmt.Errorf("subnet: write lease %s: %w", key, err)
+	if err != nil {
+		// The Txn may have been applied although its answer was lost
+		// (ctx cancelled by a SIGTERM, a connection cut): revoking the
+		// etcd lease would then delete the key, which peers see as this
+		// host leaving. Revoke only when the key is known not to be ours.
+		if !r.keyOnLease(ctx, key, grant.ID) {
+			r.revoke(ctx, grant.ID)
 		}
+		return held{}, fmt.Errorf("subnet: write lease %s: %w", key, err)
+	}
+	if !resp.Succeeded {
+		r.revoke(ctx, grant.ID)
 		return held{}, fmt.Errorf("%w: %s was taken or changed", ErrLeaseConflict, key)
 	}
 	now := time.Now()
@@ -325,6 +332,20 @@ func (r *Registry) grantAndPut(ctx context.Context, key string, guard clientv3.C
 		renewed: now,
 		value:   value,
 	}, nil
+}
+
+// keyOnLease reports whether key is attached to the etcd lease id, asking
+// etcd even when ctx is done; when etcd cannot tell, it answers true (a
+// granted lease left alone only expires, a wrongly revoked one deletes the
+// key).
+func (r *Registry) keyOnLease(ctx context.Context, key string, id clientv3.LeaseID) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
+	defer cancel()
+	resp, err := r.cli.Get(ctx, key)
+	if err != nil {
+		return true
+	}
+	return len(resp.Kvs) > 0 && resp.Kvs[0].Lease == int64(id)
 }
 
 // checkRivals looks for keys created since the list at listRev that hold
