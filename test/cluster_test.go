@@ -201,29 +201,33 @@ func (c *cluster) awaitSubnetFile(h *lab.Host) subnetfile.Info {
 	return info
 }
 
-// awaitReady waits until every agent answers /readyz with 200.
+// awaitReady waits until every agent reports its data plane programmed.
 func (c *cluster) awaitReady() {
 	c.t.Helper()
 	for _, h := range c.hosts() {
-		eventually(c.t, 30*time.Second, h.Name+" ready", func() error {
-			out, err := c.exec(h.NS, binaries(c.t)["./cmd/netagent"], "status", "--json", "--status-socket="+statusSocket(h))
-			if err != nil {
-				return err
-			}
-			var r struct {
-				Backend *struct {
-					LastPass *time.Time `json:"last_pass"`
-				} `json:"backend"`
-			}
-			if err := json.Unmarshal(out, &r); err != nil {
-				return err
-			}
-			if r.Backend == nil || r.Backend.LastPass == nil {
-				return fmt.Errorf("data plane not programmed yet")
-			}
-			return nil
-		})
+		eventually(c.t, 30*time.Second, h.Name+" ready", func() error { return statusReady(c, h) })
 	}
+}
+
+// statusReady asks h's agent for its status and returns nil once the data
+// plane was programmed.
+func statusReady(c *cluster, h *lab.Host) error {
+	out, err := c.exec(h.NS, binaries(c.t)["./cmd/netagent"], "status", "--json", "--status-socket="+statusSocket(h))
+	if err != nil {
+		return err
+	}
+	var r struct {
+		Backend *struct {
+			LastPass *time.Time `json:"last_pass"`
+		} `json:"backend"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return err
+	}
+	if r.Backend == nil || r.Backend.LastPass == nil {
+		return fmt.Errorf("data plane not programmed yet")
+	}
+	return nil
 }
 
 func (c *cluster) exec(ns string, argv ...string) ([]byte, error) {
@@ -244,7 +248,9 @@ func (c *cluster) mustExec(ns string, argv ...string) string {
 // container is a container namespace attached by the CNI plugin.
 type container struct {
 	*lab.Container
-	IP netip.Addr
+	// IP is the first address of the CNI result; IP4 and IP6 are its
+	// address of each family (invalid when it has none).
+	IP, IP4, IP6 netip.Addr
 }
 
 // cniConf is the conflist the tests attach containers with: the agent's
@@ -276,16 +282,40 @@ func (c *cluster) addContainer(h *lab.Host) *container {
 	if err := json.Unmarshal(res, &r); err != nil || len(r.IPs) == 0 {
 		c.t.Fatalf("CNI ADD result %s: %v", res, err)
 	}
-	p, err := netip.ParsePrefix(r.IPs[0].Address)
-	if err != nil {
-		c.t.Fatal(err)
+	ct := &container{Container: ctn}
+	for i, ip := range r.IPs {
+		p, err := netip.ParsePrefix(ip.Address)
+		if err != nil {
+			c.t.Fatalf("CNI ADD result %s: %v", res, err)
+		}
+		if i == 0 {
+			ct.IP = p.Addr()
+		}
+		if p.Addr().Is4() {
+			ct.IP4 = p.Addr()
+		} else {
+			ct.IP6 = p.Addr()
+		}
 	}
-	return &container{Container: ctn, IP: p.Addr()}
+	return ct
 }
 
-// cni runs the first plugin of cniConf (netagent-cni) for verb, in h's
-// namespace, with the CNI environment a runtime sets.
+// cni runs the first plugin of cniConf (netagent-cni) for verb, as a
+// runtime would, with the container namespace's name as container ID; a
+// failure ends the test.
 func (c *cluster) cni(h *lab.Host, ctn *lab.Container, verb string) []byte {
+	c.t.Helper()
+	out, stderr, err := c.runCNI(h, ctn, verb, ctn.NS)
+	if err != nil {
+		c.t.Fatalf("CNI %s of %s: %v: %s %s", verb, ctn.NS, err, out, stderr)
+	}
+	return out
+}
+
+// runCNI runs netagent-cni for verb with container ID id, in h's
+// namespace, with the CNI environment a runtime sets, and returns its
+// stdout and stderr.
+func (c *cluster) runCNI(h *lab.Host, ctn *lab.Container, verb, id string) (stdout, stderr []byte, err error) {
 	c.t.Helper()
 	var list struct {
 		CNIVersion string            `json:"cniVersion"`
@@ -296,23 +326,22 @@ func (c *cluster) cni(h *lab.Host, ctn *lab.Container, verb string) []byte {
 		c.t.Fatal(err)
 	}
 	var conf map[string]any
-	json.Unmarshal(list.Plugins[0], &conf)
+	if err := json.Unmarshal(list.Plugins[0], &conf); err != nil {
+		c.t.Fatal(err)
+	}
 	conf["cniVersion"], conf["name"] = list.CNIVersion, list.Name
 	stdin, _ := json.Marshal(conf)
 	b := binaries(c.t)
 	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", h.NS, "env",
-		"CNI_COMMAND="+verb, "CNI_CONTAINERID="+ctn.NS, "CNI_NETNS="+lab.NSPath(ctn.NS),
+		"CNI_COMMAND="+verb, "CNI_CONTAINERID="+id, "CNI_NETNS="+lab.NSPath(ctn.NS),
 		"CNI_IFNAME=eth0", "CNI_PATH="+filepath.Dir(b["./cni-plugin"]), b["./cni-plugin"])
 	cmd.Stdin = bytes.NewReader(stdin)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	var errBuf bytes.Buffer
+	cmd.Stderr = &errBuf
 	out, err := cmd.Output()
-	if err != nil {
-		c.t.Fatalf("CNI %s of %s: %v: %s %s", verb, ctn.NS, err, out, stderr.Bytes())
-	}
-	return out
+	return out, errBuf.Bytes(), err
 }
 
 // ping asserts that from reaches dst.

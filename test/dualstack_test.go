@@ -25,55 +25,21 @@ const (
 	v6OnlyConfig     = `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fc00:5::/48","Backend":{"Type":"vxlan"}}`
 )
 
-// dualContainer is a container attached by the CNI plugin, with its
-// address of each family the network has (invalid for the other).
-type dualContainer struct {
-	*lab.Container
-	IP4, IP6 netip.Addr
-}
-
-// addDualContainer is addContainer keeping the addresses of both
-// families from the CNI result.
-func (c *cluster) addDualContainer(h *lab.Host) *dualContainer {
+// addDualContainer is addContainer, checking that the container got one
+// address per family of the host's lease, inside it.
+func (c *cluster) addDualContainer(h *lab.Host) *container {
 	c.t.Helper()
-	c.mu.Lock()
-	c.cnis[h.Name]++
-	name := fmt.Sprintf("c%d", c.cnis[h.Name])
-	c.mu.Unlock()
-	ctn, err := c.lab.AddContainerNS(c.ctx, h, name)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	res := c.cni(h, ctn, "ADD")
-	var r struct {
-		IPs []struct{ Address string } `json:"ips"`
-	}
-	if err := json.Unmarshal(res, &r); err != nil {
-		c.t.Fatalf("CNI ADD result %s: %v", res, err)
-	}
-	d := &dualContainer{Container: ctn}
-	for _, ip := range r.IPs {
-		p, err := netip.ParsePrefix(ip.Address)
-		if err != nil {
-			c.t.Fatalf("CNI ADD result %s: %v", res, err)
-		}
-		if p.Addr().Is4() {
-			d.IP4 = p.Addr()
-		} else {
-			d.IP6 = p.Addr()
-		}
-	}
-	// One address per family of the host's lease, inside it.
+	d := c.addContainer(h)
 	info := c.awaitSubnetFile(h)
 	if info.Subnet.Contains(d.IP4) != info.Subnet.IsValid() || info.IPv6Subnet.Contains(d.IP6) != info.IPv6Subnet.IsValid() {
-		c.t.Fatalf("%s: CNI gave %s and %s, want one address in each of %s %s", ctn.NS, d.IP4, d.IP6, info.Subnet, info.IPv6Subnet)
+		c.t.Fatalf("%s: CNI gave %s and %s, want one address in each of %s %s", d.NS, d.IP4, d.IP6, info.Subnet, info.IPv6Subnet)
 	}
 	return d
 }
 
 // pingMatrixFamilies asserts that every container reaches every other
 // over each family it has an address of.
-func (c *cluster) pingMatrixFamilies(ctns []*dualContainer) {
+func (c *cluster) pingMatrixFamilies(ctns []*container) {
 	c.t.Helper()
 	for _, a := range ctns {
 		for _, b := range ctns {
@@ -94,11 +60,11 @@ func (c *cluster) pingMatrixFamilies(ctns []*dualContainer) {
 
 // startDual starts one agent per host, waits for them, and attaches one
 // container per host.
-func (c *cluster) startDual() []*dualContainer {
+func (c *cluster) startDual() []*container {
 	c.t.Helper()
 	c.startAll()
 	c.awaitReady()
-	var ctns []*dualContainer
+	var ctns []*container
 	for _, h := range c.hosts() {
 		ctns = append(ctns, c.addDualContainer(h))
 	}

@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -9,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io/fs"
@@ -257,7 +255,8 @@ func TestFileModes(t *testing.T) {
 	}
 	escape := filepath.Join(h.Dir, "escaped")
 	for _, id := range []string{"../escaped", "../../" + filepath.Base(h.Dir) + "/escaped", "/" + escape, "a/../../escaped", ".."} {
-		out, err := runCNI(t, c, h, ctn, "ADD", id)
+		stdout, stderr, err := c.runCNI(h, ctn, "ADD", id)
+		out := string(stdout) + string(stderr)
 		if err == nil {
 			t.Errorf("CNI ADD with container ID %q succeeded: %s", id, out)
 			continue
@@ -271,54 +270,6 @@ func TestFileModes(t *testing.T) {
 			t.Errorf("%s was created", p)
 		}
 	}
-}
-
-// runCNI runs netagent-cni for verb with the given container ID, in h's
-// namespace, and returns its stdout and stderr.
-func runCNI(t *testing.T, c *cluster, h *lab.Host, ctn *lab.Container, verb, id string) (string, error) {
-	t.Helper()
-	var list struct {
-		CNIVersion string            `json:"cniVersion"`
-		Name       string            `json:"name"`
-		Plugins    []json.RawMessage `json:"plugins"`
-	}
-	if err := json.Unmarshal([]byte(cniConf(h)), &list); err != nil {
-		t.Fatal(err)
-	}
-	var conf map[string]any
-	json.Unmarshal(list.Plugins[0], &conf)
-	conf["cniVersion"], conf["name"] = list.CNIVersion, list.Name
-	stdin, _ := json.Marshal(conf)
-	b := binaries(t)
-	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", h.NS, "env",
-		"CNI_COMMAND="+verb, "CNI_CONTAINERID="+id, "CNI_NETNS="+lab.NSPath(ctn.NS),
-		"CNI_IFNAME=eth0", "CNI_PATH="+filepath.Dir(b["./cni-plugin"]), b["./cni-plugin"])
-	cmd.Stdin = bytes.NewReader(stdin)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
-// statusReady asks h's agent for its status and returns nil once the data
-// plane was programmed.
-func statusReady(c *cluster, h *lab.Host) error {
-	out, err := c.exec(h.NS, binaries(c.t)["./cmd/netagent"], "status", "--json", "--status-socket="+statusSocket(h))
-	if err != nil {
-		return err
-	}
-	var r struct {
-		Backend *struct {
-			LastPass *time.Time `json:"last_pass"`
-		} `json:"backend"`
-	}
-	if err := json.Unmarshal(out, &r); err != nil {
-		return err
-	}
-	if r.Backend == nil || r.Backend.LastPass == nil {
-		return fmt.Errorf("data plane not programmed yet")
-	}
-	return nil
 }
 
 func readFile(t *testing.T, path string) string {
