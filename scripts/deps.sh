@@ -2,7 +2,7 @@
 # Installs the Debian packages that netagent's tests and lab use, when
 # missing. Needs root (apt-get).
 set -euo pipefail
-pkgs=(iproute2 iptables nftables iputils-ping iperf3 ethtool procps)
+pkgs=(iproute2 iptables nftables iputils-ping iperf3 ethtool procps systemd)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

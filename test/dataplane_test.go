@@ -16,7 +16,11 @@ import (
 	"github.com/netagent/netagent/subnet"
 )
 
-const vxlanConfig = `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`
+// vxlanConfig is the tests' network. The hosts lease from 10.5.1.0 to
+// 10.5.199.0 only: the leases the tests write by hand (fake peers, hostile
+// values) use 10.5.200.0 and up, so that they never land on, overwrite or
+// delete a host's own lease.
+const vxlanConfig = `{"Network":"10.5.0.0/16","SubnetMax":"10.5.199.0","Backend":{"Type":"vxlan"}}`
 
 // TestConnectivity: for each backend, every container reaches every other
 // across hosts, and the overlay MTU holds exactly.

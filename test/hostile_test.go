@@ -17,6 +17,7 @@ import (
 // while the honest peers keep being served. A legitimate lease written
 // after them shows the watch went past them.
 func TestHostileLeases(t *testing.T) {
+	// vxlanConfig keeps the hosts' leases below the hostile keys.
 	c := newCluster(t, clusterOptions{Hosts: 2, Config: vxlanConfig})
 	infos := c.startAll()
 	c.awaitReady()
