@@ -101,7 +101,7 @@ type held struct {
 //
 // Its cost in etcd requests does not depend on the number of leases: one
 // Range, one Grant and one Txn (plus one keys-only Range for a new lease
-// with an IPv6 subnet, and a Revoke when the Txn fails).
+// with an IPv6 subnet, and a Revoke when the Txn's guard fails).
 func (r *Registry) TryAcquire(ctx context.Context, cfg *Config, opts AcquireOptions) (Lease, error) {
 	opts, err := opts.withDefaults(cfg)
 	if err != nil {
@@ -294,58 +294,66 @@ func (r *Registry) create(ctx context.Context, v4, v6 netip.Prefix, listRev int6
 }
 
 // grantAndPut grants an etcd lease of opts.TTL and puts key under it if
-// guard (and more) hold; the etcd lease is revoked when the put fails.
+// guard (and more) hold; the etcd lease is revoked when the guard fails.
 func (r *Registry) grantAndPut(ctx context.Context, key string, guard clientv3.Cmp, opts AcquireOptions, value []byte, more ...clientv3.Cmp) (held, error) {
 	ttl := int64((opts.TTL + time.Second - 1) / time.Second)
 	grant, err := r.cli.Grant(ctx, ttl)
 	if err != nil {
 		return held{}, fmt.Errorf("subnet: grant etcd lease for %s: %w", key, err)
 	}
-	resp, err := r.cli.Txn(ctx).
+	// The Txn is not cut short by ctx: an agent stopped (SIGTERM) in the
+	// middle of it would not know whether etcd applied it, and a Txn
+	// still on its way to etcd can be applied after any check made
+	// meanwhile. Waiting for the answer (at most requestTimeout) keeps
+	// the outcome known in all but a lost connection.
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
+	resp, err := r.cli.Txn(tctx).
 		If(append([]clientv3.Cmp{guard}, more...)...).
 		Then(clientv3.OpPut(key, string(value), clientv3.WithLease(grant.ID))).
 		Commit()
+	cancel()
+	now := time.Now()
+	granted := time.Duration(grant.TTL) * time.Second
+	h := held{
+		lease:   Lease{Attrs: opts.Attrs, Expiration: now.Add(granted)},
+		id:      grant.ID,
+		ttl:     granted,
+		renewed: now,
+		value:   value,
+	}
 	if err != nil {
-		// The Txn may have been applied although its answer was lost
-		// (ctx cancelled by a SIGTERM, a connection cut): revoking the
-		// etcd lease would then delete the key, which peers see as this
-		// host leaving. Revoke only when the key is known not to be ours.
-		if !r.keyOnLease(ctx, key, grant.ID) {
-			r.revoke(ctx, grant.ID)
+		// The answer was lost, not necessarily the Txn. If the key is on
+		// the etcd lease the Txn was applied: the lease is held. If not,
+		// it may yet be applied, and revoking the etcd lease then would
+		// delete the key, which peers see as this host leaving: the
+		// etcd lease is left to expire instead.
+		if rev, ok := r.keyOnLease(ctx, key, grant.ID); ok {
+			h.lease.ModRevision = rev
+			return h, nil
 		}
+		r.log.Debug("lease write failed; its etcd lease is left to expire", "key", key,
+			"lease_id", fmt.Sprintf("%x", int64(grant.ID)), "ttl", granted)
 		return held{}, fmt.Errorf("subnet: write lease %s: %w", key, err)
 	}
 	if !resp.Succeeded {
 		r.revoke(ctx, grant.ID)
 		return held{}, fmt.Errorf("%w: %s was taken or changed", ErrLeaseConflict, key)
 	}
-	now := time.Now()
-	granted := time.Duration(grant.TTL) * time.Second
-	return held{
-		lease: Lease{
-			Attrs:       opts.Attrs,
-			Expiration:  now.Add(granted),
-			ModRevision: resp.Header.GetRevision(),
-		},
-		id:      grant.ID,
-		ttl:     granted,
-		renewed: now,
-		value:   value,
-	}, nil
+	h.lease.ModRevision = resp.Header.GetRevision()
+	return h, nil
 }
 
-// keyOnLease reports whether key is attached to the etcd lease id, asking
-// etcd even when ctx is done; when etcd cannot tell, it answers true (a
-// granted lease left alone only expires, a wrongly revoked one deletes the
-// key).
-func (r *Registry) keyOnLease(ctx context.Context, key string, id clientv3.LeaseID) bool {
+// keyOnLease reports whether key is attached to the etcd lease id, and its
+// ModRevision if so, asking etcd even when ctx is done. When etcd cannot
+// tell, it answers false.
+func (r *Registry) keyOnLease(ctx context.Context, key string, id clientv3.LeaseID) (int64, bool) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
 	defer cancel()
 	resp, err := r.cli.Get(ctx, key)
-	if err != nil {
-		return true
+	if err != nil || len(resp.Kvs) == 0 || resp.Kvs[0].Lease != int64(id) {
+		return 0, false
 	}
-	return len(resp.Kvs) > 0 && resp.Kvs[0].Lease == int64(id)
+	return resp.Kvs[0].ModRevision, true
 }
 
 // checkRivals looks for keys created since the list at listRev that hold
