@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -46,24 +44,20 @@ func dpLease(i int) subnet.Lease {
 
 // dpHost is a namespace with eth0 (192.168.77.1/24) on a veth pair.
 func dpHost(b *testing.B) *backendtest.NS {
-	a, peer := backendtest.NewNS(b, "a"), backendtest.NewNS(b, "b")
-	backendtest.Veth(b, a, "eth0", peer, "eth0")
-	a.IP(b, "addr", "add", "192.168.77.1/24", "dev", "eth0")
+	a, _ := backendtest.Underlay(b)
+	a.AddrAdd(b, "eth0", "192.168.77.1/24")
 	return a
 }
 
-func dpStart(b *testing.B, ns *backendtest.NS) (*vxlan.Backend, chan backend.Update, func()) {
+func dpStart(b *testing.B, ns *backendtest.NS) (*vxlan.Backend, chan<- backend.Update, func()) {
 	ext := ns.Ext(b, "eth0", netip.MustParseAddr("192.168.77.1"))
 	bk, err := vxlan.New(vxlan.Options{Handle: ns.Handle, Netns: ns.Netns, Ext: ext,
 		Config: &subnet.Config{BackendType: vxlan.Type, Backend: json.RawMessage(`{"Type":"vxlan"}`)}, ResyncInterval: time.Hour})
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	updates := make(chan backend.Update, 1)
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = bk.Run(ctx, updates) })
-	return bk, updates, func() { cancel(); wg.Wait() }
+	updates, stop := backendtest.Start(b, bk)
+	return bk, updates, stop
 }
 
 func dpOwn() *subnet.Lease {

@@ -1,13 +1,11 @@
 package hostgw
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,28 +16,44 @@ import (
 	"github.com/netagent/netagent/subnet"
 )
 
-func lease(sub, pub string) subnet.Lease {
-	return subnet.Lease{Subnet: netip.MustParsePrefix(sub),
-		Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(pub), BackendType: Type}}
+// lease is an IPv4-only lease of this backend type.
+func lease(sub, pub string) subnet.Lease { return dualLease(sub, pub, "", "") }
+
+// dualLease is a lease of this backend type with the given families (an
+// empty subnet string leaves the family out).
+func dualLease(sub, pub, sub6, pub6 string) subnet.Lease {
+	l := subnet.Lease{Attrs: subnet.LeaseAttrs{BackendType: Type}}
+	if sub != "" {
+		l.Subnet, l.Attrs.PublicIP = netip.MustParsePrefix(sub), netip.MustParseAddr(pub)
+	}
+	if sub6 != "" {
+		l.IPv6Subnet, l.Attrs.PublicIPv6 = netip.MustParsePrefix(sub6), netip.MustParseAddr(pub6)
+	}
+	return l
 }
 
-func ownRoutes(h *netlink.Handle) ([]string, error) {
-	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: backend.RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
-	if err != nil {
-		return nil, err
+// routesAre is a condition for backendtest.Eventually: the routes of ours
+// in ns are want4 (IPv4) and want6 (IPv6), in backendtest.OwnRoutes form.
+func routesAre(ns *backendtest.NS, want4, want6 []string) func() error {
+	return func() error {
+		got4, err := backendtest.OwnRoutes(ns.Handle, netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		got6, err := backendtest.OwnRoutes(ns.Handle, netlink.FAMILY_V6)
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(got4, want4) || !slices.Equal(got6, want6) {
+			return fmt.Errorf("routes %q %q, want %q %q", got4, got6, want4, want6)
+		}
+		return nil
 	}
-	var out []string
-	for _, r := range routes {
-		out = append(out, fmt.Sprintf("%s via %s dev %d", r.Dst, r.Gw, r.LinkIndex))
-	}
-	slices.Sort(out)
-	return out, nil
 }
 
 func TestRoutesViaPublicIP(t *testing.T) {
-	a, b := backendtest.NewNS(t, "a"), backendtest.NewNS(t, "b")
-	backendtest.Veth(t, a, "eth0", b, "eth0")
-	a.IP(t, "addr", "add", "192.168.77.1/24", "dev", "eth0")
+	a, _ := backendtest.Underlay(t)
+	a.AddrAdd(t, "eth0", "192.168.77.1/24")
 	a.IP(t, "route", "add", "10.5.99.0/24", "via", "192.168.77.99", "proto", "78") // stale, ours
 	ext := a.Ext(t, "eth0", netip.MustParseAddr("192.168.77.1"))
 
@@ -53,11 +67,7 @@ func TestRoutesViaPublicIP(t *testing.T) {
 	if d, err := bk.BackendData(); d != nil || err != nil {
 		t.Errorf("BackendData = %s, %v; want nil", d, err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	updates := make(chan backend.Update, 4)
-	wg.Go(func() { _ = bk.Run(ctx, updates) })
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	updates, _ := backendtest.Start(t, bk)
 
 	own := lease("10.5.1.0/24", "192.168.77.1")
 	updates <- backend.Update{Own: &own, Batch: &subnet.Batch{Snapshot: true, Events: []subnet.Event{
@@ -65,20 +75,8 @@ func TestRoutesViaPublicIP(t *testing.T) {
 		{Lease: lease("10.5.2.0/24", "192.168.77.2")},
 		{Lease: lease("10.5.3.0/24", "192.168.88.5")}, // not directly connected
 	}}}
-	want := []string{fmt.Sprintf("10.5.2.0/24 via 192.168.77.2 dev %d", ext.Index)}
-	check := func(want []string) func() error {
-		return func() error {
-			got, err := ownRoutes(a.Handle)
-			if err != nil {
-				return err
-			}
-			if !slices.Equal(got, want) {
-				return fmt.Errorf("routes %q, want %q", got, want)
-			}
-			return nil
-		}
-	}
-	backendtest.Eventually(t, 5*time.Second, check(want))
+	want := []string{"10.5.2.0/24 via 192.168.77.2 dev eth0"}
+	backendtest.Eventually(t, 5*time.Second, routesAre(a, want, nil))
 	backendtest.Eventually(t, 2*time.Second, func() error {
 		st := bk.Status()
 		if len(st.Peers) != 2 {
@@ -93,22 +91,21 @@ func TestRoutesViaPublicIP(t *testing.T) {
 
 	// Repair: a deleted route is back.
 	a.IP(t, "route", "del", "10.5.2.0/24")
-	backendtest.Eventually(t, 2*time.Second, check(want))
+	backendtest.Eventually(t, 2*time.Second, routesAre(a, want, nil))
 
 	// The unreachable peer becomes reachable when ext gets an address there.
-	a.IP(t, "addr", "add", "192.168.88.1/24", "dev", "eth0")
-	want = append(want, fmt.Sprintf("10.5.3.0/24 via 192.168.88.5 dev %d", ext.Index))
-	backendtest.Eventually(t, 2*time.Second, check(want))
+	a.AddrAdd(t, "eth0", "192.168.88.1/24")
+	want = append(want, "10.5.3.0/24 via 192.168.88.5 dev eth0")
+	backendtest.Eventually(t, 2*time.Second, routesAre(a, want, nil))
 
 	// A removed lease takes its route along.
 	updates <- backend.Update{Batch: &subnet.Batch{Events: []subnet.Event{{Type: subnet.EventRemoved, Lease: lease("10.5.2.0/24", "192.168.77.2")}}}}
-	backendtest.Eventually(t, 2*time.Second, check(want[1:]))
+	backendtest.Eventually(t, 2*time.Second, routesAre(a, want[1:], nil))
 }
 
 func TestNewRefusesNAT(t *testing.T) {
-	a, b := backendtest.NewNS(t, "a"), backendtest.NewNS(t, "b")
-	backendtest.Veth(t, a, "eth0", b, "eth0")
-	a.IP(t, "addr", "add", "192.168.77.1/24", "dev", "eth0")
+	a, _ := backendtest.Underlay(t)
+	a.AddrAdd(t, "eth0", "192.168.77.1/24")
 	ext := a.Ext(t, "eth0", netip.MustParseAddr("192.168.77.1"))
 	ext.PublicIP = netip.MustParseAddr("203.0.113.7")
 	_, err := New(Options{Handle: a.Handle, Ext: ext, Config: &subnet.Config{BackendType: Type}})

@@ -1,14 +1,9 @@
 package vxlan
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
-	"log/slog"
 	"net/netip"
-	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,112 +15,23 @@ import (
 	"github.com/netagent/netagent/subnet"
 )
 
-var (
-	ownSubnetV6 = netip.MustParsePrefix("fc00:0:0:1::/64")
-	hostAV6     = netip.MustParseAddr("fd77::1")
-	hostBV6     = netip.MustParseAddr("fd77::2")
-)
-
-// newEnvV6 is newEnv with IPv6 underlay addresses too (fd77::1/64 and
-// fd77::2/64, no duplicate address detection); v4 false leaves out the
-// IPv4 ones.
-func newEnvV6(t *testing.T, v4 bool) *env {
-	t.Helper()
-	e := &env{a: backendtest.NewNS(t, "a"), b: backendtest.NewNS(t, "b")}
-	backendtest.Veth(t, e.a, "eth0", e.b, "eth0")
-	for _, x := range []struct {
-		ns     *backendtest.NS
-		v4, v6 string
-	}{{e.a, "192.168.77.1/24", "fd77::1/64"}, {e.b, "192.168.77.2/24", "fd77::2/64"}} {
-		if v4 {
-			x.ns.IP(t, "addr", "add", x.v4, "dev", "eth0")
-		}
-		x.ns.IP(t, "addr", "add", x.v6, "dev", "eth0", "nodad")
-	}
-	e.ext = extV6(t, e.a, hostA, hostAV6, v4)
-	return e
-}
-
-func extV6(t *testing.T, ns *backendtest.NS, v4, v6 netip.Addr, withV4 bool) iface.External {
-	t.Helper()
-	ext := ns.Ext(t, "eth0", v4)
-	if !withV4 {
-		ext.Addr, ext.PublicIP = netip.Addr{}, netip.Addr{}
-	}
-	ext.AddrV6, ext.PublicIPv6 = v6, v6
-	return ext
-}
-
-// startFamilies is start with the given families enabled.
+// startFamilies runs a backend in ns with the given families enabled.
 func startFamilies(t *testing.T, ns *backendtest.NS, ext iface.External, v4, v6 bool) *running {
 	t.Helper()
-	b, err := New(Options{
-		Log:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Handle:         ns.Handle,
-		Netns:          ns.Netns,
-		Ext:            ext,
-		Config:         &subnet.Config{EnableIPv4: v4, EnableIPv6: v6, BackendType: Type, Backend: json.RawMessage(`{"Type":"vxlan"}`)},
-		ResyncInterval: time.Hour, // repairs must come from notifications
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{Backend: b, updates: make(chan backend.Update, 16)}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := b.Run(ctx, r.updates); err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	r.stop = sync.OnceFunc(func() { cancel(); wg.Wait() })
-	t.Cleanup(r.stop)
-	return r
-}
-
-// dualLease is a lease with the given families (an empty subnet string
-// leaves the family out).
-func dualLease(sub, pub, mac, sub6, pub6, mac6 string) subnet.Lease {
-	l := subnet.Lease{Attrs: subnet.LeaseAttrs{BackendType: Type}}
-	if sub != "" {
-		l.Subnet = netip.MustParsePrefix(sub)
-		l.Attrs.PublicIP = netip.MustParseAddr(pub)
-		l.Attrs.BackendData = json.RawMessage(`{"VNI":1,"VtepMAC":"` + mac + `"}`)
-	}
-	if sub6 != "" {
-		l.IPv6Subnet = netip.MustParsePrefix(sub6)
-		l.Attrs.PublicIPv6 = netip.MustParseAddr(pub6)
-		l.Attrs.BackendV6Data = json.RawMessage(`{"VNI":1,"VtepMAC":"` + mac6 + `"}`)
-	}
-	return l
+	return startConfig(t, ns, ext, &subnet.Config{EnableIPv4: v4, EnableIPv6: v6, BackendType: Type, Backend: json.RawMessage(`{"Type":"vxlan"}`)})
 }
 
 // vx6 is the expected entries of a vxlan-mode peer on flannel-v6.1.
-func vx6(sub, pub, mac string) entries {
-	p := netip.MustParsePrefix(sub)
-	return entries{
-		routes: []string{fmt.Sprintf("%s via %s dev flannel-v6.1 onlink", p, p.Addr())},
-		neighs: []string{fmt.Sprintf("%s lladdr %s", p.Addr(), mac)},
-		fdbs:   []string{fmt.Sprintf("%s dst %s", mac, pub)},
-	}
-}
+func vx6(sub, pub, mac string) entries { return vxOn("flannel-v6.1", sub, pub, mac) }
 
+// waitEntriesV6 waits for the IPv6 entries of flannel-v6.1 in ns to be want.
 func waitEntriesV6(t *testing.T, ns *backendtest.NS, want entries, timeout time.Duration) {
 	t.Helper()
-	backendtest.Eventually(t, timeout, func() error {
-		got, err := readFamily(ns.Handle, "flannel-v6.1", netlink.FAMILY_V6)
-		if err != nil {
-			return err
-		}
-		if !got.equal(want) {
-			return fmt.Errorf("kernel has\n%s\nwant\n%s", got, want)
-		}
-		return nil
-	})
+	waitFamily(t, ns, "flannel-v6.1", netlink.FAMILY_V6, want, timeout)
 }
 
 func TestDualStackDevicesAndPeers(t *testing.T) {
-	e := newEnvV6(t, true)
+	e := newEnvFamilies(t, true, true)
 	r := startFamilies(t, e.a, e.ext, true, true)
 	if r.MTU() != 1430 {
 		t.Errorf("MTU() = %d, want 1430 (the IPv6 device's, which fits both overlays)", r.MTU())
@@ -149,10 +55,7 @@ func TestDualStackDevicesAndPeers(t *testing.T) {
 	waitEntries(t, e.a, "flannel.1", vx("10.5.2.0/24", "192.168.77.2", macB), 3*time.Second)
 	waitEntriesV6(t, e.a, merge(vx6("fc00:0:0:2::/64", "fd77::2", macC), vx6("fc00:0:0:3::/64", "fd77::3", macD)), 3*time.Second)
 
-	link, err := e.a.Handle.LinkByName("flannel-v6.1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	link := e.a.Link(t, "flannel-v6.1")
 	v, ok := link.(*netlink.Vxlan)
 	if !ok || v.MTU != 1430 || v.SrcAddr.String() != "fd77::1" || v.HardwareAddr.String() != r.VtepMACV6().String() || v.Learning {
 		t.Errorf("flannel-v6.1 = %+v, want vxlan mtu 1430 local fd77::1 address %s nolearning", link.Attrs(), r.VtepMACV6())
@@ -186,9 +89,9 @@ func TestDualStackDevicesAndPeers(t *testing.T) {
 }
 
 func TestIPv6OnlyPing(t *testing.T) {
-	e := newEnvV6(t, false)
+	e := newEnvFamilies(t, false, true)
 	ra := startFamilies(t, e.a, e.ext, false, true)
-	rb := startFamilies(t, e.b, extV6(t, e.b, netip.Addr{}, hostBV6, false), false, true)
+	rb := startFamilies(t, e.b, e.b.Ext(t, "eth0", hostBV6), false, true)
 	if ra.VtepMAC() != nil {
 		t.Errorf("IPv6-only backend has an IPv4 VTEP MAC %s", ra.VtepMAC())
 	}
@@ -210,31 +113,20 @@ func TestIPv6OnlyPing(t *testing.T) {
 }
 
 func TestIPv6DirectRoutingSwitch(t *testing.T) {
-	e := newEnvV6(t, true)
-	b, err := New(Options{
-		Handle: e.a.Handle, Netns: e.a.Netns, Ext: e.ext, ResyncInterval: time.Hour,
-		Config: &subnet.Config{EnableIPv4: true, EnableIPv6: true, BackendType: Type,
-			Backend: json.RawMessage(`{"Type":"vxlan","DirectRouting":true}`)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	updates := make(chan backend.Update, 4)
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = b.Run(ctx, updates) })
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	e := newEnvFamilies(t, true, true)
+	r := startConfig(t, e.a, e.ext, &subnet.Config{EnableIPv4: true, EnableIPv6: true, BackendType: Type,
+		Backend: json.RawMessage(`{"Type":"vxlan","DirectRouting":true}`)})
 
 	own := dualLease(ownSubnet.String(), hostA.String(), "", ownSubnetV6.String(), hostAV6.String(), "")
 	peer := dualLease("10.5.2.0/24", "192.168.77.2", macB, "fc00:0:0:2::/64", "fd77::2", macC)
-	updates <- backend.Update{Own: &own, Batch: snapshot(own, peer)}
+	r.updates <- backend.Update{Own: &own, Batch: snapshot(own, peer)}
 	waitEntriesV6(t, e.a, entries{routes: []string{"fc00:0:0:2::/64 via fd77::2 dev eth0"}}, 3*time.Second)
 
 	// The peer's IPv6 address leaves the directly connected subnet: the
 	// route moves to flannel-v6.1 (the kernel takes that only after the
 	// old route is gone).
 	e.a.IP(t, "-6", "addr", "del", "fd77::1/64", "dev", "eth0")
-	e.a.IP(t, "-6", "addr", "add", "fd77::1/128", "dev", "eth0", "nodad")
+	e.a.AddrAdd(t, "eth0", "fd77::1/128")
 	e.a.IP(t, "-6", "route", "add", "fd77::/64", "dev", "eth0", "metric", "2000")
 	waitEntriesV6(t, e.a, vx6("fc00:0:0:2::/64", "fd77::2", macC), 3*time.Second)
 }

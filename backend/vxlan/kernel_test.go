@@ -1,7 +1,6 @@
 package vxlan
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,58 +22,85 @@ import (
 )
 
 var (
-	ownSubnet = netip.MustParsePrefix("10.5.1.0/24")
-	hostA     = netip.MustParseAddr("192.168.77.1")
-	hostB     = netip.MustParseAddr("192.168.77.2")
+	ownSubnet   = netip.MustParsePrefix("10.5.1.0/24")
+	hostA       = netip.MustParseAddr("192.168.77.1")
+	hostB       = netip.MustParseAddr("192.168.77.2")
+	ownSubnetV6 = netip.MustParsePrefix("fc00:0:0:1::/64")
+	hostAV6     = netip.MustParseAddr("fd77::1")
+	hostBV6     = netip.MustParseAddr("fd77::2")
 )
 
 // env is host A (where the backend runs) joined to host B by a veth pair,
-// 192.168.77.1/24 and .2/24 on "eth0" at both ends.
+// "eth0" at both ends (backendtest.Underlay).
 type env struct {
 	a, b *backendtest.NS
 	ext  iface.External
 }
 
-func newEnv(t *testing.T) *env {
+// newEnv is an env with IPv4 underlay addresses 192.168.77.1/24 and .2/24.
+func newEnv(t *testing.T) *env { return newEnvFamilies(t, true, false) }
+
+// newEnvFamilies is an env with the underlay addresses of the given
+// families: 192.168.77.1/24 and .2/24 for IPv4, fd77::1/64 and fd77::2/64
+// for IPv6.
+func newEnvFamilies(t *testing.T, v4, v6 bool) *env {
 	t.Helper()
-	e := &env{a: backendtest.NewNS(t, "a"), b: backendtest.NewNS(t, "b")}
-	backendtest.Veth(t, e.a, "eth0", e.b, "eth0")
-	e.a.IP(t, "addr", "add", "192.168.77.1/24", "dev", "eth0")
-	e.b.IP(t, "addr", "add", "192.168.77.2/24", "dev", "eth0")
-	e.ext = e.a.Ext(t, "eth0", hostA)
+	e := &env{}
+	e.a, e.b = backendtest.Underlay(t)
+	var addrs []netip.Addr
+	if v4 {
+		e.a.AddrAdd(t, "eth0", "192.168.77.1/24")
+		e.b.AddrAdd(t, "eth0", "192.168.77.2/24")
+		addrs = append(addrs, hostA)
+	}
+	if v6 {
+		e.a.AddrAdd(t, "eth0", "fd77::1/64")
+		e.b.AddrAdd(t, "eth0", "fd77::2/64")
+		addrs = append(addrs, hostAV6)
+	}
+	e.ext = e.a.Ext(t, "eth0", addrs...)
 	return e
 }
 
 // running is a Backend running in a goroutine.
 type running struct {
 	*Backend
-	updates chan backend.Update
+	updates chan<- backend.Update
 	stop    func()
 }
 
+// start runs an IPv4-only backend in ns with the given backend settings.
 func start(t *testing.T, ns *backendtest.NS, ext iface.External, backendJSON string) *running {
+	t.Helper()
+	return startConfig(t, ns, ext, &subnet.Config{BackendType: Type, Backend: json.RawMessage(backendJSON)})
+}
+
+// startConfig runs a backend in ns with network config cfg.
+func startConfig(t *testing.T, ns *backendtest.NS, ext iface.External, cfg *subnet.Config) *running {
 	t.Helper()
 	b, err := New(Options{
 		Log:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Handle:         ns.Handle,
 		Netns:          ns.Netns,
 		Ext:            ext,
-		Config:         &subnet.Config{BackendType: Type, Backend: json.RawMessage(backendJSON)},
+		Config:         cfg,
 		ResyncInterval: time.Hour, // repairs must come from notifications
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{Backend: b, updates: make(chan backend.Update, 16)}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := b.Run(ctx, r.updates); err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	r.stop = sync.OnceFunc(func() { cancel(); wg.Wait() })
-	t.Cleanup(r.stop)
+	r := &running{Backend: b}
+	r.updates, r.stop = backendtest.Start(t, b)
+	return r
+}
+
+// startWithPeerB runs an IPv4-only backend on host A with one peer, host
+// B (10.5.2.0/24, VTEP MAC macB), and waits for B's entries on flannel.1.
+func (e *env) startWithPeerB(t *testing.T) *running {
+	t.Helper()
+	r := start(t, e.a, e.ext, `{"Type":"vxlan"}`)
+	r.updates <- backend.Update{Own: own(), Batch: snapshot(peerLease("10.5.2.0/24", "192.168.77.2", macB))}
+	waitEntries(t, e.a, "flannel.1", vx("10.5.2.0/24", "192.168.77.2", macB), 5*time.Second)
 	return r
 }
 
@@ -83,15 +108,24 @@ func own() *subnet.Lease {
 	return &subnet.Lease{Subnet: ownSubnet, Attrs: subnet.LeaseAttrs{PublicIP: hostA, BackendType: Type}}
 }
 
-func peerLease(sub, pub, mac string) subnet.Lease {
-	return subnet.Lease{
-		Subnet: netip.MustParsePrefix(sub),
-		Attrs: subnet.LeaseAttrs{
-			PublicIP:    netip.MustParseAddr(pub),
-			BackendType: Type,
-			BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"` + mac + `"}`),
-		},
+// peerLease is an IPv4-only lease of a peer with VTEP MAC mac.
+func peerLease(sub, pub, mac string) subnet.Lease { return dualLease(sub, pub, mac, "", "", "") }
+
+// dualLease is a lease with the given families (an empty subnet string
+// leaves the family out) and VTEP MACs.
+func dualLease(sub, pub, mac, sub6, pub6, mac6 string) subnet.Lease {
+	l := subnet.Lease{Attrs: subnet.LeaseAttrs{BackendType: Type}}
+	if sub != "" {
+		l.Subnet = netip.MustParsePrefix(sub)
+		l.Attrs.PublicIP = netip.MustParseAddr(pub)
+		l.Attrs.BackendData = json.RawMessage(`{"VNI":1,"VtepMAC":"` + mac + `"}`)
 	}
+	if sub6 != "" {
+		l.IPv6Subnet = netip.MustParsePrefix(sub6)
+		l.Attrs.PublicIPv6 = netip.MustParseAddr(pub6)
+		l.Attrs.BackendV6Data = json.RawMessage(`{"VNI":1,"VtepMAC":"` + mac6 + `"}`)
+	}
+	return l
 }
 
 func snapshot(leases ...subnet.Lease) *subnet.Batch {
@@ -119,29 +153,14 @@ func (e entries) equal(o entries) bool {
 	return slices.Equal(e.routes, o.routes) && slices.Equal(e.neighs, o.neighs) && slices.Equal(e.fdbs, o.fdbs)
 }
 
-// read lists the IPv4 routes with the backend's protocol and the permanent
-// IPv4 neighbours and fdb entries of dev.
-func read(h *netlink.Handle, dev string) (entries, error) {
-	return readFamily(h, dev, netlink.FAMILY_V4)
-}
-
-// readFamily is read for one address family.
-func readFamily(h *netlink.Handle, dev string, family int) (entries, error) {
+// read lists the routes of family with the backend's protocol (in
+// backendtest.OwnRoutes form) and the permanent neighbours of family and
+// fdb entries of dev.
+func read(h *netlink.Handle, dev string, family int) (entries, error) {
 	var e entries
-	routes, err := h.RouteListFiltered(family, &netlink.Route{Protocol: backend.RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
-	if err != nil {
+	var err error
+	if e.routes, err = backendtest.OwnRoutes(h, family); err != nil {
 		return e, err
-	}
-	for _, r := range routes {
-		l, err := h.LinkByIndex(r.LinkIndex)
-		if err != nil {
-			return e, err
-		}
-		s := fmt.Sprintf("%s via %s dev %s", r.Dst, r.Gw, l.Attrs().Name)
-		if r.Flags&int(netlink.FLAG_ONLINK) != 0 {
-			s += " onlink"
-		}
-		e.routes = append(e.routes, s)
 	}
 	link, err := h.LinkByName(dev)
 	if err != nil {
@@ -165,17 +184,19 @@ func readFamily(h *netlink.Handle, dev string, family int) (entries, error) {
 			e.fdbs = append(e.fdbs, fmt.Sprintf("%s dst %s", f.HardwareAddr, f.IP))
 		}
 	}
-	slices.Sort(e.routes)
 	slices.Sort(e.neighs)
 	slices.Sort(e.fdbs)
 	return e, nil
 }
 
 // vx is the expected entries of a vxlan-mode peer on flannel.1.
-func vx(sub, pub, mac string) entries {
+func vx(sub, pub, mac string) entries { return vxOn("flannel.1", sub, pub, mac) }
+
+// vxOn is the expected entries of a vxlan-mode peer on device dev.
+func vxOn(dev, sub, pub, mac string) entries {
 	p := netip.MustParsePrefix(sub)
 	return entries{
-		routes: []string{fmt.Sprintf("%s via %s dev flannel.1 onlink", p, p.Addr())},
+		routes: []string{fmt.Sprintf("%s via %s dev %s onlink", p, p.Addr(), dev)},
 		neighs: []string{fmt.Sprintf("%s lladdr %s", p.Addr(), mac)},
 		fdbs:   []string{fmt.Sprintf("%s dst %s", mac, pub)},
 	}
@@ -194,10 +215,17 @@ func merge(es ...entries) entries {
 	return m
 }
 
+// waitEntries waits for the IPv4 entries of dev in ns to be want.
 func waitEntries(t *testing.T, ns *backendtest.NS, dev string, want entries, timeout time.Duration) {
 	t.Helper()
+	waitFamily(t, ns, dev, netlink.FAMILY_V4, want, timeout)
+}
+
+// waitFamily waits for the entries of family on dev in ns to be want.
+func waitFamily(t *testing.T, ns *backendtest.NS, dev string, family int, want entries, timeout time.Duration) {
+	t.Helper()
 	backendtest.Eventually(t, timeout, func() error {
-		got, err := read(ns.Handle, dev)
+		got, err := read(ns.Handle, dev, family)
 		if err != nil {
 			return err
 		}
@@ -221,7 +249,7 @@ func TestSnapshotProgramsDeviceAndPeers(t *testing.T) {
 		peerLease("10.5.2.0/24", "192.168.77.2", macB),
 		peerLease("10.5.3.0/24", "192.168.77.3", macC),
 		// Ignored: own subnet, another backend type, malformed data.
-		{Subnet: ownSubnet, Attrs: subnet.LeaseAttrs{PublicIP: hostA, BackendType: Type}},
+		*own(),
 		{Subnet: netip.MustParsePrefix("10.5.4.0/24"), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.168.77.4"), BackendType: "host-gw"}},
 		peerLease("10.5.5.0/24", "192.168.77.5", "ff:ff:ff:ff:ff:ff"),
 	}
@@ -229,10 +257,7 @@ func TestSnapshotProgramsDeviceAndPeers(t *testing.T) {
 	want := merge(vx("10.5.2.0/24", "192.168.77.2", macB), vx("10.5.3.0/24", "192.168.77.3", macC))
 	waitEntries(t, e.a, "flannel.1", want, 5*time.Second)
 
-	link, err := e.a.Handle.LinkByName("flannel.1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	link := e.a.Link(t, "flannel.1")
 	v, ok := link.(*netlink.Vxlan)
 	if !ok {
 		t.Fatalf("flannel.1 is a %s, want vxlan", link.Type())
@@ -264,7 +289,7 @@ func TestSnapshotProgramsDeviceAndPeers(t *testing.T) {
 		}
 		return nil
 	})
-	got, err := read(e.a.Handle, "flannel.1")
+	got, err := read(e.a.Handle, "flannel.1", netlink.FAMILY_V4)
 	if err != nil || !got.equal(want) {
 		t.Errorf("after the same snapshot again: %v\n%s", err, got)
 	}
@@ -275,9 +300,7 @@ func TestSnapshotProgramsDeviceAndPeers(t *testing.T) {
 
 func TestPeerEvents(t *testing.T) {
 	e := newEnv(t)
-	r := start(t, e.a, e.ext, `{"Type":"vxlan"}`)
-	r.updates <- backend.Update{Own: own(), Batch: snapshot(peerLease("10.5.2.0/24", "192.168.77.2", macB))}
-	waitEntries(t, e.a, "flannel.1", vx("10.5.2.0/24", "192.168.77.2", macB), 5*time.Second)
+	r := e.startWithPeerB(t)
 
 	steps := []struct {
 		name  string
@@ -314,19 +337,11 @@ func TestPrunesStaleAndAdopts(t *testing.T) {
 	e.a.Cmd(t, "bridge", "fdb", "add", "02:00:00:00:00:99", "dev", "flannel.1", "dst", "192.168.77.99", "self", "permanent")
 	// Someone else's route, not to be touched.
 	e.a.IP(t, "route", "add", "10.9.0.0/24", "via", "192.168.77.2", "dev", "eth0", "proto", "static")
-	before, err := e.a.Handle.LinkByName("flannel.1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := e.a.Link(t, "flannel.1")
 
-	r := start(t, e.a, e.ext, `{"Type":"vxlan"}`)
-	r.updates <- backend.Update{Own: own(), Batch: snapshot(peerLease("10.5.2.0/24", "192.168.77.2", macB))}
-	waitEntries(t, e.a, "flannel.1", vx("10.5.2.0/24", "192.168.77.2", macB), 5*time.Second)
+	e.startWithPeerB(t)
 
-	after, err := e.a.Handle.LinkByName("flannel.1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	after := e.a.Link(t, "flannel.1")
 	if after.Attrs().Index != before.Attrs().Index {
 		t.Errorf("compatible device replaced: index %d, was %d", after.Attrs().Index, before.Attrs().Index)
 	}
@@ -344,17 +359,9 @@ func TestPrunesStaleAndAdopts(t *testing.T) {
 func TestReplacesIncompatibleDevice(t *testing.T) {
 	e := newEnv(t)
 	e.a.IP(t, "link", "add", "flannel.1", "type", "vxlan", "id", "7", "local", "192.168.77.1", "dev", "eth0", "dstport", "4789")
-	before, err := e.a.Handle.LinkByName("flannel.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := start(t, e.a, e.ext, `{"Type":"vxlan"}`)
-	r.updates <- backend.Update{Own: own(), Batch: snapshot(peerLease("10.5.2.0/24", "192.168.77.2", macB))}
-	waitEntries(t, e.a, "flannel.1", vx("10.5.2.0/24", "192.168.77.2", macB), 5*time.Second)
-	after, err := e.a.Handle.LinkByName("flannel.1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := e.a.Link(t, "flannel.1")
+	e.startWithPeerB(t)
+	after := e.a.Link(t, "flannel.1")
 	v := after.(*netlink.Vxlan)
 	if after.Attrs().Index == before.Attrs().Index || v.VxlanId != 1 || v.Port != 8472 {
 		t.Errorf("incompatible device kept: index %d (was %d) id %d port %d", after.Attrs().Index, before.Attrs().Index, v.VxlanId, v.Port)
@@ -412,20 +419,12 @@ func TestRepairs(t *testing.T) {
 
 func TestMACStableAcrossRestart(t *testing.T) {
 	e := newEnv(t)
-	r := start(t, e.a, e.ext, `{"Type":"vxlan"}`)
-	r.updates <- backend.Update{Own: own(), Batch: snapshot(peerLease("10.5.2.0/24", "192.168.77.2", macB))}
-	waitEntries(t, e.a, "flannel.1", vx("10.5.2.0/24", "192.168.77.2", macB), 5*time.Second)
+	r := e.startWithPeerB(t)
 	r.stop()
 	e.a.IP(t, "link", "del", "flannel.1")
 
-	r2 := start(t, e.a, e.ext, `{"Type":"vxlan"}`)
-	r2.updates <- backend.Update{Own: own(), Batch: snapshot(peerLease("10.5.2.0/24", "192.168.77.2", macB))}
-	waitEntries(t, e.a, "flannel.1", vx("10.5.2.0/24", "192.168.77.2", macB), 5*time.Second)
-	l, err := e.a.Handle.LinkByName("flannel.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := l.Attrs().HardwareAddr.String(); got != r.VtepMAC().String() || got != r2.VtepMAC().String() {
+	r2 := e.startWithPeerB(t)
+	if got := e.a.Link(t, "flannel.1").Attrs().HardwareAddr.String(); got != r.VtepMAC().String() || got != r2.VtepMAC().String() {
 		t.Errorf("MAC after restart %s, before %s", got, r.VtepMAC())
 	}
 }
@@ -441,7 +440,7 @@ func TestDirectRouting(t *testing.T) {
 	waitEntries(t, e.a, "flannel.1", merge(direct2, vx("10.5.3.0/24", "192.168.88.5", macC)), 5*time.Second)
 
 	// Ext gets an address on the second peer's subnet: it goes direct too.
-	e.a.IP(t, "addr", "add", "192.168.88.1/24", "dev", "eth0")
+	e.a.AddrAdd(t, "eth0", "192.168.88.1/24")
 	both := entries{routes: []string{"10.5.2.0/24 via 192.168.77.2 dev eth0", "10.5.3.0/24 via 192.168.88.5 dev eth0"}}
 	waitEntries(t, e.a, "flannel.1", both, 2*time.Second)
 	if st := r.Status(); st.Peers[1].Mode != backend.ModeDirect {
@@ -459,11 +458,8 @@ func TestPingOverVXLAN(t *testing.T) {
 	ra := start(t, e.a, e.ext, `{"Type":"vxlan"}`)
 	extB := e.b.Ext(t, "eth0", hostB)
 	rb := start(t, e.b, extB, `{"Type":"vxlan"}`)
-	subB := netip.MustParsePrefix("10.5.2.0/24")
-	la := subnet.Lease{Subnet: ownSubnet, Attrs: subnet.LeaseAttrs{PublicIP: hostA, BackendType: Type,
-		BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"` + ra.VtepMAC().String() + `"}`)}}
-	lb := subnet.Lease{Subnet: subB, Attrs: subnet.LeaseAttrs{PublicIP: hostB, BackendType: Type,
-		BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"` + rb.VtepMAC().String() + `"}`)}}
+	la := peerLease("10.5.1.0/24", "192.168.77.1", ra.VtepMAC().String())
+	lb := peerLease("10.5.2.0/24", "192.168.77.2", rb.VtepMAC().String())
 	ra.updates <- backend.Update{Own: &la, Batch: snapshot(la, lb)}
 	rb.updates <- backend.Update{Own: &lb, Batch: snapshot(la, lb)}
 	waitEntries(t, e.a, "flannel.1", vx("10.5.2.0/24", "192.168.77.2", rb.VtepMAC().String()), 5*time.Second)
