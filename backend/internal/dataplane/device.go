@@ -74,7 +74,7 @@ func (e *Engine) ensureDevice() error {
 		repaired = repaired || !created
 	}
 	if e.devIndex != attrs.Index {
-		e.log.Info("vxlan device ready", "device", spec.Name, "index", attrs.Index, "created", created, "mac", spec.MAC)
+		e.log.Info("vxlan device ready", "device", spec.Name, "index", attrs.Index, "created", created, "mac", spec.MAC.String())
 	}
 	e.devIndex = attrs.Index
 	if repaired && e.firstDone {

@@ -1,10 +1,13 @@
 package dataplane
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"syscall"
 	"time"
 
@@ -44,6 +47,7 @@ func (e *Engine) pass() error {
 	}
 	ops = append(ops, e.orphans(kernel)...)
 	ops = e.holdRepairs(ops)
+	e.logOps("full pass", ops)
 	opErrs := e.exec(ops)
 	errs = append(errs, opErrs...)
 	e.finishPass(ops, opErrs, nil)
@@ -298,4 +302,18 @@ func isZero(mac net.HardwareAddr) bool {
 		}
 	}
 	return true
+}
+
+// logOps logs, at debug level, the kernel changes a pass is about to
+// make: the first few of them and how many there are.
+func (e *Engine) logOps(what string, ops []op) {
+	if len(ops) == 0 || !e.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	const shown = 8
+	desc := make([]string, 0, min(len(ops), shown))
+	for i := range ops[:min(len(ops), shown)] {
+		desc = append(desc, ops[i].String())
+	}
+	e.log.Debug("programming", "pass", what, "ops", len(ops), "first", strings.Join(desc, "; "))
 }
