@@ -76,6 +76,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("starting netagent", "etcd", a.opts.Etcd, "subnet_file", a.opts.SubnetFile,
 		"ip_masq", a.opts.IPMasq, "lease_ttl", a.opts.LeaseTTL, "renew_margin", a.opts.RenewMargin)
+	defer func() {
+		if ctx.Err() != nil {
+			// The kernel entries, files and lease stay: a restarted agent
+			// takes them over without a gap in traffic.
+			a.log.Info("netagent stopped; kernel state, files and lease left in place")
+		}
+	}()
 	cli, err := newEtcdClient(a.opts.Etcd)
 	if err != nil {
 		return err
