@@ -155,6 +155,7 @@ type Prober struct {
 	mu       sync.Mutex
 	want     []Peer // set by SetPeers, taken by the loop
 	peers    map[netip.Prefix]*peerState
+	sched    schedule
 	interval time.Duration
 	csum     *csumAuto
 }
@@ -283,19 +284,15 @@ func (p *Prober) Run(ctx context.Context) error {
 		if p.csum != nil {
 			p.csum.tick(now)
 		}
-		for _, ps := range p.peers {
-			if ps.inFlight {
-				continue
-			}
-			if ps.due.After(now) {
-				if ps.due.Before(next) {
-					next = ps.due
+		for inFlight < maxInFlight {
+			k, at := p.popDue(now)
+			if !k.IsValid() {
+				if !at.IsZero() {
+					next = at
 				}
-				continue
+				break
 			}
-			if inFlight >= maxInFlight {
-				continue
-			}
+			ps := p.peers[k]
 			ps.inFlight = true
 			inFlight++
 			peer := ps.health.Peer
@@ -351,7 +348,9 @@ func (p *Prober) syncPeers(now time.Time) {
 			ps.health = PeerHealth{Peer: pr}
 			continue
 		}
-		p.peers[k] = &peerState{health: PeerHealth{Peer: pr}, due: now.Add(rand.N(p.interval))}
+		ps = &peerState{health: PeerHealth{Peer: pr}}
+		p.peers[k] = ps
+		p.setDue(k, ps, now.Add(rand.N(p.interval)))
 	}
 }
 
@@ -378,7 +377,7 @@ func (p *Prober) finish(d roundDone) {
 	if !ok || ps.health.Peer != d.peer {
 		if ok {
 			ps.inFlight = false
-			ps.due = now
+			p.setDue(d.peer.Subnet, ps, now)
 		}
 		p.mu.Unlock()
 		return
@@ -386,21 +385,25 @@ func (p *Prober) finish(d roundDone) {
 	ps.inFlight = false
 	// Next round in [0.9, 1.1] intervals: jitter keeps peers from lining
 	// up again.
-	ps.due = now.Add(time.Duration(float64(p.interval) * (0.9 + 0.2*rand.Float64())))
+	p.setDue(d.peer.Subnet, ps, now.Add(time.Duration(float64(p.interval)*(0.9+0.2*rand.Float64()))))
 	o := d.out
 	res := Result{Peer: d.peer, Time: now, Reachable: o.cause == CauseNone, Cause: o.cause, RTT: o.rtt, LargeRTT: o.largeRTT, Sent: o.sent}
 	if p.csum != nil {
 		var noAnswer []netip.Prefix
-		for k, q := range p.peers {
-			if q.health.Cause == CauseNoAnswer && k != d.peer.Subnet {
-				noAnswer = append(noAnswer, k)
+		if o.cause == CauseNoAnswer {
+			// Only a failure can start a trial, which takes in the
+			// other peers failing alike.
+			for k, q := range p.peers {
+				if q.health.Cause == CauseNoAnswer && k != d.peer.Subnet {
+					noAnswer = append(noAnswer, k)
+				}
 			}
 		}
 		reprobe, ruledOut := p.csum.observe(now, d.peer.Subnet, d.started, o.cause, o.smallOK, noAnswer)
 		res.OffloadRuledOut = ruledOut
 		for _, k := range reprobe {
-			if q := p.peers[k]; q != nil {
-				q.due = now
+			if q := p.peers[k]; q != nil && !q.inFlight {
+				p.setDue(k, q, now)
 			}
 		}
 	}
