@@ -29,10 +29,13 @@ import (
 // pingRun is a bounded ping running in the background between two
 // containers, for counting lost packets across a fault.
 type pingRun struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	out  []byte
-	err  error
+	cmd      *exec.Cmd
+	start    time.Time
+	interval time.Duration
+	stopped  bool
+	done     chan struct{}
+	out      []byte
+	err      error
 }
 
 // startPing pings dst from the namespace ns every interval, count times,
@@ -41,17 +44,20 @@ func startPing(t *testing.T, ns string, dst netip.Addr, interval time.Duration, 
 	t.Helper()
 	limit := time.Duration(count)*interval + 30*time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	// `ip netns exec` execs into ping: the PID is ping's.
+	// `ip netns exec` execs into ping: the PID is ping's. Each reply is
+	// printed with its sequence number, so that a loss can be placed in
+	// time.
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns,
-		"ping", "-n", "-q", "-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64),
+		"ping", "-n", "-D", "-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64),
 		"-c", strconv.Itoa(count), "-W", "1", dst.String())
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	p := &pingRun{cmd: cmd, done: make(chan struct{})}
+	p := &pingRun{cmd: cmd, interval: interval, done: make(chan struct{})}
 	if err := cmd.Start(); err != nil {
 		cancel()
 		t.Fatalf("ping: %v", err)
 	}
+	p.start = time.Now()
 	go func() {
 		defer cancel()
 		defer close(p.done)
@@ -65,25 +71,68 @@ func startPing(t *testing.T, ns string, dst netip.Addr, interval time.Duration, 
 	return p
 }
 
-var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+var (
+	pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+	pingReply   = regexp.MustCompile(`(?m)^\[(\d+)\.(\d{6})\] \d+ bytes from .*icmp_seq=(\d+) `)
+)
 
-// stop ends the ping early, as Ctrl-C would: it prints its summary, and
-// the echo request in flight gets its second to be answered.
+// stop ends the ping early, as Ctrl-C would.
 func (p *pingRun) stop() {
+	p.stopped = true
 	_ = p.cmd.Process.Signal(syscall.SIGINT)
 }
 
-// wait returns how many echo requests were sent and answered.
-func (p *pingRun) wait(t *testing.T) (sent, received int) {
+// pingResult is what a pingRun saw.
+type pingResult struct {
+	sent, received int
+	// lost holds the sequence numbers of the echo requests never
+	// answered. When the run was stopped, the last request may have
+	// been in flight: it is not counted.
+	lost []int
+	// sentAt estimates when request seq was sent.
+	sentAt func(seq int) time.Time
+}
+
+// wait returns how many echo requests were sent and answered, and which
+// were not.
+func (p *pingRun) wait(t *testing.T) pingResult {
 	t.Helper()
 	<-p.done
 	m := pingSummary.FindSubmatch(p.out)
 	if m == nil {
 		t.Fatalf("ping: %v: cannot read its summary:\n%s", p.err, p.out)
 	}
-	sent, _ = strconv.Atoi(string(m[1]))
-	received, _ = strconv.Atoi(string(m[2]))
-	return sent, received
+	r := pingResult{}
+	r.sent, _ = strconv.Atoi(string(m[1]))
+	answered := map[int]time.Time{}
+	for _, m := range pingReply.FindAllSubmatch(p.out, -1) {
+		sec, _ := strconv.ParseInt(string(m[1]), 10, 64)
+		usec, _ := strconv.ParseInt(string(m[2]), 10, 64)
+		seq, _ := strconv.Atoi(string(m[3]))
+		answered[seq] = time.Unix(sec, usec*1000)
+	}
+	// A request was sent about an interval after the one before it was
+	// answered (replies take well under a millisecond here).
+	r.sentAt = func(seq int) time.Time {
+		for prev := seq - 1; prev > 0; prev-- {
+			if at, ok := answered[prev]; ok {
+				return at.Add(time.Duration(seq-prev) * p.interval)
+			}
+		}
+		return p.start.Add(time.Duration(seq-1) * p.interval)
+	}
+	if p.stopped && r.sent > 0 {
+		delete(answered, r.sent)
+		r.sent--
+	}
+	for seq := 1; seq <= r.sent; seq++ {
+		if _, ok := answered[seq]; ok {
+			r.received++
+		} else {
+			r.lost = append(r.lost, seq)
+		}
+	}
+	return r
 }
 
 // logMark is a position in an agent's log.
