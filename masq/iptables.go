@@ -177,20 +177,12 @@ func (m *IPTables) Apply(ctx context.Context, r Rules) error {
 
 // apply is Apply, returning the changes it made.
 func (m *IPTables) apply(ctx context.Context, r Rules) ([]string, error) {
-	v4, v6, err := r.families()
-	if err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.sync(ctx, v4, v6)
+	return applyLocked(ctx, &m.mu, r, m.sync)
 }
 
 // Remove implements Manager.
 func (m *IPTables) Remove(ctx context.Context) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, err := m.sync(ctx, family{}, family{})
+	_, err := m.apply(ctx, Rules{})
 	return err
 }
 
@@ -235,12 +227,12 @@ func (m *IPTables) pairs(v4, v6 family) []iptPair {
 }
 
 // sync brings both families to the desired state; the caller holds m.mu.
-func (m *IPTables) sync(ctx context.Context, v4, v6 family) ([]string, error) {
+func (m *IPTables) sync(ctx context.Context, want [2]family) ([]string, error) {
 	var (
 		all  []string
 		errs []error
 	)
-	for _, p := range m.pairs(v4, v6) {
+	for _, p := range m.pairs(want[0], want[1]) {
 		if p.f == nil {
 			if p.want.want {
 				errs = append(errs, p.err)
@@ -367,17 +359,7 @@ func diffRules(have chainListing, want []string) string {
 	if !have.exists {
 		return "chain missing"
 	}
-	for i := 0; i < len(have.rules) || i < len(want); i++ {
-		switch {
-		case i >= len(have.rules):
-			return fmt.Sprintf("rule %d missing: want %q", i+1, want[i])
-		case i >= len(want):
-			return fmt.Sprintf("rule %d is extra: %q", i+1, have.rules[i])
-		case have.rules[i] != want[i]:
-			return fmt.Sprintf("rule %d is %q, want %q", i+1, have.rules[i], want[i])
-		}
-	}
-	return ""
+	return diffSeq("rule", have.rules, want)
 }
 
 // list reads one chain. Equivalent to: `iptables -t TABLE -S CHAIN`. A

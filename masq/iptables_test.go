@@ -8,21 +8,6 @@ import (
 	"testing"
 )
 
-var (
-	rulesA = Rules{
-		Network:     netip.MustParsePrefix("10.5.0.0/16"),
-		Subnet:      netip.MustParsePrefix("10.5.58.0/24"),
-		IPv6Network: netip.MustParsePrefix("fd00:5::/48"),
-		IPv6Subnet:  netip.MustParsePrefix("fd00:5:0:3a00::/56"),
-	}
-	rulesB = Rules{
-		Network:     netip.MustParsePrefix("10.9.0.0/16"),
-		Subnet:      netip.MustParsePrefix("10.9.7.0/24"),
-		IPv6Network: netip.MustParsePrefix("fd00:9::/48"),
-		IPv6Subnet:  netip.MustParsePrefix("fd00:9:0:700::/56"),
-	}
-)
-
 // iptablesModes are the iptables variants the suite runs with.
 var iptablesModes = []IPTablesMode{IPTablesDefault, IPTablesNFT, IPTablesLegacy}
 
@@ -59,30 +44,26 @@ func wantFwd(n netip.Prefix) string {
 	return fmt.Sprintf("-N FLANNEL-FWD\n-A FLANNEL-FWD -s %[1]s -j ACCEPT\n-A FLANNEL-FWD -d %[1]s -j ACCEPT\n", n)
 }
 
+// iptEnv is the backendEnv of iptables in one mode.
 type iptEnv struct {
-	t    *testing.T
-	n    *testNS
+	*mgrEnv
 	mode IPTablesMode
-	m    *IPTables
+	// foreign are others' rules in the hooks after the jumps, as
+	// `iptables -S` prints them, per hook ("POSTROUTING") for IPv4 and per
+	// "ip6 " and hook for IPv6.
+	foreign map[string][]string
 }
 
 func newIPTEnv(t *testing.T, mode IPTablesMode) *iptEnv {
 	t.Helper()
 	requireCmd(t, iptCmd(mode, false), iptCmd(mode, false)+"-restore", iptCmd(mode, true), iptCmd(mode, true)+"-restore")
 	guardRoot(t)
-	e := &iptEnv{t: t, n: newNS(t), mode: mode}
-	e.m = e.newManager()
-	return e
+	return &iptEnv{mode: mode, mgrEnv: newMgrEnv(t, func(t *testing.T) (testManager, error) {
+		return NewIPTables(testLogger(t), WithIPTablesMode(mode))
+	})}
 }
 
-func (e *iptEnv) newManager() *IPTables {
-	var m *IPTables
-	e.n.do(e.t, func() (err error) {
-		m, err = NewIPTables(testLogger(e.t), WithIPTablesMode(e.mode))
-		return err
-	})
-	return m
-}
+func (e *iptEnv) env() *mgrEnv { return e.mgrEnv }
 
 // ipt runs iptables (or ip6tables) of the env's mode in its namespace.
 func (e *iptEnv) ipt(v6 bool, args ...string) string {
@@ -90,28 +71,22 @@ func (e *iptEnv) ipt(v6 bool, args ...string) string {
 	return e.n.sh(e.t, append([]string{iptCmd(e.mode, v6)}, args...)...)
 }
 
-// apply applies r in the namespace and returns the changes made.
-func (e *iptEnv) apply(m *IPTables, r Rules) []string {
+func (e *iptEnv) addForeign() {
 	e.t.Helper()
-	var changes []string
-	e.n.do(e.t, func() (err error) {
-		changes, err = m.apply(testCtx(e.t), r)
-		return err
-	})
-	return changes
-}
-
-func (e *iptEnv) check(r Rules) (bool, string) {
-	e.t.Helper()
-	var (
-		ok     bool
-		reason string
-	)
-	e.n.do(e.t, func() (err error) {
-		ok, reason, err = e.m.Check(testCtx(e.t), r)
-		return err
-	})
-	return ok, reason
+	e.ipt(false, "-t", "nat", "-N", "OTHER")
+	e.ipt(false, "-t", "nat", "-A", "OTHER", "-s", "10.5.0.0/16", "-j", "RETURN")
+	e.ipt(false, "-t", "nat", "-A", "POSTROUTING", "-s", "192.168.5.0/24", "-j", "MASQUERADE")
+	e.ipt(false, "-t", "nat", "-A", "POSTROUTING", "-j", "OTHER")
+	e.ipt(false, "-t", "filter", "-A", "FORWARD", "-i", "eth9", "-j", "DROP")
+	e.ipt(false, "-t", "filter", "-A", "FORWARD", "-o", "eth9", "-j", "ACCEPT")
+	e.ipt(true, "-t", "filter", "-A", "FORWARD", "-s", "fd00:5::/48", "-j", "ACCEPT")
+	e.ipt(true, "-t", "nat", "-A", "POSTROUTING", "-o", "eth9", "-j", "MASQUERADE")
+	e.foreign = map[string][]string{
+		"POSTROUTING":     {"-A POSTROUTING -s 192.168.5.0/24 -j MASQUERADE", "-A POSTROUTING -j OTHER"},
+		"FORWARD":         {"-A FORWARD -i eth9 -j DROP", "-A FORWARD -o eth9 -j ACCEPT"},
+		"ip6 POSTROUTING": {"-A POSTROUTING -o eth9 -j MASQUERADE"},
+		"ip6 FORWARD":     {"-A FORWARD -s fd00:5::/48 -j ACCEPT"},
+	}
 }
 
 // jumpLine is the rule iptables -S prints for the jump to chain.
@@ -119,32 +94,42 @@ func jumpLine(hook, comment, chain string) string {
 	return fmt.Sprintf(`-A %s -m comment --comment "%s" -j %s`, hook, comment, chain)
 }
 
-// assertRules checks that the namespace holds exactly r's rules, with the
-// jumps first in POSTROUTING and FORWARD followed by foreign, given as
-// `iptables -S` lines per hook ("POSTROUTING") for IPv4 and per "ip6 " and
-// hook for IPv6.
-func (e *iptEnv) assertRules(r Rules, foreign map[string][]string) {
+// assertRules checks that the namespace holds exactly r's chains, or
+// none of ours for a family r leaves unset, with the jumps first in
+// POSTROUTING and FORWARD followed by the foreign rules.
+func (e *iptEnv) assertRules(r Rules) {
 	e.t.Helper()
 	for _, fam := range []struct {
 		v6   bool
 		n, s netip.Prefix
 	}{{false, r.Network, r.Subnet}, {true, r.IPv6Network, r.IPv6Subnet}} {
-		if got := e.ipt(fam.v6, "-t", "nat", "-S", ChainPostrouting); got != wantPostrtg(fam.n, fam.s) {
-			e.t.Errorf("v6=%v nat %s:\n%s\nwant:\n%s", fam.v6, ChainPostrouting, got, wantPostrtg(fam.n, fam.s))
-		}
-		if got := e.ipt(fam.v6, "-t", "filter", "-S", ChainForward); got != wantFwd(fam.n) {
-			e.t.Errorf("v6=%v filter %s:\n%s\nwant:\n%s", fam.v6, ChainForward, got, wantFwd(fam.n))
+		if !fam.n.IsValid() {
+			for _, table := range []string{"nat", "filter"} {
+				if got := e.ipt(fam.v6, "-t", table, "-S"); strings.Contains(got, "FLANNEL") {
+					e.t.Errorf("v6=%v %s with no rules for the family:\n%s", fam.v6, table, got)
+				}
+			}
+		} else {
+			if got := e.ipt(fam.v6, "-t", "nat", "-S", ChainPostrouting); got != wantPostrtg(fam.n, fam.s) {
+				e.t.Errorf("v6=%v nat %s:\n%s\nwant:\n%s", fam.v6, ChainPostrouting, got, wantPostrtg(fam.n, fam.s))
+			}
+			if got := e.ipt(fam.v6, "-t", "filter", "-S", ChainForward); got != wantFwd(fam.n) {
+				e.t.Errorf("v6=%v filter %s:\n%s\nwant:\n%s", fam.v6, ChainForward, got, wantFwd(fam.n))
+			}
 		}
 		for _, h := range []struct{ table, hook, policy, comment, chain string }{
 			{"nat", "POSTROUTING", "ACCEPT", "netagent masq", ChainPostrouting},
 			{"filter", "FORWARD", "ACCEPT", "netagent forward", ChainForward},
 		} {
-			want := []string{"-P " + h.hook + " " + h.policy, jumpLine(h.hook, h.comment, h.chain)}
+			want := []string{"-P " + h.hook + " " + h.policy}
+			if fam.n.IsValid() {
+				want = append(want, jumpLine(h.hook, h.comment, h.chain))
+			}
 			key := h.hook
 			if fam.v6 {
 				key = "ip6 " + key
 			}
-			want = append(want, foreign[key]...)
+			want = append(want, e.foreign[key]...)
 			if got := e.ipt(fam.v6, "-t", h.table, "-S", h.hook); got != strings.Join(want, "\n")+"\n" {
 				e.t.Errorf("v6=%v %s %s:\n%s\nwant:\n%s", fam.v6, h.table, h.hook, got, strings.Join(want, "\n"))
 			}
@@ -155,15 +140,24 @@ func (e *iptEnv) assertRules(r Rules, foreign map[string][]string) {
 	}
 }
 
-var countersRe = regexp.MustCompile(`\[(\d+):(\d+)\] -A FLANNEL-POSTRTG -m mark`)
-
-// setMarkCounters sets the counters of the first rule of FLANNEL-POSTRTG,
-// which a rewrite of the chain would reset.
-func (e *iptEnv) setMarkCounters() {
-	e.ipt(false, "-t", "nat", "-R", ChainPostrouting, "1", "-c", "7", "700", "-m", "mark", "--mark", "0x4000/0x4000", "-j", "RETURN")
+// ruleset is iptables-save and ip6tables-save of the env's mode, without
+// comments (timestamps) and counters.
+func (e *iptEnv) ruleset() string {
+	e.t.Helper()
+	return strip(e.n.sh(e.t, iptCmd(e.mode, false)+"-save") + e.n.sh(e.t, iptCmd(e.mode, true)+"-save"))
 }
 
-func (e *iptEnv) markCounters() string {
+var countersRe = regexp.MustCompile(`\[(\d+):(\d+)\] -A FLANNEL-POSTRTG -m mark`)
+
+// stamp sets the counters of the first rule of FLANNEL-POSTRTG, which a
+// rewrite of the chain would reset.
+func (e *iptEnv) stamp() string {
+	e.ipt(false, "-t", "nat", "-R", ChainPostrouting, "1", "-c", "7", "700", "-m", "mark", "--mark", "0x4000/0x4000", "-j", "RETURN")
+	return "7:700"
+}
+
+// stamped returns the counters of the first rule of FLANNEL-POSTRTG.
+func (e *iptEnv) stamped() string {
 	e.t.Helper()
 	save := e.n.sh(e.t, iptCmd(e.mode, false)+"-save", "-c", "-t", "nat")
 	m := countersRe.FindStringSubmatch(save)
@@ -173,154 +167,39 @@ func (e *iptEnv) markCounters() string {
 	return m[1] + ":" + m[2]
 }
 
-func forEachMode(t *testing.T, f func(t *testing.T, mode IPTablesMode)) {
-	for _, mode := range iptablesModes {
-		name := string(mode)
-		if name == "" {
-			name = "default"
-		}
-		t.Run(name, func(t *testing.T) { f(t, mode) })
+func (e *iptEnv) tampers() []tamper {
+	n, s := rulesA.Network.String(), rulesA.Subnet.String()
+	tests := []struct {
+		name   string
+		tamper [][]string // iptables (IPv4) argument lists
+	}{
+		{"rule deleted", [][]string{{"-t", "nat", "-D", ChainPostrouting, "-s", s, "-d", n, "-j", "RETURN"}}},
+		{"rules reordered", [][]string{
+			{"-t", "nat", "-D", ChainPostrouting, "1"},
+			{"-t", "nat", "-A", ChainPostrouting, "-m", "mark", "--mark", "0x4000/0x4000", "-j", "RETURN"},
+		}},
+		{"stray rule appended", [][]string{{"-t", "nat", "-A", ChainPostrouting, "-s", "1.2.3.4", "-j", "RETURN"}}},
+		{"stray rule inserted", [][]string{{"-t", "filter", "-I", ChainForward, "1", "-s", "1.2.3.4", "-j", "DROP"}}},
+		{"rule changed", [][]string{{"-t", "nat", "-R", ChainPostrouting, "5", "-s", n, "!", "-d", "224.0.0.0/4", "-j", "MASQUERADE"}}},
+		{"chain flushed", [][]string{{"-t", "filter", "-F", ChainForward}}},
+		{"jump deleted", [][]string{{"-t", "nat", "-D", "POSTROUTING", "-m", "comment", "--comment", "netagent masq", "-j", ChainPostrouting}}},
+		{"jump duplicated", [][]string{{"-t", "nat", "-A", "POSTROUTING", "-m", "comment", "--comment", "netagent masq", "-j", ChainPostrouting}}},
+		{"flannel's jump added", [][]string{{"-t", "filter", "-A", "FORWARD", "-m", "comment", "--comment", "flanneld forward", "-j", ChainForward}}},
+		{"chain deleted", [][]string{
+			{"-t", "nat", "-D", "POSTROUTING", "-m", "comment", "--comment", "netagent masq", "-j", ChainPostrouting},
+			{"-t", "nat", "-F", ChainPostrouting},
+			{"-t", "nat", "-X", ChainPostrouting},
+		}},
 	}
-}
-
-func TestIPTablesApplyExactAndIdempotent(t *testing.T) {
-	forEachMode(t, func(t *testing.T, mode IPTablesMode) {
-		e := newIPTEnv(t, mode)
-		foreign := map[string][]string{
-			"POSTROUTING": {"-A POSTROUTING -s 192.168.5.0/24 -j MASQUERADE"},
-			"FORWARD":     {"-A FORWARD -i eth9 -j DROP"},
-		}
-		e.ipt(false, "-t", "nat", "-A", "POSTROUTING", "-s", "192.168.5.0/24", "-j", "MASQUERADE")
-		e.ipt(false, "-t", "filter", "-A", "FORWARD", "-i", "eth9", "-j", "DROP")
-
-		if ok, reason := e.check(rulesA); ok || reason == "" {
-			t.Fatalf("Check before Apply = %v, %q; want not ok with a reason", ok, reason)
-		}
-		if changes := e.apply(e.m, rulesA); len(changes) == 0 {
-			t.Fatal("first Apply reported no change")
-		}
-		e.assertRules(rulesA, foreign)
-
-		e.setMarkCounters()
-		if changes := e.apply(e.m, rulesA); len(changes) != 0 {
-			t.Errorf("second Apply changed %q", changes)
-		}
-		if got := e.markCounters(); got != "7:700" {
-			t.Errorf("counters of the mark rule after a second Apply = %s, want 7:700 (chain rewritten)", got)
-		}
-
-		// A restarted agent: a new manager over the rules in place.
-		if changes := e.apply(e.newManager(), rulesA); len(changes) != 0 {
-			t.Errorf("Apply of a new manager changed %q", changes)
-		}
-		if got := e.markCounters(); got != "7:700" {
-			t.Errorf("counters after a new manager's Apply = %s, want 7:700 (chain rewritten)", got)
-		}
-		e.assertRules(rulesA, foreign)
-	})
-}
-
-func TestIPTablesRepair(t *testing.T) {
-	forEachMode(t, func(t *testing.T, mode IPTablesMode) {
-		e := newIPTEnv(t, mode)
-		e.apply(e.m, rulesA)
-		n, s := rulesA.Network.String(), rulesA.Subnet.String()
-		tests := []struct {
-			name   string
-			tamper [][]string // iptables (IPv4) argument lists
-		}{
-			{"rule deleted", [][]string{{"-t", "nat", "-D", ChainPostrouting, "-s", s, "-d", n, "-j", "RETURN"}}},
-			{"rules reordered", [][]string{
-				{"-t", "nat", "-D", ChainPostrouting, "1"},
-				{"-t", "nat", "-A", ChainPostrouting, "-m", "mark", "--mark", "0x4000/0x4000", "-j", "RETURN"},
-			}},
-			{"stray rule appended", [][]string{{"-t", "nat", "-A", ChainPostrouting, "-s", "1.2.3.4", "-j", "RETURN"}}},
-			{"stray rule inserted", [][]string{{"-t", "filter", "-I", ChainForward, "1", "-s", "1.2.3.4", "-j", "DROP"}}},
-			{"rule changed", [][]string{{"-t", "nat", "-R", ChainPostrouting, "5", "-s", n, "!", "-d", "224.0.0.0/4", "-j", "MASQUERADE"}}},
-			{"chain flushed", [][]string{{"-t", "filter", "-F", ChainForward}}},
-			{"jump deleted", [][]string{{"-t", "nat", "-D", "POSTROUTING", "-m", "comment", "--comment", "netagent masq", "-j", ChainPostrouting}}},
-			{"jump duplicated", [][]string{{"-t", "nat", "-A", "POSTROUTING", "-m", "comment", "--comment", "netagent masq", "-j", ChainPostrouting}}},
-			{"flannel's jump added", [][]string{{"-t", "filter", "-A", "FORWARD", "-m", "comment", "--comment", "flanneld forward", "-j", ChainForward}}},
-			{"chain deleted", [][]string{
-				{"-t", "nat", "-D", "POSTROUTING", "-m", "comment", "--comment", "netagent masq", "-j", ChainPostrouting},
-				{"-t", "nat", "-F", ChainPostrouting},
-				{"-t", "nat", "-X", ChainPostrouting},
-			}},
-		}
-		for _, tt := range tests {
-			t.Run(tt.name, func(t *testing.T) {
-				e.t = t
-				for _, args := range tt.tamper {
-					e.ipt(false, args...)
-				}
-				if ok, reason := e.check(rulesA); ok || reason == "" {
-					t.Fatalf("Check after tampering = %v, %q; want not ok with a reason", ok, reason)
-				} else {
-					t.Logf("Check: %s", reason)
-				}
-				if changes := e.apply(e.m, rulesA); len(changes) == 0 {
-					t.Fatal("Apply after tampering reported no change")
-				}
-				e.assertRules(rulesA, nil)
-			})
-		}
-	})
-}
-
-func TestIPTablesNetworkChangeAndRemove(t *testing.T) {
-	forEachMode(t, func(t *testing.T, mode IPTablesMode) {
-		e := newIPTEnv(t, mode)
-		// Others' rules, which must survive everything.
-		e.ipt(false, "-t", "nat", "-N", "OTHER")
-		e.ipt(false, "-t", "nat", "-A", "OTHER", "-s", "10.5.0.0/16", "-j", "RETURN")
-		e.ipt(false, "-t", "nat", "-A", "POSTROUTING", "-j", "OTHER")
-		e.ipt(false, "-t", "filter", "-A", "FORWARD", "-o", "eth9", "-j", "ACCEPT")
-		e.ipt(true, "-t", "filter", "-A", "FORWARD", "-s", "fd00:5::/48", "-j", "ACCEPT")
-		e.ipt(true, "-t", "nat", "-A", "POSTROUTING", "-o", "eth9", "-j", "MASQUERADE")
-		foreign := map[string][]string{
-			"POSTROUTING":     {"-A POSTROUTING -j OTHER"},
-			"FORWARD":         {"-A FORWARD -o eth9 -j ACCEPT"},
-			"ip6 POSTROUTING": {"-A POSTROUTING -o eth9 -j MASQUERADE"},
-			"ip6 FORWARD":     {"-A FORWARD -s fd00:5::/48 -j ACCEPT"},
-		}
-		save := func() string {
-			return e.n.sh(t, iptCmd(mode, false)+"-save") + e.n.sh(t, iptCmd(mode, true)+"-save")
-		}
-		before := strip(save())
-
-		e.apply(e.m, rulesA)
-		e.apply(e.m, rulesB)
-		e.assertRules(rulesB, foreign)
-		all := save()
-		for _, old := range []string{"10.5.58.0/24", "fd00:5:0:3a00::/56"} {
-			if strings.Contains(all, old) {
-				t.Errorf("old subnet %s still in the rules:\n%s", old, all)
+	var out []tamper
+	for _, tt := range tests {
+		out = append(out, tamper{tt.name, func() {
+			for _, args := range tt.tamper {
+				e.ipt(false, args...)
 			}
-		}
-		if got := strings.Count(all, "10.5.0.0/16"); got != 1 {
-			t.Errorf("old network 10.5.0.0/16 appears %d times, want once (the foreign rule):\n%s", got, all)
-		}
-
-		// IPv4 only: the IPv6 chains go, the IPv4 ones stay.
-		v4only := Rules{Network: rulesB.Network, Subnet: rulesB.Subnet}
-		e.apply(e.m, v4only)
-		if got := e.ipt(true, "-t", "nat", "-S"); strings.Contains(got, "FLANNEL") {
-			t.Errorf("IPv6 nat after an IPv4-only Apply:\n%s", got)
-		}
-		if got := e.ipt(false, "-t", "nat", "-S", ChainPostrouting); got != wantPostrtg(v4only.Network, v4only.Subnet) {
-			t.Errorf("IPv4 chain after an IPv4-only Apply:\n%s", got)
-		}
-
-		e.n.do(t, func() error { return e.m.Remove(testCtx(t)) })
-		if after := strip(save()); after != before {
-			t.Errorf("after Remove:\n%s\nwant what was there before Apply:\n%s", after, before)
-		}
-		// Removing twice is fine, and so is Apply with no rules.
-		e.n.do(t, func() error { return e.m.Remove(testCtx(t)) })
-		if changes := e.apply(e.m, Rules{}); len(changes) != 0 {
-			t.Errorf("Apply(Rules{}) after Remove changed %q", changes)
-		}
-	})
+		}})
+	}
+	return out
 }
 
 // strip drops comments (timestamps) and counters from iptables-save output.

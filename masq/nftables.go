@@ -81,20 +81,12 @@ func (m *NFTables) Apply(ctx context.Context, r Rules) error {
 
 // apply is Apply, returning the changes it made.
 func (m *NFTables) apply(ctx context.Context, r Rules) ([]string, error) {
-	v4, v6, err := r.families()
-	if err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.sync(ctx, [2]family{v4, v6})
+	return applyLocked(ctx, &m.mu, r, m.sync)
 }
 
 // Remove implements Manager.
 func (m *NFTables) Remove(ctx context.Context) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, err := m.sync(ctx, [2]family{})
+	_, err := m.apply(ctx, Rules{})
 	return err
 }
 
@@ -253,15 +245,5 @@ func normalizeNFTToken(t string) string {
 
 // diffLines describes how have differs from want, or returns "".
 func diffLines(have, want []string) string {
-	for i := 0; i < len(have) || i < len(want); i++ {
-		switch {
-		case i >= len(have):
-			return fmt.Sprintf("line %d missing: want %q", i+1, want[i])
-		case i >= len(want):
-			return fmt.Sprintf("line %d is extra: %q", i+1, have[i])
-		case have[i] != want[i]:
-			return fmt.Sprintf("line %d is %q, want %q", i+1, have[i], want[i])
-		}
-	}
-	return ""
+	return diffSeq("line", have, want)
 }

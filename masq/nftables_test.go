@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -35,73 +36,76 @@ func wantNFT(fam string, n, s netip.Prefix) string {
 `, fam, n, s, mc)
 }
 
+// nftEnv is the backendEnv of nftables.
 type nftEnv struct {
-	t *testing.T
-	n *testNS
-	m *NFTables
+	*mgrEnv
+	foreign string // `nft list table inet other` once addForeign ran
 }
 
 func newNFTEnv(t *testing.T) *nftEnv {
 	t.Helper()
 	requireCmd(t, "nft")
 	guardRoot(t)
-	e := &nftEnv{t: t, n: newNS(t)}
-	e.m = e.newManager()
-	return e
+	return &nftEnv{mgrEnv: newMgrEnv(t, func(t *testing.T) (testManager, error) {
+		return NewNFTables(testLogger(t))
+	})}
 }
 
-func (e *nftEnv) newManager() *NFTables {
-	var m *NFTables
-	e.n.do(e.t, func() (err error) {
-		m, err = NewNFTables(testLogger(e.t))
-		return err
-	})
-	return m
-}
+func (e *nftEnv) env() *mgrEnv { return e.mgrEnv }
 
 func (e *nftEnv) nft(args ...string) string {
 	e.t.Helper()
 	return e.n.sh(e.t, append([]string{"nft"}, args...)...)
 }
 
-func (e *nftEnv) apply(m *NFTables, r Rules) []string {
+// addForeign adds another program's table, with a base chain on the
+// postrouting hook.
+func (e *nftEnv) addForeign() {
 	e.t.Helper()
-	var changes []string
-	e.n.do(e.t, func() (err error) {
-		changes, err = m.apply(testCtx(e.t), r)
-		return err
-	})
-	return changes
+	e.nft("add", "table", "inet", "other")
+	e.nft("add", "chain", "inet", "other", "post", "{ type nat hook postrouting priority 50; }")
+	e.nft("add", "rule", "inet", "other", "post", "ip", "saddr", "10.5.0.0/16", "return")
+	e.foreign = e.nft("list", "table", "inet", "other")
 }
 
-func (e *nftEnv) check(r Rules) (bool, string) {
-	e.t.Helper()
-	var (
-		ok     bool
-		reason string
-	)
-	e.n.do(e.t, func() (err error) {
-		ok, reason, err = e.m.Check(testCtx(e.t), r)
-		return err
-	})
-	return ok, reason
-}
-
+// assertRules checks the tables ip and ip6 netagent (or that there is none
+// for a family r leaves unset) and the foreign table.
 func (e *nftEnv) assertRules(r Rules) {
 	e.t.Helper()
-	if got, want := e.nft("list", "table", "ip", NFTable), wantNFT("ip", r.Network, r.Subnet); got != want {
-		e.t.Errorf("table ip:\n%s\nwant:\n%s", got, want)
+	for _, fam := range []struct {
+		name string
+		n, s netip.Prefix
+	}{{"ip", r.Network, r.Subnet}, {"ip6", r.IPv6Network, r.IPv6Subnet}} {
+		if !fam.n.IsValid() {
+			if got := e.nft("list", "tables"); slices.Contains(strings.Split(got, "\n"), "table "+fam.name+" "+NFTable) {
+				e.t.Errorf("tables with no rules for %s:\n%s", fam.name, got)
+			}
+			continue
+		}
+		if got, want := e.nft("list", "table", fam.name, NFTable), wantNFT(fam.name, fam.n, fam.s); got != want {
+			e.t.Errorf("table %s:\n%s\nwant:\n%s", fam.name, got, want)
+		}
 	}
-	if got, want := e.nft("list", "table", "ip6", NFTable), wantNFT("ip6", r.IPv6Network, r.IPv6Subnet); got != want {
-		e.t.Errorf("table ip6:\n%s\nwant:\n%s", got, want)
+	if e.foreign != "" {
+		if got := e.nft("list", "table", "inet", "other"); got != e.foreign {
+			e.t.Errorf("foreign table changed:\n%s\nwant:\n%s", got, e.foreign)
+		}
 	}
 	if ok, reason := e.check(r); !ok {
 		e.t.Errorf("Check after Apply: not ok: %s", reason)
 	}
 }
 
-// handles lists the tables with rule handles: a rewrite gives new ones.
-func (e *nftEnv) handles() string {
+func (e *nftEnv) ruleset() string {
+	e.t.Helper()
+	return e.nft("list", "ruleset")
+}
+
+// stamp returns the tables with rule handles: a rewrite gives new ones.
+func (e *nftEnv) stamp() string { return e.stamped() }
+
+func (e *nftEnv) stamped() string {
+	e.t.Helper()
 	return e.nft("-a", "list", "table", "ip", NFTable) + e.nft("-a", "list", "table", "ip6", NFTable)
 }
 
@@ -122,32 +126,7 @@ func (e *nftEnv) ruleHandle(chain, substr string) string {
 	return ""
 }
 
-func TestNFTablesApplyExactAndIdempotent(t *testing.T) {
-	e := newNFTEnv(t)
-	if ok, reason := e.check(rulesA); ok || reason == "" {
-		t.Fatalf("Check before Apply = %v, %q; want not ok with a reason", ok, reason)
-	}
-	if changes := e.apply(e.m, rulesA); len(changes) == 0 {
-		t.Fatal("first Apply reported no change")
-	}
-	e.assertRules(rulesA)
-
-	before := e.handles()
-	if changes := e.apply(e.m, rulesA); len(changes) != 0 {
-		t.Errorf("second Apply changed %q", changes)
-	}
-	// A restarted agent: a new manager over the tables in place.
-	if changes := e.apply(e.newManager(), rulesA); len(changes) != 0 {
-		t.Errorf("Apply of a new manager changed %q", changes)
-	}
-	if after := e.handles(); after != before {
-		t.Errorf("tables rewritten by Apply of the same rules:\nbefore:\n%s\nafter:\n%s", before, after)
-	}
-}
-
-func TestNFTablesRepair(t *testing.T) {
-	e := newNFTEnv(t)
-	e.apply(e.m, rulesA)
+func (e *nftEnv) tampers() []tamper {
 	tests := []struct {
 		name   string
 		tamper func() [][]string // nft argument lists
@@ -181,58 +160,13 @@ func TestNFTablesRepair(t *testing.T) {
 			return [][]string{{"delete", "table", "ip6", NFTable}}
 		}},
 	}
+	var out []tamper
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			e.t = t
+		out = append(out, tamper{tt.name, func() {
 			for _, args := range tt.tamper() {
 				e.nft(args...)
 			}
-			if ok, reason := e.check(rulesA); ok || reason == "" {
-				t.Fatalf("Check after tampering = %v, %q; want not ok with a reason", ok, reason)
-			} else {
-				t.Logf("Check: %s", reason)
-			}
-			if changes := e.apply(e.m, rulesA); len(changes) == 0 {
-				t.Fatal("Apply after tampering reported no change")
-			}
-			e.assertRules(rulesA)
-		})
+		}})
 	}
-}
-
-func TestNFTablesNetworkChangeAndRemove(t *testing.T) {
-	e := newNFTEnv(t)
-	// Others' tables, which must survive everything.
-	e.nft("add", "table", "inet", "other")
-	e.nft("add", "chain", "inet", "other", "post", "{ type nat hook postrouting priority 50; }")
-	e.nft("add", "rule", "inet", "other", "post", "ip", "saddr", "10.5.0.0/16", "return")
-	before := e.nft("list", "ruleset")
-
-	e.apply(e.m, rulesA)
-	e.apply(e.m, rulesB)
-	e.assertRules(rulesB)
-	all := e.nft("list", "ruleset")
-	for _, old := range []string{"10.5.58.0/24", "fd00:5:"} {
-		if strings.Contains(all, old) {
-			t.Errorf("old subnet %s still in the rules:\n%s", old, all)
-		}
-	}
-
-	v4only := Rules{Network: rulesB.Network, Subnet: rulesB.Subnet}
-	e.apply(e.m, v4only)
-	if got := e.nft("list", "tables"); strings.Contains(got, "ip6 "+NFTable) {
-		t.Errorf("tables after an IPv4-only Apply:\n%s", got)
-	}
-	if got, want := e.nft("list", "table", "ip", NFTable), wantNFT("ip", v4only.Network, v4only.Subnet); got != want {
-		t.Errorf("table ip after an IPv4-only Apply:\n%s", got)
-	}
-
-	e.n.do(t, func() error { return e.m.Remove(testCtx(t)) })
-	if after := e.nft("list", "ruleset"); after != before {
-		t.Errorf("after Remove:\n%s\nwant what was there before Apply:\n%s", after, before)
-	}
-	e.n.do(t, func() error { return e.m.Remove(testCtx(t)) })
-	if changes := e.apply(e.m, Rules{}); len(changes) != 0 {
-		t.Errorf("Apply(Rules{}) after Remove changed %q", changes)
-	}
+	return out
 }

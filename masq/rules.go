@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 )
 
 // ErrInvalidRules is returned (wrapped) by Apply and Check for Rules that
@@ -75,4 +76,34 @@ func newFamily(name string, network, subnet netip.Prefix, is4 bool) (family, err
 		return family{}, fmt.Errorf("%w: %s subnet %v is not inside network %v", ErrInvalidRules, name, subnet, network)
 	}
 	return family{want: true, network: network, subnet: subnet}, nil
+}
+
+// applyLocked validates r and, holding mu, brings the kernel to it with
+// pass, which takes the IPv4 and IPv6 families and returns the changes it
+// made: the common part of the Managers' Apply and (with Rules{}, every
+// family off) Remove.
+func applyLocked(ctx context.Context, mu *sync.Mutex, r Rules, pass func(context.Context, [2]family) ([]string, error)) ([]string, error) {
+	v4, v6, err := r.families()
+	if err != nil {
+		return nil, err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return pass(ctx, [2]family{v4, v6})
+}
+
+// diffSeq describes the first difference between have and want, naming
+// their items noun ("rule", "line"), or returns "" when they are equal.
+func diffSeq(noun string, have, want []string) string {
+	for i := 0; i < len(have) || i < len(want); i++ {
+		switch {
+		case i >= len(have):
+			return fmt.Sprintf("%s %d missing: want %q", noun, i+1, want[i])
+		case i >= len(want):
+			return fmt.Sprintf("%s %d is extra: %q", noun, i+1, have[i])
+		case have[i] != want[i]:
+			return fmt.Sprintf("%s %d is %q, want %q", noun, i+1, have[i], want[i])
+		}
+	}
+	return ""
 }
