@@ -2,16 +2,9 @@ package test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io/fs"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -25,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
+	"github.com/netagent/netagent/internal/certtest"
 	"github.com/netagent/netagent/internal/lab"
 )
 
@@ -36,26 +30,17 @@ func TestEtcdMutualTLS(t *testing.T) {
 	t.Parallel()
 	c := newBareCluster(t, clusterOptions{Hosts: 4})
 	dir := t.TempDir()
-	ca := newTestCA(t, "netagent test CA")
-	other := newTestCA(t, "some other CA")
-	pki := map[string]string{
-		"ca.pem":       ca.certPEM,
-		"other-ca.pem": other.certPEM,
+	ca, pki := certtest.WriteMutualTLS(t, dir, lab.EtcdAddr.String())
+	otherCA := filepath.Join(dir, "other-ca.pem")
+	if err := os.WriteFile(otherCA, certtest.NewCA(t, "some other CA").PEM(), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	pki["server.pem"], pki["server-key.pem"] = ca.issue(t, "etcd", true, lab.EtcdAddr.AsSlice())
-	pki["client.pem"], pki["client-key.pem"] = ca.issue(t, "netagent", false, nil)
-	for name, data := range pki {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f := func(name string) string { return filepath.Join(dir, name) }
 	url := fmt.Sprintf("https://%s:%d", lab.EtcdAddr, lab.EtcdClientPort)
 	etcd, err := c.lab.StartProcess(c.lab.EtcdNS(), nil, binaries(t)["./cmd/netagent-lab"], "etcd",
 		"--name", "tls", "--data-dir", filepath.Join(dir, "etcd"),
 		"--listen-client-urls", url, "--listen-peer-urls", "http://127.0.0.1:2380",
-		"--cert-file", f("server.pem"), "--key-file", f("server-key.pem"),
-		"--trusted-ca-file", f("ca.pem"), "--client-cert-auth")
+		"--cert-file", pki.ServerCert, "--key-file", pki.ServerKey,
+		"--trusted-ca-file", pki.CA, "--client-cert-auth")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,28 +53,26 @@ func TestEtcdMutualTLS(t *testing.T) {
 		}
 		return nil
 	})
-	cert, err := tls.LoadX509KeyPair(f("client.pem"), f("client-key.pem"))
+	cert, err := tls.LoadX509KeyPair(pki.ClientCert, pki.ClientKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM([]byte(ca.certPEM))
 	c.etcd = nsEtcdClient(t, c.lab.EtcdNS(), url, func(cfg *clientv3.Config) {
-		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool}
+		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: ca.Pool()}
 	})
 	c.put(prefix+"/config", vxlanConfig)
 
 	h1, h2, h3, h4 := c.hosts()[0], c.hosts()[1], c.hosts()[2], c.hosts()[3]
-	c.opts.AgentArgs = []string{"--etcd-endpoints=" + url, "--etcd-cafile=" + f("ca.pem"),
-		"--etcd-certfile=" + f("client.pem"), "--etcd-keyfile=" + f("client-key.pem")}
+	c.opts.AgentArgs = []string{"--etcd-endpoints=" + url, "--etcd-cafile=" + pki.CA,
+		"--etcd-certfile=" + pki.ClientCert, "--etcd-keyfile=" + pki.ClientKey}
 	c.startAgent(h1)
 	c.startAgent(h2)
 	c.awaitSubnetFile(h1)
 	c.awaitSubnetFile(h2)
-	c.opts.AgentArgs = []string{"--etcd-endpoints=" + url, "--etcd-cafile=" + f("other-ca.pem"),
-		"--etcd-certfile=" + f("client.pem"), "--etcd-keyfile=" + f("client-key.pem")}
+	c.opts.AgentArgs = []string{"--etcd-endpoints=" + url, "--etcd-cafile=" + otherCA,
+		"--etcd-certfile=" + pki.ClientCert, "--etcd-keyfile=" + pki.ClientKey}
 	wrongCA := c.startAgent(h3)
-	c.opts.AgentArgs = []string{"--etcd-endpoints=" + url, "--etcd-cafile=" + f("ca.pem")}
+	c.opts.AgentArgs = []string{"--etcd-endpoints=" + url, "--etcd-cafile=" + pki.CA}
 	noCert := c.startAgent(h4)
 
 	for _, h := range []*lab.Host{h1, h2} {
@@ -302,67 +285,4 @@ func nsEtcdClient(t *testing.T, ns, url string, opts ...func(*clientv3.Config)) 
 	}
 	t.Cleanup(func() { cli.Close() })
 	return cli
-}
-
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert    *x509.Certificate
-	key     *ecdsa.PrivateKey
-	certPEM string
-}
-
-func newTestCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, certPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))}
-}
-
-// issue returns a certificate and its key, PEM-encoded, for a server (with
-// the IP address ip) or a client.
-func (ca *testCA) issue(t *testing.T, name string, server bool, ip net.IP) (certPEM, keyPEM string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
-		tmpl.IPAddresses = []net.IP{ip}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))
 }
