@@ -279,7 +279,7 @@ func (a *Agent) serve(ctx context.Context, reg *subnet.Registry, h *netlink.Hand
 			if !ok {
 				return stopped(ctx, "lease holder")
 			}
-			moved := l.Subnet != lease.Subnet
+			moved := l.Subnet != lease.Subnet || l.IPv6Subnet != lease.IPv6Subnet
 			lease = l
 			a.state.update(func(s *state) { s.lease = &l })
 			a.log.Info("lease changed", "subnet", lease.Key())

@@ -150,7 +150,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if off := s.offloadStatus(); off != nil && off.Err == "" {
 		gauge(c.csumOffload, map[bool]float64{true: 1}[off.TxChecksum], off.Device)
 	}
-	if s.prober != nil {
-		gauge(c.unreachable, float64(len(s.prober.Status().Unreachable())))
+	if len(s.probers) > 0 {
+		gauge(c.unreachable, float64(len(s.probers.Status().Unreachable())))
 	}
 }

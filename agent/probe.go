@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync/atomic"
@@ -21,56 +23,112 @@ import (
 // an explicit offload setting is checked.
 const peerSyncInterval = time.Second
 
-// probeTarget is what the probe of one pipeline works from: this host's
-// addresses and how a peer is probed.
+// probeTarget is what the probe of one address family of a pipeline works
+// from: this host's addresses and how a peer is probed.
 type probeTarget struct {
+	// v6 is the family: IPv6 when set.
+	v6 bool
 	// own is the address probes are sent from and the responder answers
 	// on through the overlay.
 	own netip.Addr
+	// public is the source of underlay probes.
+	public netip.Addr
 	// respond are the addresses the responder answers on.
 	respond []netip.Addr
 	// peerOverlay is the address a peer is probed at through the overlay.
 	peerOverlay func(backend.PeerStatus) netip.Addr
 }
 
-// newProbeTarget says how a host of backend type beType with lease and
-// external interface ext probes. For vxlan, the overlay address is the
-// lease's network address (flannel.<VNI>'s /32): probes go through the
+// family names the target's address family.
+func (t probeTarget) family() string {
+	if t.v6 {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+// device is the target's vxlan device in st (flannel.<VNI> or
+// flannel-v6.<VNI>); empty for host-gw.
+func (t probeTarget) device(st backend.Status) string {
+	if t.v6 {
+		return st.DeviceV6
+	}
+	return st.Device
+}
+
+// newProbeTargets returns a probe target per address family of lease,
+// IPv4 first (see newProbeTarget). A family that cannot be probed is left
+// out, with an error saying why; the error is also set when no family
+// can be.
+func newProbeTargets(beType string, lease subnet.Lease, ext iface.External) ([]probeTarget, error) {
+	var (
+		ts   []probeTarget
+		errs []error
+	)
+	for _, f := range []struct {
+		sn           netip.Prefix
+		addr, public netip.Addr
+	}{{lease.Subnet, ext.Addr, ext.PublicIP}, {lease.IPv6Subnet, ext.AddrV6, ext.PublicIPv6}} {
+		if !f.sn.IsValid() {
+			continue
+		}
+		t, err := newProbeTarget(beType, f.sn, f.addr, f.public)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ts = append(ts, t)
+	}
+	if len(ts) == 0 && len(errs) == 0 {
+		errs = append(errs, fmt.Errorf("lease %s has no subnet", lease.Key()))
+	}
+	return ts, errors.Join(errs...)
+}
+
+// newProbeTarget says how a host of backend type beType probes the
+// address family of its lease subnet sn, with addr and public the
+// external interface's address and public IP of that family. For vxlan,
+// the overlay address is the lease's network address (the /32 of
+// flannel.<VNI>, or the /128 of flannel-v6.<VNI>): probes go through the
 // device, encapsulated. host-gw has no overlay address of its own until a
 // container is attached (the bridge plugin gives cni0 the subnet's first
 // address, and the agent does not own cni0), and no encapsulation: the
 // path to a peer's subnet is the underlay path to its public IP, so that
 // is what is probed, small and full-MTU, with the route checked through
 // Programmed.
-func newProbeTarget(beType string, lease subnet.Lease, ext iface.External) (probeTarget, error) {
-	if !lease.Subnet.Addr().Is4() || !ext.Addr.Is4() {
-		return probeTarget{}, fmt.Errorf("no IPv4 overlay: probing is IPv4 only")
+func newProbeTarget(beType string, sn netip.Prefix, addr, public netip.Addr) (probeTarget, error) {
+	v6 := sn.Addr().Is6()
+	t := probeTarget{v6: v6, public: addr}
+	if !addr.IsValid() || addr.Is6() != v6 {
+		return probeTarget{}, fmt.Errorf("lease %s: the external interface has no %s address to probe from", sn, t.family())
 	}
-	local := []netip.Addr{ext.Addr}
-	if ext.PublicIP.Is4() && ext.PublicIP != ext.Addr {
+	local := []netip.Addr{addr}
+	if public.IsValid() && public.Is6() == v6 && public != addr {
 		// Behind NAT probes to the public IP may arrive for either.
-		local = append(local, ext.PublicIP)
+		local = append(local, public)
 	}
 	switch beType {
 	case "vxlan":
-		own := probe.OverlayAddr(beType, lease.Subnet)
-		return probeTarget{own: own, respond: append([]netip.Addr{own}, local...),
-			peerOverlay: func(p backend.PeerStatus) netip.Addr { return probe.OverlayAddr(beType, p.Subnet) }}, nil
+		t.own = probe.OverlayAddr(beType, sn)
+		t.respond = append([]netip.Addr{t.own}, local...)
+		t.peerOverlay = func(p backend.PeerStatus) netip.Addr { return probe.OverlayAddr(beType, p.Subnet) }
 	case "host-gw":
-		return probeTarget{own: ext.Addr, respond: local,
-			peerOverlay: func(p backend.PeerStatus) netip.Addr { return p.PublicIP }}, nil
+		t.own, t.respond = addr, local
+		t.peerOverlay = func(p backend.PeerStatus) netip.Addr { return p.PublicIP }
 	default:
 		return probeTarget{}, fmt.Errorf("backend %q: no probe", beType)
 	}
+	return t, nil
 }
 
-// probePeers returns the peers to probe from the backend's status, and
-// whether each is programmed.
+// probePeers returns the peers of the target's family to probe from the
+// backend's status (which lists a dual-stack peer once per family, with
+// the public IP of that family), and whether each is programmed.
 func (t probeTarget) probePeers(st backend.Status) ([]probe.Peer, map[netip.Prefix]bool) {
 	var peers []probe.Peer
 	programmed := make(map[netip.Prefix]bool, len(st.Peers))
 	for _, p := range st.Peers {
-		if !p.Subnet.Addr().Is4() || !p.PublicIP.Is4() {
+		if p.Subnet.Addr().Is6() != t.v6 || !p.PublicIP.IsValid() || p.PublicIP.Is6() != t.v6 || p.PublicIP.Is4In6() {
 			continue
 		}
 		peers = append(peers, probe.Peer{Subnet: p.Subnet, Overlay: t.peerOverlay(p), PublicIP: p.PublicIP})
@@ -79,10 +137,22 @@ func (t probeTarget) probePeers(st backend.Status) ([]probe.Peer, map[netip.Pref
 	return peers, programmed
 }
 
-// startProbe starts, for the pipeline of cfg, the probe responder and
-// prober (with --probe) and keeps an explicit offload setting (with
-// --vxlan-tx-csum-offload=on|off). They stop when ctx is done. A failure
-// is logged and recorded, not fatal: the data plane serves on.
+// familyProbe is the prober of one address family and the peers it was
+// last given.
+type familyProbe struct {
+	t     probeTarget
+	p     *probe.Prober
+	peers []probe.Peer
+}
+
+// startProbe starts, for the pipeline of cfg, the probe responders and
+// probers (with --probe), one of each per address family of the lease,
+// and keeps an explicit offload setting of every vxlan device (with
+// --vxlan-tx-csum-offload=on|off). With both families each prober gets
+// half of --probe-rate, so that the host stays within it, and status
+// shows them as one (proberSet). They stop when ctx is done. A failure is logged
+// and recorded, not fatal: the data plane serves on, and a family that
+// fails leaves the other probing.
 func (a *Agent) startProbe(ctx context.Context, cfg *subnet.Config, be backend.Backend, ext iface.External, lease subnet.Lease) {
 	o := a.opts
 	fail := func(what string, err error) {
@@ -91,18 +161,35 @@ func (a *Agent) startProbe(ctx context.Context, cfg *subnet.Config, be backend.B
 		a.state.recordError(msg)
 		a.state.update(func(s *state) { s.probeNote = msg })
 	}
-	var sw *probe.Ethtool
-	if dev := be.Status().Device; be.Type() == "vxlan" && dev != "" {
-		var err error
-		if sw, err = probe.OpenEthtool(netns.None(), dev); err != nil {
-			fail("checksum offload", err)
-		} else {
+	bst := be.Status()
+	// The vxlan devices' offload switches, IPv4's first.
+	sws := map[string]*probe.Ethtool{}
+	var keeps []func()
+	if be.Type() == "vxlan" {
+		for _, dev := range []string{bst.Device, bst.DeviceV6} {
+			if dev == "" {
+				continue
+			}
+			sw, err := probe.OpenEthtool(netns.None(), dev)
+			if err != nil {
+				fail("checksum offload", err)
+				continue
+			}
 			context.AfterFunc(ctx, func() { sw.Close() })
+			sws[dev] = sw
+			if o.TxCsumOffload != OffloadAuto {
+				// The status shows the first device's setting.
+				keeps = append(keeps, a.offloadKeeper(sw, o.TxCsumOffload == OffloadOn, len(keeps) == 0))
+			}
 		}
 	}
 	var keep func()
-	if sw != nil && o.TxCsumOffload != OffloadAuto {
-		keep = a.offloadKeeper(sw, o.TxCsumOffload == OffloadOn)
+	if len(keeps) > 0 {
+		keep = func() {
+			for _, k := range keeps {
+				k()
+			}
+		}
 		keep()
 	}
 	if !o.Probe {
@@ -110,72 +197,116 @@ func (a *Agent) startProbe(ctx context.Context, cfg *subnet.Config, be backend.B
 		go syncLoop(ctx, keep)
 		return
 	}
-	t, err := newProbeTarget(be.Type(), lease, ext)
-	if err != nil {
+	targets, err := newProbeTargets(be.Type(), lease, ext)
+	if len(targets) == 0 {
 		a.state.update(func(s *state) { s.probeNote = err.Error() })
 		go syncLoop(ctx, keep)
 		return
 	}
-	// netns.None(): the agent's own namespace. (A zero handle would be
-	// taken for an open one, file descriptor 0.)
-	r, err := probe.NewResponder(probe.ResponderConfig{Log: a.log, Netns: netns.None(), Addrs: t.respond, Port: o.ProbePort})
 	if err != nil {
-		fail("responder", err)
-		go syncLoop(ctx, keep)
-		return
+		fail("targets", err)
 	}
+	// One map for every family: a peer's subnets of two families differ.
 	var programmed atomic.Pointer[map[netip.Prefix]bool]
-	peers, prog := t.probePeers(be.Status())
-	programmed.Store(&prog)
-	pc := probe.Config{
-		Log:          a.log,
-		Netns:        netns.None(),
-		LocalOverlay: t.own,
-		LocalPublic:  ext.Addr,
-		Port:         o.ProbePort,
-		MTU:          be.MTU(),
-		Interval:     o.ProbeInterval,
-		Rate:         o.ProbeRate,
-		Programmed:   func(p probe.Peer) bool { return (*programmed.Load())[p.Subnet] },
-		AutoOffload:  o.AutoCsumOffload && o.TxCsumOffload == OffloadAuto,
-		OnResult:     a.state.probeResult,
-		OnOffload:    a.state.offloadChanged,
+	peersOf := func(st backend.Status, fps []*familyProbe) [][]probe.Peer {
+		all := map[netip.Prefix]bool{}
+		var out [][]probe.Peer
+		for _, fp := range fps {
+			peers, prog := fp.t.probePeers(st)
+			maps.Copy(all, prog)
+			out = append(out, peers)
+		}
+		programmed.Store(&all)
+		return out
 	}
-	if sw != nil {
-		pc.Offload = sw
+	var fps []*familyProbe
+	for _, t := range targets {
+		// netns.None(): the agent's own namespace. (A zero handle would
+		// be taken for an open one, file descriptor 0.)
+		r, err := probe.NewResponder(probe.ResponderConfig{Log: a.log, Netns: netns.None(), Addrs: t.respond, Port: o.ProbePort})
+		if err != nil {
+			fail(t.family()+" responder", err)
+			continue
+		}
+		pc := probe.Config{
+			Log:          a.log.With("family", t.family()),
+			Netns:        netns.None(),
+			LocalOverlay: t.own,
+			LocalPublic:  t.public,
+			Port:         o.ProbePort,
+			MTU:          be.MTU(),
+			Interval:     o.ProbeInterval,
+			Rate:         o.ProbeRate / float64(len(targets)),
+			Programmed:   func(p probe.Peer) bool { return (*programmed.Load())[p.Subnet] },
+			AutoOffload:  o.AutoCsumOffload && o.TxCsumOffload == OffloadAuto,
+			OnResult:     a.state.probeResult,
+			OnOffload:    a.state.offloadChanged,
+		}
+		if sw := sws[t.device(bst)]; sw != nil {
+			pc.Offload = sw
+		}
+		p, err := probe.New(pc)
+		if err != nil {
+			r.Close()
+			fail(t.family()+" prober", err)
+			continue
+		}
+		fps = append(fps, &familyProbe{t: t, p: p})
+		a.log.Info("probing peers", "family", t.family(), "overlay_addr", t.own, "responder", t.respond, "port", o.ProbePort,
+			"interval", o.ProbeInterval, "rate", pc.Rate, "mtu", pc.MTU, "offload_device", t.device(bst), "auto_csum_offload", pc.AutoOffload)
+		go func() {
+			if err := r.Serve(ctx); err != nil && ctx.Err() == nil {
+				a.log.Error("probe responder stopped", "family", t.family(), "err", err)
+			}
+		}()
 	}
-	p, err := probe.New(pc)
-	if err != nil {
-		r.Close()
-		fail("prober", err)
+	if len(fps) == 0 {
 		go syncLoop(ctx, keep)
 		return
 	}
-	p.SetPeers(peers)
-	a.state.update(func(s *state) { s.prober, s.probeNote = p, "" })
-	a.log.Info("probing peers", "overlay_addr", t.own, "responder", t.respond, "port", o.ProbePort,
-		"interval", o.ProbeInterval, "rate", o.ProbeRate, "mtu", pc.MTU, "auto_csum_offload", pc.AutoOffload)
-	go func() {
-		if err := r.Serve(ctx); err != nil && ctx.Err() == nil {
-			a.log.Error("probe responder stopped", "err", err)
-		}
-	}()
-	go func() {
-		if err := p.Run(ctx); err != nil {
-			fail("prober stopped", err)
-		}
-	}()
+	for i, peers := range peersOf(be.Status(), fps) {
+		fps[i].peers = peers
+		fps[i].p.SetPeers(peers)
+	}
+	set := make(proberSet, 0, len(fps))
+	for _, fp := range fps {
+		set = append(set, fp.p)
+	}
+	a.state.update(func(s *state) { s.probers, s.probeNote = set, "" })
+	for _, fp := range fps {
+		go func() {
+			if err := fp.p.Run(ctx); err != nil {
+				fail(fp.t.family()+" prober stopped", err)
+			}
+		}()
+	}
 	go syncLoop(ctx, func() {
 		if keep != nil {
 			keep()
 		}
-		next, prog := t.probePeers(be.Status())
-		programmed.Store(&prog)
-		if !slices.Equal(next, peers) {
-			peers = next
-			p.SetPeers(peers)
+		for i, next := range peersOf(be.Status(), fps) {
+			if fp := fps[i]; !slices.Equal(next, fp.peers) {
+				fp.peers = next
+				fp.p.SetPeers(next)
+			}
 		}
 	})
+}
+
+// proberSet is a pipeline's probers, one per address family of its
+// lease (IPv4 first), seen as one.
+type proberSet []*probe.Prober
+
+// Status merges the probers' snapshots (probe.MergeStatus).
+func (ps proberSet) Status() probe.Status {
+	if len(ps) == 1 {
+		return ps[0].Status()
+	}
+	sts := make([]probe.Status, 0, len(ps))
+	for _, p := range ps {
+		sts = append(sts, p.Status())
+	}
+	return probe.MergeStatus(sts...)
 }
 
 // syncLoop calls f every peerSyncInterval until ctx is done; a nil f
@@ -198,10 +329,11 @@ func syncLoop(ctx context.Context, f func()) {
 
 // offloadKeeper returns a function that sets TX checksum offload of sw's
 // device to on when it is not (the device may have been re-created), and
-// records the setting for the status report.
+// with record, records the setting for the status report (which shows one
+// device: flannel.<VNI>, or flannel-v6.<VNI> without IPv4).
 //
 // Equivalent to: `ethtool -K flannel.1 tx on|off`.
-func (a *Agent) offloadKeeper(sw probe.OffloadSwitch, on bool) func() {
+func (a *Agent) offloadKeeper(sw probe.OffloadSwitch, on, record bool) func() {
 	lastErr := ""
 	return func() {
 		st := probe.OffloadStatus{Device: sw.Device()}
@@ -220,6 +352,8 @@ func (a *Agent) offloadKeeper(sw probe.OffloadSwitch, on bool) func() {
 		}
 		lastErr = st.Err
 		st.TxChecksum = cur
-		a.state.update(func(s *state) { s.offloadFixed = &st })
+		if record {
+			a.state.update(func(s *state) { s.offloadFixed = &st })
+		}
 	}
 }

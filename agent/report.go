@@ -280,8 +280,8 @@ func (s *state) report(ctx context.Context, o *Options) Report {
 // is held.
 func (s *state) probeReport(o *Options, peers []PeerReport) ProbeReport {
 	pr := ProbeReport{State: s.probeNote}
-	if s.prober != nil {
-		st := s.prober.Status()
+	if len(s.probers) > 0 {
+		st := s.probers.Status()
 		pr.Enabled, pr.State = true, "probing"
 		pr.IntervalSeconds, pr.Rate, pr.Port = st.Interval.Seconds(), st.Rate, o.ProbePort
 		pr.Sent, pr.Answered, pr.Unreachable = st.Sent, st.Answered, len(st.Unreachable())
@@ -334,8 +334,8 @@ func (s *state) offloadStatus() *probe.OffloadStatus {
 	if s.offloadFixed != nil {
 		return s.offloadFixed
 	}
-	if s.prober != nil {
-		return s.prober.Status().Offload
+	if len(s.probers) > 0 {
+		return s.probers.Status().Offload
 	}
 	return nil
 }

@@ -47,12 +47,13 @@ type state struct {
 	keeper     *masq.Keeper
 	recentErrs []RecentError
 
-	// probeM counts probe results over every pipeline. prober is the
-	// current pipeline's (nil when not probing; probeNote says why).
+	// probeM counts probe results over every pipeline. probers are the
+	// current pipeline's, one per address family (none when not probing;
+	// probeNote says why).
 	// offloadFixed is the explicit offload setting as last kept;
 	// lastOffload the last change the prober made.
 	probeM       *probeMetrics
-	prober       *probe.Prober
+	probers      proberSet
 	probeNote    string
 	offloadFixed *probe.OffloadStatus
 	lastOffload  *probe.OffloadEvent
@@ -95,7 +96,7 @@ func (s *state) newPipeline(cfg *subnet.Config) {
 	s.config, s.lease, s.holder, s.backend = cfg, nil, nil, nil
 	s.filesAt, s.readyAt = time.Time{}, time.Time{}
 	s.masq, s.keeper = nil, nil
-	s.prober, s.probeNote, s.offloadFixed = nil, "not started yet", nil
+	s.probers, s.probeNote, s.offloadFixed = nil, "not started yet", nil
 }
 
 // counters are the data-plane counters since the agent started; s.mu is

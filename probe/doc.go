@@ -10,7 +10,8 @@
 // flannel.<VNI> for vxlan, the cni0 gateway for host-gw) and on its public
 // IP, on DefaultPort (8473, next to VXLAN's 8472; configurable, and the
 // same on every host). A reply is the request echoed with the same length
-// and DF set, so the full-MTU probe tests both directions. It answers only
+// and DF set (over IPv6: not fragmented), so the full-MTU probe tests both
+// directions. It answers only
 // well-formed requests (24-byte header: magic "NAPB", version, kind, size,
 // sequence, send time), never more bytes than it got, and at most
 // DefaultReplyRate a second.
@@ -20,12 +21,15 @@
 //  1. If Config.Programmed says the backend has not programmed the peer's
 //     route and entries, nothing is sent: CauseNotProgrammed. (A probe
 //     would otherwise follow the default route.)
-//  2. A small probe (52-byte IP packet) to the peer's overlay address, from
-//     the own overlay address. A send failing with ENETUNREACH or
-//     EHOSTUNREACH also gives CauseNotProgrammed.
-//  3. If it is answered, a full-MTU probe: MTU-28 bytes of UDP payload, so
-//     that the IP packet fills the overlay MTU exactly, with DF set
-//     (IP_PMTUDISC_DO). Lost, or refused by the kernel with EMSGSIZE
+//  2. A small probe (a 52-byte IPv4 packet, 72 bytes over IPv6) to the
+//     peer's overlay address, from the own overlay address. A send
+//     failing with ENETUNREACH or EHOSTUNREACH also gives
+//     CauseNotProgrammed.
+//  3. If it is answered, a full-MTU probe: MTU-28 bytes of UDP payload
+//     (MTU-48 over IPv6, whose header is 40 bytes), so that the IP packet
+//     fills the overlay MTU exactly, with DF set (IP_PMTUDISC_DO; over
+//     IPv6, IPV6_PMTUDISC_DO and IPV6_DONTFRAG, so that the sender does not
+//     fragment it either). Lost, or refused by the kernel with EMSGSIZE
 //     because it learnt a smaller path MTU: CauseLargePacketsLost.
 //  4. If the small probe is not answered, a small probe to the peer's
 //     public IP. Not answered either: CauseUnderlayUnreachable; answered:
@@ -91,7 +95,10 @@
 //	go p.Run(ctx)
 //	p.SetPeers(peersFromLeases) // on every lease batch
 //
-// A changed lease (own overlay address) needs a new Responder and Prober.
+// Over IPv6 the same, with lease.IPv6Subnet, ext.PublicIPv6 and
+// flannel-v6.<VNI>; with both families, MergeStatus(p4.Status(),
+// p6.Status()) is the host's view. A changed lease
+// (own overlay address) needs a new Responder and Prober.
 //
 // Status() is the snapshot for `netagent status` (Status.Unreachable() is
 // what `--check` fails on); OnResult feeds a probe RTT histogram (Result.RTT
@@ -101,5 +108,21 @@
 // Sockets are created in Config.Netns / ResponderConfig.Netns (the
 // caller's namespace by default) on a thread switched into it and back; a
 // socket keeps its namespace, so tests probe between namespaces without
-// ever sending from the test process's own. IPv4 only for now.
+// ever sending from the test process's own.
+//
+// # Address families
+//
+// A Prober probes one family, its LocalOverlay's, IPv4 or IPv6: its
+// LocalPublic and its peers' addresses are of that family (SetPeers leaves
+// out others). For an IPv6 vxlan overlay the overlay address is the
+// network address of the IPv6 lease, the /128 of flannel-v6.<VNI>
+// (fc00:5:0:11:: for fc00:5:0:11::/64), and the offload switch is that
+// device's; for host-gw, the peer's public IPv6 address. A dual-stack
+// host runs a Prober per family, each with its own sockets and rate
+// bucket (the agent splits --probe-rate between them, so that the host
+// stays within it), and shows them as one with MergeStatus; a peer appears
+// once per family, keyed by its subnet of that family. One Responder
+// answers on addresses of both families if given them; the agent runs
+// one per family, so that a family that fails to bind leaves the other
+// probing.
 package probe

@@ -15,27 +15,66 @@ import (
 )
 
 // cluster is n hosts joined by a bridge in a "switch" namespace, each with
-// a flannel.1 VXLAN device programmed as the vxlan backend does (SPEC
-// section 3) and a responder on its overlay and public addresses. Host i
-// (from 1) has public IP 192.168.91.i on eth0 (its port on the switch is
-// p<i>), lease 10.6.i.0/24 and overlay address 10.6.i.0/32.
+// a VXLAN device per address family programmed as the vxlan backend does
+// (SPEC section 3) and one responder on its overlay and public addresses
+// of every family. Host i (from 1) has, over IPv4, public IP 192.168.91.i
+// on eth0 (its port on the switch is p<i>), lease 10.6.i.0/24 and overlay
+// address 10.6.i.0/32 on flannel.1 (MTU 1450); over IPv6, public IP
+// fd00:91::i, lease fc00:6:0:i::/64 and overlay address fc00:6:0:i::/128
+// on flannel-v6.1 (MTU 1430: the outer IPv6 header is 20 bytes longer).
 type cluster struct {
-	sw    *backendtest.NS
-	hosts []*host
+	sw *backendtest.NS
+	// hosts are the hosts as seen over IPv4, hosts6 the same hosts over
+	// IPv6; nil for a family the cluster does not have.
+	hosts, hosts6 []*host
 }
 
+// host is one host as seen over one address family.
 type host struct {
 	i    int
+	v6   bool
 	ns   *backendtest.NS
 	resp *Responder
 }
 
-func (h *host) public() netip.Addr { return netip.AddrFrom4([4]byte{192, 168, 91, byte(h.i)}) }
+func (h *host) public() netip.Addr {
+	if h.v6 {
+		return netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x91, 15: byte(h.i)})
+	}
+	return netip.AddrFrom4([4]byte{192, 168, 91, byte(h.i)})
+}
+
 func (h *host) subnet() netip.Prefix {
+	if h.v6 {
+		return netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfc, 0, 0, 6, 0, 0, 0, byte(h.i)}), 64)
+	}
 	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 6, byte(h.i), 0}), 24)
 }
+
 func (h *host) overlay() netip.Addr { return OverlayAddr("vxlan", h.subnet()) }
-func (h *host) mac() string         { return fmt.Sprintf("02:00:00:00:06:%02x", h.i) }
+
+func (h *host) mac() string {
+	if h.v6 {
+		return fmt.Sprintf("02:00:00:00:66:%02x", h.i)
+	}
+	return fmt.Sprintf("02:00:00:00:06:%02x", h.i)
+}
+
+// dev is the family's VXLAN device, mtu its MTU.
+func (h *host) dev() string {
+	if h.v6 {
+		return "flannel-v6.1"
+	}
+	return "flannel.1"
+}
+
+func (h *host) mtu() int {
+	if h.v6 {
+		return 1430
+	}
+	return 1450
+}
+
 func (h *host) peer() Peer {
 	return Peer{Subnet: h.subnet(), Overlay: h.overlay(), PublicIP: h.public()}
 }
@@ -44,35 +83,58 @@ func testLog(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-func newCluster(t *testing.T, n int) *cluster {
+// newCluster is an IPv4 cluster of n hosts.
+func newCluster(t *testing.T, n int) *cluster { return newClusterOf(t, n, true, false) }
+
+// newClusterOf is a cluster of n hosts with an IPv4 overlay if v4 is set,
+// an IPv6 one if v6 is.
+func newClusterOf(t *testing.T, n int, v4, v6 bool) *cluster {
 	t.Helper()
 	c := &cluster{sw: backendtest.NewNS(t, "sw")}
 	c.sw.IP(t, "link", "add", "br0", "type", "bridge")
 	c.sw.IP(t, "link", "set", "br0", "up")
 	for i := 1; i <= n; i++ {
-		h := &host{i: i, ns: backendtest.NewNS(t, fmt.Sprintf("h%d", i))}
+		ns := backendtest.NewNS(t, fmt.Sprintf("h%d", i))
 		port := fmt.Sprintf("p%d", i)
-		backendtest.Veth(t, h.ns, "eth0", c.sw, port)
+		backendtest.Veth(t, ns, "eth0", c.sw, port)
 		c.sw.IP(t, "link", "set", port, "master", "br0")
-		h.ns.IP(t, "addr", "add", h.public().String()+"/24", "dev", "eth0")
-		h.ns.IP(t, "link", "add", "flannel.1", "address", h.mac(), "type", "vxlan", "id", "1",
-			"local", h.public().String(), "dev", "eth0", "dstport", "8472", "nolearning")
-		h.ns.IP(t, "link", "set", "flannel.1", "mtu", "1450", "up")
-		h.ns.IP(t, "addr", "add", h.overlay().String()+"/32", "dev", "flannel.1")
-		c.hosts = append(c.hosts, h)
-	}
-	for _, h := range c.hosts {
-		for _, o := range c.hosts {
-			if o != h {
-				h.program(t, o)
-			}
+		var views []*host
+		if v4 {
+			h := &host{i: i, ns: ns}
+			ns.IP(t, "addr", "add", h.public().String()+"/24", "dev", "eth0")
+			c.hosts, views = append(c.hosts, h), append(views, h)
 		}
-		r, err := NewResponder(ResponderConfig{Log: testLog(t), Netns: h.ns.Netns, Addrs: []netip.Addr{h.overlay(), h.public()}})
+		if v6 {
+			h := &host{i: i, v6: true, ns: ns}
+			ns.IP(t, "addr", "add", h.public().String()+"/64", "dev", "eth0", "nodad")
+			c.hosts6, views = append(c.hosts6, h), append(views, h)
+		}
+		var addrs []netip.Addr
+		for _, h := range views {
+			ns.IP(t, "link", "add", h.dev(), "address", h.mac(), "type", "vxlan", "id", "1",
+				"local", h.public().String(), "dev", "eth0", "dstport", "8472", "nolearning")
+			ns.IP(t, "link", "set", h.dev(), "mtu", fmt.Sprint(h.mtu()), "up")
+			ns.IP(t, "addr", "add", netip.PrefixFrom(h.overlay(), h.overlay().BitLen()).String(), "dev", h.dev(), "nodad")
+			addrs = append(addrs, h.overlay(), h.public())
+		}
+		// One responder answers on the addresses of both families.
+		r, err := NewResponder(ResponderConfig{Log: testLog(t), Netns: ns.Netns, Addrs: addrs})
 		if err != nil {
 			t.Fatal(err)
 		}
-		h.resp = r
 		serve(t, r.Serve)
+		for _, h := range views {
+			h.resp = r
+		}
+	}
+	for _, hs := range [][]*host{c.hosts, c.hosts6} {
+		for _, h := range hs {
+			for _, o := range hs {
+				if o != h {
+					h.program(t, o)
+				}
+			}
+		}
 	}
 	return c
 }
@@ -80,16 +142,20 @@ func newCluster(t *testing.T, n int) *cluster {
 // program installs o's route, neighbour and fdb entry on h.
 func (h *host) program(t *testing.T, o *host) {
 	t.Helper()
-	h.ns.IP(t, "route", "replace", o.subnet().String(), "via", o.overlay().String(), "dev", "flannel.1", "onlink")
-	h.ns.IP(t, "neigh", "replace", o.overlay().String(), "lladdr", o.mac(), "dev", "flannel.1", "nud", "permanent")
-	h.ns.Cmd(t, "bridge", "fdb", "replace", o.mac(), "dev", "flannel.1", "dst", o.public().String(), "self", "permanent")
+	h.ns.IP(t, "route", "replace", o.subnet().String(), "via", o.overlay().String(), "dev", h.dev(), "onlink")
+	h.ns.IP(t, "neigh", "replace", o.overlay().String(), "lladdr", o.mac(), "dev", h.dev(), "nud", "permanent")
+	h.ns.Cmd(t, "bridge", "fdb", "replace", o.mac(), "dev", h.dev(), "dst", o.public().String(), "self", "permanent")
 }
 
-// peers are every host's Peer but h's.
+// peers are every host's Peer but h's, of h's family.
 func (c *cluster) peers(h *host) []Peer {
+	hs := c.hosts
+	if h.v6 {
+		hs = c.hosts6
+	}
 	var ps []Peer
-	for _, o := range c.hosts {
-		if o != h {
+	for _, o := range hs {
+		if o.i != h.i {
 			ps = append(ps, o.peer())
 		}
 	}
@@ -115,7 +181,7 @@ func fastConfig(t testing.TB, h *host) Config {
 		Netns:        h.ns.Netns,
 		LocalOverlay: h.overlay(),
 		LocalPublic:  h.public(),
-		MTU:          1450,
+		MTU:          h.mtu(),
 		Interval:     300 * time.Millisecond,
 		Rate:         200,
 		Timeout:      150 * time.Millisecond,
@@ -137,7 +203,15 @@ func startProber(t *testing.T, cfg Config, peers []Peer) *Prober {
 }
 
 // healthOf returns peer's health in p's status.
-func healthOf(p *Prober, peer netip.Prefix) (PeerHealth, bool) {
+// statuser is a Prober, or several seen as one (statusFunc).
+type statuser interface{ Status() Status }
+
+// statusFunc makes a function a statuser.
+type statusFunc func() Status
+
+func (f statusFunc) Status() Status { return f() }
+
+func healthOf(p statuser, peer netip.Prefix) (PeerHealth, bool) {
 	for _, h := range p.Status().Peers {
 		if h.Subnet == peer {
 			return h, true
@@ -148,7 +222,7 @@ func healthOf(p *Prober, peer netip.Prefix) (PeerHealth, bool) {
 
 // waitHealth waits until peer's health satisfies ok, failing with its last
 // value.
-func waitHealth(t *testing.T, p *Prober, peer netip.Prefix, timeout time.Duration, what string, ok func(PeerHealth) bool) PeerHealth {
+func waitHealth(t *testing.T, p statuser, peer netip.Prefix, timeout time.Duration, what string, ok func(PeerHealth) bool) PeerHealth {
 	t.Helper()
 	var last PeerHealth
 	backendtest.Eventually(t, timeout, func() error {

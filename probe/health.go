@@ -46,9 +46,11 @@ type Peer struct {
 
 // OverlayAddr is the address a host's responder listens on inside its
 // lease: for vxlan the lease's network address, which is the /32 of
-// flannel.<VNI> (10.5.17.0 for 10.5.17.0/24); for host-gw, which has no
-// device of its own, the first host address, which the bridge plugin gives
-// cni0 (10.5.17.1): probes to it succeed once cni0 exists.
+// flannel.<VNI> (10.5.17.0 for 10.5.17.0/24), or for an IPv6 lease the
+// /128 of flannel-v6.<VNI> (fc00:5:0:11:: for fc00:5:0:11::/64); for
+// host-gw, which has no device of its own, the first host address, which
+// the bridge plugin gives cni0 (10.5.17.1): probes to it succeed once cni0
+// exists.
 func OverlayAddr(backendType string, subnet netip.Prefix) netip.Addr {
 	a := subnet.Masked().Addr()
 	if backendType == "host-gw" {

@@ -46,10 +46,19 @@ func TestAllPeersReachable(t *testing.T) {
 // TestCauses breaks the path from host 1 to host 3 in each way in turn,
 // checks the cause host 1 reports within one interval and round, repairs
 // it and checks host 3 is reachable again. Host 2 stays reachable
-// throughout.
+// throughout. Over an IPv4 overlay and underlay, then over IPv6.
 func TestCauses(t *testing.T) {
-	c := newCluster(t, 3)
-	a, b, victim := c.hosts[0], c.hosts[1], c.hosts[2]
+	t.Run("IPv4", func(t *testing.T) { testCauses(t, false) })
+	t.Run("IPv6", func(t *testing.T) { testCauses(t, true) })
+}
+
+func testCauses(t *testing.T, v6 bool) {
+	c := newClusterOf(t, 3, !v6, v6)
+	hosts := c.hosts
+	if v6 {
+		hosts = c.hosts6
+	}
+	a, b, victim := hosts[0], hosts[1], hosts[2]
 	var unprogrammed atomic.Bool
 	cfg := fastConfig(t, a)
 	cfg.Programmed = func(p Peer) bool { return p.Subnet != victim.subnet() || !unprogrammed.Load() }
@@ -74,8 +83,8 @@ func TestCauses(t *testing.T) {
 	}{
 		{
 			name:   "firewall drops the VXLAN port",
-			brk:    nft("add table ip natest { chain in { type filter hook input priority 0; udp dport 8472 drop; }; }"),
-			fix:    nft("delete table ip natest"),
+			brk:    nft("add table inet natest { chain in { type filter hook input priority 0; udp dport 8472 drop; }; }"),
+			fix:    nft("delete table inet natest"),
 			want:   CauseNoAnswer,
 			detail: "underlay answers",
 		},
@@ -84,15 +93,15 @@ func TestCauses(t *testing.T) {
 			brk:  mtu("1400"),
 			fix: func(t *testing.T) {
 				mtu("1500")(t)
-				// While its link was narrow the victim learnt a path MTU
-				// of 1350 towards host 1's overlay address (the vxlan
+				// While its link was narrow the victim learnt a smaller
+				// path MTU towards host 1's overlay address (the vxlan
 				// driver's PMTU check), which the kernel keeps for 10
 				// minutes: re-create the route to drop it.
 				victim.ns.IP(t, "route", "del", a.subnet().String())
 				victim.program(t, a)
 			},
 			want:         CauseLargePacketsLost,
-			detail:       "1450-byte probe with DF",
+			detail:       fmt.Sprintf("%d-byte probe", a.mtu()),
 			wantSmallRTT: true,
 		},
 		{
@@ -258,7 +267,7 @@ func TestEthtoolTxChecksumRoundTrip(t *testing.T) {
 func TestResponderIgnoresNonProbes(t *testing.T) {
 	c := newCluster(t, 2)
 	a, b := c.hosts[0], c.hosts[1]
-	conn, err := listenUDPIn(a.ns.Netns, a.public(), 0)
+	conn, err := listenUDPIn(a.ns.Netns, a.public(), false, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,27 +24,53 @@ const (
 	DefaultAttempts = 2
 )
 
-// ipUDPHeaders is the size of the IPv4 and UDP headers: a probe of
-// MTU-ipUDPHeaders bytes of payload fills the overlay MTU exactly.
-const ipUDPHeaders = 28
+// ipUDPHeaders and ipv6UDPHeaders are the sizes of the IPv4 and UDP
+// headers and of the IPv6 and UDP headers: a probe of MTU minus these
+// bytes of payload fills the overlay MTU exactly.
+const (
+	ipUDPHeaders   = 28
+	ipv6UDPHeaders = 48
+)
+
+// udpHeaders is the size of the IP and UDP headers of a datagram to or
+// from a.
+func udpHeaders(a netip.Addr) int {
+	if a.Is6() {
+		return ipv6UDPHeaders
+	}
+	return ipUDPHeaders
+}
+
+// family names a's address family for messages.
+func family(a netip.Addr) string {
+	if a.Is6() {
+		return "IPv6"
+	}
+	return "IPv4"
+}
 
 // Config configures a Prober. Zero fields take the defaults above.
+//
+// A Prober probes one address family, LocalOverlay's: LocalPublic and
+// every peer's addresses must be of it. A dual-stack host runs one Prober
+// per family (see MergeStatus).
 type Config struct {
 	Log *slog.Logger
 	// Netns is the namespace the sockets are created in; 0 or
 	// netns.None() means the caller's.
 	Netns netns.NsHandle
 	// LocalOverlay is this host's overlay address (OverlayAddr of its
-	// lease): overlay probes are sent from it, so replies come back
-	// through the overlay too. Required.
+	// lease), IPv4 or IPv6: overlay probes are sent from it, so replies
+	// come back through the overlay too. Required.
 	LocalOverlay netip.Addr
-	// LocalPublic is the source of underlay probes (the public IP);
-	// invalid means the kernel's choice.
+	// LocalPublic is the source of underlay probes (the public IP, of
+	// LocalOverlay's family); invalid means the kernel's choice.
 	LocalPublic netip.Addr
 	// Port is the peers' responder port (DefaultPort when 0).
 	Port int
 	// MTU is the overlay MTU (the backend's MTU()): the large probe is
-	// MTU-28 bytes of UDP payload with DF set. Required.
+	// MTU-28 bytes of UDP payload with DF set (IPv4), MTU-48 without
+	// fragmentation (IPv6), so that its IP packet is MTU bytes. Required.
 	MTU int
 	// Interval is how often each peer is probed. With many peers it
 	// stretches to peers*2/Rate, so that the rate bound holds without
@@ -82,14 +108,14 @@ type Config struct {
 // Validate checks the required fields and ranges.
 func (c *Config) Validate() error {
 	var errs []error
-	if !c.LocalOverlay.Is4() {
-		errs = append(errs, fmt.Errorf("LocalOverlay %v is not an IPv4 address", c.LocalOverlay))
+	if !c.LocalOverlay.IsValid() || c.LocalOverlay.Is4In6() || c.LocalOverlay.IsUnspecified() {
+		errs = append(errs, fmt.Errorf("LocalOverlay %v is not an IPv4 or IPv6 address", c.LocalOverlay))
 	}
-	if c.LocalPublic.IsValid() && !c.LocalPublic.Is4() {
-		errs = append(errs, fmt.Errorf("LocalPublic %v is not an IPv4 address", c.LocalPublic))
+	if a := c.LocalPublic; a.IsValid() && (a.Is4In6() || a.Is4() != c.LocalOverlay.Is4()) {
+		errs = append(errs, fmt.Errorf("LocalPublic %v is not an %s address like LocalOverlay", a, family(c.LocalOverlay)))
 	}
-	if c.MTU-ipUDPHeaders < headerLen || c.MTU > 65535 {
-		errs = append(errs, fmt.Errorf("MTU %d out of range [%d, 65535]", c.MTU, headerLen+ipUDPHeaders))
+	if hdr := udpHeaders(c.LocalOverlay); c.MTU-hdr < headerLen || c.MTU > 65535 {
+		errs = append(errs, fmt.Errorf("MTU %d out of range [%d, 65535]", c.MTU, headerLen+hdr))
 	}
 	if c.Port < 0 || c.Port > 65535 {
 		errs = append(errs, fmt.Errorf("Port %d out of range", c.Port))
@@ -139,7 +165,9 @@ type peerState struct {
 // their health. New opens its sockets, Run probes until ctx is done,
 // SetPeers and Status may be called from any goroutine at any time.
 type Prober struct {
-	cfg      Config
+	cfg Config
+	// headers is the size of the IP and UDP headers of the family.
+	headers  int
 	overlay  *net.UDPConn
 	underlay *net.UDPConn
 	lim      *limiter
@@ -160,9 +188,9 @@ type Prober struct {
 	csum     *csumAuto
 }
 
-// New validates cfg and opens the prober's two sockets in cfg.Netns: one
-// bound to LocalOverlay, one to LocalPublic (both with DF set). Close
-// releases them.
+// New validates cfg and opens the prober's two sockets in cfg.Netns, of
+// LocalOverlay's family: one bound to LocalOverlay, one to LocalPublic
+// (both with DF set, or IPv6's equivalent). Close releases them.
 func New(cfg Config) (*Prober, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -170,6 +198,7 @@ func New(cfg Config) (*Prober, error) {
 	cfg.setDefaults()
 	p := &Prober{
 		cfg:      cfg,
+		headers:  udpHeaders(cfg.LocalOverlay),
 		lim:      newLimiter(cfg.Rate, cfg.Burst),
 		pending:  map[uint64]*pendingProbe{},
 		peersCh:  make(chan struct{}, 1),
@@ -178,10 +207,11 @@ func New(cfg Config) (*Prober, error) {
 	}
 	p.seq.Store(rand.Uint64() >> 1)
 	var err error
-	if p.overlay, err = listenUDPIn(cfg.Netns, cfg.LocalOverlay, 0); err != nil {
+	v6 := cfg.LocalOverlay.Is6()
+	if p.overlay, err = listenUDPIn(cfg.Netns, cfg.LocalOverlay, v6, 0); err != nil {
 		return nil, err
 	}
-	if p.underlay, err = listenUDPIn(cfg.Netns, cfg.LocalPublic, 0); err != nil {
+	if p.underlay, err = listenUDPIn(cfg.Netns, cfg.LocalPublic, v6, 0); err != nil {
 		p.overlay.Close()
 		return nil, err
 	}
@@ -201,18 +231,33 @@ func (p *Prober) Close() {
 
 // SetPeers replaces the set of peers to probe. New peers are first probed
 // at a random point of the next interval, so that probes spread out; a
-// peer whose addresses changed starts afresh.
+// peer whose addresses changed starts afresh. Peers whose Overlay or
+// PublicIP is not of the prober's family are left out (and logged).
 func (p *Prober) SetPeers(peers []Peer) {
-	p.mu.Lock()
-	p.want = slices.Clone(peers)
-	if p.want == nil {
-		p.want = []Peer{}
+	want := make([]Peer, 0, len(peers))
+	var other []netip.Prefix
+	for _, pr := range peers {
+		if !p.ofFamily(pr.Overlay) || pr.PublicIP.IsValid() && !p.ofFamily(pr.PublicIP) {
+			other = append(other, pr.Subnet)
+			continue
+		}
+		want = append(want, pr)
 	}
+	if len(other) > 0 {
+		p.cfg.Log.Warn("probe: leaving out peers of another address family", "family", family(p.cfg.LocalOverlay), "peers", other)
+	}
+	p.mu.Lock()
+	p.want = want
 	p.mu.Unlock()
 	select {
 	case p.peersCh <- struct{}{}:
 	default:
 	}
+}
+
+// ofFamily tells whether a is an address of the prober's family.
+func (p *Prober) ofFamily(a netip.Addr) bool {
+	return a.IsValid() && !a.Is4In6() && a.Is4() == p.cfg.LocalOverlay.Is4()
 }
 
 // Status returns a snapshot of every peer's health and the counters.
@@ -228,6 +273,28 @@ func (p *Prober) Status() Status {
 		st.Offload = p.csum.status()
 	}
 	return st
+}
+
+// MergeStatus merges snapshots of probers of different address families
+// into one, as a dual-stack host shows its two probers: every peer (a
+// peer's two leases have different subnets, so it appears once per
+// family), sorted by subnet (IPv4 first), the sums of Rate (each prober
+// has its own bound), Sent and Answered, the longest Interval, and the
+// first Offload that is not nil.
+func MergeStatus(sts ...Status) Status {
+	var m Status
+	for _, st := range sts {
+		m.Peers = append(m.Peers, st.Peers...)
+		m.Interval = max(m.Interval, st.Interval)
+		m.Rate += st.Rate
+		m.Sent += st.Sent
+		m.Answered += st.Answered
+		if m.Offload == nil {
+			m.Offload = st.Offload
+		}
+	}
+	slices.SortFunc(m.Peers, func(a, b PeerHealth) int { return comparePrefix(a.Subnet, b.Subnet) })
+	return m
 }
 
 func comparePrefix(a, b netip.Prefix) int {

@@ -32,8 +32,9 @@ type ResponderConfig struct {
 	// netns.None() means the caller's.
 	Netns netns.NsHandle
 	// Addrs are the addresses to answer on: the host's overlay address
-	// (OverlayAddr of its own lease) and its public IP. They need not be
-	// configured yet (IP_FREEBIND). IPv4 only.
+	// (OverlayAddr of its own lease) and its public IP, of either family
+	// or both. They need not be configured yet (IP_FREEBIND,
+	// IPV6_FREEBIND).
 	Addrs []netip.Addr
 	// Port is the UDP port (DefaultPort when 0).
 	Port int
@@ -43,7 +44,8 @@ type ResponderConfig struct {
 
 // Responder answers probe datagrams: each well-formed request is sent back
 // to its source, from the address it was sent to, with the same length and
-// the DF bit set. Anything else is dropped without an answer.
+// the DF bit set (IPv6: not fragmented). Anything else is dropped without
+// an answer.
 type Responder struct {
 	log     *slog.Logger
 	conns   []*net.UDPConn
@@ -75,11 +77,11 @@ func NewResponder(cfg ResponderConfig) (*Responder, error) {
 	}
 	r := &Responder{log: log, lim: newLimiter(cfg.ReplyRate, int(cfg.ReplyRate)/10+1)}
 	for _, a := range cfg.Addrs {
-		if !a.Is4() {
+		if !a.IsValid() || a.Is4In6() || a.IsUnspecified() {
 			r.Close()
-			return nil, fmt.Errorf("probe: responder address %s is not IPv4", a)
+			return nil, fmt.Errorf("probe: responder address %v is not an IPv4 or IPv6 address", a)
 		}
-		c, err := listenUDPIn(cfg.Netns, a, cfg.Port)
+		c, err := listenUDPIn(cfg.Netns, a, a.Is6(), cfg.Port)
 		if err != nil {
 			r.Close()
 			return nil, err

@@ -42,14 +42,14 @@ func (p *Prober) round(ctx context.Context, peer Peer) outcome {
 		return o
 	}
 	small := headerLen
-	large := p.cfg.MTU - ipUDPHeaders
+	large := p.cfg.MTU - p.headers
 	rtt, err := p.probe(ctx, p.overlay, peer.Overlay, small, &o.sent)
 	switch {
 	case err == nil:
 		o.smallOK, o.rtt = true, rtt
 		o.largeRTT, err = p.probe(ctx, p.overlay, peer.Overlay, large, &o.sent)
 		if err != nil {
-			o.cause, o.detail = CauseLargePacketsLost, fmt.Sprintf("%d-byte probe with DF: %v", large+ipUDPHeaders, err)
+			o.cause, o.detail = CauseLargePacketsLost, fmt.Sprintf("%d-byte probe %s: %v", large+p.headers, p.noFrag(), err)
 		}
 		return o
 	case errors.Is(err, errNoRoute):
@@ -71,6 +71,14 @@ func (p *Prober) round(ctx context.Context, peer Peer) outcome {
 	o.cause = CauseNoAnswer
 	o.detail += "; underlay answers"
 	return o
+}
+
+// noFrag says, for messages, how the large probe is kept whole.
+func (p *Prober) noFrag() string {
+	if p.headers == ipv6UDPHeaders {
+		return "unfragmented (IPv6)"
+	}
+	return "with DF"
 }
 
 // probe sends a size-byte probe to dst on c up to Attempts times and

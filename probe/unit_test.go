@@ -90,6 +90,9 @@ func TestOverlayAddr(t *testing.T) {
 		{"vxlan", "10.5.58.0/24", "10.5.58.0"},
 		{"vxlan", "10.5.58.7/24", "10.5.58.0"},
 		{"host-gw", "10.5.58.0/24", "10.5.58.1"},
+		{"vxlan", "fc00:5:0:11::/64", "fc00:5:0:11::"},
+		{"vxlan", "fc00:5:0:11::7/64", "fc00:5:0:11::"},
+		{"host-gw", "fc00:5:0:11::/64", "fc00:5:0:11::1"},
 	}
 	for _, c := range cases {
 		if got := OverlayAddr(c.typ, netip.MustParsePrefix(c.subnet)); got.String() != c.want {
@@ -107,11 +110,24 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"minimal", func(*Config) {}, false},
 		{"no overlay address", func(c *Config) { c.LocalOverlay = netip.Addr{} }, true},
-		{"IPv6 overlay", func(c *Config) { c.LocalOverlay = netip.MustParseAddr("fd00::1") }, true},
-		{"IPv6 public", func(c *Config) { c.LocalPublic = netip.MustParseAddr("fd00::1") }, true},
+		{"IPv4 public", func(c *Config) { c.LocalPublic = netip.MustParseAddr("192.168.1.1") }, false},
+		{"IPv6 overlay", func(c *Config) { c.LocalOverlay = netip.MustParseAddr("fc00:5:0:1::") }, false},
+		{"IPv6 overlay and public", func(c *Config) {
+			c.LocalOverlay, c.LocalPublic = netip.MustParseAddr("fc00:5:0:1::"), netip.MustParseAddr("fd00::1")
+		}, false},
+		{"IPv4 overlay, IPv6 public", func(c *Config) { c.LocalPublic = netip.MustParseAddr("fd00::1") }, true},
+		{"IPv6 overlay, IPv4 public", func(c *Config) {
+			c.LocalOverlay, c.LocalPublic = netip.MustParseAddr("fc00:5:0:1::"), netip.MustParseAddr("192.168.1.1")
+		}, true},
+		{"IPv4-mapped overlay", func(c *Config) { c.LocalOverlay = netip.MustParseAddr("::ffff:10.5.1.0") }, true},
+		{"unspecified overlay", func(c *Config) { c.LocalOverlay = netip.IPv6Unspecified() }, true},
 		{"no MTU", func(c *Config) { c.MTU = 0 }, true},
 		{"MTU too small for a probe", func(c *Config) { c.MTU = 51 }, true},
 		{"smallest MTU", func(c *Config) { c.MTU = 52 }, false},
+		{"IPv6 MTU too small for a probe", func(c *Config) {
+			c.LocalOverlay, c.MTU = netip.MustParseAddr("fc00:5:0:1::"), 71
+		}, true},
+		{"smallest IPv6 MTU", func(c *Config) { c.LocalOverlay, c.MTU = netip.MustParseAddr("fc00:5:0:1::"), 72 }, false},
 		{"bad port", func(c *Config) { c.Port = 70000 }, true},
 		{"negative rate", func(c *Config) { c.Rate = -1 }, true},
 	}
@@ -273,5 +289,24 @@ func TestCsumAutoSwitchError(t *testing.T) {
 	reprobe, _ := a.observe(now, netip.MustParsePrefix("10.5.1.0/24"), now, CauseNoAnswer, false, nil)
 	if reprobe != nil || a.st.Trial || a.status().Err == "" {
 		t.Errorf("with a failing switch: reprobe %v status %+v; want no trial and the error", reprobe, a.st)
+	}
+}
+
+func TestMergeStatus(t *testing.T) {
+	peer := func(s string) PeerHealth { return PeerHealth{Peer: Peer{Subnet: netip.MustParsePrefix(s)}} }
+	off := &OffloadStatus{Device: "flannel-v6.1"}
+	v4 := Status{Peers: []PeerHealth{peer("10.5.2.0/24"), peer("10.5.9.0/24")}, Interval: 10 * time.Second, Rate: 10, Sent: 7, Answered: 5}
+	v6 := Status{Peers: []PeerHealth{peer("fc00:5:0:1::/64"), peer("fc00:5:0:2::/64")}, Interval: 12 * time.Second, Rate: 10, Sent: 3, Answered: 2, Offload: off}
+	m := MergeStatus(v6, v4)
+	var got []string
+	for _, p := range m.Peers {
+		got = append(got, p.Subnet.String())
+	}
+	want := []string{"10.5.2.0/24", "10.5.9.0/24", "fc00:5:0:1::/64", "fc00:5:0:2::/64"}
+	if !slices.Equal(got, want) || m.Interval != 12*time.Second || m.Rate != 20 || m.Sent != 10 || m.Answered != 7 || m.Offload != off {
+		t.Errorf("MergeStatus = peers %v, %+v; want peers %v, interval 12s, rate 20, sent 10, answered 7, the IPv6 offload", got, m, want)
+	}
+	if m := MergeStatus(); m.Peers != nil || m.Rate != 0 {
+		t.Errorf("MergeStatus() = %+v, want zero", m)
 	}
 }
