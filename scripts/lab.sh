@@ -6,6 +6,7 @@
 #
 #   scripts/lab.sh                       3 hosts, vxlan; stays up until Ctrl-C
 #   scripts/lab.sh --backend host-gw --hosts 4
+#   scripts/lab.sh --ipv6 dual           dual stack: a ping matrix per family (--ipv6 only: IPv6 alone)
 #   scripts/lab.sh --once                up, print, down; status 0 if every ping passed
 #   scripts/lab.sh --detach              up in the background; bin/netagent-lab down ends it
 #

@@ -29,21 +29,30 @@ const convergeTimeout = 30 * time.Second
 func up(ctx context.Context, o *upOptions, bins map[string]string, binDir string, stdout io.Writer) (err error) {
 	start := time.Now()
 	say := func(format string, a ...any) { fmt.Fprintf(stdout, format+"\n", a...) }
-	cfg, err := o.config()
+	cfg, _, err := o.config()
 	if err != nil {
 		return err
 	}
+	st := &labState{
+		PID: os.Getpid(), StartedAt: start, Dir: o.dir, Backend: o.backend, IPv6: o.ipv6,
+		Binaries: bins, BinDir: binDir,
+	}
+	if o.ipv6 != ipv6Only {
+		st.Network = o.network
+	}
+	if o.ipv6 != ipv6Off {
+		st.IPv6Network = o.ipv6Network
+	}
 	say("bringing up a lab in %s: %d hosts, backend %s, network %s, %d containers per host",
-		o.dir, o.hosts+o.routedHosts, o.backend, o.network, o.containers)
-	l, err := lab.New(ctx, lab.Options{Hosts: o.hosts, RoutedHosts: o.routedHosts, Dir: o.dir, LabBinary: bins["netagent-lab"]})
+		o.dir, o.hosts+o.routedHosts, o.backend, joinSet(st.Network, st.IPv6Network), o.containers)
+	l, err := lab.New(ctx, lab.Options{
+		Hosts: o.hosts, RoutedHosts: o.routedHosts, Dir: o.dir, LabBinary: bins["netagent-lab"],
+		IPv6: labIPv6(o.ipv6),
+	})
 	if err != nil {
 		return upError(ctx, "namespaces", err)
 	}
-	st := &labState{
-		PID: os.Getpid(), StartedAt: start, Prefix: l.Prefix(), Dir: o.dir,
-		Backend: o.backend, Network: o.network, Etcd: l.EtcdEndpoints()[0],
-		Binaries: bins, BinDir: binDir,
-	}
+	st.Prefix, st.Etcd = l.Prefix(), l.EtcdEndpoints()[0]
 	defer func() {
 		t := time.Now()
 		say("tearing down lab %s ...", l.Prefix())
@@ -61,7 +70,7 @@ func up(ctx context.Context, o *upOptions, bins map[string]string, binDir string
 	}()
 	for _, h := range l.Hosts() {
 		st.Hosts = append(st.Hosts, hostState{
-			Name: h.Name, NS: h.NS, Underlay: h.Underlay.String(),
+			Name: h.Name, NS: h.NS, Underlay: prefixString(h.Underlay), UnderlayV6: prefixString(h.UnderlayV6),
 			StatusSocket: filepath.Join(h.Dir, "netagent.sock"),
 		})
 	}
@@ -88,7 +97,7 @@ func up(ctx context.Context, o *upOptions, bins map[string]string, binDir string
 		return upError(ctx, "agents", err)
 	}
 	for _, h := range st.Hosts {
-		say("%s: lease %s, underlay %s, agent pid %d", h.Name, h.Subnet, h.Underlay, h.AgentPID)
+		say("%s: lease %s, underlay %s, agent pid %d", h.Name, joinSet(h.Subnet, h.IPv6Subnet), joinSet(h.Underlay, h.UnderlayV6), h.AgentPID)
 	}
 	say("agents up (%.1fs)", time.Since(t).Seconds())
 
@@ -97,7 +106,7 @@ func up(ctx context.Context, o *upOptions, bins map[string]string, binDir string
 		return upError(ctx, "containers", err)
 	}
 	for _, c := range st.Containers {
-		say("%s: %s on %s", c.Name, c.IP, c.Host)
+		say("%s: %s on %s", c.Name, joinSet(c.IP, c.IPv6), c.Host)
 	}
 	if o.containers > 0 {
 		say("containers attached through netagent-cni (%.1fs)", time.Since(t).Seconds())
@@ -108,27 +117,27 @@ func up(ctx context.Context, o *upOptions, bins map[string]string, binDir string
 	}
 
 	t = time.Now()
-	convErr := awaitConverged(ctx, l.Exec, bins["netagent"], st.Hosts, convergeTimeout)
+	convErr := awaitConverged(ctx, l.Exec, bins["netagent"], st.Hosts, st.families(), convergeTimeout)
 	if convErr != nil {
 		say("not every agent programmed its peers:\n%v", convErr)
 	} else {
-		say("every agent has programmed its %d peers (%.1fs)", len(st.Hosts)-1, time.Since(t).Seconds())
+		say("every agent has programmed its %d peers over %s (%.1fs)", len(st.Hosts)-1, familyNames(st.families()), time.Since(t).Seconds())
 	}
 	say("lab up in %.1fs", time.Since(start).Seconds())
 
 	printStatuses(ctx, stdout, l.Exec, bins["netagent"], st.Hosts)
-	m := pingMatrix(ctx, l.Exec, st.Containers)
-	m.print(stdout)
+	ms := pingMatrices(ctx, l.Exec, st.Containers, st.families())
+	printMatrices(stdout, ms)
 	if ctx.Err() != nil {
 		return errors.New("up: interrupted")
 	}
-	ok, total := m.counts()
-	if ok != total || convErr != nil {
+	pingErr := pingFailures(ms)
+	if pingErr != nil || convErr != nil {
 		printAgentTails(stdout, st)
 	}
 	if o.once {
-		if ok != total {
-			return fmt.Errorf("up: %d of %d pings failed", total-ok, total)
+		if pingErr != nil {
+			return fmt.Errorf("up: %w", pingErr)
 		}
 		return nil
 	}
@@ -210,7 +219,12 @@ func startAgents(ctx context.Context, l *lab.Lab, st *labState, netagentBin stri
 				errs[i] = fmt.Errorf("%w\n--- end of %s:\n%s", err, agents[i].proc.LogPath, tail(agents[i].proc.LogPath, 20))
 				return
 			}
-			st.Hosts[i].Subnet = info.Subnet.String()
+			st.Hosts[i].Subnet, st.Hosts[i].IPv6Subnet = prefixString(info.Subnet), prefixString(info.IPv6Subnet)
+			for _, f := range st.families() {
+				if st.Hosts[i].lease(f) == "" {
+					errs[i] = fmt.Errorf("%s: the subnet file %s has no %s lease", h.Name, h.SubnetFile(), f)
+				}
+			}
 		})
 	}
 	wg.Wait()
@@ -238,14 +252,25 @@ func attachContainers(ctx context.Context, l *lab.Lab, st *labState, binDir stri
 					errs[i] = err
 					return
 				}
-				addr, err := a.add(ctx, c)
+				addrs, err := a.add(ctx, c)
 				if err != nil {
 					errs[i] = fmt.Errorf("%s: %w", h.Name, err)
 					return
 				}
-				perHost[i] = append(perHost[i], containerState{
-					Name: h.Name + "-" + c.Name, NS: c.NS, Host: h.Name, IP: addr.Addr().String(),
-				})
+				cs := containerState{Name: h.Name + "-" + c.Name, NS: c.NS, Host: h.Name}
+				for _, f := range st.families() {
+					p, ok := addrs[f]
+					if !ok {
+						errs[i] = fmt.Errorf("%s: CNI ADD of %s: no %s address in the result", h.Name, c.NS, f)
+						return
+					}
+					if f == ipv6 {
+						cs.IPv6 = p.Addr().String()
+					} else {
+						cs.IP = p.Addr().String()
+					}
+				}
+				perHost[i] = append(perHost[i], cs)
 			}
 		})
 	}
@@ -286,7 +311,9 @@ func printHowTo(w io.Writer, st *labState, dir string) {
 	fmt.Fprintf(tw, "  %s\t# a command on a host\n", cmd("exec", " h1 -- ip route"))
 	fmt.Fprintf(tw, "  %s\t# the host's agent\n", cmd("exec", " h1 -- netagent status"))
 	if n := len(st.Containers); n > 1 {
-		fmt.Fprintf(tw, "  %s\t# from a container to another\n", cmd("exec", " "+st.Containers[0].Name+" -- ping -c 3 "+st.Containers[n-1].IP))
+		for _, f := range st.families() {
+			fmt.Fprintf(tw, "  %s\t# from a container to another over %s\n", cmd("exec", " "+st.Containers[0].Name+" -- ping -c 3 "+st.Containers[n-1].addr(f)), f)
+		}
 	}
 	fmt.Fprintf(tw, "  %s\t# a shell on h1\n", cmd("exec", " h1 -- bash"))
 	fmt.Fprintf(tw, "  %s\t# statuses and ping matrix again\n", cmd("status", ""))

@@ -69,27 +69,42 @@ func newAttacher(h *lab.Host, binDir, statusSocket string) (*attacher, error) {
 }
 
 // add runs the chain's ADD for the container namespace c (interface eth0)
-// and returns the container's address.
-func (a *attacher) add(ctx context.Context, c *lab.Container) (netip.Prefix, error) {
+// and returns the container's addresses by family: one of each family the
+// host's lease has, as netagent-cni asks host-local for one per range.
+func (a *attacher) add(ctx context.Context, c *lab.Container) (map[family]netip.Prefix, error) {
 	res, err := a.cni.AddNetworkList(ctx, a.list, &libcni.RuntimeConf{
 		ContainerID: c.NS,
 		NetNS:       lab.NSPath(c.NS),
 		IfName:      "eth0",
 	})
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("CNI ADD of %s: %w", c.NS, err)
+		return nil, fmt.Errorf("CNI ADD of %s: %w", c.NS, err)
 	}
 	r, err := types100.NewResultFromResult(res)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("CNI ADD of %s: result: %w", c.NS, err)
+		return nil, fmt.Errorf("CNI ADD of %s: result: %w", c.NS, err)
 	}
+	addrs := make(map[family]netip.Prefix)
 	for _, ip := range r.IPs {
-		if p, ok := netip.AddrFromSlice(ip.Address.IP); ok && p.Unmap().Is4() {
-			bits, _ := ip.Address.Mask.Size()
-			return netip.PrefixFrom(p.Unmap(), bits), nil
+		p, ok := netip.AddrFromSlice(ip.Address.IP)
+		if !ok {
+			continue
 		}
+		p = p.Unmap()
+		f := ipv4
+		if p.Is6() {
+			f = ipv6
+		}
+		if _, dup := addrs[f]; dup {
+			return nil, fmt.Errorf("CNI ADD of %s: more than one %s address in the result", c.NS, f)
+		}
+		bits, _ := ip.Address.Mask.Size()
+		addrs[f] = netip.PrefixFrom(p, bits)
 	}
-	return netip.Prefix{}, fmt.Errorf("CNI ADD of %s: no IPv4 address in the result", c.NS)
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("CNI ADD of %s: no address in the result", c.NS)
+	}
+	return addrs, nil
 }
 
 // nsExec is a libcni plugin executor that runs each plugin inside a lab

@@ -92,12 +92,12 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("status: lab %s in %s is still coming up", s.Prefix, dir)
 	}
 	fmt.Fprintf(stdout, "lab %s in %s (pid %d, up since %s): %d hosts, backend %s, network %s\n",
-		s.Prefix, dir, s.PID, s.StartedAt.Format(time.TimeOnly), len(s.Hosts), s.Backend, s.Network)
+		s.Prefix, dir, s.PID, s.StartedAt.Format(time.TimeOnly), len(s.Hosts), s.Backend, joinSet(s.Network, s.IPv6Network))
 	printStatuses(ctx, stdout, s.exec, s.Binaries["netagent"], s.Hosts)
-	m := pingMatrix(ctx, s.exec, s.Containers)
-	m.print(stdout)
-	if ok, total := m.counts(); ok != total {
-		return fmt.Errorf("status: %d of %d pings failed", total-ok, total)
+	ms := pingMatrices(ctx, s.exec, s.Containers, s.families())
+	printMatrices(stdout, ms)
+	if err := pingFailures(ms); err != nil {
+		return fmt.Errorf("status: %w", err)
 	}
 	return nil
 }

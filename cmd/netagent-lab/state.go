@@ -39,8 +39,13 @@ type labState struct {
 	Prefix  string `json:"prefix"`
 	Dir     string `json:"dir"`
 	Backend string `json:"backend"`
-	Network string `json:"network"`
-	Etcd    string `json:"etcd_endpoint"`
+	// Network is the IPv4 overlay ("" in an IPv6-only lab); IPv6 the
+	// --ipv6 mode (off, dual or only; "" reads as off) and IPv6Network the
+	// IPv6 overlay when it is not off.
+	Network     string `json:"network,omitempty"`
+	IPv6        string `json:"ipv6,omitempty"`
+	IPv6Network string `json:"ipv6_network,omitempty"`
+	Etcd        string `json:"etcd_endpoint"`
 	// Namespaces are all the lab's namespaces: the only ones exec enters.
 	Namespaces []string         `json:"namespaces"`
 	Hosts      []hostState      `json:"hosts"`
@@ -51,23 +56,48 @@ type labState struct {
 	BinDir   string            `json:"bin_dir"`
 }
 
-// hostState is one host of labState.
+// families returns the lab's overlay families, IPv4 first.
+func (s *labState) families() []family { return familiesOf(s.IPv6) }
+
+// hostState is one host of labState. Addresses and leases of a family the
+// lab does not have are "".
 type hostState struct {
 	Name         string `json:"name"`
 	NS           string `json:"ns"`
-	Underlay     string `json:"underlay"`
+	Underlay     string `json:"underlay,omitempty"`
+	UnderlayV6   string `json:"underlay_v6,omitempty"`
 	Subnet       string `json:"subnet,omitempty"`
+	IPv6Subnet   string `json:"ipv6_subnet,omitempty"`
 	StatusSocket string `json:"status_socket"`
 	AgentPID     int    `json:"agent_pid,omitempty"`
 	AgentLog     string `json:"agent_log,omitempty"`
 }
 
-// containerState is one container of labState; Name is HOST-NAME.
+// lease returns the host's lease of family f, or "".
+func (h hostState) lease(f family) string {
+	if f == ipv6 {
+		return h.IPv6Subnet
+	}
+	return h.Subnet
+}
+
+// containerState is one container of labState; Name is HOST-NAME. IP is
+// its IPv4 address and IPv6 its IPv6 one, "" for a family the lab does not
+// have.
 type containerState struct {
 	Name string `json:"name"`
 	NS   string `json:"ns"`
 	Host string `json:"host"`
-	IP   string `json:"ip"`
+	IP   string `json:"ip,omitempty"`
+	IPv6 string `json:"ipv6,omitempty"`
+}
+
+// addr returns the container's address of family f, or "".
+func (c containerState) addr(f family) string {
+	if f == ipv6 {
+		return c.IPv6
+	}
+	return c.IP
 }
 
 func statePath(dir string) string { return filepath.Join(dir, stateFileName) }

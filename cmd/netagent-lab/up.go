@@ -21,11 +21,18 @@ type upOptions struct {
 	containers         int
 	backend            string
 	network            string
-	dir                string
-	binDir             string
-	once, detach       bool
-	wait               bool
-	timeout            time.Duration
+	// ipv6 is ipv6Off, ipv6Dual or ipv6Only; ipv6Network the IPv6 overlay
+	// when it is not off.
+	ipv6, ipv6Network string
+	// networkSet and ipv6NetworkSet are true when --network and
+	// --ipv6-network were given, so that a lab without that family can
+	// refuse them.
+	networkSet, ipv6NetworkSet bool
+	dir                        string
+	binDir                     string
+	once, detach               bool
+	wait                       bool
+	timeout                    time.Duration
 }
 
 // binaryNames are the executables `up` needs in its binary directory:
@@ -47,6 +54,12 @@ func (o *upOptions) Validate() error {
 		return fmt.Errorf("--backend %q: want vxlan or host-gw", o.backend)
 	case o.backend == "host-gw" && o.routedHosts > 0:
 		return errors.New("--backend host-gw needs every host on one L2 segment: use --routed-hosts 0, or vxlan")
+	case o.ipv6 != ipv6Off && o.ipv6 != ipv6Dual && o.ipv6 != ipv6Only:
+		return fmt.Errorf("--ipv6 %q: want off, dual or only", o.ipv6)
+	case o.ipv6 == ipv6Off && o.ipv6NetworkSet:
+		return errors.New("--ipv6-network needs --ipv6 dual or --ipv6 only")
+	case o.ipv6 == ipv6Only && o.networkSet:
+		return errors.New("--network is the IPv4 overlay, which an --ipv6 only lab does not have: drop it, or use --ipv6 dual")
 	case o.once && o.detach:
 		return errors.New("--once and --detach exclude each other")
 	case o.dir == "":
@@ -54,30 +67,77 @@ func (o *upOptions) Validate() error {
 	case o.timeout <= 0:
 		return fmt.Errorf("--timeout %v: want a positive duration", o.timeout)
 	}
-	if _, err := o.config(); err != nil {
+	_, c, err := o.config()
+	if err != nil {
 		return err
+	}
+	// Every host leases one subnet of each family.
+	hosts := uint64(o.hosts + o.routedHosts)
+	if n := c.PoolSize(); c.EnableIPv4 && n < hosts {
+		return fmt.Errorf("--network %s leases %d subnets of /%d, fewer than the %d hosts", o.network, n, c.SubnetLen, hosts)
+	}
+	if n := c.IPv6PoolSize(); c.EnableIPv6 && n < hosts {
+		return fmt.Errorf("--ipv6-network %s leases %d subnets of /%d, fewer than the %d hosts", o.ipv6Network, n, c.IPv6SubnetLen, hosts)
 	}
 	return nil
 }
 
-// config returns the network config the lab writes to etcd, checked with
-// subnet.ParseConfig as the agents will read it.
-func (o *upOptions) config() ([]byte, error) {
-	p, err := netip.ParsePrefix(o.network)
+// config returns the network config the lab writes to etcd (SPEC section
+// 1): Network for IPv4, EnableIPv6 and IPv6Network for IPv6, EnableIPv4
+// false for an IPv6-only lab. It is checked with subnet.ParseConfig as the
+// agents will read it, each family on its own first so that an error
+// names its flag; the parsed config is returned too.
+func (o *upOptions) config() ([]byte, *subnet.Config, error) {
+	cfg := map[string]any{"Backend": map[string]string{"Type": o.backend}}
+	if o.ipv6 != ipv6Only {
+		p, err := netip.ParsePrefix(o.network)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--network: %w", err)
+		}
+		if !p.Addr().Is4() {
+			return nil, nil, fmt.Errorf("--network %s: want an IPv4 prefix (the IPv6 overlay is --ipv6-network)", o.network)
+		}
+		if err := checkConfig(map[string]any{"Network": p.String()}); err != nil {
+			return nil, nil, fmt.Errorf("--network %s: %w", o.network, err)
+		}
+		cfg["Network"] = p.String()
+	}
+	if o.ipv6 != ipv6Off {
+		p, err := netip.ParsePrefix(o.ipv6Network)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--ipv6-network: %w", err)
+		}
+		if !p.Addr().Is6() || p.Addr().Is4In6() {
+			return nil, nil, fmt.Errorf("--ipv6-network %s: want an IPv6 prefix", o.ipv6Network)
+		}
+		if err := checkConfig(map[string]any{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": p.String()}); err != nil {
+			return nil, nil, fmt.Errorf("--ipv6-network %s: %w", o.ipv6Network, err)
+		}
+		cfg["EnableIPv6"] = true
+		cfg["IPv6Network"] = p.String()
+	}
+	if o.ipv6 == ipv6Only {
+		cfg["EnableIPv4"] = false
+	}
+	b, err := json.Marshal(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("--network: %w", err)
+		return nil, nil, err
 	}
-	b, err := json.Marshal(map[string]any{
-		"Network": p.String(),
-		"Backend": map[string]string{"Type": o.backend},
-	})
+	c, err := subnet.ParseConfig(b)
 	if err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("network config %s: %w", b, err)
 	}
-	if _, err := subnet.ParseConfig(b); err != nil {
-		return nil, fmt.Errorf("--network %s: %w", o.network, err)
+	return b, c, nil
+}
+
+// checkConfig validates a network config made of fields with subnet.ParseConfig.
+func checkConfig(fields map[string]any) error {
+	b, err := json.Marshal(fields)
+	if err != nil {
+		return err
 	}
-	return b, nil
+	_, err = subnet.ParseConfig(b)
+	return err
 }
 
 // parseUp parses the flags of `netagent-lab up`.
@@ -89,7 +149,9 @@ func parseUp(args []string, stderr io.Writer) (*upOptions, error) {
 	fs.IntVar(&o.routedHosts, "routed-hosts", 0, "number of further hosts on a second underlay subnet, behind a router")
 	fs.IntVar(&o.containers, "containers-per-host", 2, "containers attached through netagent-cni on each host")
 	fs.StringVar(&o.backend, "backend", "vxlan", "backend: vxlan or host-gw")
-	fs.StringVar(&o.network, "network", "10.5.0.0/16", "overlay network (a /24 per host)")
+	fs.StringVar(&o.network, "network", "10.5.0.0/16", "IPv4 overlay network (a /24 per host)")
+	fs.StringVar(&o.ipv6, "ipv6", ipv6Off, "address families: off (IPv4 only), dual (dual stack) or only (IPv6 only), for the underlay, the overlay and the containers")
+	fs.StringVar(&o.ipv6Network, "ipv6-network", "fd00:5::/48", "IPv6 overlay network with --ipv6 dual or only (a /64 per host)")
 	fs.StringVar(&o.dir, "dir", defaultDir, "lab directory: state file lab.json, logs, hosts' files")
 	fs.StringVar(&o.binDir, "bin-dir", "", "directory holding netagent, netagent-cni, bridge, host-local, portmap (default: this program's directory)")
 	fs.BoolVar(&o.once, "once", false, "come up, print, tear down; exit status 0 only if every ping passed")
@@ -105,6 +167,10 @@ func parseUp(args []string, stderr io.Writer) (*upOptions, error) {
 	if fs.NArg() > 0 {
 		return nil, usageError{fmt.Errorf("up: unexpected arguments %q", fs.Args())}
 	}
+	fs.Visit(func(f *flag.Flag) {
+		o.networkSet = o.networkSet || f.Name == "network"
+		o.ipv6NetworkSet = o.ipv6NetworkSet || f.Name == "ipv6-network"
+	})
 	if err := o.Validate(); err != nil {
 		return nil, usageError{fmt.Errorf("up: %w", err)}
 	}

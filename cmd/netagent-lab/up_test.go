@@ -129,12 +129,13 @@ func assertGone(t *testing.T, prefix, dir string, linksBefore []string) {
 	}
 }
 
-// matrixCells returns the cells of the ping matrix printed in out, by row.
-func matrixCells(t *testing.T, out string) map[string][]string {
+// matrixCells returns the cells of the ping matrix of family f printed
+// in out, by row.
+func matrixCells(t *testing.T, out string, f family) map[string][]string {
 	t.Helper()
-	_, after, ok := strings.Cut(out, "ping matrix (row: from, column: to):\n")
+	_, after, ok := strings.Cut(out, string(f)+" ping matrix (row: from, column: to):\n")
 	if !ok {
-		t.Fatalf("no ping matrix in the output:\n%s", out)
+		t.Fatalf("no %s ping matrix in the output:\n%s", f, out)
 	}
 	lines := strings.Split(after, "\n")
 	header := strings.Fields(lines[0])
@@ -149,11 +150,11 @@ func matrixCells(t *testing.T, out string) map[string][]string {
 	return rows
 }
 
-// assertFullMatrix checks a matrix of n containers in which every
-// container reached every other one.
-func assertFullMatrix(t *testing.T, out string, n int) {
+// assertFullMatrix checks a matrix of family f of n containers in which
+// every container reached every other one.
+func assertFullMatrix(t *testing.T, out string, f family, n int) {
 	t.Helper()
-	rows := matrixCells(t, out)
+	rows := matrixCells(t, out, f)
 	if len(rows) != n {
 		t.Fatalf("matrix has %d rows, want %d:\n%s", len(rows), n, out)
 	}
@@ -172,7 +173,7 @@ func assertFullMatrix(t *testing.T, out string, n int) {
 	if ok != n*(n-1) {
 		t.Errorf("%d cells ok, want %d", ok, n*(n-1))
 	}
-	if want := fmt.Sprintf("%d/%d pings ok: all ok", n*(n-1), n*(n-1)); !strings.Contains(out, want) {
+	if want := fmt.Sprintf("%s: %d/%d pings ok: all ok", f, n*(n-1), n*(n-1)); !strings.Contains(out, want) {
 		t.Errorf("output lacks %q", want)
 	}
 }
@@ -194,7 +195,10 @@ func TestUpOnce(t *testing.T) {
 	if m == nil {
 		t.Fatalf("no namespace prefix in the output:\n%s", out)
 	}
-	assertFullMatrix(t, out, 6)
+	assertFullMatrix(t, out, ipv4, 6)
+	if strings.Contains(out, "IPv6 ping matrix") {
+		t.Error("an IPv4-only lab printed an IPv6 ping matrix")
+	}
 	for _, h := range []string{"h1", "h2", "h3"} {
 		if !strings.Contains(out, "=== "+h+" (namespace "+m[1]+"-"+h) {
 			t.Errorf("no status of %s", h)
@@ -279,7 +283,7 @@ func TestUpExecStatusDown(t *testing.T) {
 	if err != nil {
 		t.Errorf("status: %v\n%s", err, out)
 	}
-	assertFullMatrix(t, out, 6)
+	assertFullMatrix(t, out, ipv4, 6)
 	if n := strings.Count(out, "\nlease: "); n != 3 {
 		t.Errorf("status: %d statuses with a lease, want 3", n)
 	}
@@ -376,6 +380,20 @@ func TestUpArguments(t *testing.T) {
 		{[]string{"--once", "--detach"}, "exclude each other"},
 		{[]string{"--containers-per-host", "-1"}, "--containers-per-host"},
 		{[]string{"extra"}, "unexpected arguments"},
+		{[]string{"--network", "fd00:6::/48"}, "--network fd00:6::/48: want an IPv4 prefix"},
+		{[]string{"--network", "10.5.0.0/29"}, "--network 10.5.0.0/29"},
+		{[]string{"--network", "10.5.0.0/26", "--hosts", "4"}, "--network 10.5.0.0/26 leases 3 subnets of /28, fewer than the 4 hosts"},
+		{[]string{"--ipv6", "yes"}, `--ipv6 "yes": want off, dual or only`},
+		{[]string{"--ipv6", "v6only"}, `--ipv6 "v6only"`},
+		{[]string{"--ipv6-network", "fd00:6::/48"}, "--ipv6-network needs --ipv6 dual or --ipv6 only"},
+		{[]string{"--ipv6", "only", "--network", "10.6.0.0/16"}, "--network is the IPv4 overlay"},
+		{[]string{"--ipv6", "dual", "--ipv6-network", "10.6.0.0/16"}, "--ipv6-network 10.6.0.0/16: want an IPv6 prefix"},
+		{[]string{"--ipv6", "dual", "--ipv6-network", "::ffff:10.6.0.0/112"}, "want an IPv6 prefix"},
+		{[]string{"--ipv6", "only", "--ipv6-network", "nonsense"}, "--ipv6-network"},
+		{[]string{"--ipv6", "dual", "--ipv6-network", "fd00:5::1/48"}, "--ipv6-network fd00:5::1/48"},
+		{[]string{"--ipv6", "only", "--ipv6-network", "fd00:5::/125"}, "--ipv6-network fd00:5::/125"},
+		{[]string{"--ipv6", "dual", "--ipv6-network", "fd00:5::/120", "--hosts", "4"}, "--ipv6-network fd00:5::/120 leases 3 subnets of /122, fewer than the 4 hosts"},
+		{[]string{"--ipv6", "dual", "--network", "10.5.0.1/16"}, "--network 10.5.0.1/16"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -395,7 +413,7 @@ func TestUpArguments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := o.config()
+	cfg, _, err := o.config()
 	if err != nil || string(cfg) != `{"Backend":{"Type":"host-gw"},"Network":"10.9.0.0/16"}` {
 		t.Errorf("config %s, %v", cfg, err)
 	}
