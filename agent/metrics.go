@@ -147,8 +147,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	gauge(c.ready, ready)
-	if off := s.offloadStatus(); off != nil && off.Err == "" {
-		gauge(c.csumOffload, map[bool]float64{true: 1}[off.TxChecksum], off.Device)
+	for _, off := range s.offloadStatuses() {
+		if off.Err == "" {
+			gauge(c.csumOffload, map[bool]float64{true: 1}[off.TxChecksum], off.Device)
+		}
 	}
 	if len(s.probers) > 0 {
 		gauge(c.unreachable, float64(len(s.probers.Status().Unreachable())))

@@ -178,8 +178,7 @@ func (a *Agent) startProbe(ctx context.Context, cfg *subnet.Config, be backend.B
 			context.AfterFunc(ctx, func() { sw.Close() })
 			sws[dev] = sw
 			if o.TxCsumOffload != OffloadAuto {
-				// The status shows the first device's setting.
-				keeps = append(keeps, a.offloadKeeper(sw, o.TxCsumOffload == OffloadOn, len(keeps) == 0))
+				keeps = append(keeps, a.offloadKeeper(sw, o.TxCsumOffload == OffloadOn, len(keeps)))
 			}
 		}
 	}
@@ -329,11 +328,10 @@ func syncLoop(ctx context.Context, f func()) {
 
 // offloadKeeper returns a function that sets TX checksum offload of sw's
 // device to on when it is not (the device may have been re-created), and
-// with record, records the setting for the status report (which shows one
-// device: flannel.<VNI>, or flannel-v6.<VNI> without IPv4).
+// records the setting for the status report as the i-th device's.
 //
 // Equivalent to: `ethtool -K flannel.1 tx on|off`.
-func (a *Agent) offloadKeeper(sw probe.OffloadSwitch, on, record bool) func() {
+func (a *Agent) offloadKeeper(sw probe.OffloadSwitch, on bool, i int) func() {
 	lastErr := ""
 	return func() {
 		st := probe.OffloadStatus{Device: sw.Device()}
@@ -352,8 +350,11 @@ func (a *Agent) offloadKeeper(sw probe.OffloadSwitch, on, record bool) func() {
 		}
 		lastErr = st.Err
 		st.TxChecksum = cur
-		if record {
-			a.state.update(func(s *state) { s.offloadFixed = &st })
-		}
+		a.state.update(func(s *state) {
+			if len(s.offloadFixed) <= i {
+				s.offloadFixed = append(s.offloadFixed, make([]probe.OffloadStatus, i+1-len(s.offloadFixed))...)
+			}
+			s.offloadFixed[i] = st
+		})
 	}
 }

@@ -69,5 +69,10 @@ func (s *state) probeResult(r probe.Result) {
 // (probe.Config.OnOffload); the prober has logged it.
 func (s *state) offloadChanged(ev probe.OffloadEvent) {
 	s.probeM.offload.WithLabelValues(ev.Kind).Inc()
-	s.update(func(s *state) { s.lastOffload = &ev })
+	s.update(func(s *state) {
+		if s.lastOffload == nil {
+			s.lastOffload = map[string]probe.OffloadEvent{}
+		}
+		s.lastOffload[ev.Device] = ev
+	})
 }

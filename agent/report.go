@@ -140,12 +140,12 @@ type ProbeReport struct {
 	Answered uint64 `json:"answered"`
 	// Unreachable is the number of probed peers found unreachable.
 	Unreachable int `json:"unreachable"`
-	// Offload is the vxlan device's TX checksum offload; nil for
-	// host-gw.
-	Offload *OffloadReport `json:"offload,omitempty"`
+	// Offloads is the TX checksum offload of each vxlan device
+	// (flannel.<VNI> first, then flannel-v6.<VNI>); none for host-gw.
+	Offloads []OffloadReport `json:"offloads,omitempty"`
 }
 
-// OffloadReport is the vxlan device's TX checksum offload.
+// OffloadReport is a vxlan device's TX checksum offload.
 type OffloadReport struct {
 	Device string `json:"device"`
 	// Mode is --vxlan-tx-csum-offload (auto, on, off); Auto is true when
@@ -166,7 +166,7 @@ type OffloadReport struct {
 	LastChange *OffloadChange `json:"last_change,omitempty"`
 }
 
-// OffloadChange is a change the prober made to the offload setting.
+// OffloadChange is a change the prober made to a device's offload setting.
 type OffloadChange struct {
 	Time       time.Time `json:"time"`
 	Kind       string    `json:"kind"`
@@ -295,13 +295,13 @@ func (s *state) probeReport(o *Options, peers []PeerReport) ProbeReport {
 			}
 		}
 	}
-	if off := s.offloadStatus(); off != nil {
-		or := &OffloadReport{Device: off.Device, Mode: o.TxCsumOffload, Auto: off.Auto, TxChecksum: off.TxChecksum,
+	for _, off := range s.offloadStatuses() {
+		or := OffloadReport{Device: off.Device, Mode: o.TxCsumOffload, Auto: off.Auto, TxChecksum: off.TxChecksum,
 			Trial: off.Trial, KeptOff: off.KeptOff, Since: timePtr(off.Since), Error: off.Err}
 		for _, p := range off.Peers {
 			or.Peers = append(or.Peers, p.String())
 		}
-		if ev := s.lastOffload; ev != nil {
+		if ev, ok := s.lastOffload[off.Device]; ok {
 			c := &OffloadChange{Time: ev.Time.UTC(), Kind: ev.Kind, TxChecksum: ev.TxChecksum, Peers: []string{}}
 			for _, p := range ev.Peers {
 				c.Peers = append(c.Peers, p.String())
@@ -311,7 +311,7 @@ func (s *state) probeReport(o *Options, peers []PeerReport) ProbeReport {
 			}
 			or.LastChange = c
 		}
-		pr.Offload = or
+		pr.Offloads = append(pr.Offloads, or)
 	}
 	return pr
 }
@@ -327,15 +327,18 @@ func peerProbeReport(h probe.PeerHealth) *PeerProbeReport {
 	}
 }
 
-// offloadStatus is the vxlan device's TX checksum offload: the explicit
-// setting as kept, or as the prober sees it; nil when unknown. s.mu is
-// held.
-func (s *state) offloadStatus() *probe.OffloadStatus {
-	if s.offloadFixed != nil {
+// offloadStatuses is the TX checksum offload of each vxlan device: the
+// explicit setting as kept, or as the probers see it; none when unknown.
+// s.mu is held.
+func (s *state) offloadStatuses() []probe.OffloadStatus {
+	if len(s.offloadFixed) > 0 {
 		return s.offloadFixed
 	}
-	if len(s.probers) > 0 {
-		return s.probers.Status().Offload
+	var sts []probe.OffloadStatus
+	for _, p := range s.probers {
+		if off := p.Offload(); off != nil {
+			sts = append(sts, *off)
+		}
 	}
-	return nil
+	return sts
 }

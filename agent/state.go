@@ -50,13 +50,14 @@ type state struct {
 	// probeM counts probe results over every pipeline. probers are the
 	// current pipeline's, one per address family (none when not probing;
 	// probeNote says why).
-	// offloadFixed is the explicit offload setting as last kept;
-	// lastOffload the last change the prober made.
+	// offloadFixed is the explicit offload setting of each vxlan device
+	// as last kept (IPv4's first); lastOffload the last change the
+	// probers made, by device.
 	probeM       *probeMetrics
 	probers      proberSet
 	probeNote    string
-	offloadFixed *probe.OffloadStatus
-	lastOffload  *probe.OffloadEvent
+	offloadFixed []probe.OffloadStatus
+	lastOffload  map[string]probe.OffloadEvent
 }
 
 func newState(now time.Time) *state {

@@ -275,6 +275,17 @@ func (p *Prober) Status() Status {
 	return st
 }
 
+// Offload returns the offload switch's state as the prober sees it, nil
+// without Config.Offload: Status().Offload without the peers.
+func (p *Prober) Offload() *OffloadStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.csum == nil {
+		return nil
+	}
+	return p.csum.status()
+}
+
 // MergeStatus merges snapshots of probers of different address families
 // into one, as a dual-stack host shows its two probers: every peer (a
 // peer's two leases have different subnets, so it appears once per

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -76,8 +77,8 @@ func TestProbeIPv6Only(t *testing.T) {
 				t.Fatal(err)
 			}
 			if pr := r.Probe; !pr.Enabled || pr.Sent == 0 || pr.Answered == 0 || pr.Unreachable != 0 ||
-				pr.Offload == nil || pr.Offload.Device != "flannel-v6.1" || !pr.Offload.TxChecksum {
-				t.Errorf("%s: probe report %+v offload %+v; want probing, flannel-v6.1's offload on", h.Name, pr, pr.Offload)
+				len(pr.Offloads) != 1 || pr.Offloads[0].Device != "flannel-v6.1" || !pr.Offloads[0].TxChecksum {
+				t.Errorf("%s: probe report %+v offloads %+v; want probing, flannel-v6.1's offload on", h.Name, pr, pr.Offloads)
 			}
 			if errOut, ok := c.statusCheck(h); !ok {
 				t.Errorf("%s: status --check failed in a healthy cluster: %s", h.Name, errOut)
@@ -107,8 +108,8 @@ func TestProbeIPv6Only(t *testing.T) {
 		if errOut, ok := c.statusCheck(h1); ok || !strings.Contains(errOut, sn2) {
 			t.Errorf("status --check exit ok=%t, stderr %q; want exit 1 naming %s", ok, errOut, sn2)
 		}
-		// h2 still reaches h1: only h1's entry is gone.
-		c.awaitPeer(t, h2, infos[h1.Name].IPv6Subnet.String(), "reachable", probeReachable)
+		// (h2's probes of h1 fail meanwhile too: h1's answers need the
+		// fdb entry that is gone.)
 
 		// Put back as the agent makes it: programmed and reachable again.
 		nh := c.handle(h1.NS)
@@ -150,8 +151,15 @@ func TestProbeDualStack(t *testing.T) {
 			t.Fatal(err)
 		}
 		// --probe-rate=50 is split between the families.
-		if pr := r.Probe; !pr.Enabled || pr.Rate != 50 || pr.Unreachable != 0 || pr.Offload == nil || pr.Offload.Device != "flannel.1" {
-			t.Errorf("probe report %+v offload %+v; want rate 50 in all, flannel.1's offload", pr, pr.Offload)
+		if pr := r.Probe; !pr.Enabled || pr.Rate != 50 || pr.Unreachable != 0 ||
+			!slices.Equal(offloadDevices(pr), []string{"flannel.1", "flannel-v6.1"}) || !pr.Offloads[0].TxChecksum || !pr.Offloads[1].TxChecksum {
+			t.Errorf("probe report %+v offloads %+v; want rate 50 in all, both devices' offload on", pr, pr.Offloads)
+		}
+		fams := mustScrape(t, h1)
+		for _, dev := range []string{"flannel.1", "flannel-v6.1"} {
+			if v := metricLabeled(fams, agent.MetricTxCsumOffload, "device", dev); v != 1 {
+				t.Errorf("%s{device=%s} = %v, want 1", agent.MetricTxCsumOffload, dev, v)
+			}
 		}
 		if len(r.Peers) != 4 {
 			t.Errorf("%d peers in the report, want 2 per family", len(r.Peers))
@@ -159,6 +167,9 @@ func TestProbeDualStack(t *testing.T) {
 		out := c.mustExec(h1.NS, binaries(t)["./cmd/netagent"], "status", "--status-socket="+statusSocket(h1))
 		if strings.Count(out, " yes ") != 4 {
 			t.Errorf("status table does not show 4 subnets reachable:\n%s", out)
+		}
+		if strings.Count(out, "tx csum offload") != 2 {
+			t.Errorf("status does not show both devices' offload:\n%s", out)
 		}
 		if errOut, ok := c.statusCheck(h1); !ok {
 			t.Errorf("status --check failed in a healthy cluster: %s", errOut)
@@ -189,6 +200,12 @@ func TestProbeDualStack(t *testing.T) {
 			}
 			if p4, err := peerIn(r, v4); err != nil || probeReachable(p4) != nil {
 				t.Errorf("%s: %s (IPv4) %+v, %v; want reachable while only VXLAN over IPv6 is dropped", h.Name, v4, p4, err)
+			}
+			if off := offloadOf(r.Probe, "flannel-v6.1"); off == nil || !off.TxChecksum || off.LastChange == nil || off.LastChange.Kind != probe.OffloadRestored {
+				t.Errorf("%s: flannel-v6.1's offload %+v; want restored on after its trial", h.Name, off)
+			}
+			if off := offloadOf(r.Probe, "flannel.1"); off == nil || off.LastChange != nil {
+				t.Errorf("%s: flannel.1's offload %+v; want untouched by the IPv6 trial", h.Name, off)
 			}
 			if r.Probe.Unreachable != 1 {
 				t.Errorf("%s: %d unreachable, want 1", h.Name, r.Probe.Unreachable)

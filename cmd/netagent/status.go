@@ -195,8 +195,8 @@ func printReport(w io.Writer, r *agent.Report) {
 	}
 	p("masquerade", masq)
 	p("probe", probeLine(&r.Probe))
-	if o := r.Probe.Offload; o != nil {
-		p("tx csum offload", offloadLine(o))
+	for i := range r.Probe.Offloads {
+		p("tx csum offload", offloadLine(&r.Probe.Offloads[i]))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\npeers (%d):\n", len(r.Peers))
@@ -247,7 +247,7 @@ func probeLine(pr *agent.ProbeReport) string {
 		time.Duration(pr.IntervalSeconds*float64(time.Second)).Round(time.Millisecond), pr.Rate, pr.Port, pr.Sent, pr.Answered, pr.Unreachable)
 }
 
-// offloadLine is the vxlan device's TX checksum offload in one line.
+// offloadLine is a vxlan device's TX checksum offload in one line.
 func offloadLine(o *agent.OffloadReport) string {
 	s := fmt.Sprintf("%s tx %s  (%s", o.Device, map[bool]string{true: "on", false: "off"}[o.TxChecksum], o.Mode)
 	if o.Auto {
