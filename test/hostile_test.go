@@ -30,23 +30,28 @@ func TestHostileLeases(t *testing.T) {
 	}
 	hostile := []struct {
 		name, key, value string
-		// warning is what the warning on h1 says, next to the key.
-		warning string
+		// warning is what the warning on h1 says, next to the key;
+		// warningOthers what other hosts' say, when it differs.
+		warning, warningOthers string
 		// onlyH1: only h1 refuses it (it is about h1's own subnet or IP).
 		onlyH1 bool
 	}{
-		{"key outside the network", "10.99.1.0-24", ok("192.168.77.201", "0a:00:00:00:01:01"), "ignoring lease outside the network", false},
-		{"subnet inside ours", subnet.LeaseKey(half, netip.Prefix{}), ok("192.168.77.202", "0a:00:00:00:01:02"), "ignoring lease overlapping this host's subnet", true},
-		{"PublicIP ours", "10.5.201.0-24", ok(h1.Underlay.Addr().String(), "0a:00:00:00:01:03"), "ignoring lease with this host's public IP", true},
-		{"VtepMAC zero", "10.5.202.0-24", ok("192.168.77.204", "00:00:00:00:00:00"), "ignoring lease with malformed BackendData", false},
-		{"VtepMAC multicast", "10.5.203.0-24", ok("192.168.77.205", "01:00:5e:00:00:01"), "ignoring lease with malformed BackendData", false},
-		{"VtepMAC broadcast", "10.5.204.0-24", ok("192.168.77.206", "ff:ff:ff:ff:ff:ff"), "ignoring lease with malformed BackendData", false},
-		{"PublicIP loopback", "10.5.205.0-24", ok("127.0.0.1", "0a:00:00:00:01:07"), "skipping lease with malformed value", false},
-		{"PublicIP multicast", "10.5.206.0-24", ok("224.0.0.1", "0a:00:00:00:01:08"), "skipping lease with malformed value", false},
-		{"PublicIP unspecified", "10.5.207.0-24", ok("0.0.0.0", "0a:00:00:00:01:09"), "skipping lease with malformed value", false},
-		{"oversized value", "10.5.208.0-24", strings.Replace(ok("192.168.77.210", "0a:00:00:00:01:0a"), `"VNI":1`, `"VNI":1,"Pad":"`+strings.Repeat("x", subnet.MaxLeaseValueSize)+`"`, 1), "skipping lease with malformed value", false},
-		{"non-UTF-8 value", "10.5.209.0-24", strings.Replace(ok("192.168.77.211", "0a:00:00:00:01:0b"), `"VNI":1`, "\"X\":\"\xff\xfe\",\"VNI\":1", 1), "skipping lease with malformed value", false},
-		{"malformed key", "10.5.210.7-24", ok("192.168.77.212", "0a:00:00:00:01:0c"), "skipping malformed lease key", false},
+		{"key outside the network", "10.99.1.0-24", ok("192.168.77.201", "0a:00:00:00:01:01"), "ignoring lease outside the network", "", false},
+		// Half of h1's subnet: h2 would route part of h1's containers
+		// to 192.168.77.202.
+		{"subnet inside ours", subnet.LeaseKey(half, netip.Prefix{}), ok("192.168.77.202", "0a:00:00:00:01:02"),
+			"ignoring lease overlapping this host's subnet", "ignoring lease of another size than the network's subnets", false},
+		{"subnet of another size", "10.5.212.0-23", ok("192.168.77.213", "0a:00:00:00:01:0d"), "ignoring lease of another size than the network's subnets", "", false},
+		{"PublicIP ours", "10.5.201.0-24", ok(h1.Underlay.Addr().String(), "0a:00:00:00:01:03"), "ignoring lease with this host's public IP", "", true},
+		{"VtepMAC zero", "10.5.202.0-24", ok("192.168.77.204", "00:00:00:00:00:00"), "ignoring lease with malformed BackendData", "", false},
+		{"VtepMAC multicast", "10.5.203.0-24", ok("192.168.77.205", "01:00:5e:00:00:01"), "ignoring lease with malformed BackendData", "", false},
+		{"VtepMAC broadcast", "10.5.204.0-24", ok("192.168.77.206", "ff:ff:ff:ff:ff:ff"), "ignoring lease with malformed BackendData", "", false},
+		{"PublicIP loopback", "10.5.205.0-24", ok("127.0.0.1", "0a:00:00:00:01:07"), "skipping lease with malformed value", "", false},
+		{"PublicIP multicast", "10.5.206.0-24", ok("224.0.0.1", "0a:00:00:00:01:08"), "skipping lease with malformed value", "", false},
+		{"PublicIP unspecified", "10.5.207.0-24", ok("0.0.0.0", "0a:00:00:00:01:09"), "skipping lease with malformed value", "", false},
+		{"oversized value", "10.5.208.0-24", strings.Replace(ok("192.168.77.210", "0a:00:00:00:01:0a"), `"VNI":1`, `"VNI":1,"Pad":"`+strings.Repeat("x", subnet.MaxLeaseValueSize)+`"`, 1), "skipping lease with malformed value", "", false},
+		{"non-UTF-8 value", "10.5.209.0-24", strings.Replace(ok("192.168.77.211", "0a:00:00:00:01:0b"), `"VNI":1`, "\"X\":\"\xff\xfe\",\"VNI\":1", 1), "skipping lease with malformed value", "", false},
+		{"malformed key", "10.5.210.7-24", ok("192.168.77.212", "0a:00:00:00:01:0c"), "skipping malformed lease key", "", false},
 	}
 	marks := map[string]logMark{}
 	for _, h := range c.hosts() {
@@ -85,10 +90,14 @@ func TestHostileLeases(t *testing.T) {
 			if hl.onlyH1 && h != h1 {
 				continue
 			}
-			if len(grep(lines, hl.warning, hl.key)) == 0 {
-				t.Errorf("%s: %s (%s) not refused with a warning %q naming it", h.Name, hl.name, hl.key, hl.warning)
+			warning := hl.warning
+			if h != h1 && hl.warningOthers != "" {
+				warning = hl.warningOthers
+			}
+			if len(grep(lines, warning, hl.key)) == 0 {
+				t.Errorf("%s: %s (%s) not refused with a warning %q naming it", h.Name, hl.name, hl.key, warning)
 			} else {
-				t.Logf("%s refused %s: %s", h.Name, hl.name, firstLine(grep(lines, hl.warning, hl.key)))
+				t.Logf("%s refused %s: %s", h.Name, hl.name, firstLine(grep(lines, warning, hl.key)))
 			}
 		}
 		// No route anywhere in the host for a hostile subnet.

@@ -103,12 +103,12 @@ func New(opts Options) (*Backend, error) {
 	}
 	if v4 {
 		c := cfg
-		c.Family, c.Network = 4, opts.Config.Network
+		c.Family, c.Network, c.SubnetLen = 4, opts.Config.Network, opts.Config.SubnetLen
 		b.engines = append(b.engines, dataplane.New(c))
 	}
 	if v6 {
 		c := cfg
-		c.Family, c.Network = 6, opts.Config.IPv6Network
+		c.Family, c.Network, c.SubnetLen = 6, opts.Config.IPv6Network, opts.Config.IPv6SubnetLen
 		if c.Log != nil {
 			c.Log = c.Log.With("family", "ipv6")
 		}

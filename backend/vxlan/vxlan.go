@@ -244,13 +244,13 @@ func New(opts Options) (*Backend, error) {
 	if b.v4 {
 		c := cfg
 		c.Family, c.Device = 4, device(DeviceName(s.VNI), mtu4, b.mac)
-		c.Network = opts.Config.Network
+		c.Network, c.SubnetLen = opts.Config.Network, opts.Config.SubnetLen
 		b.engines = append(b.engines, dataplane.New(c))
 	}
 	if b.v6 {
 		c := cfg
 		c.Family, c.Device = 6, device(DeviceNameV6(s.VNI), mtu6, b.macV6)
-		c.Network = opts.Config.IPv6Network
+		c.Network, c.SubnetLen = opts.Config.IPv6Network, opts.Config.IPv6SubnetLen
 		if c.Log != nil {
 			c.Log = c.Log.With("family", "ipv6")
 		}

@@ -68,6 +68,12 @@ type Config struct {
 	// Network is the overlay network of Family: a lease whose subnet is
 	// not inside it is refused with a warning (invalid: no such check).
 	Network netip.Prefix
+	// SubnetLen is the prefix length of the network's leases: a lease of
+	// another length is refused with a warning (0: no such check). Every
+	// agent leases subnets of exactly that length; a longer or shorter
+	// one overlaps a host's subnet or the free pool, and routing it
+	// would take traffic for part of another host's containers elsewhere.
+	SubnetLen int
 	// Device is the VXLAN device; nil for host-gw.
 	Device *DeviceSpec
 	// DirectRouting routes to peers on a directly connected subnet of Ext
@@ -445,7 +451,8 @@ func (e *Engine) parse(l *subnet.Lease) *peer {
 
 // acceptSubnet refuses, with a warning naming the lease, a subnet that
 // is this host's own (silently when the lease is this host's, as it is
-// normally), that overlaps it, or that lies outside the overlay network:
+// normally), that overlaps it, that lies outside the overlay network, or
+// whose prefix length is not the network's subnet length:
 // programming any of those would take traffic away from this host's
 // containers or send overlay routes outside the overlay.
 func (e *Engine) acceptSubnet(l *subnet.Lease, sn netip.Prefix) bool {
@@ -465,6 +472,10 @@ func (e *Engine) acceptSubnet(l *subnet.Lease, sn netip.Prefix) bool {
 	}
 	if n := e.cfg.Network; n.IsValid() && !(n.Bits() <= sn.Bits() && n.Contains(sn.Addr())) {
 		e.log.Warn("ignoring lease outside the network", "lease", l.Key(), "network", n)
+		return false
+	}
+	if n := e.cfg.SubnetLen; n > 0 && sn.Bits() != n {
+		e.log.Warn("ignoring lease of another size than the network's subnets", "lease", l.Key(), "subnet_len", n)
 		return false
 	}
 	return true
