@@ -279,17 +279,31 @@ func (a *Agent) startProbe(ctx context.Context, cfg *subnet.Config, be backend.B
 			}
 		}()
 	}
+	var seen []backend.PeerStatus
 	go syncLoop(ctx, func() {
 		if keep != nil {
 			keep()
 		}
-		for i, next := range peersOf(be.Status(), fps) {
+		st := be.Status()
+		if sameSlice(st.Peers, seen) {
+			// The backend hands out the same (read-only) peers until one
+			// changes: nothing to redo for 5,000 of them each second.
+			return
+		}
+		seen = st.Peers
+		for i, next := range peersOf(st, fps) {
 			if fp := fps[i]; !slices.Equal(next, fp.peers) {
 				fp.peers = next
 				fp.p.SetPeers(next)
 			}
 		}
 	})
+}
+
+// sameSlice reports whether a and b are the same slice: same length and,
+// unless empty, same first element.
+func sameSlice[T any](a, b []T) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // proberSet is a pipeline's probers, one per address family of its
