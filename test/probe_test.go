@@ -105,18 +105,38 @@ func (c *cluster) statusCheck(h *lab.Host) (string, bool) {
 
 // metricLabeled is the value of the counter or gauge name whose label has
 // value; -1 when absent.
-func metricLabeled(fams map[string]*dto.MetricFamily, name, label, value string) float64 {
+// metricLabeled sums the values (a histogram: its counts) of the series
+// of name that carry every label=value pair of labels; -1 when none does.
+func metricLabeled(fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+	sum, found := 0.0, false
 	for _, m := range fams[name].GetMetric() {
+		have := map[string]string{}
 		for _, l := range m.GetLabel() {
-			if l.GetName() == label && l.GetValue() == value {
-				if m.Counter != nil {
-					return m.GetCounter().GetValue()
-				}
-				return m.GetGauge().GetValue()
+			have[l.GetName()] = l.GetValue()
+		}
+		match := true
+		for i := 0; i+1 < len(labels); i += 2 {
+			if have[labels[i]] != labels[i+1] {
+				match = false
 			}
 		}
+		if !match {
+			continue
+		}
+		found = true
+		switch {
+		case m.Counter != nil:
+			sum += m.GetCounter().GetValue()
+		case m.Gauge != nil:
+			sum += m.GetGauge().GetValue()
+		case m.Histogram != nil:
+			sum += float64(m.GetHistogram().GetSampleCount())
+		}
 	}
-	return -1
+	if !found {
+		return -1
+	}
+	return sum
 }
 
 func mustScrape(t *testing.T, h *lab.Host) map[string]*dto.MetricFamily {

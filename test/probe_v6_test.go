@@ -161,6 +161,11 @@ func TestProbeDualStack(t *testing.T) {
 				t.Errorf("%s{device=%s} = %v, want 1", agent.MetricTxCsumOffload, dev, v)
 			}
 		}
+		for _, fam := range []string{"ipv4", "ipv6"} {
+			if n := metricLabeled(fams, agent.MetricProbeRTT, "family", fam); n <= 0 {
+				t.Errorf("%s{family=%s} count %v, want > 0", agent.MetricProbeRTT, fam, n)
+			}
+		}
 		if len(r.Peers) != 4 {
 			t.Errorf("%d peers in the report, want 2 per family", len(r.Peers))
 		}
@@ -210,8 +215,14 @@ func TestProbeDualStack(t *testing.T) {
 			if r.Probe.Unreachable != 1 {
 				t.Errorf("%s: %d unreachable, want 1", h.Name, r.Probe.Unreachable)
 			}
-			if v := metricSum(mustScrape(t, h), agent.MetricPeersUnreachable); v != 1 {
+			fams := mustScrape(t, h)
+			if v := metricSum(fams, agent.MetricPeersUnreachable); v != 1 {
 				t.Errorf("%s: %s = %v, want 1", h.Name, agent.MetricPeersUnreachable, v)
+			}
+			v4fail := metricLabeled(fams, agent.MetricProbeFailures, "family", "ipv4", "cause", string(probe.CauseNoAnswer))
+			v6fail := metricLabeled(fams, agent.MetricProbeFailures, "family", "ipv6", "cause", string(probe.CauseNoAnswer))
+			if v4fail != 0 || v6fail <= 0 {
+				t.Errorf("%s: %s{cause=no-answer}: ipv4 %v, ipv6 %v; want 0 and more", h.Name, agent.MetricProbeFailures, v4fail, v6fail)
 			}
 			if out := c.mustExec(h.NS, "ethtool", "-k", "flannel-v6.1"); !strings.Contains(out, "tx-checksumming: on") {
 				t.Errorf("%s: after the trial ethtool -k flannel-v6.1 says\n%s", h.Name, out)
