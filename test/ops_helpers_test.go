@@ -90,16 +90,22 @@ func metricSum(fams map[string]*dto.MetricFamily, name string) float64 {
 	}
 	var sum float64
 	for _, m := range f.GetMetric() {
-		switch {
-		case m.Counter != nil:
-			sum += m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			sum += m.GetGauge().GetValue()
-		case m.Histogram != nil:
-			sum += float64(m.GetHistogram().GetSampleCount())
-		}
+		sum += metricValue(m)
 	}
 	return sum
+}
+
+// metricValue is a counter's or gauge's value, or a histogram's count.
+func metricValue(m *dto.Metric) float64 {
+	switch {
+	case m.Counter != nil:
+		return m.GetCounter().GetValue()
+	case m.Gauge != nil:
+		return m.GetGauge().GetValue()
+	case m.Histogram != nil:
+		return float64(m.GetHistogram().GetSampleCount())
+	}
+	return 0
 }
 
 // statusReport runs `netagent status --json` in h's namespace.

@@ -124,14 +124,7 @@ func metricLabeled(fams map[string]*dto.MetricFamily, name string, labels ...str
 			continue
 		}
 		found = true
-		switch {
-		case m.Counter != nil:
-			sum += m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			sum += m.GetGauge().GetValue()
-		case m.Histogram != nil:
-			sum += float64(m.GetHistogram().GetSampleCount())
-		}
+		sum += metricValue(m)
 	}
 	if !found {
 		return -1
