@@ -95,6 +95,26 @@ type cluster struct {
 
 func newCluster(t *testing.T, opts clusterOptions) *cluster {
 	t.Helper()
+	c := newBareCluster(t, opts)
+	if err := c.lab.StartEtcd(c.ctx); err != nil {
+		t.Fatalf("etcd: %v", err)
+	}
+	cli, err := c.lab.EtcdClient()
+	if err != nil {
+		t.Fatalf("etcd client: %v", err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	c.etcd = cli
+	if opts.Config != "" {
+		c.put(prefix+"/config", opts.Config)
+	}
+	return c
+}
+
+// newBareCluster is newCluster without the etcd: the test starts the etcd
+// it needs (a cluster, TLS, authentication) and sets c.etcd.
+func newBareCluster(t *testing.T, opts clusterOptions) *cluster {
+	t.Helper()
 	requireRoot(t)
 	b := binaries(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -112,18 +132,6 @@ func newCluster(t *testing.T, opts clusterOptions) *cluster {
 			t.Errorf("lab close: %v", err)
 		}
 	})
-	if err := l.StartEtcd(ctx); err != nil {
-		t.Fatalf("etcd: %v", err)
-	}
-	cli, err := l.EtcdClient()
-	if err != nil {
-		t.Fatalf("etcd client: %v", err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	c.etcd = cli
-	if opts.Config != "" {
-		c.put(prefix+"/config", opts.Config)
-	}
 	return c
 }
 

@@ -455,27 +455,3 @@ func freshEtcdClient(t *testing.T, c *cluster) *clientv3.Client {
 }
 
 var pingOpts2 = lab.PingOptions{Count: 2}
-
-// newBareCluster is newCluster without the etcd: the test starts the etcd
-// it needs (a cluster, TLS, authentication) and sets c.etcd.
-func newBareCluster(t *testing.T, opts clusterOptions) *cluster {
-	t.Helper()
-	requireRoot(t)
-	b := binaries(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	l, err := lab.New(ctx, lab.Options{Hosts: opts.Hosts, RoutedHosts: opts.RoutedHosts, LabBinary: b["./cmd/netagent-lab"]})
-	if err != nil {
-		t.Fatalf("lab: %v", err)
-	}
-	c := &cluster{t: t, ctx: ctx, lab: l, opts: opts, agents: map[string]*lab.Proc{}, cnis: map[string]int{}}
-	t.Cleanup(func() {
-		if t.Failed() {
-			c.dumpLogs()
-		}
-		if err := l.Close(); err != nil {
-			t.Errorf("lab close: %v", err)
-		}
-	})
-	return c
-}
