@@ -114,12 +114,12 @@ func (h *Holder) run(ctx context.Context) {
 	var lastLoss time.Time
 	for {
 		cur := h.snapshot()
-		reason := h.keep(ctx, cur)
+		reason, by := h.keep(ctx, cur)
 		if ctx.Err() != nil {
 			return
 		}
 		key := h.r.leaseKey(&cur.lease)
-		h.r.log.Warn("lost subnet lease: re-acquiring", "key", key, "reason", reason)
+		h.logLoss(key, reason, by)
 		if !lastLoss.IsZero() && time.Since(lastLoss) < time.Minute {
 			if sleepCtx(ctx, bo.next()) != nil {
 				return
@@ -145,10 +145,36 @@ func (h *Holder) run(ctx context.Context) {
 	}
 }
 
-// keep renews and watches cur until it is lost (returning why) or ctx is
-// done. Renewal, the watch and the re-reads of the key after a broken watch
+// logLoss warns that the lease at key was lost for reason; by is the key
+// as someone else rewrote it (nil when deleted or expired). A rewrite
+// under an etcd lease naming this host's own public IP is another agent
+// configured with that address: the two take the lease from each other
+// until one is fixed, so the warning says where to look.
+func (h *Holder) logLoss(key, reason string, by *mvccpb.KeyValue) {
+	args := []any{"key", key, "reason", reason}
+	if by == nil {
+		h.r.log.Warn("lost subnet lease: re-acquiring", args...)
+		return
+	}
+	a, err := ParseLeaseAttrs(by.Value)
+	if err != nil {
+		h.r.log.Warn("lost subnet lease: re-acquiring", append(args, "new_value_err", err)...)
+		return
+	}
+	args = append(args, "new_public_ip", a.PublicIP, "new_public_ipv6", a.PublicIPv6)
+	own := h.opts.Attrs
+	sameIP := (own.PublicIP.IsValid() && a.PublicIP == own.PublicIP) || (own.PublicIPv6.IsValid() && a.PublicIPv6 == own.PublicIPv6)
+	if by.Lease != 0 && sameIP {
+		h.r.log.Warn("lost subnet lease to another agent with this host's public IP: check --public-ip and --iface on both hosts; re-acquiring", args...)
+		return
+	}
+	h.r.log.Warn("lost subnet lease: re-acquiring", args...)
+}
+
+// keep renews and watches cur until it is lost (returning why, and the
+// key as rewritten by someone else when it was) or ctx is done. Renewal, the watch and the re-reads of the key after a broken watch
 // share one loop, so that none of them waits on another's retries.
-func (h *Holder) keep(ctx context.Context, cur held) string {
+func (h *Holder) keep(ctx context.Context, cur held) (string, *mvccpb.KeyValue) {
 	key := h.r.leaseKey(&cur.lease)
 	attempt := min(requestTimeout, max(time.Second, h.opts.RenewMargin/4))
 	var stopWatch context.CancelFunc = func() {}
@@ -177,12 +203,16 @@ func (h *Holder) keep(ctx context.Context, cur held) string {
 	for {
 		select {
 		case <-ctx.Done():
-			return ""
+			return "", nil
 		case wr, ok := <-wch:
 			if ok && wr.Err() == nil {
 				for _, ev := range wr.Events {
-					if reason := lostReason(ev.Type == clientv3.EventTypeDelete, ev.Kv, &cur); reason != "" {
-						return reason
+					deleted := ev.Type == clientv3.EventTypeDelete
+					if reason := lostReason(deleted, ev.Kv, &cur); reason != "" {
+						if deleted {
+							return reason, nil
+						}
+						return reason, ev.Kv
 					}
 				}
 				continue
@@ -203,10 +233,10 @@ func (h *Holder) keep(ctx context.Context, cur held) string {
 			}
 			checkBackoff.reset()
 			if len(resp.Kvs) == 0 {
-				return lostReason(true, nil, &cur)
+				return lostReason(true, nil, &cur), nil
 			}
 			if reason := lostReason(false, resp.Kvs[0], &cur); reason != "" {
-				return reason
+				return reason, resp.Kvs[0]
 			}
 			wch = watch(resp.Header.GetRevision() + 1)
 		case <-renewC:
@@ -216,10 +246,10 @@ func (h *Holder) keep(ctx context.Context, cur held) string {
 			switch {
 			case errors.Is(err, rpctypes.ErrLeaseNotFound):
 				h.r.stats.renewalFailures.Add(1)
-				return "etcd lease expired"
+				return "etcd lease expired", nil
 			case err != nil:
 				if ctx.Err() != nil {
-					return ""
+					return "", nil
 				}
 				h.r.stats.renewalFailures.Add(1)
 				now := time.Now()

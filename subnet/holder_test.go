@@ -208,3 +208,40 @@ func TestHolderStopsWithContext(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestHolderSamePublicIP: two agents configured with one public IP take
+// the lease from each other. Each loss names the other writer and says
+// where to look, and the losses are spaced out (1 s doubling to 30 s)
+// instead of turning into a write storm on etcd.
+func TestHolderSamePublicIP(t *testing.T) {
+	t.Parallel()
+	_, _, r, log := regTestEnv(t)
+	cfg := regTestConfig("10.5.0.0/16", 24, "10.5.1.0", "10.5.255.0")
+	ctx := regTestCtx(t, 60*time.Second)
+	a, err := r.Hold(ctx, cfg, regTestOpts(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	start := time.Now()
+	b, err := r.Hold(ctx, cfg, regTestOpts(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if a.Lease().Subnet != b.Lease().Subnet {
+		t.Fatalf("the second agent leased %s, not the first's %s: it should find it by the public IP", b.Lease().Subnet, a.Lease().Subnet)
+	}
+	const window = 10 * time.Second
+	<-time.After(window - time.Since(start))
+	losses := log.count("lost subnet lease")
+	hinted := log.count("lost subnet lease to another agent with this host's public IP", "new_public_ip=192.0.2.8")
+	t.Logf("%d losses in %v, %d with the public IP hint", losses, window, hinted)
+	if losses < 3 || hinted != losses {
+		t.Errorf("%d losses, %d naming the public IP; want the agents to keep taking the lease from each other, each loss explained", losses, hinted)
+	}
+	// Unspaced, each round trip takes a few milliseconds: thousands.
+	if losses > 14 {
+		t.Errorf("%d losses in %v; want them spaced out (at most about 2 per doubling interval)", losses, window)
+	}
+}
