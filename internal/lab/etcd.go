@@ -4,14 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"path/filepath"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
 )
 
 // ErrEtcdRunning and ErrEtcdNotRunning are returned by StartEtcd and
@@ -149,22 +146,5 @@ func (l *Lab) runningEtcd() (*Proc, error) {
 // are made inside the etcd namespace (see DialInNS), for use by a process
 // in the initial namespace. It does not wait for etcd. The caller closes it.
 func (l *Lab) EtcdClient() (*clientv3.Client, error) {
-	ns := l.EtcdNS()
-	if err := l.checkOwned(ns); err != nil {
-		return nil, err
-	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   l.EtcdEndpoints(),
-		DialTimeout: 2 * time.Second,
-		Logger:      zap.NewNop(),
-		DialOptions: []grpc.DialOption{
-			grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-				return DialInNS(ctx, ns, "tcp", addr)
-			}),
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("lab: etcd client: %w", err)
-	}
-	return cli, nil
+	return l.etcdClientIn(l.EtcdNS(), l.EtcdEndpoints())
 }
