@@ -72,6 +72,23 @@ func regTestEnv(t *testing.T) (*etcdtest.Server, *clientv3.Client, *Registry, *r
 	return srv, cli, NewRegistry(cli, "/test/"+strings.ReplaceAll(t.Name(), "/", "_"), slog.New(log)), log
 }
 
+// regTestAwaitClosed drains ch until it is closed, failing t if that takes
+// longer than d.
+func regTestAwaitClosed[T any](t *testing.T, ch <-chan T, d time.Duration) {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("channel not closed %v after cancel", d)
+		}
+	}
+}
+
 func regTestCtx(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)

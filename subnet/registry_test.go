@@ -133,15 +133,5 @@ func TestRegistryWatchConfig(t *testing.T) {
 		t.Fatalf("after delete: %+v", u)
 	}
 	cancel()
-	deadline := time.After(5 * time.Second)
-	for {
-		select {
-		case _, ok := <-ch:
-			if !ok {
-				return
-			}
-		case <-deadline:
-			t.Fatal("channel not closed after cancel")
-		}
-	}
+	regTestAwaitClosed(t, ch, 5*time.Second)
 }

@@ -286,17 +286,7 @@ func TestWatchLeasesClosesWithContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := r.WatchLeases(ctx)
 	cancel()
-	deadline := time.After(5 * time.Second)
-	for {
-		select {
-		case _, ok := <-ch:
-			if !ok {
-				return
-			}
-		case <-deadline:
-			t.Fatal("channel not closed 5s after cancel")
-		}
-	}
+	regTestAwaitClosed(t, ch, 5*time.Second)
 }
 
 func TestCompactPending(t *testing.T) {
