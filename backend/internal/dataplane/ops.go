@@ -265,7 +265,7 @@ func (e *Engine) applyPeer(s netip.Prefix, old, p *peer) {
 	if p != nil {
 		ops = append(ops, e.peerOps(p)...)
 	}
-	e.logOps("lease "+s.String(), ops)
+	e.logOps(s, ops)
 	errs := e.exec(ops)
 	err := errors.Join(errs...)
 	e.mu.Lock()

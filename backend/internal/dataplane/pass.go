@@ -47,7 +47,7 @@ func (e *Engine) pass() error {
 	}
 	ops = append(ops, e.orphans(kernel)...)
 	ops = e.holdRepairs(ops)
-	e.logOps("full pass", ops)
+	e.logOps(netip.Prefix{}, ops)
 	opErrs := e.exec(ops)
 	errs = append(errs, opErrs...)
 	e.finishPass(ops, opErrs, nil)
@@ -304,11 +304,16 @@ func isZero(mac net.HardwareAddr) bool {
 	return true
 }
 
-// logOps logs, at debug level, the kernel changes a pass is about to
-// make: the first few of them and how many there are.
-func (e *Engine) logOps(what string, ops []op) {
+// logOps logs, at debug level, the kernel changes a full pass (lease
+// invalid) or the event of one lease is about to make: the first few of
+// them and how many there are. Below debug level it costs nothing.
+func (e *Engine) logOps(lease netip.Prefix, ops []op) {
 	if len(ops) == 0 || !e.log.Enabled(context.Background(), slog.LevelDebug) {
 		return
+	}
+	what := "full pass"
+	if lease.IsValid() {
+		what = "lease " + lease.String()
 	}
 	const shown = 8
 	desc := make([]string, 0, min(len(ops), shown))
