@@ -40,7 +40,7 @@ func (al *agentLab) addContainer(h *lab.Host, name string) (*lab.Container, neti
 	if err != nil {
 		al.b.Fatal(err)
 	}
-	plugin := al.bins["./cni-plugin"]
+	plugin := al.bins["./cni-plugin/netagent-cni"]
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", h.NS, "env",
 		"CNI_COMMAND=ADD", "CNI_CONTAINERID="+ctn.NS, "CNI_NETNS="+lab.NSPath(ctn.NS),
 		"CNI_IFNAME=eth0", "CNI_PATH="+filepath.Dir(plugin), plugin)

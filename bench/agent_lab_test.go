@@ -49,7 +49,7 @@ func agentBinaries(b *testing.B) map[string]string {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
 		agentBin.bins, agentBin.err = lab.BuildBinaries(ctx, agentBin.dir,
-			"./cmd/netagent", "./cmd/netagent-lab", "./cni-plugin",
+			"./cmd/netagent", "./cmd/netagent-lab", "./cni-plugin/netagent-cni",
 			"github.com/containernetworking/plugins/plugins/main/bridge",
 			"github.com/containernetworking/plugins/plugins/ipam/host-local")
 	})

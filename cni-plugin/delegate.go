@@ -1,4 +1,4 @@
-package main
+package cniplugin
 
 import (
 	"encoding/json"
@@ -11,8 +11,8 @@ import (
 	"github.com/netagent/netagent/subnetfile"
 )
 
-// buildDelegate returns the delegate config for this host's lease (SPEC
-// section 6):
+// buildDelegate returns the delegate config for this host's lease
+// (docs/compatibility.md §8):
 //
 //	{"cniVersion":<netconf's>,"name":<netconf's>,"type":"bridge",
 //	 "isGateway":true,"isDefaultGateway":true,"hairpinMode":true,

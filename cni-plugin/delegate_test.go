@@ -1,4 +1,4 @@
-package main
+package cniplugin
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 	"github.com/netagent/netagent/subnetfile"
 )
 
-// testInfo is the lease of SPEC section 2's example.
+// testInfo is the lease of the example in docs/compatibility.md §4.
 var testInfo = subnetfile.Info{
 	Network: netip.MustParsePrefix("10.5.0.0/16"),
 	Subnet:  netip.MustParsePrefix("10.5.58.0/24"),

@@ -1,4 +1,4 @@
-package main
+package cniplugin
 
 import (
 	"context"
@@ -68,7 +68,7 @@ func cniPath(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		builds := [][]string{
-			{"build", "-o", filepath.Join(binDir, "netagent-cni"), "."},
+			{"build", "-o", binDir + "/", "./netagent-cni"},
 			{"build", "-o", binDir + "/",
 				"github.com/containernetworking/plugins/plugins/main/bridge",
 				"github.com/containernetworking/plugins/plugins/ipam/host-local",

@@ -1,4 +1,4 @@
-package main
+package cniplugin
 
 import (
 	"bytes"
@@ -35,7 +35,7 @@ type netConf struct {
 	Name       string `json:"name"`
 	Type       string `json:"type"`
 
-	// SubnetFile is the agent's subnet file (SPEC section 2).
+	// SubnetFile is the agent's subnet file (docs/compatibility.md §4.1).
 	SubnetFile string `json:"subnetFile"`
 	// DataDir holds the cached delegate configs, one per attachment.
 	DataDir string `json:"dataDir"`

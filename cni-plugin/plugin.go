@@ -1,4 +1,4 @@
-package main
+package cniplugin
 
 import (
 	"bytes"
@@ -14,7 +14,22 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 )
+
+// About is printed on stderr when the plugin is run without CNI_COMMAND.
+const About = "netagent-cni: hands this host's netagent lease to the bridge and host-local CNI plugins"
+
+// SupportedVersions are the CNI spec versions the plugin speaks.
+var SupportedVersions = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+
+// Funcs returns the plugin's verbs for skel.PluginMainFuncs, all running
+// under ctx; results go to stdout, warnings to log. The delegates run as
+// processes found in CNI_PATH.
+func Funcs(ctx context.Context, stdout io.Writer, log *slog.Logger) skel.CNIFuncs {
+	p := &plugin{stdout: stdout, log: log}
+	return p.funcs(ctx)
+}
 
 // cleanupTimeout bounds the delegate DEL that undoes a failed ADD.
 const cleanupTimeout = 30 * time.Second

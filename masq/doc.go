@@ -1,5 +1,5 @@
 // Package masq keeps the masquerade and forwarding rules of an overlay node
-// in the kernel (SPEC section 5), with iptables or nftables.
+// in the kernel (docs/compatibility.md §7), with iptables or nftables.
 //
 // With cluster network N and this host's lease S, traffic leaving the
 // cluster network is masqueraded, traffic inside it is not, and forwarding

@@ -23,7 +23,7 @@ func iptCmd(mode IPTablesMode, v6 bool) string {
 	return c
 }
 
-// wantPostrtg is SPEC section 5's chain for network n and subnet s, as
+// wantPostrtg is the chain of docs/compatibility.md §7.1 for network n and subnet s, as
 // `iptables -S FLANNEL-POSTRTG` prints it.
 func wantPostrtg(n, s netip.Prefix) string {
 	mc := "224.0.0.0/4"

@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-// wantNFT is SPEC section 5's rules as `nft list table FAM netagent`
+// wantNFT is the rules of docs/compatibility.md §7.2 as `nft list table FAM netagent`
 // (nftables 1.0) prints them.
 func wantNFT(fam string, n, s netip.Prefix) string {
 	mc := "224.0.0.0/4"

@@ -57,7 +57,7 @@ func TestNatRulesMatchSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// SPEC section 5, with N and S filled in.
+	// docs/compatibility.md §7.1, with N and S filled in.
 	want4 := []string{
 		"-m mark --mark 0x4000/0x4000 -j RETURN",
 		"-s 10.5.58.0/24 -d 10.5.0.0/16 -j RETURN",

@@ -16,7 +16,7 @@ import (
 
 // cluster is n hosts joined by a bridge in a "switch" namespace, each with
 // a VXLAN device per address family programmed as the vxlan backend does
-// (SPEC section 3) and one responder on its overlay and public addresses
+// (docs/compatibility.md §5) and one responder on its overlay and public addresses
 // of every family. Host i (from 1) has, over IPv4, public IP 192.168.91.i
 // on eth0 (its port on the switch is p<i>), lease 10.6.i.0/24 and overlay
 // address 10.6.i.0/32 on flannel.1 (MTU 1450); over IPv6, public IP

@@ -25,7 +25,7 @@ mkdir -p "$bin"
 bin="$(cd "$bin" && pwd)"
 echo "building into $bin ..."
 go build -o "$bin/" ./cmd/netagent ./cmd/netagent-lab
-go build -o "$bin/netagent-cni" ./cni-plugin
+go build -o "$bin/" ./cni-plugin/netagent-cni
 go build -o "$bin/" \
   github.com/containernetworking/plugins/plugins/main/bridge \
   github.com/containernetworking/plugins/plugins/ipam/host-local \

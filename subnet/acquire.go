@@ -92,7 +92,7 @@ type held struct {
 	value   []byte
 }
 
-// TryAcquire makes one acquisition (SPEC section 1): this host's own lease,
+// TryAcquire makes one acquisition (docs/compatibility.md §3.5): this host's own lease,
 // found by its PublicIP (PublicIPv6 when IPv6-only), when it fits cfg;
 // else the previous subnet(s) if free and fitting; else a free subnet drawn
 // at random. It returns an error wrapping ErrPoolExhausted when none is

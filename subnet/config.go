@@ -19,7 +19,7 @@ import (
 var ErrInvalidConfig = errors.New("subnet: invalid network config")
 
 // Config is the network config stored under <prefix>/config, after defaults
-// have been applied and the whole of it validated (SPEC section 1).
+// have been applied and the whole of it validated (docs/compatibility.md §2).
 type Config struct {
 	EnableIPv4 bool
 	EnableIPv6 bool
@@ -49,7 +49,8 @@ type Config struct {
 	Backend json.RawMessage
 }
 
-// The top-level fields of the network config, as SPEC section 1 spells them.
+// The top-level fields of the network config, as docs/compatibility.md §2
+// spells them.
 const (
 	cfgEnableIPv4     = "EnableIPv4"
 	cfgEnableIPv6     = "EnableIPv6"
@@ -73,13 +74,14 @@ var cfgKnownFields = [...]string{
 	cfgBackend,
 }
 
-// cfgDefaultBackend is the Backend used when the config has none: SPEC
-// section 1 follows flannel's documentation (vxlan), not its code (udp).
+// cfgDefaultBackend is the Backend used when the config has none:
+// docs/compatibility.md §2 follows flannel's documentation (vxlan), not its
+// code (udp).
 const cfgDefaultBackend = `{"Type":"vxlan"}`
 
-// ParseConfig parses and validates a network config (SPEC section 1): field
-// names match case-insensitively, defaults are applied, and every error
-// names the field and the reason, wrapping ErrInvalidConfig.
+// ParseConfig parses and validates a network config (docs/compatibility.md
+// §2): field names match case-insensitively, defaults are applied, and
+// every error names the field and the reason, wrapping ErrInvalidConfig.
 //
 // The input must be one UTF-8 JSON object and nothing else. A field given
 // twice (in any mix of cases) is an error. Unknown fields are ignored, as
@@ -435,7 +437,8 @@ func cfgParseFamily(r cfgFamilyRules, raw map[string]json.RawMessage) (cfgFamily
 	return f, nil
 }
 
-// validate applies the defaults of SPEC section 1 and checks the result.
+// validate applies the defaults of docs/compatibility.md §2 and checks the
+// result.
 func (f *cfgFamily) validate(r cfgFamilyRules) error {
 	fam := "IPv4"
 	if r.v6 {

@@ -98,7 +98,7 @@ func TestParseLeaseKeyErrors(t *testing.T) {
 	}
 }
 
-// leaseTestSpecValue is the lease value of SPEC section 1, as flannel writes it.
+// leaseTestSpecValue is the lease value of docs/compatibility.md §3.2, as flannel writes it.
 const leaseTestSpecValue = `{"PublicIP":"192.168.77.12","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"3e:5b:b9:8d:d6:4d"}}`
 
 func TestParseLeaseAttrs(t *testing.T) {
@@ -108,9 +108,9 @@ func TestParseLeaseAttrs(t *testing.T) {
 		value string
 		want  LeaseAttrs
 	}{
-		{"SPEC example", leaseTestSpecValue, LeaseAttrs{
+		{"contract example", leaseTestSpecValue, LeaseAttrs{
 			PublicIP: netip.MustParseAddr("192.168.77.12"), BackendType: "vxlan", BackendData: []byte(vxlanData)}},
-		{"SPEC example pretty-printed", `{
+		{"contract example pretty-printed", `{
 			"PublicIP": "192.168.77.12",
 			"PublicIPv6": null,
 			"BackendType": "vxlan",
@@ -219,7 +219,7 @@ func TestLeaseAttrsMarshalJSON(t *testing.T) {
 		attrs LeaseAttrs
 		want  string
 	}{
-		{"SPEC example", LeaseAttrs{
+		{"contract example", LeaseAttrs{
 			PublicIP: netip.MustParseAddr("192.168.77.12"), BackendType: "vxlan",
 			BackendData: []byte(`{"VNI":1,"VtepMAC":"3e:5b:b9:8d:d6:4d"}`),
 		}, leaseTestSpecValue},
@@ -256,7 +256,7 @@ func TestLeaseAttrsMarshalJSON(t *testing.T) {
 	}
 	got, err := a.MarshalJSON()
 	if err != nil || string(got) != leaseTestSpecValue {
-		t.Errorf("round trip of the SPEC value = %s, %v; want %s", got, err, leaseTestSpecValue)
+		t.Errorf("round trip of the contract example = %s, %v; want %s", got, err, leaseTestSpecValue)
 	}
 
 	// Invalid backend data is an error, not a corrupt value.

@@ -1,5 +1,5 @@
 // Package subnetfile reads and writes the files that Docker and CNI plugins
-// read to learn this host's lease (SPEC section 2): the subnet file
+// read to learn this host's lease (docs/compatibility.md §4): the subnet file
 // (/run/flannel/subnet.env) and the Docker options file. Writes are atomic:
 // a reader sees the old file or the new one, never a torn one.
 package subnetfile

@@ -16,7 +16,7 @@ var specInfo = Info{
 	IPMasq:  true,
 }
 
-// The examples of SPEC section 2, byte for byte.
+// The examples of docs/compatibility.md §4, byte for byte.
 const (
 	specSubnetFile = `FLANNEL_NETWORK=10.5.0.0/16
 FLANNEL_SUBNET=10.5.58.1/24

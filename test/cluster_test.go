@@ -51,7 +51,7 @@ func binaries(t *testing.T) map[string]string {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
 		bins, buildErr = lab.BuildBinaries(ctx, binDir,
-			"./cmd/netagent", "./cmd/netagent-lab", "./cni-plugin",
+			"./cmd/netagent", "./cmd/netagent-lab", "./cni-plugin/netagent-cni",
 			"github.com/containernetworking/plugins/plugins/main/bridge",
 			"github.com/containernetworking/plugins/plugins/ipam/host-local",
 			"github.com/containernetworking/plugins/plugins/main/loopback",
@@ -344,7 +344,7 @@ func (c *cluster) runCNI(h *lab.Host, ctn *lab.Container, verb, id string) (stdo
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", h.NS, "env",
 		"CNI_COMMAND="+verb, "CNI_CONTAINERID="+id, "CNI_NETNS="+lab.NSPath(ctn.NS),
-		"CNI_IFNAME=eth0", "CNI_PATH="+filepath.Dir(b["./cni-plugin"]), b["./cni-plugin"])
+		"CNI_IFNAME=eth0", "CNI_PATH="+filepath.Dir(b["./cni-plugin/netagent-cni"]), b["./cni-plugin/netagent-cni"])
 	cmd.Stdin = bytes.NewReader(stdin)
 	var errBuf bytes.Buffer
 	cmd.Stderr = &errBuf

@@ -177,7 +177,7 @@ func TestPasswordNeverShown(t *testing.T) {
 }
 
 // TestFileModes: the status socket and the CNI cache are root-only, the
-// files Docker and CNI read are world-readable (SPEC section 2), and a
+// files Docker and CNI read are world-readable (docs/compatibility.md §4), and a
 // crafted container ID cannot make the CNI plugin write outside its cache.
 func TestFileModes(t *testing.T) {
 	t.Parallel()

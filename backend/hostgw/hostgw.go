@@ -1,4 +1,4 @@
-// Package hostgw is the host-gw backend (SPEC section 4): per remote lease
+// Package hostgw is the host-gw backend (docs/compatibility.md §6): per remote lease
 // a route to its subnet via its public IP on the external interface. Peers
 // must be on a directly connected subnet; one that is not is reported and
 // left out. With IPv6 enabled, the same for the IPv6 overlay: a route to

@@ -1,4 +1,4 @@
-// Package vxlan is the VXLAN backend (SPEC section 3): a flannel.<VNI>
+// Package vxlan is the VXLAN backend (docs/compatibility.md §5): a flannel.<VNI>
 // device on the external interface, and per remote lease a route, a
 // permanent neighbour and an fdb entry through it (or, with DirectRouting,
 // a plain route to peers on a directly connected subnet).

@@ -82,9 +82,9 @@ func (o *upOptions) Validate() error {
 	return nil
 }
 
-// config returns the network config the lab writes to etcd (SPEC section
-// 1): Network for IPv4, EnableIPv6 and IPv6Network for IPv6, EnableIPv4
-// false for an IPv6-only lab. It is checked with subnet.ParseConfig as the
+// config returns the network config the lab writes to etcd
+// (docs/compatibility.md §2): Network for IPv4, EnableIPv6 and IPv6Network
+// for IPv6, EnableIPv4 false for an IPv6-only lab. It is checked with subnet.ParseConfig as the
 // agents will read it, each family on its own first so that an error
 // names its flag; the parsed config is returned too.
 func (o *upOptions) config() ([]byte, *subnet.Config, error) {

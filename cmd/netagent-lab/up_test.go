@@ -44,15 +44,11 @@ func labBinary(t *testing.T) string {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		var bins map[string]string
-		bins, buildErr = lab.BuildBinaries(ctx, binDir,
-			"./cmd/netagent", "./cmd/netagent-lab", "./cni-plugin",
+		_, buildErr = lab.BuildBinaries(ctx, binDir,
+			"./cmd/netagent", "./cmd/netagent-lab", "./cni-plugin/netagent-cni",
 			"github.com/containernetworking/plugins/plugins/main/bridge",
 			"github.com/containernetworking/plugins/plugins/ipam/host-local",
 			"github.com/containernetworking/plugins/plugins/meta/portmap")
-		if buildErr == nil {
-			buildErr = os.Rename(bins["./cni-plugin"], filepath.Join(binDir, "netagent-cni"))
-		}
 	})
 	if buildErr != nil {
 		t.Fatalf("build: %v", buildErr)

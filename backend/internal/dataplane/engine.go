@@ -40,7 +40,7 @@ const (
 	minRetry = time.Second
 )
 
-// DeviceSpec describes the VXLAN device (SPEC section 3).
+// DeviceSpec describes the VXLAN device (docs/compatibility.md §5.1, §5.4).
 type DeviceSpec struct {
 	Name     string
 	VNI      int
