@@ -8,6 +8,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 )
 
 // Counter counts the gRPC traffic of every simulated host's etcd client,
@@ -87,12 +88,10 @@ func (c *Counter) method(full string) *methodCount {
 	return m
 }
 
-// sizer is what etcd's generated messages implement.
-type sizer interface{ Size() int }
-
+// size is msg's encoded size (etcd's messages are protobuf API v2).
 func size(msg any) uint64 {
-	if s, ok := msg.(sizer); ok {
-		return uint64(s.Size())
+	if m, ok := msg.(proto.Message); ok {
+		return uint64(proto.Size(m))
 	}
 	return 0
 }

@@ -423,6 +423,10 @@ func (s *Sim) Usage() (EtcdUsage, error) {
 	return u, nil
 }
 
+// SelfUsage is the simulator process's own CPU time and RSS (every
+// host's client, holder and watch).
+func SelfUsage() (time.Duration, int64, error) { return procUsage(os.Getpid()) }
+
 // procUsage returns pid's user+system CPU time and VmRSS.
 func procUsage(pid int) (time.Duration, int64, error) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

@@ -70,6 +70,9 @@ func TestSimInvariants(t *testing.T) {
 	if err := s.AwaitConverged(ctx, hosts); err != nil {
 		t.Fatalf("boot: %v", err)
 	}
+	if b := s.Counter.Snapshot().Methods["Range"]; b.Sent < hosts || b.RecvBytes == 0 {
+		t.Errorf("boot: %d Range requests counted, %d bytes received; want at least %d and some", b.Sent, b.RecvBytes, hosts)
+	}
 	first := leases(s)
 	if len(first) != hosts {
 		t.Fatalf("%d distinct leases, want %d", len(first), hosts)
