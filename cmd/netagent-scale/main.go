@@ -158,8 +158,14 @@ func runN(ctx context.Context, o options, n int, out io.Writer) (rows []string, 
 	before := s.Counter.Snapshot()
 	start := time.Now()
 	s.Run(0, n)
+	progress := time.Now()
 	if err := scalesim.Await(ctx, func() error {
-		if h := s.Held(); h < n {
+		h := s.Held()
+		if time.Since(progress) >= time.Minute {
+			progress = time.Now()
+			fmt.Fprintf(out, "# boot: %d of %d hold a lease after %v (load %s)\n", h, n, time.Since(start).Round(time.Second), load())
+		}
+		if h < n {
 			return fmt.Errorf("%d of %d hold a lease", h, n)
 		}
 		return nil
