@@ -179,10 +179,11 @@ func runN(ctx context.Context, o options, n int, out io.Writer) (rows []string, 
 	converged := time.Since(start)
 	d := s.Counter.Snapshot().Sub(before)
 	acq := d.Methods["Range"].Sent + d.Methods["Txn"].Sent + d.Methods["LeaseGrant"].Sent + d.Methods["LeaseRevoke"].Sent
-	row("boot", "all held %v, all watches converged %v; %.2f requests per acquisition (Range %d, Txn %d, LeaseGrant %d, LeaseRevoke %d); %d failed Txns (conflicts); %s received by the hosts; %d warnings",
-		held.Round(time.Millisecond), converged.Round(time.Millisecond), float64(acq)/float64(n),
+	row("boot", "all held %v (per host: %s), all watches converged %v; %.2f requests per acquisition (Range %d, Txn %d, LeaseGrant %d, LeaseRevoke %d); %d failed Txns (conflicts); mean wait per request: Range %v, LeaseGrant %v, Txn %v; %s received by the hosts; %d warnings",
+		held.Round(time.Millisecond), s.HoldDelays(0, n), converged.Round(time.Millisecond), float64(acq)/float64(n),
 		d.Methods["Range"].Sent, d.Methods["Txn"].Sent, d.Methods["LeaseGrant"].Sent, d.Methods["LeaseRevoke"].Sent,
-		d.FailedTxns, mb(float64(d.Total().RecvBytes)), s.Warnings())
+		d.FailedTxns, d.Methods["Range"].MeanWait().Round(time.Millisecond), d.Methods["LeaseGrant"].MeanWait().Round(time.Millisecond), d.Methods["Txn"].MeanWait().Round(time.Millisecond),
+		mb(float64(d.Total().RecvBytes)), s.Warnings())
 
 	// Steady state.
 	if err := sleep(ctx, 5*time.Second); err != nil {

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
@@ -26,11 +27,24 @@ type Counter struct {
 
 type methodCount struct {
 	sent, recv, sentBytes, recvBytes atomic.Uint64
+	// wait is the sum of the unary calls' durations (Unix nanoseconds).
+	wait atomic.Int64
 }
 
 // MethodStats are one method's counts.
 type MethodStats struct {
 	Sent, Recv, SentBytes, RecvBytes uint64
+	// Wait is the summed duration of the method's unary calls (time from
+	// the call to its answer, connection set-up included).
+	Wait time.Duration
+}
+
+// MeanWait is the mean duration of one unary call.
+func (m MethodStats) MeanWait() time.Duration {
+	if m.Sent == 0 {
+		return 0
+	}
+	return m.Wait / time.Duration(m.Sent)
 }
 
 // Snapshot is the counts at one moment, by short method name ("Range",
@@ -57,7 +71,7 @@ func (s Snapshot) Sub(old Snapshot) Snapshot {
 	d := Snapshot{Methods: make(map[string]MethodStats), FailedTxns: s.FailedTxns - old.FailedTxns}
 	for k, m := range s.Methods {
 		o := old.Methods[k]
-		d.Methods[k] = MethodStats{m.Sent - o.Sent, m.Recv - o.Recv, m.SentBytes - o.SentBytes, m.RecvBytes - o.RecvBytes}
+		d.Methods[k] = MethodStats{m.Sent - o.Sent, m.Recv - o.Recv, m.SentBytes - o.SentBytes, m.RecvBytes - o.RecvBytes, m.Wait - o.Wait}
 	}
 	return d
 }
@@ -71,7 +85,7 @@ func (c *Counter) Snapshot() Snapshot {
 	defer c.mu.Unlock()
 	s := Snapshot{Methods: make(map[string]MethodStats, len(c.methods)), FailedTxns: c.failedTxns.Load()}
 	for k, m := range c.methods {
-		s.Methods[k] = MethodStats{m.sent.Load(), m.recv.Load(), m.sentBytes.Load(), m.recvBytes.Load()}
+		s.Methods[k] = MethodStats{m.sent.Load(), m.recv.Load(), m.sentBytes.Load(), m.recvBytes.Load(), time.Duration(m.wait.Load())}
 	}
 	return s
 }
@@ -109,7 +123,9 @@ func (c *Counter) unary(ctx context.Context, method string, req, reply any, cc *
 	m := c.method(method)
 	m.sent.Add(1)
 	m.sentBytes.Add(size(req))
+	start := time.Now()
 	err := invoker(ctx, method, req, reply, cc, opts...)
+	m.wait.Add(int64(time.Since(start)))
 	if err == nil {
 		m.recv.Add(1)
 		m.recvBytes.Add(size(reply))

@@ -73,6 +73,9 @@ type Host struct {
 
 	mu     sync.Mutex
 	holder *subnet.Holder
+	// started and held are when Run started the host and when it first
+	// held a lease.
+	started, held time.Time
 	// changes counts leases acquired after the first (a lost lease).
 	changes atomic.Int64
 	// watchEnded is set when the host's watch channel closed before the
@@ -218,12 +221,15 @@ func (s *Sim) Run(from, to int) {
 }
 
 func (s *Sim) runHost(h *Host) {
+	h.mu.Lock()
+	h.started = time.Now()
+	h.mu.Unlock()
 	hd, err := h.reg.Hold(s.ctx, s.Cfg, h.opts)
 	if err != nil {
 		return // the simulation stopped
 	}
 	h.mu.Lock()
-	h.holder = hd
+	h.holder, h.held = hd, time.Now()
 	h.mu.Unlock()
 	s.wg.Go(func() {
 		for range hd.Changes() {
@@ -264,6 +270,20 @@ func (s *Sim) Held() (n int) {
 		}
 	}
 	return n
+}
+
+// HoldDelays is the spread, over hosts[from:to] that hold a lease, of the
+// time from their start to their first lease.
+func (s *Sim) HoldDelays(from, to int) Spread {
+	var d []time.Duration
+	for _, h := range s.Hosts[from:to] {
+		h.mu.Lock()
+		if h.holder != nil {
+			d = append(d, h.held.Sub(h.started))
+		}
+		h.mu.Unlock()
+	}
+	return spreadOf(d)
 }
 
 // Lost is the number of leases the hosts lost (and re-acquired) since they
