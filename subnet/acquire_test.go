@@ -339,7 +339,10 @@ func TestAcquireReservation(t *testing.T) {
 	quiet := time.After(same.TTL + time.Second)
 	for waiting := true; waiting; {
 		select {
-		case wr := <-writes:
+		case wr, ok := <-writes:
+			if !ok {
+				t.Fatal("watch of the keys ended")
+			}
 			for _, ev := range wr.Events {
 				t.Errorf("%s %s = %s after the reservations were taken", ev.Type, ev.Kv.Key, ev.Kv.Value)
 			}
