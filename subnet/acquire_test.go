@@ -1,7 +1,9 @@
 package subnet
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
@@ -51,7 +53,7 @@ func TestAcquireConcurrentHolders(t *testing.T) {
 	for i := range clients {
 		clients[i] = srv.Client(t)
 	}
-	ctx := regTestCtx(t, 60*time.Second)
+	ctx := regTestCtx(t, 2*regTestWait)
 	holders := make([]*Holder, agents)
 	errs := make([]error, agents)
 	var wg sync.WaitGroup
@@ -92,7 +94,7 @@ func TestAcquirePoolExhausted(t *testing.T) {
 	_, cli, r, _ := regTestEnv(t)
 	cfg := regTestConfig("10.5.0.0/16", 24, "10.5.1.0", "10.5.16.0")
 	const agents = 40
-	ctx := regTestCtx(t, 60*time.Second)
+	ctx := regTestCtx(t, 2*regTestWait)
 	errs := make([]error, agents)
 	var wg sync.WaitGroup
 	for i := range agents {
@@ -141,7 +143,7 @@ func TestAcquirePoolExhausted(t *testing.T) {
 func TestAcquireDualStackAndIPv6Only(t *testing.T) {
 	t.Parallel()
 	_, cli, r, _ := regTestEnv(t)
-	ctx := regTestCtx(t, 60*time.Second)
+	ctx := regTestCtx(t, 2*regTestWait)
 	tests := []struct {
 		name    string
 		cfg     *Config
@@ -213,7 +215,7 @@ func TestAcquireRestart(t *testing.T) {
 	t.Parallel()
 	_, cli, r, _ := regTestEnv(t)
 	cfg := regTestConfig("10.5.0.0/16", 24, "10.5.1.0", "10.5.255.0")
-	ctx := regTestCtx(t, 30*time.Second)
+	ctx := regTestCtx(t, 2*regTestWait)
 	opts := regTestOpts(7)
 	h, err := r.Hold(ctx, cfg, opts)
 	if err != nil {
@@ -289,7 +291,7 @@ func TestAcquireReservation(t *testing.T) {
 	t.Parallel()
 	_, cli, r, _ := regTestEnv(t)
 	cfg := regTestConfig("10.5.0.0/16", 24, "10.5.1.0", "10.5.255.0")
-	ctx := regTestCtx(t, 30*time.Second)
+	ctx := regTestCtx(t, 2*regTestWait)
 
 	same := regTestOpts(1)
 	same.Attrs.PublicIPv6 = netip.Addr{}
@@ -323,20 +325,46 @@ func TestAcquireReservation(t *testing.T) {
 		}
 	}
 	// Past the renewal time and the TTL, the reservations are unchanged and
-	// still have no etcd lease, and no holder re-acquired.
-	end := time.Now().Add(3 * time.Second)
-	for time.Now().Before(end) {
-		kvs := regTestKVs(t, cli, r)
-		for _, tt := range tests {
-			kv := kvs[tt.key]
-			if kv == nil || kv.Lease != 0 || string(kv.Value) != tt.wantValue {
-				t.Fatalf("%s: reservation is now %v, want %s without lease", tt.name, kv, tt.wantValue)
-			}
-		}
-		time.Sleep(200 * time.Millisecond)
+	// still have no etcd lease, and no holder re-acquired: a watch of
+	// every key from now on sees no write, and no renewal is attempted.
+	resp, err := cli.Get(ctx, "/")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if len(regTestKVs(t, cli, r)) != 2 {
-		t.Errorf("keys: %v", regTestKVs(t, cli, r))
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	writes := cli.Watch(wctx, r.SubnetsPrefix(), clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	// Only time passing can show that nothing happens: this wait is a
+	// lower bound (a loaded machine makes it longer, never shorter).
+	quiet := time.After(same.TTL + time.Second)
+	for waiting := true; waiting; {
+		select {
+		case wr, ok := <-writes:
+			if !ok {
+				t.Fatal("watch of the keys ended")
+			}
+			for _, ev := range wr.Events {
+				t.Errorf("%s %s = %s after the reservations were taken", ev.Type, ev.Kv.Key, ev.Kv.Value)
+			}
+			if err := wr.Err(); err != nil {
+				t.Fatalf("watch: %v", err)
+			}
+		case <-quiet:
+			waiting = false
+		}
+	}
+	kvs := regTestKVs(t, cli, r)
+	for _, tt := range tests {
+		kv := kvs[tt.key]
+		if kv == nil || kv.Lease != 0 || string(kv.Value) != tt.wantValue || kv.ModRevision > resp.Header.Revision {
+			t.Errorf("%s: reservation is now %v, want %s without lease", tt.name, kv, tt.wantValue)
+		}
+	}
+	if len(kvs) != 2 {
+		t.Errorf("keys: %v", kvs)
+	}
+	if st := r.Stats(); st.Renewals != 0 || st.RenewalFailures != 0 || st.LeaseLosses != 0 {
+		t.Errorf("stats %+v: want no renewal attempt and no loss for reservations", st)
 	}
 }
 
@@ -346,7 +374,7 @@ func TestAcquireOwnLeaseNotFitting(t *testing.T) {
 	t.Parallel()
 	_, cli, r, _ := regTestEnv(t)
 	cfg := regTestConfig("10.5.0.0/16", 24, "10.5.1.0", "10.5.16.0")
-	ctx := regTestCtx(t, 30*time.Second)
+	ctx := regTestCtx(t, 2*regTestWait)
 	opts := regTestOpts(3)
 	value := regTestValue(t, opts.Attrs)
 	for _, rel := range []string{"10.5.200.0-24", "10.5.2.0-24&fc00::-64", "10.5.0.0-25"} {
@@ -375,7 +403,7 @@ func TestAcquireSkipsMalformed(t *testing.T) {
 	t.Parallel()
 	_, cli, r, log := regTestEnv(t)
 	cfg := regTestConfig("10.5.0.0/16", 24, "10.5.1.0", "10.5.3.0")
-	ctx := regTestCtx(t, 30*time.Second)
+	ctx := regTestCtx(t, 2*regTestWait)
 	regTestPut(t, cli, r, "10.5.3.0-24", `{"PublicIP":`, 0)
 	regTestPut(t, cli, r, "garbage", `{}`, 0)
 	regTestPut(t, cli, r, "10.5.1.0-24", strings.Repeat("x", MaxLeaseValueSize+1), 0)
@@ -409,7 +437,7 @@ func TestAcquireSkipsMalformed(t *testing.T) {
 func TestAcquireGuards(t *testing.T) {
 	t.Parallel()
 	_, cli, r, _ := regTestEnv(t)
-	ctx := regTestCtx(t, 30*time.Second)
+	ctx := regTestCtx(t, 2*regTestWait)
 	opts, err := regTestOpts(1).withDefaults(regTestConfig("10.5.0.0/16", 24, "10.5.1.0", "10.5.255.0"))
 	if err != nil {
 		t.Fatal(err)
@@ -508,7 +536,7 @@ func TestAcquireRetriesUntilFree(t *testing.T) {
 	t.Parallel()
 	_, cli, r, log := regTestEnv(t)
 	cfg := regTestConfig("10.5.0.0/16", 24, "10.5.1.0", "10.5.1.0")
-	ctx := regTestCtx(t, 30*time.Second)
+	ctx := regTestCtx(t, 2*regTestWait)
 	first, err := r.TryAcquire(ctx, cfg, regTestOpts(1))
 	if err != nil {
 		t.Fatal(err)
@@ -520,9 +548,10 @@ func TestAcquireRetriesUntilFree(t *testing.T) {
 		got, err = r.Acquire(ctx, cfg, regTestOpts(2))
 		done <- err
 	}()
-	regTestAwait(t, 10*time.Second, func() string {
-		if log.count("cannot acquire", "pool exhausted", "10.5.1.0/24..10.5.1.0/24") == 0 {
-			return "no exhaustion warning yet"
+	// Two attempts fail before the subnet is freed.
+	regTestAwait(t, regTestWait, func() string {
+		if n := log.count("cannot acquire", "pool exhausted", "10.5.1.0/24..10.5.1.0/24"); n < 2 {
+			return fmt.Sprintf("%d exhaustion warnings, want 2", n)
 		}
 		return ""
 	})
@@ -534,11 +563,22 @@ func TestAcquireRetriesUntilFree(t *testing.T) {
 		if err != nil || got.Subnet != first.Subnet {
 			t.Fatalf("Acquire = %v, %v; want %s", got.Key(), err, first.Key())
 		}
-	case <-time.After(15 * time.Second):
+	case <-time.After(regTestWait):
 		t.Fatal("Acquire did not succeed after the subnet was freed")
 	}
-	// Warnings come once per backoff step, not in a flood.
-	if n := log.count("cannot acquire"); n > 10 {
-		t.Errorf("%d exhaustion warnings in a few seconds", n)
+	// Warnings come once per attempt, attempts are spaced by the backoff
+	// each warning announces (log times are taken by Acquire's goroutine),
+	// not in a flood.
+	warnings, at := log.matching("cannot acquire")
+	for i := 1; i < len(warnings); i++ {
+		_, after, ok := strings.Cut(warnings[i-1], "retry_in=")
+		wait, err := time.ParseDuration(strings.Fields(after + " ")[0])
+		if !ok || err != nil {
+			t.Fatalf("warning without retry_in: %s", warnings[i-1])
+		}
+		// retry_in is rounded to the millisecond.
+		if gap := at[i].Sub(at[i-1]); gap < wait-time.Millisecond {
+			t.Errorf("warning %d came %v after the one announcing a retry in %v", i+1, gap, wait)
+		}
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -33,7 +32,7 @@ func TestAcquireDualStackConcurrentHolders(t *testing.T) {
 	for i := range clients {
 		clients[i] = srv.Client(t)
 	}
-	ctx := regTestCtx(t, 60*time.Second)
+	ctx := regTestCtx(t, 2*regTestWait)
 
 	holdAll := func() []Lease {
 		t.Helper()

@@ -119,6 +119,7 @@ func (h *Holder) run(ctx context.Context) {
 			return
 		}
 		key := h.r.leaseKey(&cur.lease)
+		h.r.stats.leaseLosses.Add(1)
 		h.logLoss(key, reason, by)
 		if !lastLoss.IsZero() && time.Since(lastLoss) < time.Minute {
 			if sleepCtx(ctx, bo.next()) != nil {

@@ -95,7 +95,7 @@ func TestLostTxnAnswer(t *testing.T) {
 			})
 			r := NewRegistry(cli, "/test/"+strings.ReplaceAll(t.Name(), "/", "_"), slog.New(&regTestLog{}))
 			cfg := regTestConfig("10.5.0.0/16", 24, "10.5.1.0", "10.5.20.0")
-			ctx := regTestCtx(t, 30*time.Second)
+			ctx := regTestCtx(t, 2*regTestWait)
 
 			first, err := r.TryAcquire(ctx, cfg, regTestOpts(1))
 			if err != nil {
@@ -130,9 +130,13 @@ func TestLostTxnAnswer(t *testing.T) {
 			if len(resp.Kvs) != 1 || resp.Kvs[0].CreateRevision != first.CreateRevision {
 				t.Fatalf("%s was deleted or re-created: %v", key, resp.Kvs)
 			}
+			deadline := time.After(regTestWait)
 			for done := false; !done; {
 				select {
-				case wr := <-watch:
+				case wr, ok := <-watch:
+					if !ok || wr.Err() != nil {
+						t.Fatalf("watch of %s ended: %v", key, wr.Err())
+					}
 					for _, ev := range wr.Events {
 						if ev.Type == clientv3.EventTypeDelete {
 							t.Errorf("%s was deleted at revision %d", key, ev.Kv.ModRevision)
@@ -141,7 +145,7 @@ func TestLostTxnAnswer(t *testing.T) {
 							done = true
 						}
 					}
-				case <-time.After(2 * time.Second):
+				case <-deadline:
 					t.Fatalf("watch of %s: no event up to revision %d", key, resp.Header.Revision)
 				}
 			}

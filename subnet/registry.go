@@ -36,13 +36,17 @@ type Stats struct {
 	// Renewals and RenewalFailures count the lease renewal attempts of
 	// every Holder of the Registry.
 	Renewals, RenewalFailures uint64
+	// LeaseLosses counts the leases a Holder of the Registry found lost
+	// (key deleted, etcd lease expired, key rewritten by someone else) and
+	// set out to re-acquire.
+	LeaseLosses uint64
 	// WatchRestarts counts the lease watches that broke (compaction, lost
 	// leader, closed stream) and were listed and started again.
 	WatchRestarts uint64
 }
 
 type registryStats struct {
-	renewals, renewalFailures, watchRestarts atomic.Uint64
+	renewals, renewalFailures, leaseLosses, watchRestarts atomic.Uint64
 }
 
 // Stats returns the Registry's counters; safe for concurrent use.
@@ -50,6 +54,7 @@ func (r *Registry) Stats() Stats {
 	return Stats{
 		Renewals:        r.stats.renewals.Load(),
 		RenewalFailures: r.stats.renewalFailures.Load(),
+		LeaseLosses:     r.stats.leaseLosses.Load(),
 		WatchRestarts:   r.stats.watchRestarts.Load(),
 	}
 }

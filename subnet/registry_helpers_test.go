@@ -17,6 +17,11 @@ import (
 	"github.com/netagent/netagent/internal/etcdtest"
 )
 
+// regTestWait bounds a wait for something that happens unless the code is
+// broken: only a hang exceeds it, however loaded the machine. It is never
+// what a test asserts.
+const regTestWait = 30 * time.Second
+
 // regTestConfig builds an IPv4 vxlan config directly (not through
 // ParseConfig): pool [min, max] of /subnetLen subnets of network.
 func regTestConfig(network string, subnetLen int, min, max string) *Config {
@@ -116,7 +121,7 @@ func regTestAwait(t *testing.T, timeout time.Duration, cond func() string) {
 // relative key.
 func regTestKVs(t *testing.T, cli *clientv3.Client, r *Registry) map[string]*mvccpb.KeyValue {
 	t.Helper()
-	ctx := regTestCtx(t, 10*time.Second)
+	ctx := regTestCtx(t, regTestWait)
 	resp, err := cli.Get(ctx, r.SubnetsPrefix(), clientv3.WithPrefix())
 	if err != nil {
 		t.Fatalf("list: %v", err)
@@ -132,7 +137,7 @@ func regTestKVs(t *testing.T, cli *clientv3.Client, r *Registry) map[string]*mvc
 // ttl seconds when ttl > 0.
 func regTestPut(t *testing.T, cli *clientv3.Client, r *Registry, rel, value string, ttl int64) {
 	t.Helper()
-	ctx := regTestCtx(t, 10*time.Second)
+	ctx := regTestCtx(t, regTestWait)
 	var opts []clientv3.OpOption
 	if ttl > 0 {
 		g, err := cli.Grant(ctx, ttl)
@@ -160,6 +165,7 @@ func regTestValue(t *testing.T, a LeaseAttrs) string {
 type regTestLog struct {
 	mu   sync.Mutex
 	recs []string
+	at   []time.Time // when each of recs was logged
 }
 
 func (h *regTestLog) Enabled(context.Context, slog.Level) bool { return true }
@@ -174,25 +180,37 @@ func (h *regTestLog) Handle(_ context.Context, r slog.Record) error {
 	})
 	h.mu.Lock()
 	h.recs = append(h.recs, b.String())
+	h.at = append(h.at, r.Time)
 	h.mu.Unlock()
 	return nil
 }
 
-// count returns how many records contain every one of parts.
-func (h *regTestLog) count(parts ...string) int {
+// matching returns the records that contain every one of parts, and when
+// each was logged (times taken by the logging goroutine, so that the
+// intervals between one goroutine's records are lower bounds of the waits
+// it made between them).
+func (h *regTestLog) matching(parts ...string) ([]string, []time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	n := 0
+	var recs []string
+	var at []time.Time
 next:
-	for _, r := range h.recs {
+	for i, r := range h.recs {
 		for _, p := range parts {
 			if !strings.Contains(r, p) {
 				continue next
 			}
 		}
-		n++
+		recs = append(recs, r)
+		at = append(at, h.at[i])
 	}
-	return n
+	return recs, at
+}
+
+// count returns how many records contain every one of parts.
+func (h *regTestLog) count(parts ...string) int {
+	recs, _ := h.matching(parts...)
+	return len(recs)
 }
 
 func (h *regTestLog) String() string {

@@ -13,7 +13,7 @@ const regTestGoodConfig = `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`
 func TestRegistryConfig(t *testing.T) {
 	t.Parallel()
 	_, cli, r, _ := regTestEnv(t)
-	ctx := regTestCtx(t, 30*time.Second)
+	ctx := regTestCtx(t, 2*regTestWait)
 	if _, _, err := r.Config(ctx); !errors.Is(err, ErrNoConfig) {
 		t.Fatalf("absent config: %v, want ErrNoConfig", err)
 	}
@@ -38,7 +38,7 @@ func TestRegistryConfig(t *testing.T) {
 func TestRegistryWaitConfig(t *testing.T) {
 	t.Parallel()
 	_, cli, r, log := regTestEnv(t)
-	ctx := regTestCtx(t, 30*time.Second)
+	ctx := regTestCtx(t, 2*regTestWait)
 	type result struct {
 		cfg *Config
 		err error
@@ -48,7 +48,7 @@ func TestRegistryWaitConfig(t *testing.T) {
 		cfg, err := r.WaitConfig(ctx)
 		done <- result{cfg, err}
 	}()
-	regTestAwait(t, 10*time.Second, func() string {
+	regTestAwait(t, regTestWait, func() string {
 		if log.count("network config is missing") != 1 {
 			return "missing config not logged:\n" + log.String()
 		}
@@ -62,7 +62,7 @@ func TestRegistryWaitConfig(t *testing.T) {
 	}
 	awaitInvalid := func(n int) {
 		t.Helper()
-		regTestAwait(t, 10*time.Second, func() string {
+		regTestAwait(t, regTestWait, func() string {
 			if log.count("network config is invalid") != n {
 				return fmt.Sprintf("want %d invalid-config errors logged:\n%s", n, log)
 			}
@@ -88,7 +88,7 @@ func TestRegistryWaitConfig(t *testing.T) {
 		if res.err != nil || res.cfg.Network.String() != "10.5.0.0/16" {
 			t.Fatalf("WaitConfig = %v, %v", res.cfg, res.err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(regTestWait):
 		t.Fatal("WaitConfig did not return after a valid config was written")
 	}
 	if n := log.count("network config is missing"); n != 1 {
@@ -99,14 +99,14 @@ func TestRegistryWaitConfig(t *testing.T) {
 func TestRegistryWatchConfig(t *testing.T) {
 	t.Parallel()
 	_, cli, r, _ := regTestEnv(t)
-	ctx, cancel := context.WithCancel(regTestCtx(t, 30*time.Second))
+	ctx, cancel := context.WithCancel(regTestCtx(t, 2*regTestWait))
 	ch := r.WatchConfig(ctx)
 	next := func() ConfigUpdate {
 		t.Helper()
 		select {
 		case u := <-ch:
 			return u
-		case <-time.After(10 * time.Second):
+		case <-time.After(regTestWait):
 			t.Fatal("no config update")
 		}
 		return ConfigUpdate{}
@@ -133,5 +133,5 @@ func TestRegistryWatchConfig(t *testing.T) {
 		t.Fatalf("after delete: %+v", u)
 	}
 	cancel()
-	regTestAwaitClosed(t, ch, 5*time.Second)
+	regTestAwaitClosed(t, ch, regTestWait)
 }

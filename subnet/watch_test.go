@@ -3,12 +3,16 @@ package subnet
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/netagent/netagent/internal/etcdtest"
 )
@@ -19,7 +23,6 @@ type regTestConsumer struct {
 	ch      <-chan Batch
 	set     map[string]string
 	changes []string
-	batches int
 	rev     int64
 }
 
@@ -29,7 +32,6 @@ func newRegTestConsumer(ch <-chan Batch) *regTestConsumer {
 
 func (c *regTestConsumer) apply(t *testing.T, b Batch) {
 	t.Helper()
-	c.batches++
 	if b.Revision < c.rev {
 		t.Errorf("batch revision %d after %d", b.Revision, c.rev)
 	}
@@ -113,7 +115,7 @@ func TestWatchLeases(t *testing.T) {
 	srv, cli, r0, log := regTestEnv(t)
 	proxy := etcdtest.NewProxy(t, srv.Addr())
 	r := NewRegistry(etcdtest.NewClient(t, proxy.Endpoints()), r0.prefix, r0.log)
-	ctx := regTestCtx(t, 60*time.Second)
+	ctx := regTestCtx(t, 4*regTestWait)
 	val := func(n int) string { return regTestValue(t, regTestOpts(n).Attrs) }
 	put := func(rel string, n int) { regTestPut(t, cli, r0, rel, val(n), 0) }
 	del := func(rel string) {
@@ -143,7 +145,7 @@ func TestWatchLeases(t *testing.T) {
 			t.Fatalf("first batch: snapshot %v with %d events, want a snapshot of 3", b.Snapshot, len(b.Events))
 		}
 		c.apply(t, b)
-	case <-time.After(10 * time.Second):
+	case <-time.After(regTestWait):
 		t.Fatal("no snapshot")
 	}
 
@@ -164,7 +166,7 @@ func TestWatchLeases(t *testing.T) {
 	step("10.5.4.0-24", -1)
 	step("10.5.4.0-24", 5)
 	step("10.5.2.0-24&fc00::-64", 6)
-	c.await(t, 10*time.Second, store)
+	c.await(t, regTestWait, store)
 	if missing, ok := containsInOrder(c.changes, want); !ok {
 		t.Fatalf("live: change %s not observed in order; observed %v", missing, c.changes)
 	}
@@ -175,7 +177,7 @@ func TestWatchLeases(t *testing.T) {
 	regTestPut(t, cli, r0, "10.5.7.1-24", val(7), 0)
 	regTestPut(t, cli, r0, "10.5.3.0-24", `not json`, 0)
 	step("10.5.8.0-24", 8)
-	c.await(t, 10*time.Second, store)
+	c.await(t, regTestWait, store)
 	if missing, ok := containsInOrder(c.changes, []string{"-10.5.3.0-24", "+10.5.8.0-24@" + val(8)}); !ok {
 		t.Errorf("malformed: %s not observed; observed %v", missing, c.changes)
 	}
@@ -188,6 +190,7 @@ func TestWatchLeases(t *testing.T) {
 	// Compaction: the watcher is cut off while changes are made and the
 	// history compacted past them; it re-lists and reports the
 	// difference.
+	restarts := r.Stats().WatchRestarts
 	proxy.Cut()
 	var net []string
 	for i := 10; i < 15; i++ {
@@ -208,44 +211,44 @@ func TestWatchLeases(t *testing.T) {
 	srv.Compact(t, resp.Header.Revision)
 	proxy.Restore()
 	mark := len(c.changes)
-	c.await(t, 20*time.Second, store)
+	c.await(t, regTestWait, store)
 	for _, n := range net {
 		if !slices.Contains(c.changes[mark:], n) {
 			t.Errorf("compaction: change %s not observed; observed %v", n, c.changes[mark:])
 		}
 	}
-	if log.count("lease watch broke") == 0 {
+	if r.Stats().WatchRestarts == restarts {
 		t.Error("the watch did not go through a re-list")
 	}
 
-	// Server restart: the client reconnects and the watch resumes.
+	// Server restart: the client reconnects and the watch resumes (a
+	// re-list, if the watch broke, happens before the first change is
+	// seen: the later ones are streamed in order).
 	srv.Restart(t)
 	want = want[:0]
 	mark = len(c.changes)
 	step("10.5.20.0-24", 20)
+	c.await(t, regTestWait, store)
 	step("10.5.20.0-24", 21)
 	step("10.5.11.0-24", -1)
-	c.await(t, 20*time.Second, store)
+	c.await(t, regTestWait, store)
 	if missing, ok := containsInOrder(c.changes[mark:], want); !ok {
 		t.Errorf("restart: change %s not observed in order; observed %v", missing, c.changes[mark:])
 	}
 }
 
-// TestWatchLeasesCoalesces: changes made while the receiver is busy come
-// in few batches, all of them, in order.
-func TestWatchLeasesCoalesces(t *testing.T) {
+// TestWatchLeasesLateReceiver: a receiver that reads only after 60 changes
+// were made gets every one of them, in store order.
+func TestWatchLeasesLateReceiver(t *testing.T) {
 	t.Parallel()
 	_, cli, r, _ := regTestEnv(t)
-	ctx := regTestCtx(t, 30*time.Second)
-	slow := newRegTestConsumer(r.WatchLeases(ctx))
-	fast := newRegTestConsumer(r.WatchLeases(ctx))
-	for _, c := range []*regTestConsumer{slow, fast} {
-		select {
-		case b := <-c.ch:
-			c.apply(t, b)
-		case <-time.After(10 * time.Second):
-			t.Fatal("no snapshot")
-		}
+	ctx := regTestCtx(t, 2*regTestWait)
+	late := newRegTestConsumer(r.WatchLeases(ctx))
+	select {
+	case b := <-late.ch:
+		late.apply(t, b)
+	case <-time.After(regTestWait):
+		t.Fatal("no snapshot")
 	}
 	var want []string
 	const n = 60
@@ -262,20 +265,178 @@ func TestWatchLeasesCoalesces(t *testing.T) {
 		regTestPut(t, cli, r, rel, v, 0)
 		want = append(want, "+"+rel+"@"+v)
 	}
-	// Once a fast receiver has seen everything, the slow one's goroutine
-	// has received it too (most likely): it arrives in few batches.
 	resp, err := cli.Get(ctx, "/")
 	if err != nil {
 		t.Fatal(err)
 	}
-	fast.awaitRev(t, 10*time.Second, resp.Header.Revision)
-	slow.awaitRev(t, 10*time.Second, resp.Header.Revision)
-	if !slices.Equal(slow.changes, want) {
-		t.Errorf("slow receiver saw\n%v\nwant\n%v", strings.Join(slow.changes, " "), strings.Join(want, " "))
+	late.awaitRev(t, regTestWait, resp.Header.Revision)
+	if !slices.Equal(late.changes, want) {
+		t.Errorf("late receiver saw\n%v\nwant\n%v", strings.Join(late.changes, " "), strings.Join(want, " "))
 	}
-	t.Logf("slow receiver: %d changes in %d batches", n, slow.batches)
-	if slow.batches > 1+n/4 {
-		t.Errorf("slow receiver got %d batches for %d changes: not coalesced", slow.batches, n)
+}
+
+// regTestFeed plays a watch for leaseWatch.stream: each send returns once
+// stream has taken the response, so when a send returns, every response
+// sent before it has been applied.
+type regTestFeed struct {
+	t   *testing.T
+	r   *Registry
+	ch  chan clientv3.WatchResponse
+	rev int64
+}
+
+func (f *regTestFeed) send(wr clientv3.WatchResponse) {
+	f.t.Helper()
+	select {
+	case f.ch <- wr:
+	case <-time.After(regTestWait):
+		f.t.Fatal("the lease watch does not take watch responses")
+	}
+}
+
+// event returns the watch event of a put of value at rel (a delete when
+// value is ""), at the next revision.
+func (f *regTestFeed) event(rel, value string) *clientv3.Event {
+	f.rev++
+	kv := &mvccpb.KeyValue{Key: []byte(f.r.SubnetsPrefix() + rel), ModRevision: f.rev}
+	if value == "" {
+		return &clientv3.Event{Type: clientv3.EventTypeDelete, Kv: kv}
+	}
+	kv.Value, kv.CreateRevision, kv.Lease = []byte(value), f.rev, 1
+	return &clientv3.Event{Type: clientv3.EventTypePut, Kv: kv}
+}
+
+// changes sends each event in a response of its own.
+func (f *regTestFeed) changes(evs ...*clientv3.Event) {
+	f.t.Helper()
+	for _, ev := range evs {
+		f.send(clientv3.WatchResponse{Events: []*clientv3.Event{ev}})
+	}
+}
+
+// sync returns once everything sent before has been applied.
+func (f *regTestFeed) sync() {
+	f.t.Helper()
+	f.send(clientv3.WatchResponse{})
+}
+
+// TestWatchLeasesCoalesces: changes that arrive while the receiver is not
+// reading are merged into the one batch it takes next, all of them, in
+// order; those that arrive before it took the first Snapshot are folded
+// into that Snapshot. The watch is played through a WatchChan of the
+// test's own, with the receiver held, so that what is merged does not
+// depend on scheduling.
+func TestWatchLeasesCoalesces(t *testing.T) {
+	log := &regTestLog{}
+	r := NewRegistry(nil, "/test/coalesce", slog.New(log))
+	f := &regTestFeed{t: t, r: r, ch: make(chan clientv3.WatchResponse)}
+	w := &leaseWatch{r: r, known: make(map[string]Lease), snapshot: true}
+	out := make(chan Batch)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	broke := make(chan bool, 1)
+	go func() { broke <- w.stream(ctx, f.ch, out) }()
+
+	c := newRegTestConsumer(out)
+	take := func() Batch {
+		t.Helper()
+		select {
+		case b := <-out:
+			c.apply(t, b)
+			return b
+		case <-time.After(regTestWait):
+			t.Fatal("no batch")
+		}
+		return Batch{}
+	}
+	val := func(n int) string { return regTestValue(t, regTestOpts(n).Attrs) }
+	put := func(rel string, n int) *clientv3.Event { return f.event(rel, val(n)) }
+	del := func(rel string) *clientv3.Event { return f.event(rel, "") }
+
+	// Before the Snapshot is taken: folded into it.
+	f.changes(put("10.5.1.0-24", 1), put("10.5.2.0-24", 2), put("10.5.3.0-24", 3), put("10.5.1.0-24", 11), del("10.5.2.0-24"))
+	f.sync()
+	if b := take(); !b.Snapshot || b.Revision != f.rev || len(b.Events) != 2 {
+		t.Fatalf("first batch: snapshot %v of %d events at revision %d; want a snapshot of 2 at %d", b.Snapshot, len(b.Events), b.Revision, f.rev)
+	}
+	if want := map[string]string{"10.5.1.0-24": val(11), "10.5.3.0-24": val(3)}; !maps.Equal(c.set, want) {
+		t.Fatalf("snapshot %v, want %v", c.set, want)
+	}
+
+	// Receiver held while 60 changes arrive one by one: one batch of all.
+	var want []string
+	const n = 60
+	for i := range n {
+		rel := fmt.Sprintf("10.5.%d.0-24", 100+i%20)
+		if i >= 40 {
+			f.changes(del(rel))
+			want = append(want, "-"+rel)
+			continue
+		}
+		f.changes(put(rel, i))
+		want = append(want, "+"+rel+"@"+val(i))
+	}
+	f.sync()
+	mark := len(c.changes)
+	if b := take(); b.Snapshot || b.Revision != f.rev {
+		t.Errorf("batch after the held receiver: snapshot %v at revision %d, want changes up to %d", b.Snapshot, b.Revision, f.rev)
+	}
+	if got := c.changes[mark:]; !slices.Equal(got, want) {
+		t.Errorf("held receiver got, in one batch,\n%v\nwant\n%v", strings.Join(got, " "), strings.Join(want, " "))
+	}
+
+	// A receiver that takes each batch gets the changes since the last.
+	for i, events := range []func() []*clientv3.Event{
+		func() []*clientv3.Event { return []*clientv3.Event{put("10.5.4.0-24", 4)} },
+		func() []*clientv3.Event { return []*clientv3.Event{put("10.5.4.0-24", 44), del("10.5.3.0-24")} },
+	} {
+		step := events()
+		mark := len(c.changes)
+		f.send(clientv3.WatchResponse{Events: step}) // several events in one response
+		f.sync()
+		if b := take(); len(b.Events) != len(step) || b.Revision != f.rev {
+			t.Errorf("step %d: batch of %d events at revision %d, want %d at %d", i, len(b.Events), b.Revision, len(step), f.rev)
+		}
+		if got := len(c.changes) - mark; got != len(step) {
+			t.Errorf("step %d: %d changes, want %d", i, got, len(step))
+		}
+	}
+
+	// A backlog past pendingCompactAt is cut to the last event of each key:
+	// the receiver ends in the same state.
+	const backlog = pendingCompactAt + 500
+	for i := range backlog {
+		f.changes(put(fmt.Sprintf("10.5.%d.0-24", 200+i%3), 1000+i))
+	}
+	f.sync()
+	if b := take(); len(b.Events) >= backlog {
+		t.Errorf("backlog of %d events delivered as %d: not compacted", backlog, len(b.Events))
+	}
+	wantSet := map[string]string{"10.5.1.0-24": val(11), "10.5.4.0-24": val(44)}
+	for i := backlog - 3; i < backlog; i++ {
+		wantSet[fmt.Sprintf("10.5.%d.0-24", 200+i%3)] = val(1000 + i)
+	}
+	if !maps.Equal(c.set, wantSet) {
+		t.Errorf("after the backlog the receiver has %v, want %v", c.set, wantSet)
+	}
+
+	// A change not yet taken when the watch breaks stays pending for the
+	// watch that follows the re-list.
+	f.changes(put("10.5.5.0-24", 5))
+	f.send(clientv3.WatchResponse{CompactRevision: f.rev})
+	select {
+	case again := <-broke:
+		if !again {
+			t.Fatal("stream ended as if ctx were done when the watch broke")
+		}
+	case <-time.After(regTestWait):
+		t.Fatal("stream did not end when the watch broke")
+	}
+	if st := r.Stats(); st.WatchRestarts != 1 {
+		t.Errorf("WatchRestarts = %d after one broken watch, want 1", st.WatchRestarts)
+	}
+	if len(w.pending) != 1 || w.pending[0].Lease.Key() != "10.5.5.0-24" {
+		t.Errorf("pending after the break: %v, want the change to 10.5.5.0-24", w.pending)
 	}
 }
 
@@ -286,7 +447,7 @@ func TestWatchLeasesClosesWithContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := r.WatchLeases(ctx)
 	cancel()
-	regTestAwaitClosed(t, ch, 5*time.Second)
+	regTestAwaitClosed(t, ch, regTestWait)
 }
 
 func TestCompactPending(t *testing.T) {
