@@ -14,6 +14,7 @@ import (
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/iface"
 	"github.com/netagent/netagent/internal/netnsguard"
+	"github.com/netagent/netagent/lease"
 	"github.com/netagent/netagent/masq"
 	"github.com/netagent/netagent/subnet"
 	"github.com/netagent/netagent/subnetfile"
@@ -25,7 +26,7 @@ type BackendParams struct {
 	Handle         *netlink.Handle
 	Netns          netns.NsHandle
 	Ext            iface.External
-	Config         *subnet.Config
+	Config         *lease.Config
 	ResyncInterval time.Duration
 	// NoRepair is Options.NoRepair: report kernel entries found wrong,
 	// do not fix them.
@@ -140,7 +141,7 @@ func ctxDone(ctx context.Context, err error) error {
 
 // serve runs one pipeline under cfg until ctx is done, the config changes,
 // or something fails for good.
-func (a *Agent) serve(ctx context.Context, reg *subnet.Registry, h *netlink.Handle, ns netns.NsHandle, cfg *subnet.Config) error {
+func (a *Agent) serve(ctx context.Context, reg *subnet.Registry, h *netlink.Handle, ns netns.NsHandle, cfg *lease.Config) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cfgChanges := reg.WatchConfig(ctx)
@@ -164,7 +165,7 @@ func (a *Agent) serve(ctx context.Context, reg *subnet.Registry, h *netlink.Hand
 		return err
 	}
 	opts := subnet.AcquireOptions{
-		Attrs: subnet.LeaseAttrs{
+		Attrs: lease.LeaseAttrs{
 			PublicIP:      ext.PublicIP,
 			PublicIPv6:    ext.PublicIPv6,
 			BackendType:   cfg.BackendType,
@@ -325,7 +326,7 @@ func (a *Agent) serve(ctx context.Context, reg *subnet.Registry, h *netlink.Hand
 // configChanged reports whether u brings a valid config other than cfg. A
 // config that became invalid or was deleted is reported, and the one in
 // force is kept: the data plane goes on serving.
-func (a *Agent) configChanged(u subnet.ConfigUpdate, cfg *subnet.Config) bool {
+func (a *Agent) configChanged(u subnet.ConfigUpdate, cfg *lease.Config) bool {
 	if u.Err != nil {
 		a.log.Error("network config in etcd is not usable; keeping the one in force", "err", u.Err)
 		a.state.recordError(u.Err.Error())
@@ -336,10 +337,10 @@ func (a *Agent) configChanged(u subnet.ConfigUpdate, cfg *subnet.Config) bool {
 
 // newBackend selects the external interface and builds the configured
 // backend.
-func (a *Agent) newBackend(ctx context.Context, h *netlink.Handle, ns netns.NsHandle, cfg *subnet.Config) (backend.Backend, iface.External, error) {
+func (a *Agent) newBackend(ctx context.Context, h *netlink.Handle, ns netns.NsHandle, cfg *lease.Config) (backend.Backend, iface.External, error) {
 	factory, ok := a.backends[cfg.BackendType]
 	if !ok {
-		return nil, iface.External{}, fmt.Errorf("%w: Backend.Type %q is not supported (supported: %s)", subnet.ErrInvalidConfig, cfg.BackendType, a.backendNames())
+		return nil, iface.External{}, fmt.Errorf("%w: Backend.Type %q is not supported (supported: %s)", lease.ErrInvalidConfig, cfg.BackendType, a.backendNames())
 	}
 	io := a.opts.Iface
 	io.EnableIPv4, io.EnableIPv6 = cfg.EnableIPv4, cfg.EnableIPv6
@@ -370,7 +371,7 @@ func (a *Agent) backendNames() string {
 
 // newMasq returns the masquerade manager, or nil when --ip-masq is off; in
 // that case rules a previous run left are removed.
-func (a *Agent) newMasq(ctx context.Context, cfg *subnet.Config) (masq.Manager, error) {
+func (a *Agent) newMasq(ctx context.Context, cfg *lease.Config) (masq.Manager, error) {
 	useNFT := a.opts.NFTables || cfg.EnableNFTables
 	var m masq.Manager
 	var err error
@@ -392,7 +393,7 @@ func (a *Agent) newMasq(ctx context.Context, cfg *subnet.Config) (masq.Manager, 
 }
 
 // writeFiles writes the subnet file and the Docker options file for lease.
-func (a *Agent) writeFiles(cfg *subnet.Config, be backend.Backend, lease subnet.Lease) error {
+func (a *Agent) writeFiles(cfg *lease.Config, be backend.Backend, lease lease.Lease) error {
 	info := subnetfile.Info{
 		Network:     cfg.Network,
 		Subnet:      lease.Subnet,
@@ -420,7 +421,7 @@ func (a *Agent) writeFiles(cfg *subnet.Config, be backend.Backend, lease subnet.
 	return nil
 }
 
-func masqRules(cfg *subnet.Config, lease subnet.Lease) masq.Rules {
+func masqRules(cfg *lease.Config, lease lease.Lease) masq.Rules {
 	var r masq.Rules
 	if cfg.EnableIPv4 {
 		r.Network, r.Subnet = cfg.Network, lease.Subnet
@@ -432,7 +433,7 @@ func masqRules(cfg *subnet.Config, lease subnet.Lease) masq.Rules {
 }
 
 // sameConfig reports whether two configs are the same for the data plane.
-func sameConfig(a, b *subnet.Config) bool {
+func sameConfig(a, b *lease.Config) bool {
 	return a.EnableIPv4 == b.EnableIPv4 && a.EnableIPv6 == b.EnableIPv6 &&
 		a.Network == b.Network && a.SubnetLen == b.SubnetLen &&
 		a.SubnetMin == b.SubnetMin && a.SubnetMax == b.SubnetMax &&
@@ -443,7 +444,7 @@ func sameConfig(a, b *subnet.Config) bool {
 }
 
 // waitConfigChange blocks until a valid config other than cfg arrives.
-func (a *Agent) waitConfigChange(ctx context.Context, changes <-chan subnet.ConfigUpdate, cfg *subnet.Config) error {
+func (a *Agent) waitConfigChange(ctx context.Context, changes <-chan subnet.ConfigUpdate, cfg *lease.Config) error {
 	wd := a.newWatchdog()
 	defer wd.Stop()
 	for {

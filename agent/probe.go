@@ -14,8 +14,8 @@ import (
 
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/iface"
+	"github.com/netagent/netagent/lease"
 	"github.com/netagent/netagent/probe"
-	"github.com/netagent/netagent/subnet"
 )
 
 // peerSyncInterval is how often the prober's peer set and the backend's
@@ -60,7 +60,7 @@ func (t probeTarget) device(st backend.Status) string {
 // IPv4 first (see newProbeTarget). A family that cannot be probed is left
 // out, with an error saying why; the error is also set when no family
 // can be.
-func newProbeTargets(beType string, lease subnet.Lease, ext iface.External) ([]probeTarget, error) {
+func newProbeTargets(beType string, lease lease.Lease, ext iface.External) ([]probeTarget, error) {
 	var (
 		ts   []probeTarget
 		errs []error
@@ -153,7 +153,7 @@ type familyProbe struct {
 // shows them as one (proberSet). They stop when ctx is done. A failure is logged
 // and recorded, not fatal: the data plane serves on, and a family that
 // fails leaves the other probing.
-func (a *Agent) startProbe(ctx context.Context, cfg *subnet.Config, be backend.Backend, ext iface.External, lease subnet.Lease) {
+func (a *Agent) startProbe(ctx context.Context, cfg *lease.Config, be backend.Backend, ext iface.External, lease lease.Lease) {
 	o := a.opts
 	fail := func(what string, err error) {
 		msg := fmt.Sprintf("probe: %s: %v", what, err)

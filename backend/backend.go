@@ -8,18 +8,18 @@ import (
 	"context"
 	"encoding/json"
 
-	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/lease"
 )
 
 // Update is one change of the desired state, sent to Backend.Run.
 type Update struct {
 	// Own is this host's lease; non-nil in the first update and whenever the
 	// lease changes (re-acquired, another subnet).
-	Own *subnet.Lease
+	Own *lease.Lease
 	// Batch holds lease changes as the watch delivered them. It may include
 	// this host's own lease and leases of another backend type: the backend
 	// ignores those. A Snapshot batch replaces the whole peer set.
-	Batch *subnet.Batch
+	Batch *lease.Batch
 }
 
 // Backend programs one kind of data plane.

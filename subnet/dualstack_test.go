@@ -10,6 +10,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/netagent/netagent/lease"
 )
 
 // dualOpts is regTestOpts(n) with an IPv6 VTEP in BackendV6Data.
@@ -35,7 +37,7 @@ func TestAcquireDualStackConcurrentHolders(t *testing.T) {
 	}
 	ctx := regTestCtx(t, 60*time.Second)
 
-	holdAll := func() []Lease {
+	holdAll := func() []lease.Lease {
 		t.Helper()
 		holders := make([]*Holder, agents)
 		errs := make([]error, agents)
@@ -47,7 +49,7 @@ func TestAcquireDualStackConcurrentHolders(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		leases := make([]Lease, agents)
+		leases := make([]lease.Lease, agents)
 		for i, h := range holders {
 			if errs[i] != nil {
 				t.Fatalf("holder %d: %v", i, errs[i])
@@ -80,7 +82,7 @@ func TestAcquireDualStackConcurrentHolders(t *testing.T) {
 		t.Errorf("%d keys stored, want %d", n, agents)
 	}
 	for rel, kv := range regTestKVs(t, cli, r0) {
-		a, err := ParseLeaseAttrs(kv.Value)
+		a, err := lease.ParseLeaseAttrs(kv.Value)
 		if err != nil || !a.PublicIPv6.IsValid() || a.BackendV6Data == nil {
 			t.Errorf("stored %s = %s (%v): want PublicIPv6 and BackendV6Data", rel, kv.Value, err)
 		}

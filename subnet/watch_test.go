@@ -11,23 +11,24 @@ import (
 	"time"
 
 	"github.com/netagent/netagent/internal/etcdtest"
+	"github.com/netagent/netagent/lease"
 )
 
 // regTestConsumer applies the batches of a lease watch to a set, and
 // records every change it observed, as "+key@value" and "-key".
 type regTestConsumer struct {
-	ch      <-chan Batch
+	ch      <-chan lease.Batch
 	set     map[string]string
 	changes []string
 	batches int
 	rev     int64
 }
 
-func newRegTestConsumer(ch <-chan Batch) *regTestConsumer {
+func newRegTestConsumer(ch <-chan lease.Batch) *regTestConsumer {
 	return &regTestConsumer{ch: ch, set: map[string]string{}}
 }
 
-func (c *regTestConsumer) apply(t *testing.T, b Batch) {
+func (c *regTestConsumer) apply(t *testing.T, b lease.Batch) {
 	t.Helper()
 	c.batches++
 	if b.Revision < c.rev {
@@ -39,12 +40,12 @@ func (c *regTestConsumer) apply(t *testing.T, b Batch) {
 	}
 	for _, ev := range b.Events {
 		k := ev.Lease.Key()
-		if ev.Type == EventRemoved {
+		if ev.Type == lease.EventRemoved {
 			delete(c.set, k)
 			c.changes = append(c.changes, "-"+k)
 			continue
 		}
-		if ev.Type != EventAdded {
+		if ev.Type != lease.EventAdded {
 			t.Errorf("unknown event type %v", ev.Type)
 		}
 		v := regTestValue(t, ev.Lease.Attrs)
@@ -124,8 +125,8 @@ func TestWatchLeases(t *testing.T) {
 	store := func() map[string]string {
 		out := map[string]string{}
 		for k, kv := range regTestKVs(t, cli, r0) {
-			if _, err := ParseLeaseAttrs(kv.Value); err == nil {
-				if _, _, err := ParseLeaseKey(k); err == nil {
+			if _, err := lease.ParseLeaseAttrs(kv.Value); err == nil {
+				if _, _, err := lease.ParseLeaseKey(k); err == nil {
 					out[k] = string(kv.Value)
 				}
 			}
@@ -290,27 +291,29 @@ func TestWatchLeasesClosesWithContext(t *testing.T) {
 }
 
 func TestCompactPending(t *testing.T) {
-	w := &leaseWatch{known: map[string]Lease{}}
-	p := func(i int) Lease { return Lease{Subnet: netip.MustParsePrefix(fmt.Sprintf("10.5.%d.0/24", i))} }
-	var evs []Event
+	w := &leaseWatch{known: map[string]lease.Lease{}}
+	p := func(i int) lease.Lease {
+		return lease.Lease{Subnet: netip.MustParsePrefix(fmt.Sprintf("10.5.%d.0/24", i))}
+	}
+	var evs []lease.Event
 	for round := range 3 {
 		for i := range 5 {
-			typ := EventAdded
+			typ := lease.EventAdded
 			if round == 1 && i%2 == 0 {
-				typ = EventRemoved
+				typ = lease.EventRemoved
 			}
 			l := p(i)
 			l.ModRevision = int64(round*10 + i)
-			evs = append(evs, Event{Type: typ, Lease: l})
+			evs = append(evs, lease.Event{Type: typ, Lease: l})
 		}
 	}
-	evs = append(evs, Event{Type: EventRemoved, Lease: p(3)})
+	evs = append(evs, lease.Event{Type: lease.EventRemoved, Lease: p(3)})
 	w.pending = slices.Clone(evs)
 	w.compactPending()
-	apply := func(evs []Event) map[string]int64 {
+	apply := func(evs []lease.Event) map[string]int64 {
 		m := map[string]int64{}
 		for _, ev := range evs {
-			if ev.Type == EventRemoved {
+			if ev.Type == lease.EventRemoved {
 				delete(m, ev.Lease.Key())
 			} else {
 				m[ev.Lease.Key()] = ev.Lease.ModRevision

@@ -20,7 +20,7 @@ import (
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/backend/internal/dataplane"
 	"github.com/netagent/netagent/iface"
-	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/lease"
 )
 
 // Type is the lease BackendType of this backend.
@@ -48,7 +48,7 @@ type Options struct {
 	Handle         *netlink.Handle
 	Netns          netns.NsHandle
 	Ext            iface.External
-	Config         *subnet.Config
+	Config         *lease.Config
 	ResyncInterval time.Duration
 	// NoRepair: see vxlan.Options.NoRepair.
 	NoRepair bool

@@ -29,7 +29,7 @@ import (
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/backend/internal/dataplane"
 	"github.com/netagent/netagent/iface"
-	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/lease"
 )
 
 // Type is the lease BackendType of this backend.
@@ -63,7 +63,7 @@ type Options struct {
 	Ext iface.External
 	// Config is the network config; its Backend object holds VNI, Port,
 	// MTU, GBP, Learning and DirectRouting.
-	Config *subnet.Config
+	Config *lease.Config
 	// ResyncInterval is the period of full reconcile passes (default 30s).
 	ResyncInterval time.Duration
 	// NoRepair makes the reconcile loop report, not fix, routes,

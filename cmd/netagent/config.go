@@ -15,6 +15,7 @@ import (
 	"github.com/netagent/netagent/agent"
 	"github.com/netagent/netagent/backend/hostgw"
 	"github.com/netagent/netagent/backend/vxlan"
+	"github.com/netagent/netagent/lease"
 	"github.com/netagent/netagent/subnet"
 )
 
@@ -38,7 +39,7 @@ or their NETAGENT_* variables.
 
 // validateBackend checks the Backend object of cfg as the backend named
 // there will when it starts.
-func validateBackend(cfg *subnet.Config) error {
+func validateBackend(cfg *lease.Config) error {
 	switch cfg.BackendType {
 	case vxlan.Type:
 		_, err := vxlan.ParseSettings(cfg.Backend)
@@ -47,14 +48,14 @@ func validateBackend(cfg *subnet.Config) error {
 		return nil
 	}
 	return fmt.Errorf("%w: Backend.Type %q is not supported by netagent (supported: %s, %s)",
-		subnet.ErrInvalidConfig, cfg.BackendType, vxlan.Type, hostgw.Type)
+		lease.ErrInvalidConfig, cfg.BackendType, vxlan.Type, hostgw.Type)
 }
 
 // validateConfig parses data as the agent will, and also checks the
 // backend's own fields. It returns the config and warnings (unknown
 // fields, which the agent ignores).
-func validateConfig(data []byte) (*subnet.Config, []string, error) {
-	cfg, err := subnet.ParseConfig(data)
+func validateConfig(data []byte) (*lease.Config, []string, error) {
+	cfg, err := lease.ParseConfig(data)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -62,7 +63,7 @@ func validateConfig(data []byte) (*subnet.Config, []string, error) {
 		return nil, nil, err
 	}
 	var warnings []string
-	for _, f := range subnet.UnknownConfigFields(data) {
+	for _, f := range lease.UnknownConfigFields(data) {
 		warnings = append(warnings, fmt.Sprintf("unknown field %q is ignored (misspelt?)", f))
 	}
 	return cfg, warnings, nil

@@ -7,7 +7,7 @@ import (
 	"sync"
 
 	"github.com/netagent/netagent/backend"
-	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/lease"
 )
 
 // Group is the engines of one backend, one per enabled address family,
@@ -112,7 +112,7 @@ func (g Group) Status() backend.Status {
 
 // Families returns the address families cfg enables. A Config with
 // neither (only a hand-built one: ParseConfig refuses it) means IPv4.
-func Families(cfg *subnet.Config) (v4, v6 bool) {
+func Families(cfg *lease.Config) (v4, v6 bool) {
 	if !cfg.EnableIPv4 && !cfg.EnableIPv6 {
 		return true, false
 	}
