@@ -20,22 +20,9 @@ import (
 	"github.com/netagent/netagent/subnetfile"
 )
 
-// BackendParams is what a backend is built from.
-type BackendParams struct {
-	Log            *slog.Logger
-	Handle         *netlink.Handle
-	Netns          netns.NsHandle
-	Ext            iface.External
-	Config         *lease.Config
-	ResyncInterval time.Duration
-	// NoRepair is Options.NoRepair: report kernel entries found wrong,
-	// do not fix them.
-	NoRepair bool
-}
-
 // BackendFactory builds the backend of one Backend.Type. It parses and
 // validates the backend's fields of the config and touches no kernel state.
-type BackendFactory func(BackendParams) (backend.Backend, error)
+type BackendFactory func(backend.Options) (backend.Backend, error)
 
 // Agent is one host's agent.
 type Agent struct {
@@ -349,7 +336,7 @@ func (a *Agent) newBackend(ctx context.Context, h *netlink.Handle, ns netns.NsHa
 		return nil, ext, err
 	}
 	a.log.Info("external interface", "name", ext.Name, "addr", ext.Addr, "public_ip", ext.PublicIP, "mtu", ext.MTU)
-	be, err := factory(BackendParams{
+	be, err := factory(backend.Options{
 		Log:            a.log.With("backend", cfg.BackendType),
 		Handle:         h,
 		Netns:          ns,

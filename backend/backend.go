@@ -7,9 +7,38 @@ package backend
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
+	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/netagent/netagent/iface"
 	"github.com/netagent/netagent/lease"
 )
+
+// Options is what every backend is built from. A constructor parses and
+// validates the backend's fields of Config and touches no kernel state.
+type Options struct {
+	Log *slog.Logger
+	// Handle does all netlink work (netlink.NewHandleAt(ns) in tests).
+	Handle *netlink.Handle
+	// Netns is the namespace Handle works in, for netlink subscriptions;
+	// 0 or netns.None() means the current one.
+	Netns netns.NsHandle
+	// Ext is the underlay interface, its address and the public IP.
+	Ext iface.External
+	// Config is the network config; its Backend object holds the
+	// backend's own fields (for vxlan: VNI, Port, MTU, GBP, Learning and
+	// DirectRouting).
+	Config *lease.Config
+	// ResyncInterval is the period of full reconcile passes (default 30s).
+	ResyncInterval time.Duration
+	// NoRepair makes the reconcile loop report, not fix, kernel entries
+	// found missing or wrong after they were programmed (a debugging aid;
+	// see dataplane.Config.NoRepair).
+	NoRepair bool
+}
 
 // Update is one change of the desired state, sent to Backend.Run.
 type Update struct {

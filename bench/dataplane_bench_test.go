@@ -51,7 +51,7 @@ func dpHost(b *testing.B) *backendtest.NS {
 
 func dpStart(b *testing.B, ns *backendtest.NS) (*vxlan.Backend, chan<- backend.Update, func()) {
 	ext := ns.Ext(b, "eth0", netip.MustParseAddr("192.168.77.1"))
-	bk, err := vxlan.New(vxlan.Options{Handle: ns.Handle, Netns: ns.Netns, Ext: ext,
+	bk, err := vxlan.New(backend.Options{Handle: ns.Handle, Netns: ns.Netns, Ext: ext,
 		Config: &lease.Config{BackendType: vxlan.Type, Backend: json.RawMessage(`{"Type":"vxlan"}`)}, ResyncInterval: time.Hour})
 	if err != nil {
 		b.Fatal(err)

@@ -20,7 +20,7 @@ func TestDualStackRoutes(t *testing.T) {
 	ext := a.Ext(t, "eth0", netip.MustParseAddr("192.168.77.1"), netip.MustParseAddr("fd77::1"))
 	cfg := &lease.Config{EnableIPv4: true, EnableIPv6: true, BackendType: Type}
 
-	bk, err := New(Options{Handle: a.Handle, Netns: a.Netns, Ext: ext, Config: cfg, ResyncInterval: time.Hour})
+	bk, err := New(backend.Options{Handle: a.Handle, Netns: a.Netns, Ext: ext, Config: cfg, ResyncInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,15 +71,15 @@ func TestNewIPv6Checks(t *testing.T) {
 	ext := a.Ext(t, "eth0") // neither family's address given yet
 	cfg := &lease.Config{EnableIPv6: true, BackendType: Type}
 
-	if _, err := New(Options{Handle: a.Handle, Ext: ext, Config: cfg}); err == nil || !strings.Contains(err.Error(), "no public IPv6 address") {
+	if _, err := New(backend.Options{Handle: a.Handle, Ext: ext, Config: cfg}); err == nil || !strings.Contains(err.Error(), "no public IPv6 address") {
 		t.Errorf("New without an IPv6 address: %v", err)
 	}
 	ext.AddrV6, ext.PublicIPv6 = netip.MustParseAddr("fd77::1"), netip.MustParseAddr("2001:db8::7")
-	if _, err := New(Options{Handle: a.Handle, Ext: ext, Config: cfg}); !errors.Is(err, ErrPublicIPNotLocal) {
+	if _, err := New(backend.Options{Handle: a.Handle, Ext: ext, Config: cfg}); !errors.Is(err, ErrPublicIPNotLocal) {
 		t.Errorf("New with a NATed public IPv6: %v", err)
 	}
 	ext.PublicIPv6 = ext.AddrV6
-	if _, err := New(Options{Handle: a.Handle, Ext: ext, Config: cfg}); err != nil {
+	if _, err := New(backend.Options{Handle: a.Handle, Ext: ext, Config: cfg}); err != nil {
 		t.Errorf("New IPv6-only: %v", err)
 	}
 }

@@ -57,7 +57,7 @@ func TestRoutesViaPublicIP(t *testing.T) {
 	a.IP(t, "route", "add", "10.5.99.0/24", "via", "192.168.77.99", "proto", "78") // stale, ours
 	ext := a.Ext(t, "eth0", netip.MustParseAddr("192.168.77.1"))
 
-	bk, err := New(Options{Handle: a.Handle, Netns: a.Netns, Ext: ext, Config: &lease.Config{BackendType: Type}, ResyncInterval: time.Hour})
+	bk, err := New(backend.Options{Handle: a.Handle, Netns: a.Netns, Ext: ext, Config: &lease.Config{BackendType: Type}, ResyncInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestNewRefusesNAT(t *testing.T) {
 	a.AddrAdd(t, "eth0", "192.168.77.1/24")
 	ext := a.Ext(t, "eth0", netip.MustParseAddr("192.168.77.1"))
 	ext.PublicIP = netip.MustParseAddr("203.0.113.7")
-	_, err := New(Options{Handle: a.Handle, Ext: ext, Config: &lease.Config{BackendType: Type}})
+	_, err := New(backend.Options{Handle: a.Handle, Ext: ext, Config: &lease.Config{BackendType: Type}})
 	if !errors.Is(err, ErrPublicIPNotLocal) || err.Error() != "host-gw: public IP 203.0.113.7 is not an address of eth0 (NAT?)" {
 		t.Fatalf("New with a NATed public IP: %v", err)
 	}

@@ -157,7 +157,7 @@ func TestNewFamilies(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b, err := New(Options{Handle: &netlink.Handle{}, Ext: tt.ext, Config: &lease.Config{
+			b, err := New(backend.Options{Handle: &netlink.Handle{}, Ext: tt.ext, Config: &lease.Config{
 				EnableIPv4: tt.v4, EnableIPv6: tt.v6, BackendType: Type, Backend: json.RawMessage(tt.settings)}})
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) {

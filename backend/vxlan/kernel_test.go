@@ -78,7 +78,7 @@ func start(t *testing.T, ns *backendtest.NS, ext iface.External, backendJSON str
 // startConfig runs a backend in ns with network config cfg.
 func startConfig(t *testing.T, ns *backendtest.NS, ext iface.External, cfg *lease.Config) *running {
 	t.Helper()
-	b, err := New(Options{
+	b, err := New(backend.Options{
 		Log:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Handle:         ns.Handle,
 		Netns:          ns.Netns,

@@ -17,19 +17,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
-	"time"
-
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/backend/internal/dataplane"
-	"github.com/netagent/netagent/iface"
-	"github.com/netagent/netagent/lease"
 )
 
 // Type is the lease BackendType of this backend.
@@ -50,27 +43,6 @@ const maxLinkName = 15
 
 // ErrInvalidConfig is wrapped by every error about the backend's fields.
 var ErrInvalidConfig = errors.New("vxlan: invalid backend config")
-
-// Options configures a Backend.
-type Options struct {
-	Log *slog.Logger
-	// Handle does all netlink work (netlink.NewHandleAt(ns) in tests).
-	Handle *netlink.Handle
-	// Netns is the namespace Handle works in, for netlink subscriptions;
-	// 0 or netns.None() means the current one.
-	Netns netns.NsHandle
-	// Ext is the underlay interface, its address and the public IP.
-	Ext iface.External
-	// Config is the network config; its Backend object holds VNI, Port,
-	// MTU, GBP, Learning and DirectRouting.
-	Config *lease.Config
-	// ResyncInterval is the period of full reconcile passes (default 30s).
-	ResyncInterval time.Duration
-	// NoRepair makes the reconcile loop report, not fix, routes,
-	// neighbours and fdb entries found missing or wrong after they were
-	// programmed (a debugging aid; see dataplane.Config.NoRepair).
-	NoRepair bool
-}
 
 // Settings are the backend fields of the network config.
 type Settings struct {
@@ -171,7 +143,7 @@ func VtepMAC(publicIP netip.Addr, vni int) net.HardwareAddr {
 
 // New parses and validates the backend fields and computes the VTEP MACs
 // of the enabled families. It does not touch the kernel.
-func New(opts Options) (*Backend, error) {
+func New(opts backend.Options) (*Backend, error) {
 	if opts.Handle == nil {
 		return nil, errors.New("vxlan: Options.Handle is nil")
 	}

@@ -105,12 +105,8 @@ func runAgent(ctx context.Context, args []string, getenv func(string) string, en
 		log.Warn(w)
 	}
 	backends := map[string]agent.BackendFactory{
-		"vxlan": func(p agent.BackendParams) (backend.Backend, error) {
-			return vxlan.New(vxlan.Options{Log: p.Log, Handle: p.Handle, Netns: p.Netns, Ext: p.Ext, Config: p.Config, ResyncInterval: p.ResyncInterval, NoRepair: p.NoRepair})
-		},
-		"host-gw": func(p agent.BackendParams) (backend.Backend, error) {
-			return hostgw.New(hostgw.Options{Log: p.Log, Handle: p.Handle, Netns: p.Netns, Ext: p.Ext, Config: p.Config, ResyncInterval: p.ResyncInterval, NoRepair: p.NoRepair})
-		},
+		"vxlan":   func(o backend.Options) (backend.Backend, error) { return vxlan.New(o) },
+		"host-gw": func(o backend.Options) (backend.Backend, error) { return hostgw.New(o) },
 	}
 	return agent.New(opts, log, backends).Run(ctx)
 }
