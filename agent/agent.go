@@ -20,21 +20,17 @@ import (
 	"github.com/netagent/netagent/subnetfile"
 )
 
-// BackendFactory builds the backend of one Backend.Type. It parses and
-// validates the backend's fields of the config and touches no kernel state.
-type BackendFactory func(backend.Options) (backend.Backend, error)
-
 // Agent is one host's agent.
 type Agent struct {
 	opts     *Options
 	log      *slog.Logger
-	backends map[string]BackendFactory
+	backends backend.Kinds
 	state    *state
 }
 
-// New returns an agent; backends maps each supported Backend.Type to its
-// factory.
-func New(opts *Options, log *slog.Logger, backends map[string]BackendFactory) *Agent {
+// New returns an agent that runs the backend of the config's Backend.Type,
+// one of backends.
+func New(opts *Options, log *slog.Logger, backends backend.Kinds) *Agent {
 	return &Agent{opts: opts, log: log, backends: backends, state: newState(time.Now())}
 }
 
@@ -325,9 +321,9 @@ func (a *Agent) configChanged(u subnet.ConfigUpdate, cfg *lease.Config) bool {
 // newBackend selects the external interface and builds the configured
 // backend.
 func (a *Agent) newBackend(ctx context.Context, h *netlink.Handle, ns netns.NsHandle, cfg *lease.Config) (backend.Backend, iface.External, error) {
-	factory, ok := a.backends[cfg.BackendType]
-	if !ok {
-		return nil, iface.External{}, fmt.Errorf("%w: Backend.Type %q is not supported (supported: %s)", lease.ErrInvalidConfig, cfg.BackendType, a.backendNames())
+	kind, err := a.backends.Lookup(cfg.BackendType)
+	if err != nil {
+		return nil, iface.External{}, err
 	}
 	io := a.opts.Iface
 	io.EnableIPv4, io.EnableIPv6 = cfg.EnableIPv4, cfg.EnableIPv6
@@ -336,7 +332,7 @@ func (a *Agent) newBackend(ctx context.Context, h *netlink.Handle, ns netns.NsHa
 		return nil, ext, err
 	}
 	a.log.Info("external interface", "name", ext.Name, "addr", ext.Addr, "public_ip", ext.PublicIP, "mtu", ext.MTU)
-	be, err := factory(backend.Options{
+	be, err := kind.New(backend.Options{
 		Log:            a.log.With("backend", cfg.BackendType),
 		Handle:         h,
 		Netns:          ns,
@@ -346,14 +342,6 @@ func (a *Agent) newBackend(ctx context.Context, h *netlink.Handle, ns netns.NsHa
 		NoRepair:       a.opts.NoRepair,
 	})
 	return be, ext, err
-}
-
-func (a *Agent) backendNames() string {
-	var names []string
-	for n := range a.backends {
-		names = append(names, n)
-	}
-	return fmt.Sprint(names)
 }
 
 // newMasq returns the masquerade manager, or nil when --ip-masq is off; in

@@ -23,6 +23,7 @@ import (
 
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/backend/internal/dataplane"
+	"github.com/netagent/netagent/lease"
 )
 
 // Type is the lease BackendType of this backend.
@@ -66,6 +67,12 @@ type Backend struct {
 }
 
 var _ backend.Backend = (*Backend)(nil)
+
+// Validate checks the backend fields of cfg as New will (ParseSettings).
+func Validate(cfg *lease.Config) error {
+	_, err := ParseSettings(cfg.Backend)
+	return err
+}
 
 // ParseSettings parses and validates the backend object of the network
 // config (field names match case-insensitively); errors name the field.
