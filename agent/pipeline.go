@@ -199,10 +199,9 @@ func (a *Agent) startDataPlane(ctx context.Context, p *pipeline) error {
 func (a *Agent) serveEvents(ctx context.Context, h *netlink.Handle, p *pipeline) error {
 	wd := a.newWatchdog()
 	defer wd.Stop()
-	// Until the data plane has been programmed once, look often, to tell
-	// systemd (READY=1) as soon as the host can carry traffic.
-	readyPoll := time.NewTicker(20 * time.Millisecond)
-	defer readyPoll.Stop()
+	// The backend signals its first complete pass: then systemd is told
+	// (READY=1) that the host can carry traffic.
+	ready := p.be.Ready()
 	extCheck := time.NewTicker(extCheckInterval)
 	defer extCheck.Stop()
 	for {
@@ -233,11 +232,9 @@ func (a *Agent) serveEvents(ctx context.Context, h *netlink.Handle, p *pipeline)
 				a.log.Info("external interface MTU changed", "iface", p.ext.Name, "old", p.ext.MTU, "new", l.Attrs().MTU)
 				return errInterfaceChanged
 			}
-		case <-readyPoll.C:
-			if !p.be.Status().LastPass.IsZero() {
-				readyPoll.Stop()
-				a.dataPlaneReady(ctx, p)
-			}
+		case <-ready:
+			ready = nil
+			a.dataPlaneReady(ctx, p)
 		case u, ok := <-p.cfgChanges:
 			if !ok {
 				return stopped(ctx, "config watch")

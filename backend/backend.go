@@ -69,6 +69,10 @@ type Backend interface {
 	// periodically, and repairs what is missing or wrong. It returns only
 	// when ctx is done or on an error it cannot recover from.
 	Run(ctx context.Context, updates <-chan Update) error
+	// Ready is closed once the first complete reconcile pass has
+	// finished (Status().LastPass is then set): the host can carry
+	// traffic. It is never closed if Run fails before.
+	Ready() <-chan struct{}
 	// Status is a snapshot of the data plane as of the last pass; cheap and
 	// safe to call from any goroutine. Status.Peers may be shared between
 	// callers and must not be modified.

@@ -87,7 +87,7 @@ func New(opts backend.Options) (*Backend, error) {
 	if v4 {
 		c := cfg
 		c.Family, c.Network, c.SubnetLen = 4, opts.Config.Network, opts.Config.SubnetLen
-		b.engines = append(b.engines, dataplane.New(c))
+		b.engines.Add(dataplane.New(c))
 	}
 	if v6 {
 		c := cfg
@@ -95,7 +95,7 @@ func New(opts backend.Options) (*Backend, error) {
 		if c.Log != nil {
 			c.Log = c.Log.With("family", "ipv6")
 		}
-		b.engines = append(b.engines, dataplane.New(c))
+		b.engines.Add(dataplane.New(c))
 	}
 	return b, nil
 }
@@ -135,3 +135,6 @@ func (b *Backend) Run(ctx context.Context, updates <-chan backend.Update) error 
 
 // Status is a snapshot of the data plane.
 func (b *Backend) Status() backend.Status { return b.engines.Status() }
+
+// Ready is closed when the first pass of every family has finished.
+func (b *Backend) Ready() <-chan struct{} { return b.engines.Ready() }

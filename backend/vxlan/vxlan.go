@@ -224,7 +224,7 @@ func New(opts backend.Options) (*Backend, error) {
 		c := cfg
 		c.Family, c.Device = 4, device(DeviceName(s.VNI), mtu4, b.mac)
 		c.Network, c.SubnetLen = opts.Config.Network, opts.Config.SubnetLen
-		b.engines = append(b.engines, dataplane.New(c))
+		b.engines.Add(dataplane.New(c))
 	}
 	if b.v6 {
 		c := cfg
@@ -233,7 +233,7 @@ func New(opts backend.Options) (*Backend, error) {
 		if c.Log != nil {
 			c.Log = c.Log.With("family", "ipv6")
 		}
-		b.engines = append(b.engines, dataplane.New(c))
+		b.engines.Add(dataplane.New(c))
 	}
 	return b, nil
 }
@@ -351,3 +351,6 @@ func (b *Backend) Run(ctx context.Context, updates <-chan backend.Update) error 
 
 // Status is a snapshot of the data plane.
 func (b *Backend) Status() backend.Status { return b.engines.Status() }
+
+// Ready is closed when the first pass of every family has finished.
+func (b *Backend) Ready() <-chan struct{} { return b.engines.Ready() }

@@ -137,6 +137,8 @@ type Engine struct {
 	peers    map[netip.Prefix]*peer
 	counters backend.Counters
 	lastPass time.Time
+	// ready is closed when the first pass finishes.
+	ready chan struct{}
 	// peersGen counts changes to what Status shows of peers; statusPeers
 	// is Status's sorted list as of statusGen.
 	peersGen, statusGen uint64
@@ -173,8 +175,14 @@ func New(cfg Config) *Engine {
 		byGW:     make(map[netip.Addr]netip.Prefix),
 		byMAC:    make(map[[6]byte]netip.Prefix),
 		counters: backend.Counters{Repairs: make(map[string]uint64)},
+		ready:    make(chan struct{}),
 	}
 }
+
+// Ready is closed when the engine's first pass has finished, the moment
+// Status().LastPass is first set: the device and the peers of the first
+// update have been programmed (or their failures counted).
+func (e *Engine) Ready() <-chan struct{} { return e.ready }
 
 func (e *Engine) isVXLAN() bool { return e.cfg.Device != nil }
 
