@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -223,15 +224,14 @@ func masqRules(cfg *lease.Config, lease lease.Lease) masq.Rules {
 	return r
 }
 
-// sameConfig reports whether two configs are the same for the data plane.
+// sameConfig reports whether two configs are the same for the data plane:
+// every field equal, Backend compared as text. Comparing the whole struct,
+// rather than a list of fields, keeps a field added to lease.Config from
+// being ignored.
 func sameConfig(a, b *lease.Config) bool {
-	return a.EnableIPv4 == b.EnableIPv4 && a.EnableIPv6 == b.EnableIPv6 &&
-		a.Network == b.Network && a.SubnetLen == b.SubnetLen &&
-		a.SubnetMin == b.SubnetMin && a.SubnetMax == b.SubnetMax &&
-		a.IPv6Network == b.IPv6Network && a.IPv6SubnetLen == b.IPv6SubnetLen &&
-		a.IPv6SubnetMin == b.IPv6SubnetMin && a.IPv6SubnetMax == b.IPv6SubnetMax &&
-		a.EnableNFTables == b.EnableNFTables && a.BackendType == b.BackendType &&
-		string(a.Backend) == string(b.Backend)
+	x, y := *a, *b
+	x.Backend, y.Backend = nil, nil
+	return string(a.Backend) == string(b.Backend) && reflect.DeepEqual(x, y)
 }
 
 // waitConfigChange blocks until a valid config other than cfg arrives.
