@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -14,39 +15,23 @@ import (
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/iface"
 	"github.com/netagent/netagent/internal/netnsguard"
+	"github.com/netagent/netagent/lease"
 	"github.com/netagent/netagent/masq"
 	"github.com/netagent/netagent/subnet"
 	"github.com/netagent/netagent/subnetfile"
 )
 
-// BackendParams is what a backend is built from.
-type BackendParams struct {
-	Log            *slog.Logger
-	Handle         *netlink.Handle
-	Netns          netns.NsHandle
-	Ext            iface.External
-	Config         *subnet.Config
-	ResyncInterval time.Duration
-	// NoRepair is Options.NoRepair: report kernel entries found wrong,
-	// do not fix them.
-	NoRepair bool
-}
-
-// BackendFactory builds the backend of one Backend.Type. It parses and
-// validates the backend's fields of the config and touches no kernel state.
-type BackendFactory func(BackendParams) (backend.Backend, error)
-
 // Agent is one host's agent.
 type Agent struct {
 	opts     *Options
 	log      *slog.Logger
-	backends map[string]BackendFactory
+	backends backend.Kinds
 	state    *state
 }
 
-// New returns an agent; backends maps each supported Backend.Type to its
-// factory.
-func New(opts *Options, log *slog.Logger, backends map[string]BackendFactory) *Agent {
+// New returns an agent that runs the backend of the config's Backend.Type,
+// one of backends.
+func New(opts *Options, log *slog.Logger, backends backend.Kinds) *Agent {
 	return &Agent{opts: opts, log: log, backends: backends, state: newState(time.Now())}
 }
 
@@ -138,194 +123,10 @@ func ctxDone(ctx context.Context, err error) error {
 	return err
 }
 
-// serve runs one pipeline under cfg until ctx is done, the config changes,
-// or something fails for good.
-func (a *Agent) serve(ctx context.Context, reg *subnet.Registry, h *netlink.Handle, ns netns.NsHandle, cfg *subnet.Config) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	cfgChanges := reg.WatchConfig(ctx)
-
-	a.state.newPipeline(cfg)
-	be, ext, err := a.newBackend(ctx, h, ns, cfg)
-	if err != nil {
-		a.state.recordError(err.Error())
-		a.notifyStatus("network config not usable: %v", err)
-		// A config that names an unknown backend or bad backend fields is
-		// an invalid config: report it and wait for it to be fixed.
-		a.log.Error("cannot use the network config; waiting for it to change", "err", err)
-		return a.waitConfigChange(ctx, cfgChanges, cfg)
-	}
-	data, err := be.BackendData()
-	if err != nil {
-		return err
-	}
-	dataV6, err := be.BackendV6Data()
-	if err != nil {
-		return err
-	}
-	opts := subnet.AcquireOptions{
-		Attrs: subnet.LeaseAttrs{
-			PublicIP:      ext.PublicIP,
-			PublicIPv6:    ext.PublicIPv6,
-			BackendType:   cfg.BackendType,
-			BackendData:   data,
-			BackendV6Data: dataV6,
-		},
-		TTL:         a.opts.LeaseTTL,
-		RenewMargin: a.opts.RenewMargin,
-	}
-	if !cfg.EnableIPv4 {
-		opts.Attrs.PublicIP = netip.Addr{}
-	}
-	if !cfg.EnableIPv6 {
-		opts.Attrs.PublicIPv6 = netip.Addr{}
-	}
-	if prev, err := subnetfile.Read(a.opts.SubnetFile); err == nil {
-		if prev.Network == cfg.Network {
-			opts.Previous = prev.Subnet
-		}
-		if prev.IPv6Network == cfg.IPv6Network {
-			opts.PreviousV6 = prev.IPv6Subnet
-		}
-	}
-	a.state.update(func(s *state) { s.ext = ext })
-	a.notifyStatus("acquiring a lease (%s, interface %s)", cfg, ext.Name)
-	// The lease watch lists the peers while the lease is being acquired, so
-	// that the first data-plane pass programs the device and every peer at
-	// once.
-	watch := reg.WatchLeases(ctx)
-	holder, err := reg.Hold(ctx, cfg, opts)
-	if err != nil {
-		return err
-	}
-	defer holder.Close()
-	lease := holder.Lease()
-	a.state.update(func(s *state) { s.lease, s.holder = &lease, holder })
-	a.log.Info("lease acquired", "subnet", lease.Key(), "public_ip", ext.PublicIP, "reservation", lease.Reservation)
-
-	if err := masq.EnableForwarding(cfg.EnableIPv4, cfg.EnableIPv6); err != nil {
-		return fmt.Errorf("agent: enable forwarding: %w", err)
-	}
-	fw, err := a.newMasq(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	var keeper *masq.Keeper
-	if fw != nil {
-		keeper = masq.NewKeeper(a.log, fw, masqRules(cfg, lease), a.opts.MasqResync)
-		go keeper.Run(ctx)
-		a.state.update(func(s *state) { s.masq, s.keeper = fw, keeper })
-	}
-	if err := a.writeFiles(cfg, be, lease); err != nil {
-		return err
-	}
-
-	updates := make(chan backend.Update, 1)
-	beDone := make(chan error, 1)
-	go func() { beDone <- be.Run(ctx, updates) }()
-	a.state.update(func(s *state) { s.backend = be })
-	first := backend.Update{Own: &lease}
-	select {
-	case b, ok := <-watch:
-		if !ok {
-			return stopped(ctx, "lease watch")
-		}
-		first.Batch = &b
-	case <-time.After(firstListWait):
-		// etcd is slow to list: set the device up now, peers follow.
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	if err := send(ctx, updates, first); err != nil {
-		return err
-	}
-	a.notifyStatus("lease %s: programming the data plane", lease.Key())
-	wd := a.newWatchdog()
-	defer wd.Stop()
-	// Until the data plane has been programmed once, look often, to tell
-	// systemd (READY=1) as soon as the host can carry traffic.
-	readyPoll := time.NewTicker(20 * time.Millisecond)
-	defer readyPoll.Stop()
-	extCheck := time.NewTicker(extCheckInterval)
-	defer extCheck.Stop()
-	// The probes start once the data plane is programmed (the vxlan
-	// device exists), and start afresh when the own subnet changes.
-	probing := false
-	stopProbe := func() {}
-	defer func() { stopProbe() }()
-	startProbe := func() {
-		stopProbe()
-		pctx, cancel := context.WithCancel(ctx)
-		stopProbe, probing = cancel, true
-		a.startProbe(pctx, cfg, be, ext, lease)
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case err := <-beDone:
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("agent: backend %s stopped: %w", be.Type(), err)
-		case b, ok := <-watch:
-			if !ok {
-				return stopped(ctx, "lease watch")
-			}
-			if err := send(ctx, updates, backend.Update{Batch: &b}); err != nil {
-				return err
-			}
-		case l, ok := <-holder.Changes():
-			if !ok {
-				return stopped(ctx, "lease holder")
-			}
-			moved := l.Subnet != lease.Subnet || l.IPv6Subnet != lease.IPv6Subnet
-			lease = l
-			a.state.update(func(s *state) { s.lease = &l })
-			a.log.Info("lease changed", "subnet", lease.Key())
-			a.notifyStatus("serving %s (lease changed)", lease.Key())
-			if keeper != nil {
-				keeper.Update(masqRules(cfg, lease))
-			}
-			if err := a.writeFiles(cfg, be, lease); err != nil {
-				return err
-			}
-			if err := send(ctx, updates, backend.Update{Own: &lease}); err != nil {
-				return err
-			}
-			if moved && probing {
-				startProbe()
-			}
-		case <-extCheck.C:
-			if l, err := h.LinkByIndex(ext.Index); err == nil && l.Attrs().MTU != ext.MTU {
-				a.log.Info("external interface MTU changed", "iface", ext.Name, "old", ext.MTU, "new", l.Attrs().MTU)
-				return errInterfaceChanged
-			}
-		case <-readyPoll.C:
-			if !be.Status().LastPass.IsZero() {
-				readyPoll.Stop()
-				a.state.update(func(s *state) { s.readyAt = time.Now() })
-				a.notify("READY=1\nSTATUS=serving " + lease.Key())
-				a.log.Info("data plane programmed", "subnet", lease.Key())
-				startProbe()
-			}
-		case u, ok := <-cfgChanges:
-			if !ok {
-				return stopped(ctx, "config watch")
-			}
-			if a.configChanged(u, cfg) {
-				return errConfigChanged
-			}
-		case <-wd.C():
-			a.ping()
-		}
-	}
-}
-
 // configChanged reports whether u brings a valid config other than cfg. A
 // config that became invalid or was deleted is reported, and the one in
 // force is kept: the data plane goes on serving.
-func (a *Agent) configChanged(u subnet.ConfigUpdate, cfg *subnet.Config) bool {
+func (a *Agent) configChanged(u subnet.ConfigUpdate, cfg *lease.Config) bool {
 	if u.Err != nil {
 		a.log.Error("network config in etcd is not usable; keeping the one in force", "err", u.Err)
 		a.state.recordError(u.Err.Error())
@@ -336,10 +137,10 @@ func (a *Agent) configChanged(u subnet.ConfigUpdate, cfg *subnet.Config) bool {
 
 // newBackend selects the external interface and builds the configured
 // backend.
-func (a *Agent) newBackend(ctx context.Context, h *netlink.Handle, ns netns.NsHandle, cfg *subnet.Config) (backend.Backend, iface.External, error) {
-	factory, ok := a.backends[cfg.BackendType]
-	if !ok {
-		return nil, iface.External{}, fmt.Errorf("%w: Backend.Type %q is not supported (supported: %s)", subnet.ErrInvalidConfig, cfg.BackendType, a.backendNames())
+func (a *Agent) newBackend(ctx context.Context, h *netlink.Handle, ns netns.NsHandle, cfg *lease.Config) (backend.Backend, iface.External, error) {
+	kind, err := a.backends.Lookup(cfg.BackendType)
+	if err != nil {
+		return nil, iface.External{}, err
 	}
 	io := a.opts.Iface
 	io.EnableIPv4, io.EnableIPv6 = cfg.EnableIPv4, cfg.EnableIPv6
@@ -348,7 +149,7 @@ func (a *Agent) newBackend(ctx context.Context, h *netlink.Handle, ns netns.NsHa
 		return nil, ext, err
 	}
 	a.log.Info("external interface", "name", ext.Name, "addr", ext.Addr, "public_ip", ext.PublicIP, "mtu", ext.MTU)
-	be, err := factory(BackendParams{
+	be, err := kind.New(backend.Options{
 		Log:            a.log.With("backend", cfg.BackendType),
 		Handle:         h,
 		Netns:          ns,
@@ -360,17 +161,9 @@ func (a *Agent) newBackend(ctx context.Context, h *netlink.Handle, ns netns.NsHa
 	return be, ext, err
 }
 
-func (a *Agent) backendNames() string {
-	var names []string
-	for n := range a.backends {
-		names = append(names, n)
-	}
-	return fmt.Sprint(names)
-}
-
 // newMasq returns the masquerade manager, or nil when --ip-masq is off; in
 // that case rules a previous run left are removed.
-func (a *Agent) newMasq(ctx context.Context, cfg *subnet.Config) (masq.Manager, error) {
+func (a *Agent) newMasq(ctx context.Context, cfg *lease.Config) (masq.Manager, error) {
 	useNFT := a.opts.NFTables || cfg.EnableNFTables
 	var m masq.Manager
 	var err error
@@ -392,7 +185,7 @@ func (a *Agent) newMasq(ctx context.Context, cfg *subnet.Config) (masq.Manager, 
 }
 
 // writeFiles writes the subnet file and the Docker options file for lease.
-func (a *Agent) writeFiles(cfg *subnet.Config, be backend.Backend, lease subnet.Lease) error {
+func (a *Agent) writeFiles(cfg *lease.Config, be backend.Backend, lease lease.Lease) error {
 	info := subnetfile.Info{
 		Network:     cfg.Network,
 		Subnet:      lease.Subnet,
@@ -420,7 +213,7 @@ func (a *Agent) writeFiles(cfg *subnet.Config, be backend.Backend, lease subnet.
 	return nil
 }
 
-func masqRules(cfg *subnet.Config, lease subnet.Lease) masq.Rules {
+func masqRules(cfg *lease.Config, lease lease.Lease) masq.Rules {
 	var r masq.Rules
 	if cfg.EnableIPv4 {
 		r.Network, r.Subnet = cfg.Network, lease.Subnet
@@ -431,19 +224,18 @@ func masqRules(cfg *subnet.Config, lease subnet.Lease) masq.Rules {
 	return r
 }
 
-// sameConfig reports whether two configs are the same for the data plane.
-func sameConfig(a, b *subnet.Config) bool {
-	return a.EnableIPv4 == b.EnableIPv4 && a.EnableIPv6 == b.EnableIPv6 &&
-		a.Network == b.Network && a.SubnetLen == b.SubnetLen &&
-		a.SubnetMin == b.SubnetMin && a.SubnetMax == b.SubnetMax &&
-		a.IPv6Network == b.IPv6Network && a.IPv6SubnetLen == b.IPv6SubnetLen &&
-		a.IPv6SubnetMin == b.IPv6SubnetMin && a.IPv6SubnetMax == b.IPv6SubnetMax &&
-		a.EnableNFTables == b.EnableNFTables && a.BackendType == b.BackendType &&
-		string(a.Backend) == string(b.Backend)
+// sameConfig reports whether two configs are the same for the data plane:
+// every field equal, Backend compared as text. Comparing the whole struct,
+// rather than a list of fields, keeps a field added to lease.Config from
+// being ignored.
+func sameConfig(a, b *lease.Config) bool {
+	x, y := *a, *b
+	x.Backend, y.Backend = nil, nil
+	return string(a.Backend) == string(b.Backend) && reflect.DeepEqual(x, y)
 }
 
 // waitConfigChange blocks until a valid config other than cfg arrives.
-func (a *Agent) waitConfigChange(ctx context.Context, changes <-chan subnet.ConfigUpdate, cfg *subnet.Config) error {
+func (a *Agent) waitConfigChange(ctx context.Context, changes <-chan subnet.ConfigUpdate, cfg *lease.Config) error {
 	wd := a.newWatchdog()
 	defer wd.Stop()
 	for {

@@ -7,15 +7,15 @@ import (
 	"time"
 
 	"github.com/netagent/netagent/backend"
-	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/lease"
 )
 
 type fakeHolder struct {
-	lease   subnet.Lease
+	lease   lease.Lease
 	renewed time.Time
 }
 
-func (f fakeHolder) Lease() subnet.Lease    { return f.lease }
+func (f fakeHolder) Lease() lease.Lease     { return f.lease }
 func (f fakeHolder) LastRenewal() time.Time { return f.renewed }
 
 // fakeBackend answers Status only; the other methods are not called.
@@ -29,13 +29,13 @@ func (f fakeBackend) Status() backend.Status { return backend.Status{LastPass: f
 func TestHealth(t *testing.T) {
 	now := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
 	const margin, resync = time.Hour, 30 * time.Second
-	lease := func(left time.Duration) subnet.Lease {
-		return subnet.Lease{Subnet: netip.MustParsePrefix("10.5.1.0/24"), Expiration: now.Add(left)}
+	expiring := func(left time.Duration) lease.Lease {
+		return lease.Lease{Subnet: netip.MustParsePrefix("10.5.1.0/24"), Expiration: now.Add(left)}
 	}
 	healthy := func() *state {
 		return &state{
-			lease:       &subnet.Lease{},
-			holder:      fakeHolder{lease: lease(20 * time.Hour), renewed: now.Add(-4 * time.Hour)},
+			lease:       &lease.Lease{},
+			holder:      fakeHolder{lease: expiring(20 * time.Hour), renewed: now.Add(-4 * time.Hour)},
 			filesAt:     now.Add(-time.Minute),
 			backend:     fakeBackend{lastPass: now.Add(-10 * time.Second)},
 			etcdContact: now.Add(-5 * time.Second),
@@ -53,20 +53,20 @@ func TestHealth(t *testing.T) {
 		}, []string{CheckEtcd}},
 		{"a recent renewal counts as contact", func(s *state) {
 			s.etcdContact = now.Add(-2 * margin)
-			s.holder = fakeHolder{lease: lease(20 * time.Hour), renewed: now.Add(-time.Minute)}
+			s.holder = fakeHolder{lease: expiring(20 * time.Hour), renewed: now.Add(-time.Minute)}
 		}, nil},
 		{"etcd never answered", func(s *state) {
 			s.etcdContact = time.Time{}
-			s.holder = fakeHolder{lease: lease(20 * time.Hour)}
+			s.holder = fakeHolder{lease: expiring(20 * time.Hour)}
 		}, []string{CheckEtcd}},
 		{"lease expiring unrenewed", func(s *state) {
-			s.holder = fakeHolder{lease: lease(margin / 4), renewed: now.Add(-23 * time.Hour)}
+			s.holder = fakeHolder{lease: expiring(margin / 4), renewed: now.Add(-23 * time.Hour)}
 		}, []string{CheckLease}},
 		{"lease expired", func(s *state) {
-			s.holder = fakeHolder{lease: lease(-time.Second), renewed: now.Add(-23 * time.Hour)}
+			s.holder = fakeHolder{lease: expiring(-time.Second), renewed: now.Add(-23 * time.Hour)}
 		}, []string{CheckLease}},
 		{"reservation never expires", func(s *state) {
-			l := lease(-time.Hour)
+			l := expiring(-time.Hour)
 			l.Reservation = true
 			s.holder = fakeHolder{lease: l, renewed: now.Add(-time.Minute)}
 		}, nil},

@@ -14,8 +14,8 @@ import (
 
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/iface"
+	"github.com/netagent/netagent/lease"
 	"github.com/netagent/netagent/probe"
-	"github.com/netagent/netagent/subnet"
 )
 
 // peerSyncInterval is how often the prober's peer set and the backend's
@@ -60,7 +60,7 @@ func (t probeTarget) device(st backend.Status) string {
 // IPv4 first (see newProbeTarget). A family that cannot be probed is left
 // out, with an error saying why; the error is also set when no family
 // can be.
-func newProbeTargets(beType string, lease subnet.Lease, ext iface.External) ([]probeTarget, error) {
+func newProbeTargets(beType string, lease lease.Lease, ext iface.External) ([]probeTarget, error) {
 	var (
 		ts   []probeTarget
 		errs []error
@@ -153,45 +153,9 @@ type familyProbe struct {
 // shows them as one (proberSet). They stop when ctx is done. A failure is logged
 // and recorded, not fatal: the data plane serves on, and a family that
 // fails leaves the other probing.
-func (a *Agent) startProbe(ctx context.Context, cfg *subnet.Config, be backend.Backend, ext iface.External, lease subnet.Lease) {
-	o := a.opts
-	fail := func(what string, err error) {
-		msg := fmt.Sprintf("probe: %s: %v", what, err)
-		a.log.Error("probing disabled", "why", msg)
-		a.state.recordError(msg)
-		a.state.update(func(s *state) { s.probeNote = msg })
-	}
-	bst := be.Status()
-	// The vxlan devices' offload switches, IPv4's first.
-	sws := map[string]*probe.Ethtool{}
-	var keeps []func()
-	if be.Type() == "vxlan" {
-		for _, dev := range []string{bst.Device, bst.DeviceV6} {
-			if dev == "" {
-				continue
-			}
-			sw, err := probe.OpenEthtool(netns.None(), dev)
-			if err != nil {
-				fail("checksum offload", err)
-				continue
-			}
-			context.AfterFunc(ctx, func() { sw.Close() })
-			sws[dev] = sw
-			if o.TxCsumOffload != OffloadAuto {
-				keeps = append(keeps, a.offloadKeeper(sw, o.TxCsumOffload == OffloadOn, len(keeps)))
-			}
-		}
-	}
-	var keep func()
-	if len(keeps) > 0 {
-		keep = func() {
-			for _, k := range keeps {
-				k()
-			}
-		}
-		keep()
-	}
-	if !o.Probe {
+func (a *Agent) startProbe(ctx context.Context, cfg *lease.Config, be backend.Backend, ext iface.External, lease lease.Lease) {
+	sws, keep := a.offloadSwitches(ctx, be)
+	if !a.opts.Probe {
 		a.state.update(func(s *state) { s.probeNote = "off (--probe=false)" })
 		go syncLoop(ctx, keep)
 		return
@@ -203,67 +167,21 @@ func (a *Agent) startProbe(ctx context.Context, cfg *subnet.Config, be backend.B
 		return
 	}
 	if err != nil {
-		fail("targets", err)
+		a.probeFailed("targets", err)
 	}
-	// One map for every family: a peer's subnets of two families differ.
-	var programmed atomic.Pointer[map[netip.Prefix]bool]
-	peersOf := func(st backend.Status, fps []*familyProbe) [][]probe.Peer {
-		all := map[netip.Prefix]bool{}
-		var out [][]probe.Peer
-		for _, fp := range fps {
-			peers, prog := fp.t.probePeers(st)
-			maps.Copy(all, prog)
-			out = append(out, peers)
-		}
-		programmed.Store(&all)
-		return out
-	}
+	var prog programmedSet
+	bst := be.Status()
 	var fps []*familyProbe
 	for _, t := range targets {
-		// netns.None(): the agent's own namespace. (A zero handle would
-		// be taken for an open one, file descriptor 0.)
-		r, err := probe.NewResponder(probe.ResponderConfig{Log: a.log, Netns: netns.None(), Addrs: t.respond, Port: o.ProbePort})
-		if err != nil {
-			fail(t.family()+" responder", err)
-			continue
+		if fp := a.startFamilyProbe(ctx, t, be, sws[t.device(bst)], prog.has, len(targets)); fp != nil {
+			fps = append(fps, fp)
 		}
-		pc := probe.Config{
-			Log:          a.log.With("family", t.family()),
-			Netns:        netns.None(),
-			LocalOverlay: t.own,
-			LocalPublic:  t.public,
-			Port:         o.ProbePort,
-			MTU:          be.MTU(),
-			Interval:     o.ProbeInterval,
-			Rate:         o.ProbeRate / float64(len(targets)),
-			Programmed:   func(p probe.Peer) bool { return (*programmed.Load())[p.Subnet] },
-			AutoOffload:  o.AutoCsumOffload && o.TxCsumOffload == OffloadAuto,
-			OnResult:     a.state.probeResult,
-			OnOffload:    a.state.offloadChanged,
-		}
-		if sw := sws[t.device(bst)]; sw != nil {
-			pc.Offload = sw
-		}
-		p, err := probe.New(pc)
-		if err != nil {
-			r.Close()
-			fail(t.family()+" prober", err)
-			continue
-		}
-		fps = append(fps, &familyProbe{t: t, p: p})
-		a.log.Info("probing peers", "family", t.family(), "overlay_addr", t.own, "responder", t.respond, "port", o.ProbePort,
-			"interval", o.ProbeInterval, "rate", pc.Rate, "mtu", pc.MTU, "offload_device", t.device(bst), "auto_csum_offload", pc.AutoOffload)
-		go func() {
-			if err := r.Serve(ctx); err != nil && ctx.Err() == nil {
-				a.log.Error("probe responder stopped", "family", t.family(), "err", err)
-			}
-		}()
 	}
 	if len(fps) == 0 {
 		go syncLoop(ctx, keep)
 		return
 	}
-	for i, peers := range peersOf(be.Status(), fps) {
+	for i, peers := range prog.peersOf(be.Status(), fps) {
 		fps[i].peers = peers
 		fps[i].p.SetPeers(peers)
 	}
@@ -275,12 +193,137 @@ func (a *Agent) startProbe(ctx context.Context, cfg *subnet.Config, be backend.B
 	for _, fp := range fps {
 		go func() {
 			if err := fp.p.Run(ctx); err != nil {
-				fail(fp.t.family()+" prober stopped", err)
+				a.probeFailed(fp.t.family()+" prober stopped", err)
 			}
 		}()
 	}
+	go syncLoop(ctx, peerSync(be, fps, &prog, keep))
+}
+
+// probeFailed logs and records a failure of the probe subsystem.
+func (a *Agent) probeFailed(what string, err error) {
+	msg := fmt.Sprintf("probe: %s: %v", what, err)
+	a.log.Error("probing disabled", "why", msg)
+	a.state.recordError(msg)
+	a.state.update(func(s *state) { s.probeNote = msg })
+}
+
+// offloadSwitches opens the checksum offload switch of each vxlan device
+// (IPv4's first), by device name, and returns keep, which re-applies an
+// explicit --vxlan-tx-csum-offload setting to each (nil when there is
+// none to keep). The switches close when ctx is done.
+func (a *Agent) offloadSwitches(ctx context.Context, be backend.Backend) (map[string]*probe.Ethtool, func()) {
+	sws := map[string]*probe.Ethtool{}
+	if be.Type() != "vxlan" {
+		return sws, nil
+	}
+	bst := be.Status()
+	var keeps []func()
+	for _, dev := range []string{bst.Device, bst.DeviceV6} {
+		if dev == "" {
+			continue
+		}
+		sw, err := probe.OpenEthtool(netns.None(), dev)
+		if err != nil {
+			a.probeFailed("checksum offload", err)
+			continue
+		}
+		context.AfterFunc(ctx, func() { sw.Close() })
+		sws[dev] = sw
+		if a.opts.TxCsumOffload != OffloadAuto {
+			keeps = append(keeps, a.offloadKeeper(sw, a.opts.TxCsumOffload == OffloadOn, len(keeps)))
+		}
+	}
+	if len(keeps) == 0 {
+		return sws, nil
+	}
+	keep := func() {
+		for _, k := range keeps {
+			k()
+		}
+	}
+	keep()
+	return sws, keep
+}
+
+// startFamilyProbe starts the responder of target t and returns its prober
+// (not yet running, with no peers), or nil after recording a failure. sw is the offload switch of t's device
+// (nil for none), programmed tells the prober whether a peer's entries are
+// in the kernel, and families is how many share --probe-rate.
+func (a *Agent) startFamilyProbe(ctx context.Context, t probeTarget, be backend.Backend, sw *probe.Ethtool, programmed func(probe.Peer) bool, families int) *familyProbe {
+	o := a.opts
+	// netns.None(): the agent's own namespace. (A zero handle would be
+	// taken for an open one, file descriptor 0.)
+	r, err := probe.NewResponder(probe.ResponderConfig{Log: a.log, Netns: netns.None(), Addrs: t.respond, Port: o.ProbePort})
+	if err != nil {
+		a.probeFailed(t.family()+" responder", err)
+		return nil
+	}
+	pc := probe.Config{
+		Log:          a.log.With("family", t.family()),
+		Netns:        netns.None(),
+		LocalOverlay: t.own,
+		LocalPublic:  t.public,
+		Port:         o.ProbePort,
+		MTU:          be.MTU(),
+		Interval:     o.ProbeInterval,
+		Rate:         o.ProbeRate / float64(families),
+		Programmed:   programmed,
+		AutoOffload:  o.AutoCsumOffload && o.TxCsumOffload == OffloadAuto,
+		OnResult:     a.state.probeResult,
+		OnOffload:    a.state.offloadChanged,
+	}
+	if sw != nil {
+		pc.Offload = sw
+	}
+	p, err := probe.New(pc)
+	if err != nil {
+		r.Close()
+		a.probeFailed(t.family()+" prober", err)
+		return nil
+	}
+	a.log.Info("probing peers", "family", t.family(), "overlay_addr", t.own, "responder", t.respond, "port", o.ProbePort,
+		"interval", o.ProbeInterval, "rate", pc.Rate, "mtu", pc.MTU, "offload_device", t.device(be.Status()), "auto_csum_offload", pc.AutoOffload)
+	go func() {
+		if err := r.Serve(ctx); err != nil && ctx.Err() == nil {
+			a.log.Error("probe responder stopped", "family", t.family(), "err", err)
+		}
+	}()
+	return &familyProbe{t: t, p: p}
+}
+
+// programmedSet is the subnets whose kernel entries the backend reports
+// programmed, for every family at once (a peer's subnets of two families
+// differ); the probers read it from their goroutines.
+type programmedSet struct {
+	m atomic.Pointer[map[netip.Prefix]bool]
+}
+
+// has reports whether p's subnet is programmed.
+func (ps *programmedSet) has(p probe.Peer) bool {
+	m := ps.m.Load()
+	return m != nil && (*m)[p.Subnet]
+}
+
+// peersOf returns the peers of each family probe in st, and records which
+// are programmed.
+func (ps *programmedSet) peersOf(st backend.Status, fps []*familyProbe) [][]probe.Peer {
+	all := map[netip.Prefix]bool{}
+	var out [][]probe.Peer
+	for _, fp := range fps {
+		peers, prog := fp.t.probePeers(st)
+		maps.Copy(all, prog)
+		out = append(out, peers)
+	}
+	ps.m.Store(&all)
+	return out
+}
+
+// peerSync returns the periodic refresh of the probers' peers from the
+// backend's status (and of the offload setting, keep, when not nil).
+func peerSync(be backend.Backend, fps []*familyProbe, prog *programmedSet, keep func()) func() {
 	var seen []backend.PeerStatus
-	go syncLoop(ctx, func() {
+	return func() {
 		if keep != nil {
 			keep()
 		}
@@ -291,13 +334,13 @@ func (a *Agent) startProbe(ctx context.Context, cfg *subnet.Config, be backend.B
 			return
 		}
 		seen = st.Peers
-		for i, next := range peersOf(st, fps) {
+		for i, next := range prog.peersOf(st, fps) {
 			if fp := fps[i]; !slices.Equal(next, fp.peers) {
 				fp.peers = next
 				fp.p.SetPeers(next)
 			}
 		}
-	})
+	}
 }
 
 // sameSlice reports whether a and b are the same slice: same length and,

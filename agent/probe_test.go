@@ -13,8 +13,8 @@ import (
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/backend/backendtest"
 	"github.com/netagent/netagent/iface"
+	"github.com/netagent/netagent/lease"
 	"github.com/netagent/netagent/probe"
-	"github.com/netagent/netagent/subnet"
 )
 
 var (
@@ -44,29 +44,29 @@ func TestNewProbeTargets(t *testing.T) {
 	cases := []struct {
 		name    string
 		beType  string
-		lease   subnet.Lease
+		lease   lease.Lease
 		ext     iface.External
 		want    []want
 		wantErr string
 	}{
-		{"vxlan IPv4", "vxlan", subnet.Lease{Subnet: v4Lease}, v4Ext,
+		{"vxlan IPv4", "vxlan", lease.Lease{Subnet: v4Lease}, v4Ext,
 			[]want{{false, "10.5.1.0", "192.168.77.1", addrs("10.5.1.0", "192.168.77.1")}}, ""},
-		{"vxlan IPv4 behind NAT", "vxlan", subnet.Lease{Subnet: v4Lease}, natExt,
+		{"vxlan IPv4 behind NAT", "vxlan", lease.Lease{Subnet: v4Lease}, natExt,
 			[]want{{false, "10.5.1.0", "192.168.77.1", addrs("10.5.1.0", "192.168.77.1", "203.0.113.7")}}, ""},
-		{"vxlan IPv6 only: flannel-v6's /128", "vxlan", subnet.Lease{IPv6Subnet: v6Lease}, v6OnlyExt,
+		{"vxlan IPv6 only: flannel-v6's /128", "vxlan", lease.Lease{IPv6Subnet: v6Lease}, v6OnlyExt,
 			[]want{{true, "fc00:5:0:1::", "fd00::1", addrs("fc00:5:0:1::", "fd00::1")}}, ""},
-		{"vxlan dual stack", "vxlan", subnet.Lease{Subnet: v4Lease, IPv6Subnet: v6Lease}, dualExt, []want{
+		{"vxlan dual stack", "vxlan", lease.Lease{Subnet: v4Lease, IPv6Subnet: v6Lease}, dualExt, []want{
 			{false, "10.5.1.0", "192.168.77.1", addrs("10.5.1.0", "192.168.77.1")},
 			{true, "fc00:5:0:1::", "fd00::1", addrs("fc00:5:0:1::", "fd00::1")},
 		}, ""},
-		{"host-gw dual stack", "host-gw", subnet.Lease{Subnet: v4Lease, IPv6Subnet: v6Lease}, dualExt, []want{
+		{"host-gw dual stack", "host-gw", lease.Lease{Subnet: v4Lease, IPv6Subnet: v6Lease}, dualExt, []want{
 			{false, "192.168.77.1", "192.168.77.1", addrs("192.168.77.1")},
 			{true, "fd00::1", "fd00::1", addrs("fd00::1")},
 		}, ""},
-		{"IPv6 lease, no IPv6 address: IPv4 only", "vxlan", subnet.Lease{Subnet: v4Lease, IPv6Subnet: v6Lease}, v4Ext,
+		{"IPv6 lease, no IPv6 address: IPv4 only", "vxlan", lease.Lease{Subnet: v4Lease, IPv6Subnet: v6Lease}, v4Ext,
 			[]want{{false, "10.5.1.0", "192.168.77.1", addrs("10.5.1.0", "192.168.77.1")}}, "no IPv6 address"},
-		{"unknown backend", "udp", subnet.Lease{Subnet: v4Lease, IPv6Subnet: v6Lease}, dualExt, nil, `backend "udp": no probe`},
-		{"no subnet", "vxlan", subnet.Lease{}, dualExt, nil, "has no subnet"},
+		{"unknown backend", "udp", lease.Lease{Subnet: v4Lease, IPv6Subnet: v6Lease}, dualExt, nil, `backend "udp": no probe`},
+		{"no subnet", "vxlan", lease.Lease{}, dualExt, nil, "has no subnet"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -117,7 +117,7 @@ func TestProbePeers(t *testing.T) {
 		{"host-gw", true, []string{"fc00:5:0:2::/64 fd00::2 fd00::2", "fc00:5:0:3::/64 fd00::3 fd00::3"},
 			[]string{"fc00:5:0:2::/64", "fc00:5:0:3::/64"}},
 	} {
-		ts, err := newProbeTargets(tc.beType, subnet.Lease{Subnet: v4Lease, IPv6Subnet: v6Lease}, dualExt)
+		ts, err := newProbeTargets(tc.beType, lease.Lease{Subnet: v4Lease, IPv6Subnet: v6Lease}, dualExt)
 		if err != nil || len(ts) != 2 {
 			t.Fatalf("targets %+v, %v", ts, err)
 		}
@@ -149,7 +149,7 @@ func TestProbePeers(t *testing.T) {
 func TestProbeReportBothFamilies(t *testing.T) {
 	ns := backendtest.NewNS(t, "agp")
 	st := dualStatus()
-	pts, err := newProbeTargets("vxlan", subnet.Lease{Subnet: v4Lease, IPv6Subnet: v6Lease}, dualExt)
+	pts, err := newProbeTargets("vxlan", lease.Lease{Subnet: v4Lease, IPv6Subnet: v6Lease}, dualExt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/iface"
+	"github.com/netagent/netagent/lease"
 	"github.com/netagent/netagent/masq"
 	"github.com/netagent/netagent/probe"
 	"github.com/netagent/netagent/subnet"
@@ -16,7 +17,7 @@ const maxRecentErrors = 20
 
 // leaseHolder is what the state reads of a *subnet.Holder.
 type leaseHolder interface {
-	Lease() subnet.Lease
+	Lease() lease.Lease
 	LastRenewal() time.Time
 }
 
@@ -33,9 +34,9 @@ type state struct {
 	etcdContact time.Time
 	etcdErr     string
 
-	config  *subnet.Config
+	config  *lease.Config
 	ext     iface.External
-	lease   *subnet.Lease
+	lease   *lease.Lease
 	holder  leaseHolder
 	backend backend.Backend
 	// retired sums the counters of the backends of earlier pipelines, so
@@ -88,7 +89,7 @@ func (s *state) recordError(msg string) {
 // newPipeline forgets what the previous serving pipeline held and starts
 // the next one under cfg; the data-plane counters of the previous backend
 // are kept in the totals.
-func (s *state) newPipeline(cfg *subnet.Config) {
+func (s *state) newPipeline(cfg *lease.Config) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.backend != nil {
@@ -148,7 +149,7 @@ func (s *state) lastEtcdContact() time.Time {
 
 // currentLease is the lease held now, with its expiration as of the last
 // renewal; s.mu is held.
-func (s *state) currentLease() *subnet.Lease {
+func (s *state) currentLease() *lease.Lease {
 	if s.holder != nil {
 		l := s.holder.Lease()
 		return &l

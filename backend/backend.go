@@ -7,19 +7,48 @@ package backend
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
+	"time"
 
-	"github.com/netagent/netagent/subnet"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/netagent/netagent/iface"
+	"github.com/netagent/netagent/lease"
 )
+
+// Options is what every backend is built from. A constructor parses and
+// validates the backend's fields of Config and touches no kernel state.
+type Options struct {
+	Log *slog.Logger
+	// Handle does all netlink work (netlink.NewHandleAt(ns) in tests).
+	Handle *netlink.Handle
+	// Netns is the namespace Handle works in, for netlink subscriptions;
+	// 0 or netns.None() means the current one.
+	Netns netns.NsHandle
+	// Ext is the underlay interface, its address and the public IP.
+	Ext iface.External
+	// Config is the network config; its Backend object holds the
+	// backend's own fields (for vxlan: VNI, Port, MTU, GBP, Learning and
+	// DirectRouting).
+	Config *lease.Config
+	// ResyncInterval is the period of full reconcile passes (default 30s).
+	ResyncInterval time.Duration
+	// NoRepair makes the reconcile loop report, not fix, kernel entries
+	// found missing or wrong after they were programmed (a debugging aid;
+	// see dataplane.Config.NoRepair).
+	NoRepair bool
+}
 
 // Update is one change of the desired state, sent to Backend.Run.
 type Update struct {
 	// Own is this host's lease; non-nil in the first update and whenever the
 	// lease changes (re-acquired, another subnet).
-	Own *subnet.Lease
+	Own *lease.Lease
 	// Batch holds lease changes as the watch delivered them. It may include
 	// this host's own lease and leases of another backend type: the backend
 	// ignores those. A Snapshot batch replaces the whole peer set.
-	Batch *subnet.Batch
+	Batch *lease.Batch
 }
 
 // Backend programs one kind of data plane.
@@ -40,6 +69,10 @@ type Backend interface {
 	// periodically, and repairs what is missing or wrong. It returns only
 	// when ctx is done or on an error it cannot recover from.
 	Run(ctx context.Context, updates <-chan Update) error
+	// Ready is closed once the first complete reconcile pass has
+	// finished (Status().LastPass is then set): the host can carry
+	// traffic. It is never closed if Run fails before.
+	Ready() <-chan struct{}
 	// Status is a snapshot of the data plane as of the last pass; cheap and
 	// safe to call from any goroutine. Status.Peers may be shared between
 	// callers and must not be modified.

@@ -15,7 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/netagent/netagent/internal/lab"
-	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/lease"
 )
 
 // agentPrefix is the etcd prefix of the agent benchmarks (the default).
@@ -228,7 +228,7 @@ func (al *agentLab) leaseKV(i int) (key, val string) {
 	if err != nil {
 		al.b.Fatalf("lease %d: %v", i, err)
 	}
-	return agentPrefix + "/subnets/" + subnet.LeaseKey(l.Subnet, l.IPv6Subnet), string(v)
+	return agentPrefix + "/subnets/" + lease.LeaseKey(l.Subnet, l.IPv6Subnet), string(v)
 }
 
 // agentLoad returns /proc/loadavg's first three fields, for the log.

@@ -20,7 +20,7 @@ import (
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/backend/backendtest"
 	"github.com/netagent/netagent/backend/vxlan"
-	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/lease"
 )
 
 // dpPeers is the number of peers of the data-plane benchmarks.
@@ -36,9 +36,9 @@ func dpPeer(i int) (netip.Prefix, netip.Addr, net.HardwareAddr) {
 	return sub, pub, mac
 }
 
-func dpLease(i int) subnet.Lease {
+func dpLease(i int) lease.Lease {
 	sub, pub, mac := dpPeer(i)
-	return subnet.Lease{Subnet: sub, Attrs: subnet.LeaseAttrs{PublicIP: pub, BackendType: vxlan.Type,
+	return lease.Lease{Subnet: sub, Attrs: lease.LeaseAttrs{PublicIP: pub, BackendType: vxlan.Type,
 		BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"` + mac.String() + `"}`)}}
 }
 
@@ -51,8 +51,8 @@ func dpHost(b *testing.B) *backendtest.NS {
 
 func dpStart(b *testing.B, ns *backendtest.NS) (*vxlan.Backend, chan<- backend.Update, func()) {
 	ext := ns.Ext(b, "eth0", netip.MustParseAddr("192.168.77.1"))
-	bk, err := vxlan.New(vxlan.Options{Handle: ns.Handle, Netns: ns.Netns, Ext: ext,
-		Config: &subnet.Config{BackendType: vxlan.Type, Backend: json.RawMessage(`{"Type":"vxlan"}`)}, ResyncInterval: time.Hour})
+	bk, err := vxlan.New(backend.Options{Handle: ns.Handle, Netns: ns.Netns, Ext: ext,
+		Config: &lease.Config{BackendType: vxlan.Type, Backend: json.RawMessage(`{"Type":"vxlan"}`)}, ResyncInterval: time.Hour})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -60,15 +60,15 @@ func dpStart(b *testing.B, ns *backendtest.NS) (*vxlan.Backend, chan<- backend.U
 	return bk, updates, stop
 }
 
-func dpOwn() *subnet.Lease {
-	return &subnet.Lease{Subnet: netip.MustParsePrefix("10.0.1.0/24"),
-		Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.168.77.1"), BackendType: vxlan.Type}}
+func dpOwn() *lease.Lease {
+	return &lease.Lease{Subnet: netip.MustParsePrefix("10.0.1.0/24"),
+		Attrs: lease.LeaseAttrs{PublicIP: netip.MustParseAddr("192.168.77.1"), BackendType: vxlan.Type}}
 }
 
-func dpSnapshot(n int) *subnet.Batch {
-	batch := &subnet.Batch{Snapshot: true}
+func dpSnapshot(n int) *lease.Batch {
+	batch := &lease.Batch{Snapshot: true}
 	for i := range n {
-		batch.Events = append(batch.Events, subnet.Event{Lease: dpLease(i)})
+		batch.Events = append(batch.Events, lease.Event{Lease: dpLease(i)})
 	}
 	return batch
 }
@@ -198,7 +198,7 @@ func BenchmarkDataplaneEventLatency(b *testing.B) {
 			idx := dpPeers + 100 + k
 			_, _, mac := dpPeer(idx)
 			t0 := time.Now()
-			updates <- backend.Update{Batch: &subnet.Batch{Events: []subnet.Event{{Lease: dpLease(idx)}}}}
+			updates <- backend.Update{Batch: &lease.Batch{Events: []lease.Event{{Lease: dpLease(idx)}}}}
 			for u := range ch {
 				if u.Type == unix.RTM_NEWNEIGH && u.Family == syscall.AF_BRIDGE && u.HardwareAddr.String() == mac.String() {
 					break

@@ -15,12 +15,13 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/netagent/netagent/internal/etcdtest"
+	"github.com/netagent/netagent/lease"
 	"github.com/netagent/netagent/subnet"
 )
 
 // leaseBenchConfig is 10.0.0.0/8 cut into /24s: 65,535 subnets.
-func leaseBenchConfig() *subnet.Config {
-	return &subnet.Config{
+func leaseBenchConfig() *lease.Config {
+	return &lease.Config{
 		EnableIPv4:  true,
 		Network:     netip.MustParsePrefix("10.0.0.0/8"),
 		SubnetLen:   24,
@@ -35,7 +36,7 @@ func leaseBenchConfig() *subnet.Config {
 // n < 65536).
 func leaseBenchOpts(n int) subnet.AcquireOptions {
 	return subnet.AcquireOptions{
-		Attrs: subnet.LeaseAttrs{
+		Attrs: lease.LeaseAttrs{
 			PublicIP:    netip.AddrFrom4([4]byte{100, 64 + byte(n>>16), byte(n >> 8), byte(n)}),
 			BackendType: "vxlan",
 			BackendData: json.RawMessage(fmt.Sprintf(`{"VNI":1,"VtepMAC":"02:00:00:%02x:%02x:%02x"}`, n>>16&0xff, n>>8&0xff, n&0xff)),
@@ -153,7 +154,7 @@ func BenchmarkLeaseAcquireRequests(b *testing.B) {
 			b.Fatal(err)
 		}
 		sub := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte((n + 1) >> 8), byte(n + 1), 0}), 24)
-		ops = append(ops, clientv3.OpPut(r.SubnetsPrefix()+subnet.LeaseKey(sub, netip.Prefix{}), string(v), clientv3.WithLease(grant.ID)))
+		ops = append(ops, clientv3.OpPut(r.SubnetsPrefix()+lease.LeaseKey(sub, netip.Prefix{}), string(v), clientv3.WithLease(grant.ID)))
 		if len(ops) == 100 {
 			flush()
 		}

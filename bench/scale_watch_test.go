@@ -9,6 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/netagent/netagent/internal/etcdtest"
+	"github.com/netagent/netagent/lease"
 	"github.com/netagent/netagent/subnet"
 )
 
@@ -30,7 +31,7 @@ func BenchmarkLeaseWatchHeap5000(b *testing.B) {
 			b.Fatal(err)
 		}
 		sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte((n + 1) >> 8), byte(n + 1), 0}), 24)
-		ops = append(ops, clientv3.OpPut(prefix+"/subnets/"+subnet.LeaseKey(sn, netip.Prefix{}), string(v)))
+		ops = append(ops, clientv3.OpPut(prefix+"/subnets/"+lease.LeaseKey(sn, netip.Prefix{}), string(v)))
 		if len(ops) == 100 || n == peers-1 {
 			if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
 				b.Fatal(err)
@@ -53,7 +54,7 @@ func BenchmarkLeaseWatchHeap5000(b *testing.B) {
 		runtime.ReadMemStats(&after)
 		heap += after.HeapAlloc - before.HeapAlloc
 		runtime.KeepAlive(first)
-		first = subnet.Batch{}
+		first = lease.Batch{}
 		runtime.GC()
 		var dropped runtime.MemStats
 		runtime.ReadMemStats(&dropped)

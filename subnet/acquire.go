@@ -11,6 +11,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/netagent/netagent/lease"
 )
 
 // ErrPoolExhausted is wrapped by the error of an acquisition that found no
@@ -39,7 +41,7 @@ const conflictRetries = 3
 type AcquireOptions struct {
 	// Attrs is the value to store: PublicIP (PublicIPv6 on an IPv6-only
 	// network) identifies this host's own lease.
-	Attrs LeaseAttrs
+	Attrs lease.LeaseAttrs
 	// TTL is the etcd lease's time to live (DefaultLeaseTTL when zero,
 	// whole seconds, at least 1 s).
 	TTL time.Duration
@@ -52,7 +54,7 @@ type AcquireOptions struct {
 }
 
 // withDefaults checks o against cfg and fills in the defaults.
-func (o AcquireOptions) withDefaults(cfg *Config) (AcquireOptions, error) {
+func (o AcquireOptions) withDefaults(cfg *lease.Config) (AcquireOptions, error) {
 	if cfg == nil || (!cfg.EnableIPv4 && !cfg.EnableIPv6) {
 		return o, fmt.Errorf("%w: the config enables neither IPv4 nor IPv6", ErrInvalidOptions)
 	}
@@ -79,13 +81,15 @@ func (o AcquireOptions) withDefaults(cfg *Config) (AcquireOptions, error) {
 	return o, nil
 }
 
-func v4Pool(cfg *Config) pool { return pool{cfg.SubnetMin, cfg.SubnetMax, cfg.SubnetLen} }
-func v6Pool(cfg *Config) pool { return pool{cfg.IPv6SubnetMin, cfg.IPv6SubnetMax, cfg.IPv6SubnetLen} }
+func v4Pool(cfg *lease.Config) pool { return pool{cfg.SubnetMin, cfg.SubnetMax, cfg.SubnetLen} }
+func v6Pool(cfg *lease.Config) pool {
+	return pool{cfg.IPv6SubnetMin, cfg.IPv6SubnetMax, cfg.IPv6SubnetLen}
+}
 
 // held is a lease this host holds, with its etcd lease (0 for a
 // reservation), the time its TTL was last restarted and the value stored.
 type held struct {
-	lease   Lease
+	lease   lease.Lease
 	id      clientv3.LeaseID
 	ttl     time.Duration
 	renewed time.Time
@@ -102,10 +106,10 @@ type held struct {
 // Its cost in etcd requests does not depend on the number of leases: one
 // Range, one Grant and one Txn (plus one keys-only Range for a new lease
 // with an IPv6 subnet, and a Revoke when the Txn's guard fails).
-func (r *Registry) TryAcquire(ctx context.Context, cfg *Config, opts AcquireOptions) (Lease, error) {
+func (r *Registry) TryAcquire(ctx context.Context, cfg *lease.Config, opts AcquireOptions) (lease.Lease, error) {
 	opts, err := opts.withDefaults(cfg)
 	if err != nil {
-		return Lease{}, err
+		return lease.Lease{}, err
 	}
 	h, err := r.tryAcquire(ctx, cfg, opts)
 	return h.lease, err
@@ -114,16 +118,16 @@ func (r *Registry) TryAcquire(ctx context.Context, cfg *Config, opts AcquireOpti
 // Acquire calls TryAcquire until it succeeds or ctx is done, waiting with
 // capped exponential backoff and jitter between attempts. Exhaustion and
 // store errors are logged once per attempt.
-func (r *Registry) Acquire(ctx context.Context, cfg *Config, opts AcquireOptions) (Lease, error) {
+func (r *Registry) Acquire(ctx context.Context, cfg *lease.Config, opts AcquireOptions) (lease.Lease, error) {
 	opts, err := opts.withDefaults(cfg)
 	if err != nil {
-		return Lease{}, err
+		return lease.Lease{}, err
 	}
 	h, err := r.acquire(ctx, cfg, opts)
 	return h.lease, err
 }
 
-func (r *Registry) acquire(ctx context.Context, cfg *Config, opts AcquireOptions) (held, error) {
+func (r *Registry) acquire(ctx context.Context, cfg *lease.Config, opts AcquireOptions) (held, error) {
 	bo := newBackoff(time.Second, 30*time.Second)
 	for {
 		h, err := r.tryAcquire(ctx, cfg, opts)
@@ -147,7 +151,7 @@ func (r *Registry) acquire(ctx context.Context, cfg *Config, opts AcquireOptions
 	}
 }
 
-func (r *Registry) tryAcquire(ctx context.Context, cfg *Config, opts AcquireOptions) (held, error) {
+func (r *Registry) tryAcquire(ctx context.Context, cfg *lease.Config, opts AcquireOptions) (held, error) {
 	var err error
 	for range conflictRetries {
 		var h held
@@ -159,7 +163,7 @@ func (r *Registry) tryAcquire(ctx context.Context, cfg *Config, opts AcquireOpti
 }
 
 // attempt is one list-decide-write round.
-func (r *Registry) attempt(ctx context.Context, cfg *Config, opts AcquireOptions) (held, error) {
+func (r *Registry) attempt(ctx context.Context, cfg *lease.Config, opts AcquireOptions) (held, error) {
 	entries, rev, err := r.list(ctx)
 	if err != nil {
 		return held{}, err
@@ -191,7 +195,7 @@ func (r *Registry) attempt(ctx context.Context, cfg *Config, opts AcquireOptions
 
 // findOwn returns this host's lease that fits cfg, preferring a
 // reservation, then the newest; nil when there is none.
-func (r *Registry) findOwn(cfg *Config, opts AcquireOptions, entries []entry) *entry {
+func (r *Registry) findOwn(cfg *lease.Config, opts AcquireOptions, entries []entry) *entry {
 	var own *entry
 	for i := range entries {
 		e := &entries[i]
@@ -264,17 +268,17 @@ func (r *Registry) renewOwn(ctx context.Context, own *entry, opts AcquireOptions
 // subnet are guarded in the Txn; a key holding the IPv6 subnet in another
 // form (which no compare can express) is looked for right after.
 func (r *Registry) create(ctx context.Context, v4, v6 netip.Prefix, listRev int64, opts AcquireOptions, value []byte) (held, error) {
-	key := r.SubnetsPrefix() + LeaseKey(v4, v6)
+	key := r.SubnetsPrefix() + lease.LeaseKey(v4, v6)
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.Version(key), "=", 0)}
 	if v4.IsValid() {
-		k4 := r.SubnetsPrefix() + LeaseKey(v4, netip.Prefix{})
+		k4 := r.SubnetsPrefix() + lease.LeaseKey(v4, netip.Prefix{})
 		if k4 != key {
 			cmps = append(cmps, clientv3.Compare(clientv3.Version(k4), "=", 0))
 		}
 		cmps = append(cmps, clientv3.Compare(clientv3.Version(k4+"&"), "=", 0).WithPrefix())
 	}
 	if v6.IsValid() {
-		if k6 := r.SubnetsPrefix() + LeaseKey(netip.Prefix{}, v6); k6 != key {
+		if k6 := r.SubnetsPrefix() + lease.LeaseKey(netip.Prefix{}, v6); k6 != key {
 			cmps = append(cmps, clientv3.Compare(clientv3.Version(k6), "=", 0))
 		}
 	}
@@ -315,7 +319,7 @@ func (r *Registry) grantAndPut(ctx context.Context, key string, guard clientv3.C
 	now := time.Now()
 	granted := time.Duration(grant.TTL) * time.Second
 	h := held{
-		lease:   Lease{Attrs: opts.Attrs, Expiration: now.Add(granted)},
+		lease:   lease.Lease{Attrs: opts.Attrs, Expiration: now.Add(granted)},
 		id:      grant.ID,
 		ttl:     granted,
 		renewed: now,
@@ -368,7 +372,7 @@ func (r *Registry) checkRivals(ctx context.Context, h *held, listRev int64) erro
 		return fmt.Errorf("subnet: check new lease %s: %w", key, err)
 	}
 	for _, kv := range resp.Kvs {
-		v4, v6, err := ParseLeaseKey(strings.TrimPrefix(string(kv.Key), r.SubnetsPrefix()))
+		v4, v6, err := lease.ParseLeaseKey(strings.TrimPrefix(string(kv.Key), r.SubnetsPrefix()))
 		if err != nil {
 			continue
 		}

@@ -11,16 +11,18 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/netagent/netagent/lease"
 )
 
 // regTestCheckDistinct fails unless the stored keys name each subnet at
 // most once and every subnet fits cfg; it returns the number of keys.
-func regTestCheckDistinct(t *testing.T, cli *clientv3.Client, r *Registry, cfg *Config) int {
+func regTestCheckDistinct(t *testing.T, cli *clientv3.Client, r *Registry, cfg *lease.Config) int {
 	t.Helper()
 	seen := map[netip.Prefix]string{}
 	kvs := regTestKVs(t, cli, r)
 	for rel := range kvs {
-		v4, v6, err := ParseLeaseKey(rel)
+		v4, v6, err := lease.ParseLeaseKey(rel)
 		if err != nil {
 			t.Errorf("stored key %q: %v", rel, err)
 			continue
@@ -146,7 +148,7 @@ func TestAcquireDualStackAndIPv6Only(t *testing.T) {
 	ctx := regTestCtx(t, 2*regTestWait)
 	tests := []struct {
 		name    string
-		cfg     *Config
+		cfg     *lease.Config
 		agents  int
 		winners int
 		keyRe   func(rel string) bool
@@ -196,7 +198,7 @@ func TestAcquireDualStackAndIPv6Only(t *testing.T) {
 	}
 	seen := map[netip.Prefix]string{}
 	for rel := range regTestKVs(t, cli, r) {
-		v4, v6, _ := ParseLeaseKey(rel)
+		v4, v6, _ := lease.ParseLeaseKey(rel)
 		for _, p := range []netip.Prefix{v4, v6} {
 			if p.IsValid() {
 				if other, dup := seen[p]; dup {
@@ -406,7 +408,7 @@ func TestAcquireSkipsMalformed(t *testing.T) {
 	ctx := regTestCtx(t, 2*regTestWait)
 	regTestPut(t, cli, r, "10.5.3.0-24", `{"PublicIP":`, 0)
 	regTestPut(t, cli, r, "garbage", `{}`, 0)
-	regTestPut(t, cli, r, "10.5.1.0-24", strings.Repeat("x", MaxLeaseValueSize+1), 0)
+	regTestPut(t, cli, r, "10.5.1.0-24", strings.Repeat("x", lease.MaxLeaseValueSize+1), 0)
 	l, err := r.TryAcquire(ctx, cfg, regTestOpts(1))
 	if err != nil {
 		t.Fatal(err)
@@ -471,7 +473,7 @@ func TestAcquireGuards(t *testing.T) {
 		if tt.ok != (err == nil) || (err != nil && !errors.Is(err, ErrLeaseConflict)) {
 			t.Errorf("%s: create: %v", tt.name, err)
 		}
-		key := LeaseKey(tt.v4, tt.v6)
+		key := lease.LeaseKey(tt.v4, tt.v6)
 		if exists := regTestKVs(t, cli, r)[key] != nil; exists != tt.ok {
 			t.Errorf("%s: key %s exists: %v", tt.name, key, exists)
 		}
@@ -496,7 +498,7 @@ func TestAcquireOptionsInvalid(t *testing.T) {
 	}
 	tests := []struct {
 		name string
-		cfg  *Config
+		cfg  *lease.Config
 		opts AcquireOptions
 		want string
 	}{
@@ -542,7 +544,7 @@ func TestAcquireRetriesUntilFree(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	var got Lease
+	var got lease.Lease
 	go func() {
 		var err error
 		got, err = r.Acquire(ctx, cfg, regTestOpts(2))

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/netagent/netagent/lease"
 )
 
 // dualOpts is regTestOpts(n) with an IPv6 VTEP in BackendV6Data.
@@ -34,7 +36,7 @@ func TestAcquireDualStackConcurrentHolders(t *testing.T) {
 	}
 	ctx := regTestCtx(t, 2*regTestWait)
 
-	holdAll := func() []Lease {
+	holdAll := func() []lease.Lease {
 		t.Helper()
 		holders := make([]*Holder, agents)
 		errs := make([]error, agents)
@@ -46,7 +48,7 @@ func TestAcquireDualStackConcurrentHolders(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		leases := make([]Lease, agents)
+		leases := make([]lease.Lease, agents)
 		for i, h := range holders {
 			if errs[i] != nil {
 				t.Fatalf("holder %d: %v", i, errs[i])
@@ -79,7 +81,7 @@ func TestAcquireDualStackConcurrentHolders(t *testing.T) {
 		t.Errorf("%d keys stored, want %d", n, agents)
 	}
 	for rel, kv := range regTestKVs(t, cli, r0) {
-		a, err := ParseLeaseAttrs(kv.Value)
+		a, err := lease.ParseLeaseAttrs(kv.Value)
 		if err != nil || !a.PublicIPv6.IsValid() || a.BackendV6Data == nil {
 			t.Errorf("stored %s = %s (%v): want PublicIPv6 and BackendV6Data", rel, kv.Value, err)
 		}

@@ -10,6 +10,8 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/netagent/netagent/lease"
 )
 
 // renewRetryMax caps the wait between renewal attempts while etcd cannot
@@ -30,11 +32,11 @@ func renewRetryMaxOf(ttl time.Duration) time.Duration {
 // never gives up while the context given to Hold lives.
 type Holder struct {
 	r       *Registry
-	cfg     *Config
+	cfg     *lease.Config
 	opts    AcquireOptions
 	cancel  context.CancelFunc
 	done    chan struct{}
-	changes chan Lease
+	changes chan lease.Lease
 
 	mu          sync.Mutex
 	cur         held
@@ -43,7 +45,7 @@ type Holder struct {
 
 // Hold acquires a lease as Acquire does, then keeps it in a goroutine until
 // ctx is done or Close is called.
-func (r *Registry) Hold(ctx context.Context, cfg *Config, opts AcquireOptions) (*Holder, error) {
+func (r *Registry) Hold(ctx context.Context, cfg *lease.Config, opts AcquireOptions) (*Holder, error) {
 	opts, err := opts.withDefaults(cfg)
 	if err != nil {
 		return nil, err
@@ -59,7 +61,7 @@ func (r *Registry) Hold(ctx context.Context, cfg *Config, opts AcquireOptions) (
 		opts:        opts,
 		cancel:      cancel,
 		done:        make(chan struct{}),
-		changes:     make(chan Lease, 1),
+		changes:     make(chan lease.Lease, 1),
 		cur:         h0,
 		lastRenewal: h0.renewed,
 	}
@@ -68,7 +70,7 @@ func (r *Registry) Hold(ctx context.Context, cfg *Config, opts AcquireOptions) (
 }
 
 // Lease returns the lease held now.
-func (h *Holder) Lease() Lease {
+func (h *Holder) Lease() lease.Lease {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.cur.lease
@@ -77,7 +79,7 @@ func (h *Holder) Lease() Lease {
 // Changes delivers each lease acquired after the first one (after a loss);
 // a receiver that falls behind gets the latest. It is closed when the
 // Holder stops.
-func (h *Holder) Changes() <-chan Lease { return h.changes }
+func (h *Holder) Changes() <-chan lease.Lease { return h.changes }
 
 // LastRenewal is when the lease's TTL last restarted (acquisition or
 // renewal).
@@ -157,7 +159,7 @@ func (h *Holder) logLoss(key, reason string, by *mvccpb.KeyValue) {
 		h.r.log.Warn("lost subnet lease: re-acquiring", args...)
 		return
 	}
-	a, err := ParseLeaseAttrs(by.Value)
+	a, err := lease.ParseLeaseAttrs(by.Value)
 	if err != nil {
 		h.r.log.Warn("lost subnet lease: re-acquiring", append(args, "new_value_err", err)...)
 		return

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/netagent/netagent/internal/etcdtest"
+	"github.com/netagent/netagent/lease"
 )
 
 // lostAnswers is a client interceptor that, once armed, makes the next
@@ -101,7 +102,7 @@ func TestLostTxnAnswer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			key := r.SubnetsPrefix() + LeaseKey(first.Subnet, first.IPv6Subnet)
+			key := r.SubnetsPrefix() + lease.LeaseKey(first.Subnet, first.IPv6Subnet)
 			watch := plain.Watch(ctx, key, clientv3.WithRev(first.ModRevision+1))
 
 			la.arm(tt.late)

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+
+	"github.com/netagent/netagent/lease"
 )
 
 // smallPool is the pool size up to which a nearly full pool is enumerated
@@ -80,7 +82,7 @@ type takenSet struct {
 	odd []netip.Prefix
 }
 
-func newTakenSet(cfg *Config, entries []entry) *takenSet {
+func newTakenSet(cfg *lease.Config, entries []entry) *takenSet {
 	t := &takenSet{exact: make(map[netip.Prefix]struct{}, len(entries))}
 	add := func(q netip.Prefix, bits int) {
 		if !q.IsValid() {

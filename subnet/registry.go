@@ -13,6 +13,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/netagent/netagent/lease"
 )
 
 // ErrNoConfig is returned when <prefix>/config does not exist.
@@ -75,12 +77,12 @@ func (r *Registry) ConfigKey() string { return r.prefix + "/config" }
 func (r *Registry) SubnetsPrefix() string { return r.prefix + "/subnets/" }
 
 // leaseKey is the full etcd key of a lease.
-func (r *Registry) leaseKey(l *Lease) string { return r.SubnetsPrefix() + l.Key() }
+func (r *Registry) leaseKey(l *lease.Lease) string { return r.SubnetsPrefix() + l.Key() }
 
 // Config reads and parses <prefix>/config. It returns ErrNoConfig when the
 // key is absent, an error wrapping ErrInvalidConfig when it does not parse,
 // and the store revision of the read.
-func (r *Registry) Config(ctx context.Context) (*Config, int64, error) {
+func (r *Registry) Config(ctx context.Context) (*lease.Config, int64, error) {
 	resp, err := r.cli.Get(ctx, r.ConfigKey())
 	if err != nil {
 		return nil, 0, fmt.Errorf("subnet: read %s: %w", r.ConfigKey(), err)
@@ -89,7 +91,7 @@ func (r *Registry) Config(ctx context.Context) (*Config, int64, error) {
 	if len(resp.Kvs) == 0 {
 		return nil, rev, fmt.Errorf("%w at %s", ErrNoConfig, r.ConfigKey())
 	}
-	cfg, err := ParseConfig(resp.Kvs[0].Value)
+	cfg, err := lease.ParseConfig(resp.Kvs[0].Value)
 	if err != nil {
 		return nil, rev, fmt.Errorf("%s: %w", r.ConfigKey(), err)
 	}
@@ -100,7 +102,7 @@ func (r *Registry) Config(ctx context.Context) (*Config, int64, error) {
 // missing or invalid it logs why (once per change of the reason, not per
 // retry) and waits for the key to change; unreachable etcd is retried with
 // backoff. It returns only a config or ctx's error.
-func (r *Registry) WaitConfig(ctx context.Context) (*Config, error) {
+func (r *Registry) WaitConfig(ctx context.Context) (*lease.Config, error) {
 	var lastReason string
 	bo := newBackoff(500*time.Millisecond, 30*time.Second)
 	for {
@@ -124,13 +126,13 @@ func (r *Registry) WaitConfig(ctx context.Context) (*Config, error) {
 			switch {
 			case errors.Is(err, ErrNoConfig):
 				r.log.Warn("network config is missing: waiting for it to be written", "key", r.ConfigKey())
-			case errors.Is(err, ErrInvalidConfig):
+			case errors.Is(err, lease.ErrInvalidConfig):
 				r.log.Error("network config is invalid: waiting for it to be fixed", "key", r.ConfigKey(), "err", err)
 			default:
 				r.log.Warn("cannot read network config: retrying", "key", r.ConfigKey(), "err", err)
 			}
 		}
-		if !errors.Is(err, ErrNoConfig) && !errors.Is(err, ErrInvalidConfig) {
+		if !errors.Is(err, ErrNoConfig) && !errors.Is(err, lease.ErrInvalidConfig) {
 			if err := sleepCtx(ctx, bo.next()); err != nil {
 				return nil, err
 			}
@@ -160,7 +162,7 @@ func (r *Registry) waitKeyChange(ctx context.Context, key string, rev int64) err
 // delivers it.
 type ConfigUpdate struct {
 	// Config is the parsed config; nil when Err is set.
-	Config *Config
+	Config *lease.Config
 	// Err is ErrNoConfig (key absent or deleted) or wraps ErrInvalidConfig.
 	Err error
 	// Revision is the key's ModRevision (0 when absent).
@@ -232,7 +234,7 @@ func (r *Registry) configUpdate(kv *mvccpb.KeyValue) ConfigUpdate {
 	if kv == nil {
 		return ConfigUpdate{Err: fmt.Errorf("%w at %s", ErrNoConfig, r.ConfigKey())}
 	}
-	cfg, err := ParseConfig(kv.Value)
+	cfg, err := lease.ParseConfig(kv.Value)
 	if err != nil {
 		return ConfigUpdate{Err: fmt.Errorf("%s: %w", r.ConfigKey(), err), Revision: kv.ModRevision}
 	}
@@ -243,12 +245,12 @@ func (r *Registry) configUpdate(kv *mvccpb.KeyValue) ConfigUpdate {
 // Range request, and returns the store revision of the list. Reservations
 // (keys without an etcd lease) have Reservation set; Expiration is not
 // asked for. Malformed keys and values are skipped with a warning.
-func (r *Registry) Leases(ctx context.Context) ([]Lease, int64, error) {
+func (r *Registry) Leases(ctx context.Context) ([]lease.Lease, int64, error) {
 	entries, rev, err := r.list(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
-	leases := make([]Lease, 0, len(entries))
+	leases := make([]lease.Lease, 0, len(entries))
 	for _, e := range entries {
 		if e.err == nil {
 			leases = append(leases, e.lease)
@@ -260,7 +262,7 @@ func (r *Registry) Leases(ctx context.Context) ([]Lease, int64, error) {
 // entry is one key under <prefix>/subnets/ whose key parses. err is set when
 // its value does not (the subnets still count as taken).
 type entry struct {
-	lease Lease
+	lease lease.Lease
 	value []byte
 	err   error
 }
@@ -287,12 +289,12 @@ func (r *Registry) list(ctx context.Context) ([]entry, int64, error) {
 // key itself is malformed (warned about).
 func (r *Registry) parseKV(kv *mvccpb.KeyValue) (e entry, ok bool) {
 	rel := string(bytes.TrimPrefix(kv.Key, []byte(r.SubnetsPrefix())))
-	v4, v6, err := ParseLeaseKey(rel)
+	v4, v6, err := lease.ParseLeaseKey(rel)
 	if err != nil {
 		r.log.Warn("skipping malformed lease key", "key", string(kv.Key), "err", err)
 		return e, false
 	}
-	e.lease = Lease{
+	e.lease = lease.Lease{
 		Subnet:         v4,
 		IPv6Subnet:     v6,
 		Reservation:    kv.Lease == 0,
@@ -300,7 +302,7 @@ func (r *Registry) parseKV(kv *mvccpb.KeyValue) (e entry, ok bool) {
 		ModRevision:    kv.ModRevision,
 	}
 	e.value = kv.Value
-	if e.lease.Attrs, e.err = ParseLeaseAttrs(kv.Value); e.err != nil {
+	if e.lease.Attrs, e.err = lease.ParseLeaseAttrs(kv.Value); e.err != nil {
 		r.log.Warn("skipping lease with malformed value", "key", string(kv.Key), "err", e.err)
 	}
 	return e, true

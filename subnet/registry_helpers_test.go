@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/netagent/netagent/internal/etcdtest"
+	"github.com/netagent/netagent/lease"
 )
 
 // regTestWait bounds a wait for something that happens unless the code is
@@ -24,8 +25,8 @@ const regTestWait = 30 * time.Second
 
 // regTestConfig builds an IPv4 vxlan config directly (not through
 // ParseConfig): pool [min, max] of /subnetLen subnets of network.
-func regTestConfig(network string, subnetLen int, min, max string) *Config {
-	return &Config{
+func regTestConfig(network string, subnetLen int, min, max string) *lease.Config {
+	return &lease.Config{
 		EnableIPv4:  true,
 		Network:     netip.MustParsePrefix(network),
 		SubnetLen:   subnetLen,
@@ -37,7 +38,7 @@ func regTestConfig(network string, subnetLen int, min, max string) *Config {
 }
 
 // regTestWithV6 enables IPv6 on c with pool [min, max] of network.
-func regTestWithV6(c *Config, network string, subnetLen int, min, max string) *Config {
+func regTestWithV6(c *lease.Config, network string, subnetLen int, min, max string) *lease.Config {
 	c.EnableIPv6 = true
 	c.IPv6Network = netip.MustParsePrefix(network)
 	c.IPv6SubnetLen = subnetLen
@@ -47,8 +48,8 @@ func regTestWithV6(c *Config, network string, subnetLen int, min, max string) *C
 }
 
 // regTestV6Only builds an IPv6-only config.
-func regTestV6Only(network string, subnetLen int, min, max string) *Config {
-	c := regTestWithV6(&Config{BackendType: "vxlan", Backend: json.RawMessage(`{"Type":"vxlan"}`)}, network, subnetLen, min, max)
+func regTestV6Only(network string, subnetLen int, min, max string) *lease.Config {
+	c := regTestWithV6(&lease.Config{BackendType: "vxlan", Backend: json.RawMessage(`{"Type":"vxlan"}`)}, network, subnetLen, min, max)
 	return c
 }
 
@@ -56,7 +57,7 @@ func regTestV6Only(network string, subnetLen int, min, max string) *Config {
 // 198.51.100.x, and 2001:db8::n, with a VtepMAC derived from n.
 func regTestOpts(n int) AcquireOptions {
 	return AcquireOptions{
-		Attrs: LeaseAttrs{
+		Attrs: lease.LeaseAttrs{
 			PublicIP:    netip.AddrFrom4([4]byte{192, 0, byte(2 + n/250), byte(1 + n%250)}),
 			PublicIPv6:  netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(n >> 8), 15: byte(n) + 1}),
 			BackendType: "vxlan",
@@ -151,7 +152,7 @@ func regTestPut(t *testing.T, cli *clientv3.Client, r *Registry, rel, value stri
 	}
 }
 
-func regTestValue(t *testing.T, a LeaseAttrs) string {
+func regTestValue(t *testing.T, a lease.LeaseAttrs) string {
 	t.Helper()
 	b, err := a.MarshalJSON()
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/netagent/netagent/lease"
 )
 
 const regTestGoodConfig = `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`
@@ -20,7 +22,7 @@ func TestRegistryConfig(t *testing.T) {
 	if _, err := cli.Put(ctx, r.ConfigKey(), `{"Network":"10.5.0.0/33"}`); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := r.Config(ctx); !errors.Is(err, ErrInvalidConfig) {
+	if _, _, err := r.Config(ctx); !errors.Is(err, lease.ErrInvalidConfig) {
 		t.Fatalf("invalid config: %v, want ErrInvalidConfig", err)
 	}
 	put, err := cli.Put(ctx, r.ConfigKey(), regTestGoodConfig)
@@ -40,7 +42,7 @@ func TestRegistryWaitConfig(t *testing.T) {
 	_, cli, r, log := regTestEnv(t)
 	ctx := regTestCtx(t, 2*regTestWait)
 	type result struct {
-		cfg *Config
+		cfg *lease.Config
 		err error
 	}
 	done := make(chan result, 1)
@@ -123,7 +125,7 @@ func TestRegistryWatchConfig(t *testing.T) {
 	if _, err := cli.Put(ctx, r.ConfigKey(), `{"Network":"10.6.0.0/33"}`); err != nil {
 		t.Fatal(err)
 	}
-	if u := next(); !errors.Is(u.Err, ErrInvalidConfig) {
+	if u := next(); !errors.Is(u.Err, lease.ErrInvalidConfig) {
 		t.Fatalf("after invalid put: %+v", u)
 	}
 	if _, err := cli.Delete(ctx, r.ConfigKey()); err != nil {

@@ -10,6 +10,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/netagent/netagent/lease"
 )
 
 // pendingCompactAt is the backlog (in events) past which the events not yet
@@ -25,9 +27,9 @@ const pendingCompactAt = 4096
 // that pile up while the receiver is busy are coalesced into one batch.
 // Keys and values that do not parse are skipped with a warning (a known
 // lease whose value turns malformed is delivered as removed).
-func (r *Registry) WatchLeases(ctx context.Context) <-chan Batch {
-	out := make(chan Batch)
-	w := &leaseWatch{r: r, known: make(map[string]Lease)}
+func (r *Registry) WatchLeases(ctx context.Context) <-chan lease.Batch {
+	out := make(chan lease.Batch)
+	w := &leaseWatch{r: r, known: make(map[string]lease.Lease)}
 	go w.run(ctx, out)
 	return out
 }
@@ -37,15 +39,15 @@ type leaseWatch struct {
 	r *Registry
 	// known is the receiver's set once it has taken everything pending,
 	// by relative key.
-	known map[string]Lease
+	known map[string]lease.Lease
 	// pending is what the receiver has not taken yet; while snapshot is
 	// set it is the first Snapshot, built from known when sent.
-	pending  []Event
+	pending  []lease.Event
 	snapshot bool
 	rev      int64
 }
 
-func (w *leaseWatch) run(ctx context.Context, out chan<- Batch) {
+func (w *leaseWatch) run(ctx context.Context, out chan<- lease.Batch) {
 	defer close(out)
 	w.snapshot = true
 	if !w.resync(ctx) {
@@ -67,11 +69,11 @@ func (w *leaseWatch) run(ctx context.Context, out chan<- Batch) {
 
 // stream applies watch responses and hands pending batches to out until
 // the watch breaks (true) or ctx is done (false).
-func (w *leaseWatch) stream(ctx context.Context, wch clientv3.WatchChan, out chan<- Batch) bool {
-	var cached Batch
+func (w *leaseWatch) stream(ctx context.Context, wch clientv3.WatchChan, out chan<- lease.Batch) bool {
+	var cached lease.Batch
 	var cachedOK bool
 	for {
-		var send chan<- Batch
+		var send chan<- lease.Batch
 		if w.snapshot || len(w.pending) > 0 {
 			if !cachedOK {
 				cached, cachedOK = w.batch(), true
@@ -107,20 +109,20 @@ func (w *leaseWatch) stream(ctx context.Context, wch clientv3.WatchChan, out cha
 }
 
 // batch builds what the receiver gets next.
-func (w *leaseWatch) batch() Batch {
+func (w *leaseWatch) batch() lease.Batch {
 	if !w.snapshot {
-		return Batch{Events: w.pending, Revision: w.rev}
+		return lease.Batch{Events: w.pending, Revision: w.rev}
 	}
-	evs := make([]Event, 0, len(w.known))
+	evs := make([]lease.Event, 0, len(w.known))
 	for _, k := range slices.Sorted(maps.Keys(w.known)) {
-		evs = append(evs, Event{Type: EventAdded, Lease: w.known[k]})
+		evs = append(evs, lease.Event{Type: lease.EventAdded, Lease: w.known[k]})
 	}
-	return Batch{Snapshot: true, Events: evs, Revision: w.rev}
+	return lease.Batch{Snapshot: true, Events: evs, Revision: w.rev}
 }
 
 // emit queues an event for the receiver (unless a Snapshot is pending,
 // which is rebuilt from known).
-func (w *leaseWatch) emit(ev Event) {
+func (w *leaseWatch) emit(ev lease.Event) {
 	if w.snapshot {
 		return
 	}
@@ -137,7 +139,7 @@ func (w *leaseWatch) compactPending() {
 	for i, ev := range w.pending {
 		last[ev.Lease.Key()] = i
 	}
-	kept := make([]Event, 0, len(last))
+	kept := make([]lease.Event, 0, len(last))
 	for i, ev := range w.pending {
 		if last[ev.Lease.Key()] == i {
 			kept = append(kept, ev)
@@ -154,7 +156,7 @@ func (w *leaseWatch) apply(ev *clientv3.Event) {
 		if l, ok := w.known[rel]; ok {
 			delete(w.known, rel)
 			l.ModRevision = ev.Kv.ModRevision
-			w.emit(Event{Type: EventRemoved, Lease: l})
+			w.emit(lease.Event{Type: lease.EventRemoved, Lease: l})
 		}
 		return
 	}
@@ -166,12 +168,12 @@ func (w *leaseWatch) apply(ev *clientv3.Event) {
 		if l, known := w.known[rel]; known {
 			delete(w.known, rel)
 			l.ModRevision = ev.Kv.ModRevision
-			w.emit(Event{Type: EventRemoved, Lease: l})
+			w.emit(lease.Event{Type: lease.EventRemoved, Lease: l})
 		}
 		return
 	}
 	w.known[rel] = e.lease
-	w.emit(Event{Type: EventAdded, Lease: e.lease})
+	w.emit(lease.Event{Type: lease.EventAdded, Lease: e.lease})
 }
 
 // resync lists the leases (retrying with backoff while etcd cannot be
@@ -213,7 +215,7 @@ func (w *leaseWatch) listKVs(ctx context.Context) ([]*mvccpb.KeyValue, int64, er
 // that are new or whose key was rewritten as added, vanished ones as
 // removed.
 func (w *leaseWatch) diff(kvs []*mvccpb.KeyValue, rev int64) {
-	listed := make(map[string]Lease, len(kvs))
+	listed := make(map[string]lease.Lease, len(kvs))
 	for _, kv := range kvs {
 		if e, ok := w.r.parseKV(kv); ok && e.err == nil {
 			listed[string(bytes.TrimPrefix(kv.Key, []byte(w.r.SubnetsPrefix())))] = e.lease
@@ -223,13 +225,13 @@ func (w *leaseWatch) diff(kvs []*mvccpb.KeyValue, rev int64) {
 		if _, ok := listed[k]; !ok {
 			l := w.known[k]
 			l.ModRevision = rev
-			w.emit(Event{Type: EventRemoved, Lease: l})
+			w.emit(lease.Event{Type: lease.EventRemoved, Lease: l})
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(listed)) {
 		l := listed[k]
 		if old, ok := w.known[k]; !ok || old.ModRevision != l.ModRevision || old.CreateRevision != l.CreateRevision {
-			w.emit(Event{Type: EventAdded, Lease: l})
+			w.emit(lease.Event{Type: lease.EventAdded, Lease: l})
 		}
 	}
 	w.known = listed

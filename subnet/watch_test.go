@@ -15,22 +15,23 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/netagent/netagent/internal/etcdtest"
+	"github.com/netagent/netagent/lease"
 )
 
 // regTestConsumer applies the batches of a lease watch to a set, and
 // records every change it observed, as "+key@value" and "-key".
 type regTestConsumer struct {
-	ch      <-chan Batch
+	ch      <-chan lease.Batch
 	set     map[string]string
 	changes []string
 	rev     int64
 }
 
-func newRegTestConsumer(ch <-chan Batch) *regTestConsumer {
+func newRegTestConsumer(ch <-chan lease.Batch) *regTestConsumer {
 	return &regTestConsumer{ch: ch, set: map[string]string{}}
 }
 
-func (c *regTestConsumer) apply(t *testing.T, b Batch) {
+func (c *regTestConsumer) apply(t *testing.T, b lease.Batch) {
 	t.Helper()
 	if b.Revision < c.rev {
 		t.Errorf("batch revision %d after %d", b.Revision, c.rev)
@@ -41,12 +42,12 @@ func (c *regTestConsumer) apply(t *testing.T, b Batch) {
 	}
 	for _, ev := range b.Events {
 		k := ev.Lease.Key()
-		if ev.Type == EventRemoved {
+		if ev.Type == lease.EventRemoved {
 			delete(c.set, k)
 			c.changes = append(c.changes, "-"+k)
 			continue
 		}
-		if ev.Type != EventAdded {
+		if ev.Type != lease.EventAdded {
 			t.Errorf("unknown event type %v", ev.Type)
 		}
 		v := regTestValue(t, ev.Lease.Attrs)
@@ -126,8 +127,8 @@ func TestWatchLeases(t *testing.T) {
 	store := func() map[string]string {
 		out := map[string]string{}
 		for k, kv := range regTestKVs(t, cli, r0) {
-			if _, err := ParseLeaseAttrs(kv.Value); err == nil {
-				if _, _, err := ParseLeaseKey(k); err == nil {
+			if _, err := lease.ParseLeaseAttrs(kv.Value); err == nil {
+				if _, _, err := lease.ParseLeaseKey(k); err == nil {
 					out[k] = string(kv.Value)
 				}
 			}
@@ -330,15 +331,15 @@ func TestWatchLeasesCoalesces(t *testing.T) {
 	log := &regTestLog{}
 	r := NewRegistry(nil, "/test/coalesce", slog.New(log))
 	f := &regTestFeed{t: t, r: r, ch: make(chan clientv3.WatchResponse)}
-	w := &leaseWatch{r: r, known: make(map[string]Lease), snapshot: true}
-	out := make(chan Batch)
+	w := &leaseWatch{r: r, known: make(map[string]lease.Lease), snapshot: true}
+	out := make(chan lease.Batch)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	broke := make(chan bool, 1)
 	go func() { broke <- w.stream(ctx, f.ch, out) }()
 
 	c := newRegTestConsumer(out)
-	take := func() Batch {
+	take := func() lease.Batch {
 		t.Helper()
 		select {
 		case b := <-out:
@@ -347,7 +348,7 @@ func TestWatchLeasesCoalesces(t *testing.T) {
 		case <-time.After(regTestWait):
 			t.Fatal("no batch")
 		}
-		return Batch{}
+		return lease.Batch{}
 	}
 	val := func(n int) string { return regTestValue(t, regTestOpts(n).Attrs) }
 	put := func(rel string, n int) *clientv3.Event { return f.event(rel, val(n)) }
@@ -451,27 +452,29 @@ func TestWatchLeasesClosesWithContext(t *testing.T) {
 }
 
 func TestCompactPending(t *testing.T) {
-	w := &leaseWatch{known: map[string]Lease{}}
-	p := func(i int) Lease { return Lease{Subnet: netip.MustParsePrefix(fmt.Sprintf("10.5.%d.0/24", i))} }
-	var evs []Event
+	w := &leaseWatch{known: map[string]lease.Lease{}}
+	p := func(i int) lease.Lease {
+		return lease.Lease{Subnet: netip.MustParsePrefix(fmt.Sprintf("10.5.%d.0/24", i))}
+	}
+	var evs []lease.Event
 	for round := range 3 {
 		for i := range 5 {
-			typ := EventAdded
+			typ := lease.EventAdded
 			if round == 1 && i%2 == 0 {
-				typ = EventRemoved
+				typ = lease.EventRemoved
 			}
 			l := p(i)
 			l.ModRevision = int64(round*10 + i)
-			evs = append(evs, Event{Type: typ, Lease: l})
+			evs = append(evs, lease.Event{Type: typ, Lease: l})
 		}
 	}
-	evs = append(evs, Event{Type: EventRemoved, Lease: p(3)})
+	evs = append(evs, lease.Event{Type: lease.EventRemoved, Lease: p(3)})
 	w.pending = slices.Clone(evs)
 	w.compactPending()
-	apply := func(evs []Event) map[string]int64 {
+	apply := func(evs []lease.Event) map[string]int64 {
 		m := map[string]int64{}
 		for _, ev := range evs {
-			if ev.Type == EventRemoved {
+			if ev.Type == lease.EventRemoved {
 				delete(m, ev.Lease.Key())
 			} else {
 				m[ev.Lease.Key()] = ev.Lease.ModRevision

@@ -13,7 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/netagent/netagent/internal/lab"
-	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/lease"
 )
 
 // vxlanConfig is the tests' network. The hosts lease from 10.5.1.0 to
@@ -212,7 +212,7 @@ func TestPeerRemovedWhileStopped(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := c.etcd.Delete(ctx, prefix+"/subnets/"+subnet.LeaseKey(gone, netip.Prefix{})); err != nil {
+	if _, err := c.etcd.Delete(ctx, prefix+"/subnets/"+lease.LeaseKey(gone, netip.Prefix{})); err != nil {
 		t.Fatal(err)
 	}
 	if e := vxlanEntries(t, nh, gone); !e.route {

@@ -16,7 +16,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/netagent/netagent/internal/lab"
-	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/lease"
 )
 
 const (
@@ -72,7 +72,7 @@ func (c *cluster) startDual() []*container {
 }
 
 // leases returns the lease values in etcd by key.
-func (c *cluster) leases() map[string]subnet.LeaseAttrs {
+func (c *cluster) leases() map[string]lease.LeaseAttrs {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 	defer cancel()
@@ -80,9 +80,9 @@ func (c *cluster) leases() map[string]subnet.LeaseAttrs {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	out := map[string]subnet.LeaseAttrs{}
+	out := map[string]lease.LeaseAttrs{}
 	for _, kv := range resp.Kvs {
-		a, err := subnet.ParseLeaseAttrs(kv.Value)
+		a, err := lease.ParseLeaseAttrs(kv.Value)
 		if err != nil {
 			c.t.Fatalf("lease %s: %v", kv.Key, err)
 		}
@@ -122,7 +122,7 @@ func TestDualStackVXLAN(t *testing.T) {
 		t.Errorf("leases %v, want 3", leases)
 	}
 	for key, a := range leases {
-		v4, v6, err := subnet.ParseLeaseKey(key)
+		v4, v6, err := lease.ParseLeaseKey(key)
 		if err != nil || !v4.IsValid() || !v6.IsValid() || !a.PublicIPv6.IsValid() || a.BackendV6Data == nil {
 			t.Errorf("lease %s = %+v (%v): want both families and BackendV6Data", key, a, err)
 		}
@@ -190,7 +190,7 @@ func TestIPv6OnlyOverlay(t *testing.T) {
 		}
 	}
 	for key := range c.leases() {
-		if v4, v6, err := subnet.ParseLeaseKey(key); err != nil || v4.IsValid() || !v6.IsValid() {
+		if v4, v6, err := lease.ParseLeaseKey(key); err != nil || v4.IsValid() || !v6.IsValid() {
 			t.Errorf("lease key %s: want IPv6 only", key)
 		}
 	}

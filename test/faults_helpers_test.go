@@ -21,7 +21,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/netagent/netagent/internal/lab"
-	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/lease"
 )
 
 // Helpers of the fault, hostile-input and security tests.
@@ -232,7 +232,7 @@ func etcdKV(t *testing.T, cli *clientv3.Client, key string) (*clientv3.GetRespon
 }
 
 func leaseKey(sn netip.Prefix) string {
-	return prefix + "/subnets/" + subnet.LeaseKey(sn, netip.Prefix{})
+	return prefix + "/subnets/" + lease.LeaseKey(sn, netip.Prefix{})
 }
 
 // fakePeer is a lease of a host that does not exist, written by the test.
@@ -383,11 +383,11 @@ func hostLeases(t *testing.T, cli *clientv3.Client) map[netip.Prefix]fakePeer {
 	}
 	out := map[netip.Prefix]fakePeer{}
 	for _, kv := range resp.Kvs {
-		v4, _, err := subnet.ParseLeaseKey(strings.TrimPrefix(string(kv.Key), prefix+"/subnets/"))
+		v4, _, err := lease.ParseLeaseKey(strings.TrimPrefix(string(kv.Key), prefix+"/subnets/"))
 		if err != nil {
 			continue
 		}
-		a, err := subnet.ParseLeaseAttrs(kv.Value)
+		a, err := lease.ParseLeaseAttrs(kv.Value)
 		if err != nil {
 			continue
 		}

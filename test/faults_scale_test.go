@@ -14,6 +14,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/netagent/netagent/lease"
 	"github.com/netagent/netagent/subnet"
 )
 
@@ -31,7 +32,7 @@ func TestFaultStampede(t *testing.T) {
 	const agents, pool = 200, 64
 	c := newCluster(t, clusterOptions{Hosts: 1,
 		Config: `{"Network":"10.6.0.0/16","SubnetMin":"10.6.1.0","SubnetMax":"10.6.64.0","Backend":{"Type":"vxlan"}}`})
-	cfg, err := subnet.ParseConfig([]byte(`{"Network":"10.6.0.0/16","SubnetMin":"10.6.1.0","SubnetMax":"10.6.64.0","Backend":{"Type":"vxlan"}}`))
+	cfg, err := lease.ParseConfig([]byte(`{"Network":"10.6.0.0/16","SubnetMin":"10.6.1.0","SubnetMax":"10.6.64.0","Backend":{"Type":"vxlan"}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +70,7 @@ func TestFaultStampede(t *testing.T) {
 		wg.Go(func() {
 			<-go_
 			opts := subnet.AcquireOptions{
-				Attrs: subnet.LeaseAttrs{
+				Attrs: lease.LeaseAttrs{
 					PublicIP:    netip.AddrFrom4([4]byte{172, 20, byte(i / 250), byte(1 + i%250)}),
 					BackendType: "vxlan",
 					BackendData: []byte(fmt.Sprintf(`{"VNI":1,"VtepMAC":"0a:00:00:00:%02x:%02x"}`, i>>8, i&0xff)),
@@ -136,7 +137,7 @@ func TestFaultStampede(t *testing.T) {
 	}
 	for _, kv := range resp.Kvs {
 		k := strings.TrimPrefix(string(kv.Key), prefix+"/subnets/")
-		a, err := subnet.ParseLeaseAttrs(kv.Value)
+		a, err := lease.ParseLeaseAttrs(kv.Value)
 		if err != nil || holders[k] != a.PublicIP {
 			t.Errorf("lease %s in etcd names %v (%v), its holder is %v", k, a.PublicIP, err, holders[k])
 		}
@@ -195,7 +196,7 @@ func watchInvariant(ctx context.Context, cli *clientv3.Client, dir string, rev i
 			byIP := map[netip.Addr]string{}
 			var subnets []netip.Prefix
 			for k, ip := range state {
-				v4, _, err := subnet.ParseLeaseKey(strings.TrimPrefix(k, dir))
+				v4, _, err := lease.ParseLeaseKey(strings.TrimPrefix(k, dir))
 				if err != nil {
 					rep.violations = append(rep.violations, fmt.Sprintf("revision %d: malformed key %s", r, k))
 					continue
@@ -227,7 +228,7 @@ func watchInvariant(ctx context.Context, cli *clientv3.Client, dir string, rev i
 						delete(state, string(ev.Kv.Key))
 						continue
 					}
-					a, err := subnet.ParseLeaseAttrs(ev.Kv.Value)
+					a, err := lease.ParseLeaseAttrs(ev.Kv.Value)
 					if err != nil {
 						rep.violations = append(rep.violations, fmt.Sprintf("revision %d: %s: %v", r, ev.Kv.Key, err))
 						continue

@@ -9,7 +9,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/lease"
 )
 
 // TestHostileLeases: leases that no honest agent writes are refused with a
@@ -39,7 +39,7 @@ func TestHostileLeases(t *testing.T) {
 		{"key outside the network", "10.99.1.0-24", ok("192.168.77.201", "0a:00:00:00:01:01"), "ignoring lease outside the network", "", false},
 		// Half of h1's subnet: h2 would route part of h1's containers
 		// to 192.168.77.202.
-		{"subnet inside ours", subnet.LeaseKey(half, netip.Prefix{}), ok("192.168.77.202", "0a:00:00:00:01:02"),
+		{"subnet inside ours", lease.LeaseKey(half, netip.Prefix{}), ok("192.168.77.202", "0a:00:00:00:01:02"),
 			"ignoring lease overlapping this host's subnet", "ignoring lease of another size than the network's subnets", false},
 		{"subnet of another size", "10.5.212.0-23", ok("192.168.77.213", "0a:00:00:00:01:0d"), "ignoring lease of another size than the network's subnets", "", false},
 		{"PublicIP ours", "10.5.201.0-24", ok(h1.Underlay.Addr().String(), "0a:00:00:00:01:03"), "ignoring lease with this host's public IP", "", true},
@@ -49,7 +49,7 @@ func TestHostileLeases(t *testing.T) {
 		{"PublicIP loopback", "10.5.205.0-24", ok("127.0.0.1", "0a:00:00:00:01:07"), "skipping lease with malformed value", "", false},
 		{"PublicIP multicast", "10.5.206.0-24", ok("224.0.0.1", "0a:00:00:00:01:08"), "skipping lease with malformed value", "", false},
 		{"PublicIP unspecified", "10.5.207.0-24", ok("0.0.0.0", "0a:00:00:00:01:09"), "skipping lease with malformed value", "", false},
-		{"oversized value", "10.5.208.0-24", strings.Replace(ok("192.168.77.210", "0a:00:00:00:01:0a"), `"VNI":1`, `"VNI":1,"Pad":"`+strings.Repeat("x", subnet.MaxLeaseValueSize)+`"`, 1), "skipping lease with malformed value", "", false},
+		{"oversized value", "10.5.208.0-24", strings.Replace(ok("192.168.77.210", "0a:00:00:00:01:0a"), `"VNI":1`, `"VNI":1,"Pad":"`+strings.Repeat("x", lease.MaxLeaseValueSize)+`"`, 1), "skipping lease with malformed value", "", false},
 		{"non-UTF-8 value", "10.5.209.0-24", strings.Replace(ok("192.168.77.211", "0a:00:00:00:01:0b"), `"VNI":1`, "\"X\":\"\xff\xfe\",\"VNI\":1", 1), "skipping lease with malformed value", "", false},
 		{"malformed key", "10.5.210.7-24", ok("192.168.77.212", "0a:00:00:00:01:0c"), "skipping malformed lease key", "", false},
 	}
@@ -78,7 +78,7 @@ func TestHostileLeases(t *testing.T) {
 			// for h2, a lease like any other: see docs/reliability.md.
 			for _, hl := range hostile {
 				if hl.onlyH1 {
-					v4, _, _ := subnet.ParseLeaseKey(hl.key)
+					v4, _, _ := lease.ParseLeaseKey(hl.key)
 					want[v4] = leases[v4]
 				}
 			}

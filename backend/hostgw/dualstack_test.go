@@ -10,7 +10,7 @@ import (
 
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/backend/backendtest"
-	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/lease"
 )
 
 func TestDualStackRoutes(t *testing.T) {
@@ -18,9 +18,9 @@ func TestDualStackRoutes(t *testing.T) {
 	a.AddrAdd(t, "eth0", "192.168.77.1/24", "fd77::1/64")
 	a.IP(t, "-6", "route", "add", "fc00:0:0:99::/64", "via", "fd77::99", "proto", "78") // stale, ours
 	ext := a.Ext(t, "eth0", netip.MustParseAddr("192.168.77.1"), netip.MustParseAddr("fd77::1"))
-	cfg := &subnet.Config{EnableIPv4: true, EnableIPv6: true, BackendType: Type}
+	cfg := &lease.Config{EnableIPv4: true, EnableIPv6: true, BackendType: Type}
 
-	bk, err := New(Options{Handle: a.Handle, Netns: a.Netns, Ext: ext, Config: cfg, ResyncInterval: time.Hour})
+	bk, err := New(backend.Options{Handle: a.Handle, Netns: a.Netns, Ext: ext, Config: cfg, ResyncInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +30,7 @@ func TestDualStackRoutes(t *testing.T) {
 	updates, _ := backendtest.Start(t, bk)
 
 	own := dualLease("10.5.1.0/24", "192.168.77.1", "fc00:0:0:1::/64", "fd77::1")
-	updates <- backend.Update{Own: &own, Batch: &subnet.Batch{Snapshot: true, Events: []subnet.Event{
+	updates <- backend.Update{Own: &own, Batch: &lease.Batch{Snapshot: true, Events: []lease.Event{
 		{Lease: own},
 		{Lease: dualLease("10.5.2.0/24", "192.168.77.2", "fc00:0:0:2::/64", "fd77::2")},
 		{Lease: dualLease("", "", "fc00:0:0:3::/64", "fd88::5")}, // not directly connected
@@ -60,7 +60,7 @@ func TestDualStackRoutes(t *testing.T) {
 	backendtest.Eventually(t, 2*time.Second, routesAre(a, want4, want6))
 
 	// A removed dual-stack lease takes both routes along.
-	updates <- backend.Update{Batch: &subnet.Batch{Events: []subnet.Event{{Type: subnet.EventRemoved,
+	updates <- backend.Update{Batch: &lease.Batch{Events: []lease.Event{{Type: lease.EventRemoved,
 		Lease: dualLease("10.5.2.0/24", "192.168.77.2", "fc00:0:0:2::/64", "fd77::2")}}}}
 	backendtest.Eventually(t, 2*time.Second, routesAre(a, nil, want6[1:]))
 }
@@ -69,17 +69,17 @@ func TestNewIPv6Checks(t *testing.T) {
 	a, _ := backendtest.Underlay(t)
 	a.AddrAdd(t, "eth0", "fd77::1/64")
 	ext := a.Ext(t, "eth0") // neither family's address given yet
-	cfg := &subnet.Config{EnableIPv6: true, BackendType: Type}
+	cfg := &lease.Config{EnableIPv6: true, BackendType: Type}
 
-	if _, err := New(Options{Handle: a.Handle, Ext: ext, Config: cfg}); err == nil || !strings.Contains(err.Error(), "no public IPv6 address") {
+	if _, err := New(backend.Options{Handle: a.Handle, Ext: ext, Config: cfg}); err == nil || !strings.Contains(err.Error(), "no public IPv6 address") {
 		t.Errorf("New without an IPv6 address: %v", err)
 	}
 	ext.AddrV6, ext.PublicIPv6 = netip.MustParseAddr("fd77::1"), netip.MustParseAddr("2001:db8::7")
-	if _, err := New(Options{Handle: a.Handle, Ext: ext, Config: cfg}); !errors.Is(err, ErrPublicIPNotLocal) {
+	if _, err := New(backend.Options{Handle: a.Handle, Ext: ext, Config: cfg}); !errors.Is(err, ErrPublicIPNotLocal) {
 		t.Errorf("New with a NATed public IPv6: %v", err)
 	}
 	ext.PublicIPv6 = ext.AddrV6
-	if _, err := New(Options{Handle: a.Handle, Ext: ext, Config: cfg}); err != nil {
+	if _, err := New(backend.Options{Handle: a.Handle, Ext: ext, Config: cfg}); err != nil {
 		t.Errorf("New IPv6-only: %v", err)
 	}
 }

@@ -10,17 +10,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
-	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/backend/internal/dataplane"
-	"github.com/netagent/netagent/iface"
-	"github.com/netagent/netagent/subnet"
 )
 
 // Type is the lease BackendType of this backend.
@@ -42,18 +37,6 @@ func (e *notLocalError) Error() string {
 
 func (e *notLocalError) Is(target error) bool { return target == ErrPublicIPNotLocal }
 
-// Options configures a Backend; the same shape as vxlan.Options.
-type Options struct {
-	Log            *slog.Logger
-	Handle         *netlink.Handle
-	Netns          netns.NsHandle
-	Ext            iface.External
-	Config         *subnet.Config
-	ResyncInterval time.Duration
-	// NoRepair: see vxlan.Options.NoRepair.
-	NoRepair bool
-}
-
 // Backend is the host-gw data plane.
 type Backend struct {
 	mtu     int
@@ -66,7 +49,7 @@ var _ backend.Backend = (*Backend)(nil)
 // is an address of Ext (not behind NAT).
 //
 // Equivalent to: `ip -4 addr show dev <ext>`, `ip -6 addr show dev <ext>`.
-func New(opts Options) (*Backend, error) {
+func New(opts backend.Options) (*Backend, error) {
 	if opts.Handle == nil {
 		return nil, errors.New("host-gw: Options.Handle is nil")
 	}
@@ -104,7 +87,7 @@ func New(opts Options) (*Backend, error) {
 	if v4 {
 		c := cfg
 		c.Family, c.Network, c.SubnetLen = 4, opts.Config.Network, opts.Config.SubnetLen
-		b.engines = append(b.engines, dataplane.New(c))
+		b.engines.Add(dataplane.New(c))
 	}
 	if v6 {
 		c := cfg
@@ -112,14 +95,14 @@ func New(opts Options) (*Backend, error) {
 		if c.Log != nil {
 			c.Log = c.Log.With("family", "ipv6")
 		}
-		b.engines = append(b.engines, dataplane.New(c))
+		b.engines.Add(dataplane.New(c))
 	}
 	return b, nil
 }
 
 // checkLocal returns a notLocalError unless ip is an address of the
 // external interface.
-func checkLocal(opts Options, ip netip.Addr, family int) error {
+func checkLocal(opts backend.Options, ip netip.Addr, family int) error {
 	link := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: opts.Ext.Index, Name: opts.Ext.Name}}
 	addrs, err := backend.RetryDump(func() ([]netlink.Addr, error) { return opts.Handle.AddrList(link, family) })
 	if err != nil {
@@ -152,3 +135,6 @@ func (b *Backend) Run(ctx context.Context, updates <-chan backend.Update) error 
 
 // Status is a snapshot of the data plane.
 func (b *Backend) Status() backend.Status { return b.engines.Status() }
+
+// Ready is closed when the first pass of every family has finished.
+func (b *Backend) Ready() <-chan struct{} { return b.engines.Ready() }

@@ -13,16 +13,16 @@ import (
 
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/backend/backendtest"
-	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/lease"
 )
 
-// lease is an IPv4-only lease of this backend type.
-func lease(sub, pub string) subnet.Lease { return dualLease(sub, pub, "", "") }
+// v4Lease is an IPv4-only lease of this backend type.
+func v4Lease(sub, pub string) lease.Lease { return dualLease(sub, pub, "", "") }
 
 // dualLease is a lease of this backend type with the given families (an
 // empty subnet string leaves the family out).
-func dualLease(sub, pub, sub6, pub6 string) subnet.Lease {
-	l := subnet.Lease{Attrs: subnet.LeaseAttrs{BackendType: Type}}
+func dualLease(sub, pub, sub6, pub6 string) lease.Lease {
+	l := lease.Lease{Attrs: lease.LeaseAttrs{BackendType: Type}}
 	if sub != "" {
 		l.Subnet, l.Attrs.PublicIP = netip.MustParsePrefix(sub), netip.MustParseAddr(pub)
 	}
@@ -57,7 +57,7 @@ func TestRoutesViaPublicIP(t *testing.T) {
 	a.IP(t, "route", "add", "10.5.99.0/24", "via", "192.168.77.99", "proto", "78") // stale, ours
 	ext := a.Ext(t, "eth0", netip.MustParseAddr("192.168.77.1"))
 
-	bk, err := New(Options{Handle: a.Handle, Netns: a.Netns, Ext: ext, Config: &subnet.Config{BackendType: Type}, ResyncInterval: time.Hour})
+	bk, err := New(backend.Options{Handle: a.Handle, Netns: a.Netns, Ext: ext, Config: &lease.Config{BackendType: Type}, ResyncInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,11 +69,11 @@ func TestRoutesViaPublicIP(t *testing.T) {
 	}
 	updates, _ := backendtest.Start(t, bk)
 
-	own := lease("10.5.1.0/24", "192.168.77.1")
-	updates <- backend.Update{Own: &own, Batch: &subnet.Batch{Snapshot: true, Events: []subnet.Event{
+	own := v4Lease("10.5.1.0/24", "192.168.77.1")
+	updates <- backend.Update{Own: &own, Batch: &lease.Batch{Snapshot: true, Events: []lease.Event{
 		{Lease: own},
-		{Lease: lease("10.5.2.0/24", "192.168.77.2")},
-		{Lease: lease("10.5.3.0/24", "192.168.88.5")}, // not directly connected
+		{Lease: v4Lease("10.5.2.0/24", "192.168.77.2")},
+		{Lease: v4Lease("10.5.3.0/24", "192.168.88.5")}, // not directly connected
 	}}}
 	want := []string{"10.5.2.0/24 via 192.168.77.2 dev eth0"}
 	backendtest.Eventually(t, 5*time.Second, routesAre(a, want, nil))
@@ -99,7 +99,7 @@ func TestRoutesViaPublicIP(t *testing.T) {
 	backendtest.Eventually(t, 2*time.Second, routesAre(a, want, nil))
 
 	// A removed lease takes its route along.
-	updates <- backend.Update{Batch: &subnet.Batch{Events: []subnet.Event{{Type: subnet.EventRemoved, Lease: lease("10.5.2.0/24", "192.168.77.2")}}}}
+	updates <- backend.Update{Batch: &lease.Batch{Events: []lease.Event{{Type: lease.EventRemoved, Lease: v4Lease("10.5.2.0/24", "192.168.77.2")}}}}
 	backendtest.Eventually(t, 2*time.Second, routesAre(a, want[1:], nil))
 }
 
@@ -108,7 +108,7 @@ func TestNewRefusesNAT(t *testing.T) {
 	a.AddrAdd(t, "eth0", "192.168.77.1/24")
 	ext := a.Ext(t, "eth0", netip.MustParseAddr("192.168.77.1"))
 	ext.PublicIP = netip.MustParseAddr("203.0.113.7")
-	_, err := New(Options{Handle: a.Handle, Ext: ext, Config: &subnet.Config{BackendType: Type}})
+	_, err := New(backend.Options{Handle: a.Handle, Ext: ext, Config: &lease.Config{BackendType: Type}})
 	if !errors.Is(err, ErrPublicIPNotLocal) || err.Error() != "host-gw: public IP 203.0.113.7 is not an address of eth0 (NAT?)" {
 		t.Fatalf("New with a NATed public IP: %v", err)
 	}

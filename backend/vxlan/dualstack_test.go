@@ -12,13 +12,13 @@ import (
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/backend/backendtest"
 	"github.com/netagent/netagent/iface"
-	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/lease"
 )
 
 // startFamilies runs a backend in ns with the given families enabled.
 func startFamilies(t *testing.T, ns *backendtest.NS, ext iface.External, v4, v6 bool) *running {
 	t.Helper()
-	return startConfig(t, ns, ext, &subnet.Config{EnableIPv4: v4, EnableIPv6: v6, BackendType: Type, Backend: json.RawMessage(`{"Type":"vxlan"}`)})
+	return startConfig(t, ns, ext, &lease.Config{EnableIPv4: v4, EnableIPv6: v6, BackendType: Type, Backend: json.RawMessage(`{"Type":"vxlan"}`)})
 }
 
 // vx6 is the expected entries of a vxlan-mode peer on flannel-v6.1.
@@ -79,11 +79,11 @@ func TestDualStackDevicesAndPeers(t *testing.T) {
 
 	// A changed IPv6 VTEP MAC replaces neighbour and fdb entry.
 	peerC2 := dualLease("", "", "", "fc00:0:0:3::/64", "fd77::3", macB)
-	r.updates <- backend.Update{Batch: event(subnet.EventAdded, peerC2)}
+	r.updates <- backend.Update{Batch: event(lease.EventAdded, peerC2)}
 	waitEntriesV6(t, e.a, merge(vx6("fc00:0:0:2::/64", "fd77::2", macC), vx6("fc00:0:0:3::/64", "fd77::3", macB)), 3*time.Second)
 
 	// Removing a dual-stack lease removes both families' entries.
-	r.updates <- backend.Update{Batch: event(subnet.EventRemoved, peerB)}
+	r.updates <- backend.Update{Batch: event(lease.EventRemoved, peerB)}
 	waitEntries(t, e.a, "flannel.1", entries{}, 3*time.Second)
 	waitEntriesV6(t, e.a, vx6("fc00:0:0:3::/64", "fd77::3", macB), 3*time.Second)
 }
@@ -114,7 +114,7 @@ func TestIPv6OnlyPing(t *testing.T) {
 
 func TestIPv6DirectRoutingSwitch(t *testing.T) {
 	e := newEnvFamilies(t, true, true)
-	r := startConfig(t, e.a, e.ext, &subnet.Config{EnableIPv4: true, EnableIPv6: true, BackendType: Type,
+	r := startConfig(t, e.a, e.ext, &lease.Config{EnableIPv4: true, EnableIPv6: true, BackendType: Type,
 		Backend: json.RawMessage(`{"Type":"vxlan","DirectRouting":true}`)})
 
 	own := dualLease(ownSubnet.String(), hostA.String(), "", ownSubnetV6.String(), hostAV6.String(), "")
@@ -157,7 +157,7 @@ func TestNewFamilies(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b, err := New(Options{Handle: &netlink.Handle{}, Ext: tt.ext, Config: &subnet.Config{
+			b, err := New(backend.Options{Handle: &netlink.Handle{}, Ext: tt.ext, Config: &lease.Config{
 				EnableIPv4: tt.v4, EnableIPv6: tt.v6, BackendType: Type, Backend: json.RawMessage(tt.settings)}})
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) {

@@ -18,7 +18,7 @@ import (
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/backend/backendtest"
 	"github.com/netagent/netagent/iface"
-	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/lease"
 )
 
 var (
@@ -72,13 +72,13 @@ type running struct {
 // start runs an IPv4-only backend in ns with the given backend settings.
 func start(t *testing.T, ns *backendtest.NS, ext iface.External, backendJSON string) *running {
 	t.Helper()
-	return startConfig(t, ns, ext, &subnet.Config{BackendType: Type, Backend: json.RawMessage(backendJSON)})
+	return startConfig(t, ns, ext, &lease.Config{BackendType: Type, Backend: json.RawMessage(backendJSON)})
 }
 
 // startConfig runs a backend in ns with network config cfg.
-func startConfig(t *testing.T, ns *backendtest.NS, ext iface.External, cfg *subnet.Config) *running {
+func startConfig(t *testing.T, ns *backendtest.NS, ext iface.External, cfg *lease.Config) *running {
 	t.Helper()
-	b, err := New(Options{
+	b, err := New(backend.Options{
 		Log:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Handle:         ns.Handle,
 		Netns:          ns.Netns,
@@ -104,17 +104,17 @@ func (e *env) startWithPeerB(t *testing.T) *running {
 	return r
 }
 
-func own() *subnet.Lease {
-	return &subnet.Lease{Subnet: ownSubnet, Attrs: subnet.LeaseAttrs{PublicIP: hostA, BackendType: Type}}
+func own() *lease.Lease {
+	return &lease.Lease{Subnet: ownSubnet, Attrs: lease.LeaseAttrs{PublicIP: hostA, BackendType: Type}}
 }
 
 // peerLease is an IPv4-only lease of a peer with VTEP MAC mac.
-func peerLease(sub, pub, mac string) subnet.Lease { return dualLease(sub, pub, mac, "", "", "") }
+func peerLease(sub, pub, mac string) lease.Lease { return dualLease(sub, pub, mac, "", "", "") }
 
 // dualLease is a lease with the given families (an empty subnet string
 // leaves the family out) and VTEP MACs.
-func dualLease(sub, pub, mac, sub6, pub6, mac6 string) subnet.Lease {
-	l := subnet.Lease{Attrs: subnet.LeaseAttrs{BackendType: Type}}
+func dualLease(sub, pub, mac, sub6, pub6, mac6 string) lease.Lease {
+	l := lease.Lease{Attrs: lease.LeaseAttrs{BackendType: Type}}
 	if sub != "" {
 		l.Subnet = netip.MustParsePrefix(sub)
 		l.Attrs.PublicIP = netip.MustParseAddr(pub)
@@ -128,16 +128,16 @@ func dualLease(sub, pub, mac, sub6, pub6, mac6 string) subnet.Lease {
 	return l
 }
 
-func snapshot(leases ...subnet.Lease) *subnet.Batch {
-	b := &subnet.Batch{Snapshot: true}
+func snapshot(leases ...lease.Lease) *lease.Batch {
+	b := &lease.Batch{Snapshot: true}
 	for _, l := range leases {
-		b.Events = append(b.Events, subnet.Event{Type: subnet.EventAdded, Lease: l})
+		b.Events = append(b.Events, lease.Event{Type: lease.EventAdded, Lease: l})
 	}
 	return b
 }
 
-func event(typ subnet.EventType, l subnet.Lease) *subnet.Batch {
-	return &subnet.Batch{Events: []subnet.Event{{Type: typ, Lease: l}}}
+func event(typ lease.EventType, l lease.Lease) *lease.Batch {
+	return &lease.Batch{Events: []lease.Event{{Type: typ, Lease: l}}}
 }
 
 // entries is the kernel state the backend is responsible for, as strings.
@@ -245,12 +245,12 @@ const (
 func TestSnapshotProgramsDeviceAndPeers(t *testing.T) {
 	e := newEnv(t)
 	r := start(t, e.a, e.ext, `{"Type":"vxlan"}`)
-	leases := []subnet.Lease{
+	leases := []lease.Lease{
 		peerLease("10.5.2.0/24", "192.168.77.2", macB),
 		peerLease("10.5.3.0/24", "192.168.77.3", macC),
 		// Ignored: own subnet, another backend type, malformed data.
 		*own(),
-		{Subnet: netip.MustParsePrefix("10.5.4.0/24"), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.168.77.4"), BackendType: "host-gw"}},
+		{Subnet: netip.MustParsePrefix("10.5.4.0/24"), Attrs: lease.LeaseAttrs{PublicIP: netip.MustParseAddr("192.168.77.4"), BackendType: "host-gw"}},
 		peerLease("10.5.5.0/24", "192.168.77.5", "ff:ff:ff:ff:ff:ff"),
 	}
 	r.updates <- backend.Update{Own: own(), Batch: snapshot(leases...)}
@@ -304,19 +304,19 @@ func TestPeerEvents(t *testing.T) {
 
 	steps := []struct {
 		name  string
-		batch *subnet.Batch
+		batch *lease.Batch
 		want  entries
 	}{
-		{"peer added", event(subnet.EventAdded, peerLease("10.5.3.0/24", "192.168.77.3", macC)),
+		{"peer added", event(lease.EventAdded, peerLease("10.5.3.0/24", "192.168.77.3", macC)),
 			merge(vx("10.5.2.0/24", "192.168.77.2", macB), vx("10.5.3.0/24", "192.168.77.3", macC))},
-		{"VtepMAC changed", event(subnet.EventAdded, peerLease("10.5.3.0/24", "192.168.77.3", macD)),
+		{"VtepMAC changed", event(lease.EventAdded, peerLease("10.5.3.0/24", "192.168.77.3", macD)),
 			merge(vx("10.5.2.0/24", "192.168.77.2", macB), vx("10.5.3.0/24", "192.168.77.3", macD))},
-		{"PublicIP changed", event(subnet.EventAdded, peerLease("10.5.3.0/24", "192.168.77.9", macD)),
+		{"PublicIP changed", event(lease.EventAdded, peerLease("10.5.3.0/24", "192.168.77.9", macD)),
 			merge(vx("10.5.2.0/24", "192.168.77.2", macB), vx("10.5.3.0/24", "192.168.77.9", macD))},
-		{"peer removed", event(subnet.EventRemoved, subnet.Lease{Subnet: netip.MustParsePrefix("10.5.2.0/24")}),
+		{"peer removed", event(lease.EventRemoved, lease.Lease{Subnet: netip.MustParsePrefix("10.5.2.0/24")}),
 			vx("10.5.3.0/24", "192.168.77.9", macD)},
-		{"changed to another backend type", event(subnet.EventAdded, subnet.Lease{Subnet: netip.MustParsePrefix("10.5.3.0/24"),
-			Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.168.77.9"), BackendType: "host-gw"}}),
+		{"changed to another backend type", event(lease.EventAdded, lease.Lease{Subnet: netip.MustParsePrefix("10.5.3.0/24"),
+			Attrs: lease.LeaseAttrs{PublicIP: netip.MustParseAddr("192.168.77.9"), BackendType: "host-gw"}}),
 			entries{}},
 	}
 	for _, s := range steps {

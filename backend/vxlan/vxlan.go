@@ -17,19 +17,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
-	"time"
-
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/backend/internal/dataplane"
-	"github.com/netagent/netagent/iface"
-	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/lease"
 )
 
 // Type is the lease BackendType of this backend.
@@ -50,27 +44,6 @@ const maxLinkName = 15
 
 // ErrInvalidConfig is wrapped by every error about the backend's fields.
 var ErrInvalidConfig = errors.New("vxlan: invalid backend config")
-
-// Options configures a Backend.
-type Options struct {
-	Log *slog.Logger
-	// Handle does all netlink work (netlink.NewHandleAt(ns) in tests).
-	Handle *netlink.Handle
-	// Netns is the namespace Handle works in, for netlink subscriptions;
-	// 0 or netns.None() means the current one.
-	Netns netns.NsHandle
-	// Ext is the underlay interface, its address and the public IP.
-	Ext iface.External
-	// Config is the network config; its Backend object holds VNI, Port,
-	// MTU, GBP, Learning and DirectRouting.
-	Config *subnet.Config
-	// ResyncInterval is the period of full reconcile passes (default 30s).
-	ResyncInterval time.Duration
-	// NoRepair makes the reconcile loop report, not fix, routes,
-	// neighbours and fdb entries found missing or wrong after they were
-	// programmed (a debugging aid; see dataplane.Config.NoRepair).
-	NoRepair bool
-}
 
 // Settings are the backend fields of the network config.
 type Settings struct {
@@ -94,6 +67,12 @@ type Backend struct {
 }
 
 var _ backend.Backend = (*Backend)(nil)
+
+// Validate checks the backend fields of cfg as New will (ParseSettings).
+func Validate(cfg *lease.Config) error {
+	_, err := ParseSettings(cfg.Backend)
+	return err
+}
 
 // ParseSettings parses and validates the backend object of the network
 // config (field names match case-insensitively); errors name the field.
@@ -171,7 +150,7 @@ func VtepMAC(publicIP netip.Addr, vni int) net.HardwareAddr {
 
 // New parses and validates the backend fields and computes the VTEP MACs
 // of the enabled families. It does not touch the kernel.
-func New(opts Options) (*Backend, error) {
+func New(opts backend.Options) (*Backend, error) {
 	if opts.Handle == nil {
 		return nil, errors.New("vxlan: Options.Handle is nil")
 	}
@@ -245,7 +224,7 @@ func New(opts Options) (*Backend, error) {
 		c := cfg
 		c.Family, c.Device = 4, device(DeviceName(s.VNI), mtu4, b.mac)
 		c.Network, c.SubnetLen = opts.Config.Network, opts.Config.SubnetLen
-		b.engines = append(b.engines, dataplane.New(c))
+		b.engines.Add(dataplane.New(c))
 	}
 	if b.v6 {
 		c := cfg
@@ -254,7 +233,7 @@ func New(opts Options) (*Backend, error) {
 		if c.Log != nil {
 			c.Log = c.Log.With("family", "ipv6")
 		}
-		b.engines = append(b.engines, dataplane.New(c))
+		b.engines.Add(dataplane.New(c))
 	}
 	return b, nil
 }
@@ -372,3 +351,6 @@ func (b *Backend) Run(ctx context.Context, updates <-chan backend.Update) error 
 
 // Status is a snapshot of the data plane.
 func (b *Backend) Status() backend.Status { return b.engines.Status() }
+
+// Ready is closed when the first pass of every family has finished.
+func (b *Backend) Ready() <-chan struct{} { return b.engines.Ready() }

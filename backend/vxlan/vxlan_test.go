@@ -7,8 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/iface"
-	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/lease"
 	"github.com/vishvananda/netlink"
 )
 
@@ -89,8 +90,8 @@ func TestParseBackendData(t *testing.T) {
 func TestNewAndBackendData(t *testing.T) {
 	ext := iface.External{Name: "eth0", Index: 2, MTU: 1500,
 		Addr: netip.MustParseAddr("192.168.77.1"), PublicIP: netip.MustParseAddr("192.168.77.1")}
-	b, err := New(Options{Handle: &netlink.Handle{}, Ext: ext,
-		Config: &subnet.Config{BackendType: "vxlan", Backend: json.RawMessage(`{"Type":"vxlan","VNI":7}`)}})
+	b, err := New(backend.Options{Handle: &netlink.Handle{}, Ext: ext,
+		Config: &lease.Config{BackendType: "vxlan", Backend: json.RawMessage(`{"Type":"vxlan","VNI":7}`)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,13 +110,13 @@ func TestNewAndBackendData(t *testing.T) {
 		t.Errorf("own BackendData does not parse: %v", err)
 	}
 
-	b, err = New(Options{Handle: &netlink.Handle{}, Ext: ext,
-		Config: &subnet.Config{Backend: json.RawMessage(`{"Type":"vxlan","MTU":9000}`)}})
+	b, err = New(backend.Options{Handle: &netlink.Handle{}, Ext: ext,
+		Config: &lease.Config{Backend: json.RawMessage(`{"Type":"vxlan","MTU":9000}`)}})
 	if err != nil || b.MTU() != 8950 {
 		t.Errorf("MTU with backend MTU 9000 = %v, %v; want 8950", b, err)
 	}
-	if _, err := New(Options{Handle: &netlink.Handle{}, Ext: ext,
-		Config: &subnet.Config{Backend: json.RawMessage(`{"VNI":"x"}`)}}); !errors.Is(err, ErrInvalidConfig) {
+	if _, err := New(backend.Options{Handle: &netlink.Handle{}, Ext: ext,
+		Config: &lease.Config{Backend: json.RawMessage(`{"VNI":"x"}`)}}); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("New with a bad VNI: %v, want ErrInvalidConfig", err)
 	}
 }

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/netagent/netagent/internal/lab"
-	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/lease"
 )
 
 // TestUpIPv6Config checks, for each --ipv6 mode, the lab's families and
@@ -24,7 +24,7 @@ func TestUpIPv6Config(t *testing.T) {
 		wantUnderlay string
 		wantFams     []family
 		wantJSON     string
-		// Network and IPv6Network as subnet.ParseConfig reads them, "" for
+		// Network and IPv6Network as lease.ParseConfig reads them, "" for
 		// a disabled family, and the per-host IPv6 subnet length.
 		wantV4, wantV6 string
 		wantV6Len      int
@@ -92,9 +92,9 @@ func TestUpIPv6Config(t *testing.T) {
 				t.Errorf("config\n%s\nwant\n%s", b, tt.wantJSON)
 			}
 			// What the agents read: parse the bytes written to etcd.
-			c, err := subnet.ParseConfig(b)
+			c, err := lease.ParseConfig(b)
 			if err != nil {
-				t.Fatalf("subnet.ParseConfig(%s): %v", b, err)
+				t.Fatalf("lease.ParseConfig(%s): %v", b, err)
 			}
 			if c.EnableIPv4 != (tt.wantV4 != "") || c.EnableIPv6 != (tt.wantV6 != "") {
 				t.Errorf("EnableIPv4 %v, EnableIPv6 %v; want IPv4 network %q, IPv6 network %q", c.EnableIPv4, c.EnableIPv6, tt.wantV4, tt.wantV6)

@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/lease"
 )
 
 // upOptions are the flags of `netagent-lab up`.
@@ -84,10 +84,10 @@ func (o *upOptions) Validate() error {
 
 // config returns the network config the lab writes to etcd
 // (docs/compatibility.md §2): Network for IPv4, EnableIPv6 and IPv6Network
-// for IPv6, EnableIPv4 false for an IPv6-only lab. It is checked with subnet.ParseConfig as the
+// for IPv6, EnableIPv4 false for an IPv6-only lab. It is checked with lease.ParseConfig as the
 // agents will read it, each family on its own first so that an error
 // names its flag; the parsed config is returned too.
-func (o *upOptions) config() ([]byte, *subnet.Config, error) {
+func (o *upOptions) config() ([]byte, *lease.Config, error) {
 	cfg := map[string]any{"Backend": map[string]string{"Type": o.backend}}
 	if o.ipv6 != ipv6Only {
 		p, err := netip.ParsePrefix(o.network)
@@ -123,20 +123,20 @@ func (o *upOptions) config() ([]byte, *subnet.Config, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := subnet.ParseConfig(b)
+	c, err := lease.ParseConfig(b)
 	if err != nil {
 		return nil, nil, fmt.Errorf("network config %s: %w", b, err)
 	}
 	return b, c, nil
 }
 
-// checkConfig validates a network config made of fields with subnet.ParseConfig.
+// checkConfig validates a network config made of fields with lease.ParseConfig.
 func checkConfig(fields map[string]any) error {
 	b, err := json.Marshal(fields)
 	if err != nil {
 		return err
 	}
-	_, err = subnet.ParseConfig(b)
+	_, err = lease.ParseConfig(b)
 	return err
 }
 

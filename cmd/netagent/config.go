@@ -13,8 +13,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/netagent/netagent/agent"
-	"github.com/netagent/netagent/backend/hostgw"
-	"github.com/netagent/netagent/backend/vxlan"
+	"github.com/netagent/netagent/backend"
+	"github.com/netagent/netagent/lease"
 	"github.com/netagent/netagent/subnet"
 )
 
@@ -36,39 +36,25 @@ get and set take the etcd flags of 'netagent run' (--etcd-endpoints, ...),
 or their NETAGENT_* variables.
 `
 
-// validateBackend checks the Backend object of cfg as the backend named
-// there will when it starts.
-func validateBackend(cfg *subnet.Config) error {
-	switch cfg.BackendType {
-	case vxlan.Type:
-		_, err := vxlan.ParseSettings(cfg.Backend)
-		return err
-	case hostgw.Type:
-		return nil
-	}
-	return fmt.Errorf("%w: Backend.Type %q is not supported by netagent (supported: %s, %s)",
-		subnet.ErrInvalidConfig, cfg.BackendType, vxlan.Type, hostgw.Type)
-}
-
 // validateConfig parses data as the agent will, and also checks the
 // backend's own fields. It returns the config and warnings (unknown
 // fields, which the agent ignores).
-func validateConfig(data []byte) (*subnet.Config, []string, error) {
-	cfg, err := subnet.ParseConfig(data)
+func validateConfig(backends backend.Kinds, data []byte) (*lease.Config, []string, error) {
+	cfg, err := lease.ParseConfig(data)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := validateBackend(cfg); err != nil {
+	if err := backends.Validate(cfg); err != nil {
 		return nil, nil, err
 	}
 	var warnings []string
-	for _, f := range subnet.UnknownConfigFields(data) {
+	for _, f := range lease.UnknownConfigFields(data) {
 		warnings = append(warnings, fmt.Sprintf("unknown field %q is ignored (misspelt?)", f))
 	}
 	return cfg, warnings, nil
 }
 
-func runConfig(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+func runConfig(ctx context.Context, backends backend.Kinds, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stderr, configUsage)
 		if len(args) == 0 {
@@ -125,7 +111,7 @@ func runConfig(ctx context.Context, args []string, getenv func(string) string, s
 		if err != nil {
 			return err
 		}
-		cfg, warnings, err := validateConfig(data)
+		cfg, warnings, err := validateConfig(backends, data)
 		if err != nil {
 			return fmt.Errorf("%s: %w", file, err)
 		}
@@ -133,13 +119,13 @@ func runConfig(ctx context.Context, args []string, getenv func(string) string, s
 		fmt.Fprintf(stdout, "%s: valid: %s\n", file, cfg)
 		return nil
 	case "get":
-		return configGet(ctx, etcd.opts, stdout, stderr)
+		return configGet(ctx, backends, etcd.opts, stdout, stderr)
 	default:
 		data, err := readConfigFile(file, stdin)
 		if err != nil {
 			return err
 		}
-		return configSet(ctx, etcd.opts, file, data, stdout, stderr)
+		return configSet(ctx, backends, etcd.opts, file, data, stdout, stderr)
 	}
 }
 
@@ -158,7 +144,7 @@ func printWarnings(w io.Writer, what string, warnings []string) {
 
 // configGet prints the stored config as it is, then says on stderr whether
 // it is valid; an invalid stored config is an error (exit status 1).
-func configGet(ctx context.Context, eo agent.EtcdOptions, stdout, stderr io.Writer) error {
+func configGet(ctx context.Context, backends backend.Kinds, eo agent.EtcdOptions, stdout, stderr io.Writer) error {
 	cli, err := agent.NewEtcdClient(eo)
 	if err != nil {
 		return err
@@ -179,7 +165,7 @@ func configGet(ctx context.Context, eo agent.EtcdOptions, stdout, stderr io.Writ
 	if !bytes.HasSuffix(data, []byte("\n")) {
 		fmt.Fprintln(stdout)
 	}
-	cfg, warnings, err := validateConfig(data)
+	cfg, warnings, err := validateConfig(backends, data)
 	if err != nil {
 		return fmt.Errorf("%s: %w", key, err)
 	}
@@ -191,8 +177,8 @@ func configGet(ctx context.Context, eo agent.EtcdOptions, stdout, stderr io.Writ
 // configSet validates data and writes it to the config key in one
 // transaction that succeeds only if the key did not change since it was
 // read, so that two admins do not overwrite each other unknowingly.
-func configSet(ctx context.Context, eo agent.EtcdOptions, file string, data []byte, stdout, stderr io.Writer) error {
-	cfg, warnings, err := validateConfig(data)
+func configSet(ctx context.Context, backends backend.Kinds, eo agent.EtcdOptions, file string, data []byte, stdout, stderr io.Writer) error {
+	cfg, warnings, err := validateConfig(backends, data)
 	if err != nil {
 		return fmt.Errorf("%s: %w (nothing written)", file, err)
 	}

@@ -68,17 +68,18 @@ through the environment: --etcd-endpoints as NETAGENT_ETCD_ENDPOINTS.
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, environ []string, stdout, stderr io.Writer) error {
+	backends := backendKinds()
 	cmd := "run"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
 	case "run":
-		return runAgent(ctx, args, getenv, environ, stderr)
+		return runAgent(ctx, backends, args, getenv, environ, stderr)
 	case "status":
 		return runStatus(ctx, args, getenv, stdout, stderr)
 	case "config":
-		return runConfig(ctx, args, getenv, os.Stdin, stdout, stderr)
+		return runConfig(ctx, backends, args, getenv, os.Stdin, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "netagent %s\n", version)
 		return nil
@@ -91,7 +92,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	}
 }
 
-func runAgent(ctx context.Context, args []string, getenv func(string) string, environ []string, stderr io.Writer) error {
+func runAgent(ctx context.Context, backends backend.Kinds, args []string, getenv func(string) string, environ []string, stderr io.Writer) error {
 	opts, warnings, err := parseRun(args, getenv, environ, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -104,15 +105,17 @@ func runAgent(ctx context.Context, args []string, getenv func(string) string, en
 	for _, w := range warnings {
 		log.Warn(w)
 	}
-	backends := map[string]agent.BackendFactory{
-		"vxlan": func(p agent.BackendParams) (backend.Backend, error) {
-			return vxlan.New(vxlan.Options{Log: p.Log, Handle: p.Handle, Netns: p.Netns, Ext: p.Ext, Config: p.Config, ResyncInterval: p.ResyncInterval, NoRepair: p.NoRepair})
-		},
-		"host-gw": func(p agent.BackendParams) (backend.Backend, error) {
-			return hostgw.New(hostgw.Options{Log: p.Log, Handle: p.Handle, Netns: p.Netns, Ext: p.Ext, Config: p.Config, ResyncInterval: p.ResyncInterval, NoRepair: p.NoRepair})
-		},
-	}
 	return agent.New(opts, log, backends).Run(ctx)
+}
+
+// backendKinds is every backend netagent can run: `run` builds the one the
+// network config names, and `config check/set` validate against the same
+// list.
+func backendKinds() backend.Kinds {
+	return backend.Kinds{
+		{Type: vxlan.Type, Validate: vxlan.Validate, New: backend.Construct(vxlan.New)},
+		{Type: hostgw.Type, New: backend.Construct(hostgw.New)},
+	}
 }
 
 func newLogger(w io.Writer, level, format string) *slog.Logger {

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/backoff"
 
 	"github.com/netagent/netagent/internal/lab"
+	"github.com/netagent/netagent/lease"
 	"github.com/netagent/netagent/subnet"
 )
 
@@ -94,7 +95,7 @@ func (h *Host) Holder() *subnet.Holder {
 type Sim struct {
 	Lab     *lab.Lab
 	Cluster *lab.EtcdCluster
-	Cfg     *subnet.Config
+	Cfg     *lease.Config
 	Counter *Counter
 	Hosts   []*Host
 	opts    Options
@@ -132,7 +133,7 @@ func Start(ctx context.Context, opts Options) (_ *Sim, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cfg, err := subnet.ParseConfig([]byte(opts.Config))
+	cfg, err := lease.ParseConfig([]byte(opts.Config))
 	if err != nil {
 		return nil, fmt.Errorf("scalesim: %w", err)
 	}
@@ -168,7 +169,7 @@ func Start(ctx context.Context, opts Options) (_ *Sim, err error) {
 		}
 		h.reg = subnet.NewRegistry(h.cli, Prefix, hostLog.With("host", i))
 		h.opts = subnet.AcquireOptions{
-			Attrs: subnet.LeaseAttrs{
+			Attrs: lease.LeaseAttrs{
 				PublicIP:    h.IP,
 				BackendType: "vxlan",
 				BackendData: []byte(fmt.Sprintf(`{"VNI":1,"VtepMAC":"02:00:00:%02x:%02x:%02x"}`, i>>16&0xff, i>>8&0xff, i&0xff)),

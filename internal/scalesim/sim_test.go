@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/netagent/netagent/internal/lab"
-	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/lease"
 )
 
 var labBin struct {
@@ -153,24 +153,24 @@ func checkSame(t *testing.T, what string, before, now map[int]string) {
 // TestSink: the sink's set follows snapshots, additions (counted once
 // when changed) and removals, and times the first arrival of a subnet.
 func TestSink(t *testing.T) {
-	cfg, err := subnet.ParseConfig([]byte(DefaultConfig))
+	cfg, err := lease.ParseConfig([]byte(DefaultConfig))
 	if err != nil {
 		t.Fatal(err)
 	}
 	k := newSink(cfg)
-	p := func(s string) subnet.Lease { return subnet.Lease{Subnet: netip.MustParsePrefix(s)} }
-	add := func(s string) subnet.Event { return subnet.Event{Type: subnet.EventAdded, Lease: p(s)} }
-	k.apply(subnet.Batch{Snapshot: true, Events: []subnet.Event{add("10.0.1.0/24"), add("10.255.255.0/24")}, Revision: 5})
+	p := func(s string) lease.Lease { return lease.Lease{Subnet: netip.MustParsePrefix(s)} }
+	add := func(s string) lease.Event { return lease.Event{Type: lease.EventAdded, Lease: p(s)} }
+	k.apply(lease.Batch{Snapshot: true, Events: []lease.Event{add("10.0.1.0/24"), add("10.255.255.0/24")}, Revision: 5})
 	k.timeFor(netip.MustParsePrefix("10.3.0.0/24"))
-	k.apply(subnet.Batch{Events: []subnet.Event{add("10.0.1.0/24"), add("10.3.0.0/24"),
-		{Type: subnet.EventRemoved, Lease: p("10.255.255.0/24")}}, Revision: 7})
+	k.apply(lease.Batch{Events: []lease.Event{add("10.0.1.0/24"), add("10.3.0.0/24"),
+		{Type: lease.EventRemoved, Lease: p("10.255.255.0/24")}}, Revision: 7})
 	if k.Len() != 2 || !k.Has(netip.MustParsePrefix("10.3.0.0/24")) || k.Has(netip.MustParsePrefix("10.255.255.0/24")) || k.Revision() != 7 {
 		t.Errorf("sink holds %d subnets at revision %d", k.Len(), k.Revision())
 	}
 	if k.seenAt.Load() == 0 {
 		t.Error("the arrival of 10.3.0.0/24 was not timed")
 	}
-	k.apply(subnet.Batch{Snapshot: true, Events: []subnet.Event{add("10.9.0.0/24")}, Revision: 9})
+	k.apply(lease.Batch{Snapshot: true, Events: []lease.Event{add("10.9.0.0/24")}, Revision: 9})
 	if k.Len() != 1 || k.Has(netip.MustParsePrefix("10.0.1.0/24")) {
 		t.Errorf("after a snapshot of one subnet the sink holds %d", k.Len())
 	}

@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/lease"
 )
 
 // Sink stands in for the kernel behind one host's lease watch: it keeps
@@ -29,7 +29,7 @@ type Sink struct {
 	seenAt atomic.Int64
 }
 
-func newSink(cfg *subnet.Config) *Sink {
+func newSink(cfg *lease.Config) *Sink {
 	pool := uint64(1) << (cfg.SubnetLen - cfg.Network.Bits())
 	s := &Sink{
 		base:  ipv4(cfg.Network.Addr()),
@@ -58,7 +58,7 @@ func (s *Sink) index(p netip.Prefix) int64 {
 }
 
 // apply takes one batch of the lease watch.
-func (s *Sink) apply(b subnet.Batch) {
+func (s *Sink) apply(b lease.Batch) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.batches++
@@ -75,7 +75,7 @@ func (s *Sink) apply(b subnet.Batch) {
 		}
 		w, bit := i/64, uint64(1)<<(i%64)
 		had := s.set[w]&bit != 0
-		if ev.Type == subnet.EventRemoved {
+		if ev.Type == lease.EventRemoved {
 			if had {
 				s.set[w] &^= bit
 				s.n--

@@ -26,7 +26,7 @@ import (
 
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/iface"
-	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/lease"
 )
 
 const (
@@ -137,6 +137,8 @@ type Engine struct {
 	peers    map[netip.Prefix]*peer
 	counters backend.Counters
 	lastPass time.Time
+	// ready is closed when the first pass finishes.
+	ready chan struct{}
 	// peersGen counts changes to what Status shows of peers; statusPeers
 	// is Status's sorted list as of statusGen.
 	peersGen, statusGen uint64
@@ -173,8 +175,14 @@ func New(cfg Config) *Engine {
 		byGW:     make(map[netip.Addr]netip.Prefix),
 		byMAC:    make(map[[6]byte]netip.Prefix),
 		counters: backend.Counters{Repairs: make(map[string]uint64)},
+		ready:    make(chan struct{}),
 	}
 }
+
+// Ready is closed when the engine's first pass has finished, the moment
+// Status().LastPass is first set: the device and the peers of the first
+// update have been programmed (or their failures counted).
+func (e *Engine) Ready() <-chan struct{} { return e.ready }
 
 func (e *Engine) isVXLAN() bool { return e.cfg.Device != nil }
 
@@ -216,7 +224,7 @@ func (e *Engine) publicIP() netip.Addr {
 
 // leaseSubnet is a lease's subnet of the engine's family (invalid if it
 // has none).
-func (e *Engine) leaseSubnet(l *subnet.Lease) netip.Prefix {
+func (e *Engine) leaseSubnet(l *lease.Lease) netip.Prefix {
 	if e.v6() {
 		return l.IPv6Subnet
 	}
@@ -378,7 +386,7 @@ func (e *Engine) update(u backend.Update) (full bool) {
 		ev := &b.Events[i]
 		s := e.leaseSubnet(&ev.Lease)
 		var p *peer
-		if ev.Type == subnet.EventAdded {
+		if ev.Type == lease.EventAdded {
 			if p = e.parse(&ev.Lease); p == nil {
 				// Not ours to program (own lease, other type,
 				// malformed): drop what a previous value installed.
@@ -415,7 +423,7 @@ func stamp(p, old *peer, now time.Time) {
 }
 
 // parse turns a lease into a peer, or nil when it is not one to program.
-func (e *Engine) parse(l *subnet.Lease) *peer {
+func (e *Engine) parse(l *lease.Lease) *peer {
 	a := &l.Attrs
 	sn := e.leaseSubnet(l)
 	if a.BackendType != e.cfg.Type || !sn.IsValid() {
@@ -455,7 +463,7 @@ func (e *Engine) parse(l *subnet.Lease) *peer {
 // whose prefix length is not the network's subnet length:
 // programming any of those would take traffic away from this host's
 // containers or send overlay routes outside the overlay.
-func (e *Engine) acceptSubnet(l *subnet.Lease, sn netip.Prefix) bool {
+func (e *Engine) acceptSubnet(l *lease.Lease, sn netip.Prefix) bool {
 	if e.ownKnown && sn == e.own {
 		pub := l.Attrs.PublicIP
 		if e.v6() {

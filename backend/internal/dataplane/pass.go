@@ -188,6 +188,9 @@ func (e *Engine) finishPass(ops []op, opErrs []error, fatal []error) {
 	defer e.mu.Unlock()
 	e.counters.Passes++
 	e.lastPass = time.Now()
+	if e.counters.Passes == 1 {
+		close(e.ready)
+	}
 	e.countErrors(opErrs)
 	for i := range ops {
 		if ops[i].repair && opErrs[i] == nil {
