@@ -20,6 +20,7 @@ import (
 	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/netagent/netagent/internal/await"
 	"github.com/netagent/netagent/internal/lab"
 	"github.com/netagent/netagent/subnet"
 )
@@ -209,7 +210,7 @@ next:
 func awaitLog(t *testing.T, p *lab.Proc, m logMark, timeout time.Duration, subs ...string) string {
 	t.Helper()
 	var found string
-	eventually(t, timeout, fmt.Sprintf("log line with %q", subs), func() error {
+	await.Eventually(t, timeout, fmt.Sprintf("log line with %q", subs), func() error {
 		lines := logSince(t, m)
 		if g := grep(lines, subs...); len(g) > 0 {
 			found = g[0]
@@ -414,7 +415,7 @@ func peersOf(leases map[netip.Prefix]fakePeer, own netip.Prefix) map[netip.Prefi
 func awaitKernelPeers(t *testing.T, nh *netlink.Handle, want kernelPeers, timeout time.Duration, what string) time.Duration {
 	t.Helper()
 	start := time.Now()
-	eventually(t, timeout, what, func() error {
+	await.Eventually(t, timeout, what, func() error {
 		got, err := readKernelPeers(t, nh)
 		if err != nil {
 			return err
