@@ -15,7 +15,11 @@ if [ $# -eq 0 ]; then
   set -- ./...
 fi
 
-# `go test -fuzz` takes one target of one package per run.
+# `go test -fuzz` takes one target of one package per run. It runs in the
+# background so that a TERM (scripts/test.sh stopping early) reaches the
+# running go test by its PID.
+child=""
+trap '[ -z "$child" ] || kill -TERM "$child" 2>/dev/null; exit 143' TERM INT
 status=0
 targets=0
 for pkg in $(go list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.Dir}}{{end}}' "$@"); do
@@ -23,10 +27,13 @@ for pkg in $(go list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.Dir}}{{end}}' "$
   for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$pkg"/*_test.go | sed 's/^func //' | sort -u); do
     targets=$((targets + 1))
     echo "--- fuzz $rel $target ($fuzztime)"
-    if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime 3s "$rel"; then
+    go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime 3s "$rel" &
+    child=$!
+    if ! wait "$child"; then
       echo "FAIL fuzz $rel $target" >&2
       status=1
     fi
+    child=""
   done
 done
 echo "fuzz: $targets targets, $fuzztime each: $([ $status -eq 0 ] && echo ok || echo FAIL)"

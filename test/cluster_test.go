@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +20,7 @@ import (
 	"github.com/vishvananda/netns"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/netagent/netagent/internal/await"
 	"github.com/netagent/netagent/internal/lab"
 	"github.com/netagent/netagent/subnetfile"
 )
@@ -31,7 +34,22 @@ var (
 	binDir    string
 )
 
+// parallel is how many end-to-end tests run at once unless -test.parallel
+// is given: they spend most of their time waiting (for a TTL, an outage,
+// a convergence), not computing, so more of them than the default of one
+// per CPU keep a 2-core machine busy without starving it.
+const parallel = 4
+
 func TestMain(m *testing.M) {
+	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		if err := flag.Set("test.parallel", strconv.Itoa(parallel)); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
 	dir, err := os.MkdirTemp("", "netagent-e2e-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -213,7 +231,7 @@ func (c *cluster) awaitSubnetFile(h *lab.Host) subnetfile.Info {
 func (c *cluster) awaitReady() {
 	c.t.Helper()
 	for _, h := range c.hosts() {
-		eventually(c.t, 30*time.Second, h.Name+" ready", func() error { return statusReady(c, h) })
+		await.Eventually(c.t, 30*time.Second, h.Name+" ready", func() error { return statusReady(c, h) })
 	}
 }
 
@@ -397,21 +415,5 @@ func (c *cluster) dumpLogs() {
 	defer c.mu.Unlock()
 	for name, p := range c.agents {
 		c.t.Logf("--- agent %s (last lines):\n%s", name, p.Tail(60))
-	}
-}
-
-// eventually polls f until it returns nil or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -10,6 +10,7 @@ import (
 // TestConfigCommand: `netagent config` validates a file, shows the config
 // in etcd, and writes a file to etcd only when it validates.
 func TestConfigCommand(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOptions{Hosts: 1, Config: vxlanConfig})
 	h := c.hosts()[0]
 	bin := binaries(t)["./cmd/netagent"]

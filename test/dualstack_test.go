@@ -104,6 +104,7 @@ func (c *cluster) dfPing(ns string, dst netip.Addr, size int) {
 }
 
 func TestDualStackVXLAN(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOptions{Hosts: 2, RoutedHosts: 1, IPv6: lab.DualStack, Config: dualVXLANConfig})
 	ctns := c.startDual()
 	h1 := c.hosts()[0]
@@ -168,6 +169,7 @@ func TestDualStackVXLAN(t *testing.T) {
 }
 
 func TestDualStackHostGW(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOptions{Hosts: 3, IPv6: lab.DualStack, Config: dualHostGWConfig})
 	ctns := c.startDual()
 	h1, h2 := c.hosts()[0], c.hosts()[1]
@@ -182,6 +184,7 @@ func TestDualStackHostGW(t *testing.T) {
 }
 
 func TestIPv6OnlyOverlay(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOptions{Hosts: 2, RoutedHosts: 1, IPv6: lab.IPv6Only, Config: v6OnlyConfig})
 	ctns := c.startDual()
 	for _, ctn := range ctns {
@@ -225,6 +228,7 @@ func (c *cluster) countSourcesV6(ns string, srcs ...string) func() map[string]in
 // leaves with the sending host's address; container → container keeps
 // the container's.
 func TestIPv6Masquerade(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOptions{Hosts: 2, IPv6: lab.DualStack, Config: dualVXLANConfig})
 	ctns := c.startDual()
 	h1, h2 := c.hosts()[0], c.hosts()[1]

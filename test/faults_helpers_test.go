@@ -20,6 +20,7 @@ import (
 	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/netagent/netagent/internal/await"
 	"github.com/netagent/netagent/internal/lab"
 	"github.com/netagent/netagent/lease"
 )
@@ -42,7 +43,9 @@ type pingRun struct {
 // in the background. Every echo request waits at most 1 s for its reply.
 func startPing(t *testing.T, ns string, dst netip.Addr, interval time.Duration, count int) *pingRun {
 	t.Helper()
-	limit := time.Duration(count)*interval + 30*time.Second
+	// The limit only bounds a hang: on a loaded machine ping falls behind
+	// its interval, and a run killed by the limit has no summary to read.
+	limit := 3*time.Duration(count)*interval + 2*time.Minute
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	// `ip netns exec` execs into ping: the PID is ping's. Each reply is
 	// printed with its sequence number, so that a loss can be placed in
@@ -209,7 +212,7 @@ next:
 func awaitLog(t *testing.T, p *lab.Proc, m logMark, timeout time.Duration, subs ...string) string {
 	t.Helper()
 	var found string
-	eventually(t, timeout, fmt.Sprintf("log line with %q", subs), func() error {
+	await.Eventually(t, timeout, fmt.Sprintf("log line with %q", subs), func() error {
 		lines := logSince(t, m)
 		if g := grep(lines, subs...); len(g) > 0 {
 			found = g[0]
@@ -414,7 +417,7 @@ func peersOf(leases map[netip.Prefix]fakePeer, own netip.Prefix) map[netip.Prefi
 func awaitKernelPeers(t *testing.T, nh *netlink.Handle, want kernelPeers, timeout time.Duration, what string) time.Duration {
 	t.Helper()
 	start := time.Now()
-	eventually(t, timeout, what, func() error {
+	await.Eventually(t, timeout, what, func() error {
 		got, err := readKernelPeers(t, nh)
 		if err != nil {
 			return err

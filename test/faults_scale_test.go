@@ -14,6 +14,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/netagent/netagent/internal/await"
 	"github.com/netagent/netagent/lease"
 	"github.com/netagent/netagent/subnet"
 )
@@ -98,7 +99,7 @@ func TestFaultStampede(t *testing.T) {
 		}
 		return n
 	}
-	eventually(t, 60*time.Second, "64 agents hold a lease, the others report exhaustion", func() error {
+	await.Eventually(t, 60*time.Second, "64 agents hold a lease, the others report exhaustion", func() error {
 		reported := 0
 		for _, a := range all {
 			if a.exhausted.Load() > 0 {

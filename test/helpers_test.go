@@ -2,6 +2,7 @@ package test
 
 import (
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/netagent/netagent/internal/lab"
@@ -9,10 +10,15 @@ import (
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
 
-// logContains returns nil when p's log holds s.
+// logContains returns nil when p's log holds s, anywhere (a line the test
+// waits for may be followed by others before the test reads the log).
 func logContains(p *lab.Proc, s string) error {
-	if tail := p.Tail(400); !strings.Contains(tail, s) {
-		return fmt.Errorf("log lacks %q; last lines:\n%s", s, lastLines(tail, 5))
+	b, err := os.ReadFile(p.LogPath)
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(string(b), s) {
+		return fmt.Errorf("log lacks %q; last lines:\n%s", s, lastLines(p.Tail(400), 5))
 	}
 	return nil
 }

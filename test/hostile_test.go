@@ -17,6 +17,7 @@ import (
 // while the honest peers keep being served. A legitimate lease written
 // after them shows the watch went past them.
 func TestHostileLeases(t *testing.T) {
+	t.Parallel()
 	// vxlanConfig keeps the hosts' leases below the hostile keys.
 	c := newCluster(t, clusterOptions{Hosts: 2, Config: vxlanConfig})
 	infos := c.startAll()
@@ -84,7 +85,7 @@ func TestHostileLeases(t *testing.T) {
 			}
 		}
 		nh := c.handle(h.NS)
-		awaitKernelPeers(t, nh, wantKernelPeers(want), 10*time.Second, h.Name+" serves the honest peers only")
+		awaitKernelPeers(t, nh, wantKernelPeers(want), 60*time.Second, h.Name+" serves the honest peers only")
 		lines := logSince(t, marks[h.Name])
 		for _, hl := range hostile {
 			if hl.onlyH1 && h != h1 {

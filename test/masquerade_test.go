@@ -34,6 +34,7 @@ func (c *cluster) countSources(ns string, srcs ...string) func() map[string]int 
 // TestMasquerade: container → another host's underlay address leaves with
 // the sending host's address; container → container keeps the container's.
 func TestMasquerade(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOptions{Hosts: 2, Config: vxlanConfig})
 	c.startAll()
 	c.awaitReady()

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netagent/netagent/internal/await"
 	"github.com/netagent/netagent/internal/lab"
 )
 
@@ -12,13 +13,14 @@ import (
 // agent follows without a restart: the vxlan device and the subnet file get
 // the new overlay MTU, and the lease stays the same.
 func TestExternalMTUChange(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOptions{Hosts: 2, Config: vxlanConfig})
 	infos := c.startAll()
 	c.awaitReady()
 	h1 := c.hosts()[0]
 	p := c.agent(h1)
 	c.mustExec(h1.NS, "ip", "link", "set", "eth0", "mtu", "1400")
-	eventually(t, 20*time.Second, "subnet file with MTU 1350", func() error {
+	await.Eventually(t, 60*time.Second, "subnet file with MTU 1350", func() error {
 		info, err := lab.AwaitSubnetFile(c.ctx, h1)
 		if err != nil {
 			return err
@@ -32,7 +34,7 @@ func TestExternalMTUChange(t *testing.T) {
 		return nil
 	})
 	nh := c.handle(h1.NS)
-	eventually(t, 10*time.Second, "flannel.1 with MTU 1350", func() error {
+	await.Eventually(t, 60*time.Second, "flannel.1 with MTU 1350", func() error {
 		l, err := nh.LinkByName("flannel.1")
 		if err != nil {
 			return err

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netagent/netagent/internal/await"
 	"github.com/netagent/netagent/internal/lab"
 )
 
@@ -15,14 +16,15 @@ import (
 // and the agent keeps waiting; once the config is fixed it proceeds, without
 // a restart.
 func TestConfigMissingThenInvalidThenFixed(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOptions{Hosts: 1})
 	h := c.hosts()[0]
 	p := c.startAgent(h)
-	eventually(t, 10*time.Second, "agent reports the missing config", func() error {
+	await.Eventually(t, 60*time.Second, "agent reports the missing config", func() error {
 		return logContains(p, "/coreos.com/network/config")
 	})
 	c.put(prefix+"/config", `{"Network":"10.5.0.0/16","SubnetMin":"10.6.0.0"}`)
-	eventually(t, 10*time.Second, "agent reports the invalid field", func() error {
+	await.Eventually(t, 60*time.Second, "agent reports the invalid field", func() error {
 		return logContains(p, "SubnetMin 10.6.0.0 is outside Network 10.5.0.0/16")
 	})
 	if _, err := os.Stat(h.SubnetFile()); err == nil {
@@ -42,6 +44,7 @@ func TestConfigMissingThenInvalidThenFixed(t *testing.T) {
 // running agents: new leases, files, data plane and masquerade rules, and
 // nothing of the old network left.
 func TestConfigChangeAtRuntime(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOptions{Hosts: 2, Config: vxlanConfig})
 	c.startAll()
 	c.awaitReady()
@@ -51,7 +54,7 @@ func TestConfigChangeAtRuntime(t *testing.T) {
 	c.put(prefix+"/config", `{"Network":"10.7.0.0/16","Backend":{"Type":"vxlan"}}`)
 	newNet := netip.MustParsePrefix("10.7.0.0/16")
 	for _, h := range c.hosts() {
-		eventually(t, 20*time.Second, h.Name+" leases in the new network", func() error {
+		await.Eventually(t, 60*time.Second, h.Name+" leases in the new network", func() error {
 			info, err := lab.AwaitSubnetFile(c.ctx, h)
 			if err != nil {
 				return err
@@ -65,7 +68,7 @@ func TestConfigChangeAtRuntime(t *testing.T) {
 	if p1.Exited() {
 		t.Fatal("agent restarted to follow the config change; it should follow in process")
 	}
-	eventually(t, 10*time.Second, "masquerade rules follow the new network", func() error {
+	await.Eventually(t, 60*time.Second, "masquerade rules follow the new network", func() error {
 		out, err := c.exec(h1.NS, "iptables", "-t", "nat", "-S", "FLANNEL-POSTRTG")
 		if err != nil {
 			return err
@@ -80,7 +83,7 @@ func TestConfigChangeAtRuntime(t *testing.T) {
 	if !newNet.Contains(c1.IP) {
 		t.Fatalf("container address %s outside the new network", c1.IP)
 	}
-	eventually(t, 10*time.Second, "containers reach each other in the new network", func() error {
+	await.Eventually(t, 60*time.Second, "containers reach each other in the new network", func() error {
 		return c.ping(c1.NS, c2.IP, lab.PingOptions{Count: 1})
 	})
 }

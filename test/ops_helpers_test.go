@@ -95,6 +95,21 @@ func metricSum(fams map[string]*dto.MetricFamily, name string) float64 {
 	return sum
 }
 
+// metric scrapes h's agent and returns the sum of the family name
+// (metricSum); a failed scrape or an absent family ends the test.
+func metric(t *testing.T, h *lab.Host, name string) float64 {
+	t.Helper()
+	fams, err := scrape(t, h)
+	if err != nil {
+		t.Fatalf("%s /metrics: %v", h.Name, err)
+	}
+	v := metricSum(fams, name)
+	if v < 0 {
+		t.Fatalf("%s /metrics has no %s", h.Name, name)
+	}
+	return v
+}
+
 // metricValue is a counter's or gauge's value, or a histogram's count.
 func metricValue(m *dto.Metric) float64 {
 	switch {

@@ -62,6 +62,7 @@ func (c *cluster) awaitAllProbed(t *testing.T, infos map[string]subnetfile.Info)
 // reachable; a peer whose flannel-v6.1 fdb entry is deleted on one host
 // (repair disabled) is reported not programmed there.
 func TestProbeIPv6Only(t *testing.T) {
+	t.Parallel()
 	args := append([]string{"--dataplane-repair=false"}, probeArgs...)
 	c := newCluster(t, clusterOptions{Hosts: 2, RoutedHosts: 1, IPv6: lab.IPv6Only, Config: v6OnlyConfig, AgentArgs: args})
 	infos := c.startAll()
@@ -137,6 +138,7 @@ func TestProbeIPv6Only(t *testing.T) {
 // report its IPv6 subnet no-answer (after a checksum offload trial on
 // flannel-v6.1) and its IPv4 subnet still reachable.
 func TestProbeDualStack(t *testing.T) {
+	t.Parallel()
 	args := append(append([]string{}, probeArgs...), healthzArgs...)
 	c := newCluster(t, clusterOptions{Hosts: 2, RoutedHosts: 1, IPv6: lab.DualStack, Config: dualVXLANConfig, AgentArgs: args})
 	infos := c.startAll()
@@ -245,6 +247,7 @@ func TestProbeDualStack(t *testing.T) {
 // TestProbeHostGWDualStack: with host-gw, each family's path to a peer is
 // probed at the peer's public address of that family.
 func TestProbeHostGWDualStack(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOptions{Hosts: 2, IPv6: lab.DualStack, Config: dualHostGWConfig, AgentArgs: probeArgs})
 	infos := c.startAll()
 	c.awaitReady()

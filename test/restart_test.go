@@ -15,6 +15,7 @@ import (
 // while containers ping each other at 10 packets/s loses no packet: the
 // kernel state it left is kept, and the new agent adopts it.
 func TestKillRestartNoLoss(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOptions{Hosts: 2, Config: vxlanConfig})
 	c.startAll()
 	c.awaitReady()

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
+	"github.com/netagent/netagent/internal/await"
 	"github.com/netagent/netagent/internal/certtest"
 	"github.com/netagent/netagent/internal/lab"
 )
@@ -44,7 +45,7 @@ func TestEtcdMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "etcd with TLS ready", func() error {
+	await.Eventually(t, 30*time.Second, "etcd with TLS ready", func() error {
 		if etcd.Exited() {
 			t.Fatalf("etcd exited:\n%s", etcd.Tail(2000))
 		}
@@ -76,7 +77,7 @@ func TestEtcdMutualTLS(t *testing.T) {
 	noCert := c.startAgent(h4)
 
 	for _, h := range []*lab.Host{h1, h2} {
-		eventually(t, 30*time.Second, h.Name+" ready", func() error { return statusReady(c, h) })
+		await.Eventually(t, 30*time.Second, h.Name+" ready", func() error { return statusReady(c, h) })
 	}
 	if err := c.ping(c.addContainer(h1).NS, c.addContainer(h2).IP, pingOpts2); err != nil {
 		t.Errorf("over etcd with mutual TLS: %v", err)
@@ -124,7 +125,7 @@ func TestPasswordNeverShown(t *testing.T) {
 	c.opts.AgentArgs = []string{"--etcd-username=root", "--etcd-password-file=" + pwFile}
 	good := c.startAgent(h1)
 	c.awaitSubnetFile(h1)
-	eventually(t, 30*time.Second, "h1 ready", func() error { return statusReady(c, h1) })
+	await.Eventually(t, 30*time.Second, "h1 ready", func() error { return statusReady(c, h1) })
 	c.opts.AgentArgs = []string{"--etcd-username=root", "--etcd-password=" + wrong}
 	bad := c.startAgent(h2)
 	line := awaitLog(t, bad, logMark{path: bad.LogPath}, 30*time.Second, "authentication failed")

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/netagent/netagent/backend"
+	"github.com/netagent/netagent/internal/await"
 )
 
 // offlineReport holds the fields of `netagent status --json` for a stopped
@@ -47,6 +48,7 @@ type offlineReport struct {
 // table and as JSON; against a stopped agent it says so and shows what the
 // subnet file, etcd and the kernel hold.
 func TestStatus(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOptions{Hosts: 2, Config: vxlanConfig})
 	infos := c.startAll()
 	c.awaitReady()
@@ -55,7 +57,7 @@ func TestStatus(t *testing.T) {
 
 	// JSON, running: wait for the peer to be programmed and masquerading in place.
 	var r1 struct{ subnet string }
-	eventually(t, 20*time.Second, "h1 status shows h2 programmed", func() error {
+	await.Eventually(t, 60*time.Second, "h1 status shows h2 programmed", func() error {
 		r, err := c.statusReport(h1)
 		if err != nil {
 			return err

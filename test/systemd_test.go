@@ -22,6 +22,7 @@ type notifyMsg struct {
 // WATCHDOG_USEC set) sends STATUS= updates, then READY=1 only once the
 // subnet file exists, then WATCHDOG=1 pings while it serves.
 func TestSystemdNotify(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOptions{Hosts: 1, Config: vxlanConfig})
 	h := c.hosts()[0]
 	sock := filepath.Join(t.TempDir(), "notify.sock")
@@ -88,6 +89,7 @@ func TestSystemdNotify(t *testing.T) {
 // (with the binaries they start pointed at existing files, which verify
 // requires): netagent.service, and docker.service with the drop-in.
 func TestSystemdUnitsVerify(t *testing.T) {
+	t.Parallel()
 	sa, err := exec.LookPath("systemd-analyze")
 	if err != nil {
 		t.Skip("systemd-analyze is not installed")

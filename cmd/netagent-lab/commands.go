@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"syscall"
 	"time"
+
+	"github.com/netagent/netagent/internal/await"
 )
 
 // downTimeout bounds the wait for a lab's `up` process to tear down.
@@ -128,7 +130,7 @@ func runDown(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	ctx, cancel := context.WithTimeout(ctx, downTimeout)
 	defer cancel()
-	err = poll(ctx, func() error {
+	err = await.Poll(ctx, pollInterval, func() error {
 		if upAlive(s.PID) {
 			return fmt.Errorf("process %d still running", s.PID)
 		}

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"text/tabwriter"
 	"time"
+
+	"github.com/netagent/netagent/internal/await"
 )
 
 // execFunc runs argv inside a lab namespace and returns its combined
@@ -243,6 +245,9 @@ func converged(ctx context.Context, run execFunc, netagentBin string, h hostStat
 	return nil
 }
 
+// pollInterval is how often the lab polls the state it waits for.
+const pollInterval = 100 * time.Millisecond
+
 // awaitConverged polls every host's agent until each has programmed all
 // its peers of every family in fams, or the deadline passes; it returns
 // one error per host that did not.
@@ -251,7 +256,7 @@ func awaitConverged(ctx context.Context, run execFunc, netagentBin string, hosts
 	defer cancel()
 	var errs []error
 	for _, h := range hosts {
-		err := poll(ctx, func() error { return converged(ctx, run, netagentBin, h, len(hosts)-1, fams) })
+		err := await.Poll(ctx, pollInterval, func() error { return converged(ctx, run, netagentBin, h, len(hosts)-1, fams) })
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: not converged within %v: %w", h.Name, timeout, err))
 		}
@@ -270,20 +275,4 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return string(bytes.Join(lines, []byte("\n")))
-}
-
-// poll calls f every 100 ms until it returns nil or ctx is done, and
-// returns f's last error.
-func poll(ctx context.Context, f func() error) error {
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netagent/netagent/internal/await"
 	"github.com/netagent/netagent/internal/lab"
 )
 
@@ -237,18 +238,22 @@ func TestUpExecStatusDown(t *testing.T) {
 	})
 
 	var s *labState
-	deadline := time.Now().Add(60 * time.Second)
-	for s == nil || !s.Ready {
+	await.Eventually(t, 2*time.Minute, "the lab ready", func() error {
 		select {
 		case err := <-upDone:
 			t.Fatalf("up exited: %v\n%s", err, upOut.String())
-		case <-time.After(100 * time.Millisecond):
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the lab was not ready within 60s")
+		st, err := readState(dir)
+		if err != nil {
+			return err
 		}
-		s, _ = readState(dir)
-	}
+		if !st.Ready {
+			return errors.New("state not ready")
+		}
+		s = st
+		return nil
+	})
 	t.Logf("lab ready in %v", time.Since(start).Round(time.Millisecond))
 	if s.PID != upCmd.Process.Pid || len(s.Hosts) != 3 || len(s.Containers) != 6 {
 		t.Fatalf("state: pid %d (up is %d), %d hosts, %d containers", s.PID, upCmd.Process.Pid, len(s.Hosts), len(s.Containers))
@@ -322,7 +327,7 @@ func TestDownAfterCrash(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	if err := poll(ctx, func() error {
+	if err := await.Poll(ctx, pollInterval, func() error {
 		if upAlive(s.PID) {
 			return errors.New("still alive")
 		}

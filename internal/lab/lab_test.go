@@ -291,25 +291,8 @@ func TestNewCleansUpAfterFailure(t *testing.T) {
 	}
 }
 
-// assertGone fails unless pid is gone (or a zombie) within a few seconds.
-
-// waitFor polls cond every 20 ms until it holds or ctx is done.
-
-func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
-	t.Helper()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
 // inNS runs f on a thread switched into the namespace ns, and returns its
-
 // results. The thread is discarded if it cannot be switched back.
-
 func inNS[T any](t *testing.T, ns string, f func() (T, error)) (T, error) {
 	t.Helper()
 	type result struct {

@@ -1,10 +1,8 @@
 package lab
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"github.com/netagent/netagent/internal/netnsguard"
 	"os"
 	"os/exec"
 	"regexp"
@@ -13,6 +11,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/netagent/netagent/internal/await"
+	"github.com/netagent/netagent/internal/netnsguard"
 )
 
 func TestProcessesAndClose(t *testing.T) {
@@ -34,12 +35,12 @@ func TestProcessesAndClose(t *testing.T) {
 	// Once ip netns exec has exec'd into sleep, the PID is in the host's
 	// namespace, with the lab's environment. (Read before that, environ may
 	// still be the lab process's own, copied by fork.)
-	waitFor(t, ctx, "sleep in the host namespace", func() bool {
+	await.Eventually(t, 30*time.Second, "sleep in the host namespace", await.True(func() bool {
 		got, err1 := netnsguard.Stat(fmt.Sprintf("/proc/%d/ns/net", sleeper.PID()))
 		want, err2 := netnsguard.Stat(NSPath(h.NS))
 		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", sleeper.PID()))
 		return err1 == nil && err2 == nil && got == want && strings.TrimSpace(string(comm)) == "sleep"
-	})
+	}))
 	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", sleeper.PID()))
 	if err != nil {
 		t.Fatal(err)
@@ -72,14 +73,14 @@ func TestProcessesAndClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	var child int
-	waitFor(t, ctx, "the child's PID in the log", func() bool {
+	await.Eventually(t, 30*time.Second, "the child's PID in the log", await.True(func() bool {
 		m := regexp.MustCompile(`child (\d+)`).FindStringSubmatch(stubborn.Tail(200))
 		if m == nil {
 			return false
 		}
 		child, _ = strconv.Atoi(m[1])
 		return true
-	})
+	}))
 
 	if _, err := l.Exec(ctx, "", "true"); !errors.Is(err, ErrForeignNamespace) {
 		t.Errorf("Exec in the current namespace = %v, want ErrForeignNamespace", err)
@@ -108,11 +109,10 @@ func TestProcessesAndClose(t *testing.T) {
 	}
 }
 
+// assertGone fails unless pid is gone (or a zombie) within the wait.
 func assertGone(t *testing.T, pid int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	waitFor(t, ctx, fmt.Sprintf("process %d to be gone", pid), func() bool {
+	await.Eventually(t, 30*time.Second, fmt.Sprintf("process %d to be gone", pid), await.True(func() bool {
 		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if errors.Is(err, os.ErrNotExist) {
 			return true
@@ -121,5 +121,5 @@ func assertGone(t *testing.T, pid int) {
 		s := string(stat)
 		i := strings.LastIndexByte(s, ')')
 		return i > 0 && len(s) > i+2 && s[i+2] == 'Z'
-	})
+	}))
 }
