@@ -189,8 +189,9 @@ func TestOffloadTrialRestores(t *testing.T) {
 	)
 	cfg := fastConfig(t, a)
 	// A healthy peer that lost its overlay probes to a loaded machine
-	// would be taken into the trial (and recover in it): a timeout no
-	// scheduling delay reaches keeps the trial to the victim.
+	// would be taken into the trial (and recover in it). The events are
+	// the assertion here, so the timeout is 1 s, far above the delays a
+	// loaded machine adds to an answer (milliseconds; 300 ms elsewhere).
 	cfg.Timeout = time.Second
 	cfg.Offload, cfg.AutoOffload = sw, true
 	cfg.OnOffload = func(ev OffloadEvent) {
