@@ -2,8 +2,11 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
+	"regexp"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -122,9 +125,16 @@ func BenchmarkProbeRTT(b *testing.B) {
 }
 
 // BenchmarkProbeRate: 500 peers whose probes are routed into a namespace
-// that drops them, with the default bound (20 datagrams/s): the rate the
-// prober sends at, over 2 s per iteration, as datagrams/s.
+// that counts and drops them, with the default bound (20 datagrams/s) and
+// with 50/s: the rate the prober sends at, by its own count and by the
+// sink's nft counter, over 2 s per iteration, as datagrams/s.
 func BenchmarkProbeRate(b *testing.B) {
+	for _, bound := range []float64{probe.DefaultRate, 50} {
+		b.Run(fmt.Sprintf("bound=%g", bound), func(b *testing.B) { benchProbeRate(b, bound) })
+	}
+}
+
+func benchProbeRate(b *testing.B, bound float64) {
 	backendtest.RequireRoot(b)
 	h, sink := backendtest.NewNS(b, "pr"), backendtest.NewNS(b, "sink")
 	backendtest.Veth(b, h, "eth0", sink, "eth0")
@@ -133,27 +143,40 @@ func BenchmarkProbeRate(b *testing.B) {
 	sink.IP(b, "addr", "add", "192.168.93.2/24", "dev", "eth0")
 	h.IP(b, "route", "add", "10.0.0.0/8", "via", "192.168.93.2")
 	h.IP(b, "route", "add", "172.16.0.0/12", "via", "192.168.93.2")
-	sink.Exec(b, "nft", "add table ip nabench { chain pre { type filter hook prerouting priority -300; udp dport 8473 drop; }; }")
+	sink.Exec(b, "nft", "add table ip nabench { counter probes { }; chain pre { type filter hook prerouting priority -300; udp dport 8473 counter name probes drop; }; }")
+	arrived := func() uint64 {
+		m := packetsRE.FindStringSubmatch(sink.Exec(b, "nft", "list", "counter", "ip", "nabench", "probes"))
+		if m == nil {
+			b.Fatal("nft list counter: no packet count")
+		}
+		n, _ := strconv.ParseUint(m[1], 10, 64)
+		return n
+	}
 	var peers []probe.Peer
 	for i := range 500 {
 		sub := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(1 + i/256), byte(i % 256), 0}), 24)
 		peers = append(peers, probe.Peer{Subnet: sub, Overlay: sub.Addr(), PublicIP: netip.AddrFrom4([4]byte{172, 16, byte(i / 256), byte(i%256 + 1)})})
 	}
 	p, err := probe.New(probe.Config{Netns: h.Netns, LocalOverlay: netip.MustParseAddr("10.8.0.0"), MTU: 1450,
-		Interval: time.Second, Timeout: 200 * time.Millisecond})
+		Interval: time.Second, Rate: bound, Timeout: 200 * time.Millisecond})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(p.Close)
 	p.SetPeers(peers)
 	prServe(b, p.Run)
-	var total float64
+	var sent, counted float64
 	for b.Loop() {
-		s0, t0 := p.Status().Sent, time.Now()
+		s0, a0, t0 := p.Status().Sent, arrived(), time.Now()
 		time.Sleep(2 * time.Second) // the measuring window
-		total += float64(p.Status().Sent-s0) / time.Since(t0).Seconds()
+		s1, a1, elapsed := p.Status().Sent, arrived(), time.Since(t0).Seconds()
+		sent += float64(s1-s0) / elapsed
+		counted += float64(a1-a0) / elapsed
 	}
-	b.ReportMetric(total/float64(b.N), "datagrams/s")
+	b.ReportMetric(sent/float64(b.N), "datagrams/s")
+	b.ReportMetric(counted/float64(b.N), "sink-datagrams/s")
 	b.ReportMetric(p.Status().Rate, "bound/s")
 	b.ReportMetric(p.Status().Interval.Seconds(), "interval-s")
 }
+
+var packetsRE = regexp.MustCompile(`packets (\d+)`)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,6 +23,7 @@ type Keeper struct {
 	m        Manager
 	interval time.Duration
 	kick     chan struct{}
+	applied  atomic.Uint64
 
 	mu    sync.Mutex
 	rules Rules
@@ -50,6 +52,12 @@ func (k *Keeper) Rules() Rules {
 	defer k.mu.Unlock()
 	return k.rules
 }
+
+// Applied returns how many times Run has applied the rules successfully.
+// A pass that starts after a change in the kernel (or an Update) repairs
+// it (or applies the new rules): once Applied has grown by two since, the
+// rules were in place at some point after the change.
+func (k *Keeper) Applied() uint64 { return k.applied.Load() }
 
 // Kick makes Run apply the rules now rather than at the end of the
 // interval. It never blocks.
@@ -80,6 +88,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 			retry *= 2
 		} else {
 			retry = minRetry
+			k.applied.Add(1)
 		}
 		t := time.NewTimer(wait)
 		select {

@@ -74,20 +74,50 @@ func TestKeeperRepairsAndUpdates(t *testing.T) {
 				}
 			}
 
-			const interval = 200 * time.Millisecond
-			stop := runKeeper(t, n, NewKeeper(testLogger(t), m, rulesA, interval))
-			waitFor(t, 5*time.Second, check(rulesA))
-			// Others delete a rule: the next pass puts it back.
+			// The waits below are on the keeper's passes; their deadline
+			// only bounds a hang (passes queue behind the xtables lock
+			// that every test of the machine shares).
+			const hang = time.Minute
+			// applied waits until k has applied the rules n times.
+			applied := func(k *Keeper, n uint64) {
+				t.Helper()
+				waitFor(t, hang, func() string {
+					if got := k.Applied(); got < n {
+						return fmt.Sprintf("the keeper applied the rules %d times, want %d", got, n)
+					}
+					return ""
+				})
+			}
+			inPlace := func(r Rules) {
+				t.Helper()
+				if msg := check(r)(); msg != "" {
+					t.Fatal(msg)
+				}
+			}
+
+			k := NewKeeper(testLogger(t), m, rulesA, 200*time.Millisecond)
+			stop := runKeeper(t, n, k)
+			applied(k, 1)
+			inPlace(rulesA)
+			// Others delete a rule: a pass puts it back. The pass under
+			// way when the rule went may have looked before; the one
+			// after it started after.
 			n.sh(t, tamper...)
-			waitFor(t, 5*interval, check(rulesA))
+			applied(k, k.Applied()+2)
+			inPlace(rulesA)
 			stop()
 
 			// A new lease: Update applies at once, not after the interval.
-			k := NewKeeper(testLogger(t), m, rulesA, time.Hour)
+			k = NewKeeper(testLogger(t), m, rulesA, time.Hour)
 			runKeeper(t, n, k)
-			waitFor(t, 5*time.Second, check(rulesA))
+			applied(k, 1)
+			inPlace(rulesA)
+			// The keeper now waits for the hour or a kick: its next pass
+			// is Update's.
+			before := k.Applied()
 			k.Update(rulesB)
-			waitFor(t, 5*time.Second, check(rulesB))
+			applied(k, before+1)
+			inPlace(rulesB)
 			if got := k.Rules(); got != rulesB {
 				t.Errorf("Rules() = %v, want %v", got, rulesB)
 			}

@@ -1,10 +1,12 @@
 package masq
 
 import (
+	"fmt"
 	"net/netip"
 	"regexp"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // TestMasqueradeTraffic sends pings through a router namespace that runs
@@ -60,14 +62,16 @@ func TestMasqueradeTraffic(t *testing.T) {
 				return m.Apply(testCtx(t), r)
 			})
 
-			ping := func(dst string) error {
-				_, err := pod.try("ping", "-c", "1", "-W", "1", dst)
+			// One echo request, its answer awaited for wait seconds: long
+			// enough for a loaded machine where an answer is expected.
+			ping := func(dst, wait string) error {
+				_, err := pod.try("ping", "-c", "1", "-W", wait, dst)
 				return err
 			}
-			if err := ping("192.168.99.2"); err != nil {
+			if err := ping("192.168.99.2", "30"); err != nil {
 				t.Errorf("ping to the outside with masquerading: %v", err)
 			}
-			if err := ping("10.5.2.2"); err != nil {
+			if err := ping("10.5.2.2", "30"); err != nil {
 				t.Errorf("ping to the peer pod: %v", err)
 			}
 			assertCount(t, outside, "masq", 1)
@@ -78,7 +82,7 @@ func TestMasqueradeTraffic(t *testing.T) {
 			// Without the rules the outside sees the pod's address and
 			// cannot answer.
 			router.do(t, func() error { return m.Remove(testCtx(t)) })
-			if err := ping("192.168.99.2"); err == nil {
+			if err := ping("192.168.99.2", "1"); err == nil {
 				t.Error("ping to the outside succeeded after Remove")
 			}
 			assertCount(t, outside, "masq", 1)
@@ -89,14 +93,25 @@ func TestMasqueradeTraffic(t *testing.T) {
 
 var packetsRe = regexp.MustCompile(`packets (\d+)`)
 
+// assertCount checks that n's nft counter is want packets, waiting while
+// it is below: a request that got no answer may be counted after ping gave
+// up on it.
 func assertCount(t *testing.T, n *testNS, counter string, want int) {
 	t.Helper()
-	out := n.sh(t, "nft", "list", "counter", "ip", "count", counter)
-	m := packetsRe.FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("no packet count in %q", out)
-	}
-	if got := m[1]; got != strconv.Itoa(want) {
-		t.Errorf("%s: counter %s = %s packets, want %d", n.name, counter, got, want)
+	got := 0
+	waitFor(t, time.Minute, func() string { // the minute bounds a hang
+		out := n.sh(t, "nft", "list", "counter", "ip", "count", counter)
+		m := packetsRe.FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no packet count in %q", out)
+		}
+		got, _ = strconv.Atoi(m[1])
+		if got < want {
+			return fmt.Sprintf("%s: counter %s = %d packets, want %d", n.name, counter, got, want)
+		}
+		return ""
+	})
+	if got != want {
+		t.Errorf("%s: counter %s = %d packets, want %d", n.name, counter, got, want)
 	}
 }

@@ -184,7 +184,7 @@ func fastConfig(t testing.TB, h *host) Config {
 		MTU:          h.mtu(),
 		Interval:     300 * time.Millisecond,
 		Rate:         200,
-		Timeout:      150 * time.Millisecond,
+		Timeout:      300 * time.Millisecond,
 		Attempts:     2,
 	}
 }

@@ -84,7 +84,7 @@ func TestIPv6FullMTUProbe(t *testing.T) {
 			t.Errorf("%d bytes of payload to %s: %v, want %v", tc.size, to, err, tc.want)
 		}
 	}
-	if err := conn.SetReadDeadline(time.Now().Add(2 * time.Second)); err != nil {
+	if err := conn.SetReadDeadline(time.Now().Add(within)); err != nil {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 2000)

@@ -12,10 +12,11 @@ import (
 	"github.com/netagent/netagent/backend/backendtest"
 )
 
-// within is how long a test waits for a change to show: one probe
-// interval plus a round's worst case (two lost overlay probes and two lost
-// underlay probes, fastConfig), with room for a loaded machine.
-const within = 300*time.Millisecond + 4*150*time.Millisecond + 2*time.Second
+// within bounds how long a test waits for a change to show. It only
+// bounds a hang: a change shows within one probe interval and a round
+// (fastConfig) on an idle machine, and a loaded one may lose a round to a
+// probe timeout, so the tests wait for conditions, never for a window.
+const within = time.Minute
 
 func reachable(h PeerHealth) bool { return h.Probed && h.Reachable }
 
@@ -32,9 +33,14 @@ func TestAllPeersReachable(t *testing.T) {
 				t.Errorf("host %d → %s: %+v; want RTTs > 0, a last success, no cause", i+1, peer.Subnet, ph)
 			}
 		}
-		if st := p.Status(); st.Sent == 0 || st.Answered == 0 || len(st.Unreachable()) != 0 {
-			t.Errorf("host %d: sent %d answered %d unreachable %v", i+1, st.Sent, st.Answered, st.Unreachable())
-		}
+		// A round lost to a loaded machine fails a peer until its next
+		// round: wait for every peer to be reachable at once.
+		backendtest.Eventually(t, within, func() error {
+			if st := p.Status(); st.Sent == 0 || st.Answered == 0 || len(st.Unreachable()) != 0 {
+				return fmt.Errorf("host %d: sent %d answered %d unreachable %v", i+1, st.Sent, st.Answered, st.Unreachable())
+			}
+			return nil
+		})
 	}
 	for _, h := range c.hosts {
 		if h.resp.Replies() == 0 {
@@ -142,12 +148,19 @@ func testCauses(t *testing.T, v6 bool) {
 			if tc.wantSmallRTT && ph.RTT <= 0 {
 				t.Errorf("small probe RTT %v, want > 0", ph.RTT)
 			}
-			if len(p.Status().Unreachable()) != 1 {
-				t.Errorf("unreachable %+v, want only %s", p.Status().Unreachable(), victim.subnet())
-			}
-			if hb, _ := healthOf(p, b.subnet()); !hb.Reachable {
-				t.Errorf("host 2 is not reachable: %+v", hb)
-			}
+			// Host 2 is not hit by the break: it is (again, if a round
+			// was lost to a loaded machine) reachable while the victim
+			// is still broken.
+			backendtest.Eventually(t, within, func() error {
+				st := p.Status()
+				if un := st.Unreachable(); len(un) != 1 || un[0].Subnet != victim.subnet() {
+					return fmt.Errorf("unreachable %+v, want only %s", un, victim.subnet())
+				}
+				if hb, _ := healthOf(p, b.subnet()); !hb.Reachable {
+					return fmt.Errorf("host 2 is not reachable: %+v", hb)
+				}
+				return nil
+			})
 			tc.fix(t)
 			waitHealth(t, p, victim.subnet(), within, "reachable again", reachable)
 		})
@@ -175,6 +188,11 @@ func TestOffloadTrialRestores(t *testing.T) {
 		kernel []bool // the setting read back from the kernel at each event
 	)
 	cfg := fastConfig(t, a)
+	// A healthy peer that lost its overlay probes to a loaded machine
+	// would be taken into the trial (and recover in it). The events are
+	// the assertion here, so the timeout is 1 s, far above the delays a
+	// loaded machine adds to an answer (milliseconds; 300 ms elsewhere).
+	cfg.Timeout = time.Second
 	cfg.Offload, cfg.AutoOffload = sw, true
 	cfg.OnOffload = func(ev OffloadEvent) {
 		on, err := sw.TxChecksum()
@@ -189,13 +207,23 @@ func TestOffloadTrialRestores(t *testing.T) {
 	waitHealth(t, p, victim.subnet(), within, "reachable", reachable)
 
 	victim.ns.Exec(t, "nft", "add table ip natest { chain in { type filter hook input priority 0; udp dport 8472 drop; }; }")
-	ph := waitHealth(t, p, victim.subnet(), 2*within, "no-answer with offload ruled out", func(h PeerHealth) bool {
+	ph := waitHealth(t, p, victim.subnet(), within, "no-answer with offload ruled out", func(h PeerHealth) bool {
 		return h.Cause == CauseNoAnswer && h.OffloadRuledOut
 	})
-	mu.Lock()
-	got := append([]OffloadEvent(nil), events...)
-	gotKernel := append([]bool(nil), kernel...)
-	mu.Unlock()
+	// OnOffload runs after the round's health is recorded: wait for it.
+	var (
+		got       []OffloadEvent
+		gotKernel []bool
+	)
+	backendtest.Eventually(t, within, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		got, gotKernel = append([]OffloadEvent(nil), events...), append([]bool(nil), kernel...)
+		if len(got) < 2 {
+			return fmt.Errorf("offload events %+v, want two", got)
+		}
+		return nil
+	})
 	if len(got) != 2 || got[0].Kind != OffloadTrialOff || got[1].Kind != OffloadRestored ||
 		got[0].TxChecksum || !got[1].TxChecksum || gotKernel[0] || !gotKernel[1] {
 		t.Fatalf("events %+v (kernel said %v); want trial-off (off) then restored (on)", got, gotKernel)
@@ -280,7 +308,7 @@ func TestResponderIgnoresNonProbes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	conn.SetReadDeadline(time.Now().Add(within)) // bounds a hang
 	buf := make([]byte, 2000)
 	n, from, err := conn.ReadFromUDPAddrPort(buf)
 	if err != nil {
@@ -292,7 +320,7 @@ func TestResponderIgnoresNonProbes(t *testing.T) {
 	}
 	// The counters move after the datagrams are handled, so the reply can
 	// arrive before Replies counts it.
-	backendtest.Eventually(t, 2*time.Second, func() error {
+	backendtest.Eventually(t, within, func() error {
 		if b.resp.Dropped() != 3 || b.resp.Replies() != 1 {
 			return fmt.Errorf("replies %d dropped %d, want 1 and 3", b.resp.Replies(), b.resp.Dropped())
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/time/rate"
 )
 
 // Defaults of Config.
@@ -170,7 +171,9 @@ type Prober struct {
 	headers  int
 	overlay  *net.UDPConn
 	underlay *net.UDPConn
-	lim      *limiter
+	// lim is the bound on datagrams sent: every send takes a token, so
+	// it holds whatever the number of peers, retries or rounds in flight.
+	lim      *rate.Limiter
 	seq      atomic.Uint64
 	sent     atomic.Uint64
 	answered atomic.Uint64
@@ -221,6 +224,12 @@ func New(cfg Config) (*Prober, error) {
 		p.csum = newCsumAuto(cfg.Offload, cfg.AutoOffload, trial, cfg.Log)
 	}
 	return p, nil
+}
+
+// newLimiter is a token bucket of r tokens a second, at most burst saved
+// up (and full to start with).
+func newLimiter(r float64, burst int) *rate.Limiter {
+	return rate.NewLimiter(rate.Limit(r), burst)
 }
 
 // Close closes the sockets. Run returns soon after if it is running.

@@ -9,9 +9,9 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/time/rate"
 )
 
 // DefaultPort is the UDP port of the responder: next to VXLAN's 8472,
@@ -49,7 +49,7 @@ type ResponderConfig struct {
 type Responder struct {
 	log     *slog.Logger
 	conns   []*net.UDPConn
-	lim     *limiter
+	lim     *rate.Limiter
 	replies atomic.Uint64
 	dropped atomic.Uint64
 }
@@ -120,7 +120,7 @@ func (r *Responder) serve(c *net.UDPConn) {
 			r.dropped.Add(1)
 			continue
 		}
-		if !r.lim.allow(time.Now()) {
+		if !r.lim.Allow() {
 			r.dropped.Add(1)
 			continue
 		}

@@ -90,7 +90,7 @@ func (p *Prober) probe(ctx context.Context, c *net.UDPConn, dst netip.Addr, size
 	buf := make([]byte, size)
 	var err error
 	for range p.cfg.Attempts {
-		if werr := p.lim.wait(ctx); werr != nil {
+		if werr := p.lim.Wait(ctx); werr != nil {
 			return 0, werr
 		}
 		seq := p.seq.Add(1)

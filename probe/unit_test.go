@@ -3,6 +3,7 @@ package probe
 import (
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"testing"
@@ -57,11 +58,18 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
+// TestLimiter checks the bound the prober and the responder rely on, on a
+// clock of its own (the limiter's *At methods): the burst goes at once,
+// then one token every 1/rate; no more than the burst is saved up; and in
+// any window, however the demand comes, no more than burst + rate × window
+// tokens are handed out.
 func TestLimiter(t *testing.T) {
 	l := newLimiter(10, 2)
-	t0 := l.last
-	// The burst goes at once, then one token every 100 ms.
-	waits := []time.Duration{l.reserve(t0), l.reserve(t0), l.reserve(t0), l.reserve(t0)}
+	t0 := time.Unix(1000, 0)
+	var waits []time.Duration
+	for range 4 {
+		waits = append(waits, l.ReserveN(t0, 1).DelayFrom(t0))
+	}
 	want := []time.Duration{0, 0, 100 * time.Millisecond, 200 * time.Millisecond}
 	for i := range want {
 		if d := waits[i] - want[i]; d < -time.Microsecond || d > time.Microsecond {
@@ -70,18 +78,45 @@ func TestLimiter(t *testing.T) {
 	}
 	// After a long pause no more than the burst is saved up.
 	later := t0.Add(time.Hour)
-	if !l.allow(later) || !l.allow(later) || l.allow(later) {
+	if !l.AllowN(later, 1) || !l.AllowN(later, 1) || l.AllowN(later, 1) {
 		t.Error("after an hour: want exactly 2 tokens")
 	}
-	// Over 10 s at 10/s, allow admits 100 (+ burst) whatever the demand.
+	// Over 10 s at 10/s, a demand every millisecond gets 100.
 	n := 0
 	for ms := range 10000 {
-		if l.allow(later.Add(time.Duration(ms) * time.Millisecond)) {
+		if l.AllowN(later.Add(time.Duration(ms+1)*time.Millisecond), 1) {
 			n++
 		}
 	}
-	if n < 99 || n > 101 {
-		t.Errorf("allowed %d in 10 s at 10/s", n)
+	if n != 100 {
+		t.Errorf("allowed %d in 10 s at 10/s, want 100", n)
+	}
+
+	// Random demand in bursts and pauses: in every window between two
+	// grants, at most burst + rate × window grants.
+	const r, burst = 50, 3
+	rng := rand.New(rand.NewPCG(1, 2))
+	l = newLimiter(r, burst)
+	now := t0
+	var granted []time.Time
+	for range 20000 {
+		now = now.Add(time.Duration(rng.IntN(int(40 * time.Millisecond))))
+		for range rng.IntN(5) {
+			if l.AllowN(now, 1) {
+				granted = append(granted, now)
+			}
+		}
+	}
+	if len(granted) < 1000 {
+		t.Fatalf("only %d grants: the demand did not exercise the bound", len(granted))
+	}
+	for i := range granted {
+		for j := i; j < len(granted) && j < i+4*burst+4*r; j++ {
+			window := granted[j].Sub(granted[i]).Seconds()
+			if n := j - i + 1; float64(n) > burst+r*window+1e-9 {
+				t.Fatalf("%d grants in %.3f s: over burst %d + %d/s", n, window, burst, r)
+			}
+		}
 	}
 }
 

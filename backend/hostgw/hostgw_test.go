@@ -32,6 +32,12 @@ func dualLease(sub, pub, sub6, pub6 string) lease.Lease {
 	return l
 }
 
+// settle bounds how long a test waits for the routes to show what the
+// backend was told or how it repaired a change. It only bounds a hang: the
+// engine acts on a notification at once and retries a failed peer after
+// 1 s, then 2 s, and a loaded machine can delay either by seconds.
+const settle = time.Minute
+
 // routesAre is a condition for backendtest.Eventually: the routes of ours
 // in ns are want4 (IPv4) and want6 (IPv6), in backendtest.OwnRoutes form.
 func routesAre(ns *backendtest.NS, want4, want6 []string) func() error {
@@ -76,8 +82,8 @@ func TestRoutesViaPublicIP(t *testing.T) {
 		{Lease: v4Lease("10.5.3.0/24", "192.168.88.5")}, // not directly connected
 	}}}
 	want := []string{"10.5.2.0/24 via 192.168.77.2 dev eth0"}
-	backendtest.Eventually(t, 5*time.Second, routesAre(a, want, nil))
-	backendtest.Eventually(t, 2*time.Second, func() error {
+	backendtest.Eventually(t, settle, routesAre(a, want, nil))
+	backendtest.Eventually(t, settle, func() error {
 		st := bk.Status()
 		if len(st.Peers) != 2 {
 			return fmt.Errorf("status peers %+v", st.Peers)
@@ -91,16 +97,16 @@ func TestRoutesViaPublicIP(t *testing.T) {
 
 	// Repair: a deleted route is back.
 	a.IP(t, "route", "del", "10.5.2.0/24")
-	backendtest.Eventually(t, 2*time.Second, routesAre(a, want, nil))
+	backendtest.Eventually(t, settle, routesAre(a, want, nil))
 
 	// The unreachable peer becomes reachable when ext gets an address there.
 	a.AddrAdd(t, "eth0", "192.168.88.1/24")
 	want = append(want, "10.5.3.0/24 via 192.168.88.5 dev eth0")
-	backendtest.Eventually(t, 2*time.Second, routesAre(a, want, nil))
+	backendtest.Eventually(t, settle, routesAre(a, want, nil))
 
 	// A removed lease takes its route along.
 	updates <- backend.Update{Batch: &lease.Batch{Events: []lease.Event{{Type: lease.EventRemoved, Lease: v4Lease("10.5.2.0/24", "192.168.77.2")}}}}
-	backendtest.Eventually(t, 2*time.Second, routesAre(a, want[1:], nil))
+	backendtest.Eventually(t, settle, routesAre(a, want[1:], nil))
 }
 
 func TestNewRefusesNAT(t *testing.T) {

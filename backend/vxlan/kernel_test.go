@@ -100,7 +100,7 @@ func (e *env) startWithPeerB(t *testing.T) *running {
 	t.Helper()
 	r := start(t, e.a, e.ext, `{"Type":"vxlan"}`)
 	r.updates <- backend.Update{Own: own(), Batch: snapshot(peerLease("10.5.2.0/24", "192.168.77.2", macB))}
-	waitEntries(t, e.a, "flannel.1", vx("10.5.2.0/24", "192.168.77.2", macB), 5*time.Second)
+	waitEntries(t, e.a, "flannel.1", vx("10.5.2.0/24", "192.168.77.2", macB), settle)
 	return r
 }
 
@@ -215,6 +215,12 @@ func merge(es ...entries) entries {
 	return m
 }
 
+// settle bounds how long a test waits for the kernel to show what the
+// backend was told or how it repaired a change. It only bounds a hang: the
+// engine acts on a notification at once and retries a failed peer after
+// 1 s, then 2 s, and a loaded machine can delay either by seconds.
+const settle = time.Minute
+
 // waitEntries waits for the IPv4 entries of dev in ns to be want.
 func waitEntries(t *testing.T, ns *backendtest.NS, dev string, want entries, timeout time.Duration) {
 	t.Helper()
@@ -255,7 +261,7 @@ func TestSnapshotProgramsDeviceAndPeers(t *testing.T) {
 	}
 	r.updates <- backend.Update{Own: own(), Batch: snapshot(leases...)}
 	want := merge(vx("10.5.2.0/24", "192.168.77.2", macB), vx("10.5.3.0/24", "192.168.77.3", macC))
-	waitEntries(t, e.a, "flannel.1", want, 5*time.Second)
+	waitEntries(t, e.a, "flannel.1", want, settle)
 
 	link := e.a.Link(t, "flannel.1")
 	v, ok := link.(*netlink.Vxlan)
@@ -275,15 +281,20 @@ func TestSnapshotProgramsDeviceAndPeers(t *testing.T) {
 		t.Errorf("flannel.1 addresses %v, %v; want only 10.5.1.0/32", addrs, err)
 	}
 
-	st := r.Status()
-	if st.Device != "flannel.1" || st.MTU != 1450 || len(st.Peers) != 2 || !st.Peers[0].Programmed || st.Peers[0].Mode != backend.ModeVXLAN {
-		t.Errorf("Status = %+v", st)
-	}
+	// The pass records what it did after the kernel has it.
+	var st backend.Status
+	backendtest.Eventually(t, settle, func() error {
+		st = r.Status()
+		if st.Device != "flannel.1" || st.MTU != 1450 || len(st.Peers) != 2 || !st.Peers[0].Programmed || st.Peers[0].Mode != backend.ModeVXLAN {
+			return fmt.Errorf("Status = %+v", st)
+		}
+		return nil
+	})
 
 	// The same input again changes nothing.
 	passes := st.Counters.Passes
 	r.updates <- backend.Update{Batch: snapshot(leases...)}
-	backendtest.Eventually(t, 2*time.Second, func() error {
+	backendtest.Eventually(t, settle, func() error {
 		if p := r.Status().Counters.Passes; p <= passes {
 			return fmt.Errorf("passes %d, want > %d", p, passes)
 		}
@@ -321,7 +332,7 @@ func TestPeerEvents(t *testing.T) {
 	}
 	for _, s := range steps {
 		r.updates <- backend.Update{Batch: s.batch}
-		t.Run(s.name, func(t *testing.T) { waitEntries(t, e.a, "flannel.1", s.want, 2*time.Second) })
+		t.Run(s.name, func(t *testing.T) { waitEntries(t, e.a, "flannel.1", s.want, settle) })
 	}
 }
 
@@ -374,7 +385,7 @@ func TestRepairs(t *testing.T) {
 	r.updates <- backend.Update{Own: own(), Batch: snapshot(
 		peerLease("10.5.2.0/24", "192.168.77.2", macB), peerLease("10.5.3.0/24", "192.168.77.3", macC))}
 	want := merge(vx("10.5.2.0/24", "192.168.77.2", macB), vx("10.5.3.0/24", "192.168.77.3", macC))
-	waitEntries(t, e.a, "flannel.1", want, 5*time.Second)
+	waitEntries(t, e.a, "flannel.1", want, settle)
 	mac := VtepMAC(hostA, 1).String()
 
 	damage := []struct {
@@ -393,8 +404,8 @@ func TestRepairs(t *testing.T) {
 	for _, d := range damage {
 		t.Run(d.name, func(t *testing.T) {
 			e.a.Cmd(t, d.cmd[0], d.cmd[1:]...)
-			waitEntries(t, e.a, "flannel.1", want, 2*time.Second)
-			backendtest.Eventually(t, 2*time.Second, func() error {
+			waitEntries(t, e.a, "flannel.1", want, settle)
+			backendtest.Eventually(t, settle, func() error {
 				l, err := e.a.Handle.LinkByName("flannel.1")
 				if err != nil {
 					return err
@@ -409,12 +420,16 @@ func TestRepairs(t *testing.T) {
 			})
 		})
 	}
-	c := r.Status().Counters
-	for _, kind := range []string{"route", "neigh", "fdb", "device", "address"} {
-		if c.Repairs[kind] == 0 {
-			t.Errorf("no %s repair counted: %v", kind, c.Repairs)
+	// The last repair's pass counts it after the kernel has it.
+	backendtest.Eventually(t, settle, func() error {
+		c := r.Status().Counters
+		for _, kind := range []string{"route", "neigh", "fdb", "device", "address"} {
+			if c.Repairs[kind] == 0 {
+				return fmt.Errorf("no %s repair counted: %v", kind, c.Repairs)
+			}
 		}
-	}
+		return nil
+	})
 }
 
 func TestMACStableAcrossRestart(t *testing.T) {
@@ -437,20 +452,23 @@ func TestDirectRouting(t *testing.T) {
 	r.updates <- backend.Update{Own: own(), Batch: snapshot(
 		peerLease("10.5.2.0/24", "192.168.77.2", macB), peerLease("10.5.3.0/24", "192.168.88.5", macC))}
 	direct2 := entries{routes: []string{"10.5.2.0/24 via 192.168.77.2 dev eth0"}}
-	waitEntries(t, e.a, "flannel.1", merge(direct2, vx("10.5.3.0/24", "192.168.88.5", macC)), 5*time.Second)
+	waitEntries(t, e.a, "flannel.1", merge(direct2, vx("10.5.3.0/24", "192.168.88.5", macC)), settle)
 
 	// Ext gets an address on the second peer's subnet: it goes direct too.
 	e.a.AddrAdd(t, "eth0", "192.168.88.1/24")
 	both := entries{routes: []string{"10.5.2.0/24 via 192.168.77.2 dev eth0", "10.5.3.0/24 via 192.168.88.5 dev eth0"}}
-	waitEntries(t, e.a, "flannel.1", both, 2*time.Second)
-	if st := r.Status(); st.Peers[1].Mode != backend.ModeDirect {
-		t.Errorf("peer 2 mode %q, want direct", st.Peers[1].Mode)
-	}
+	waitEntries(t, e.a, "flannel.1", both, settle)
+	backendtest.Eventually(t, settle, func() error {
+		if st := r.Status(); len(st.Peers) != 2 || st.Peers[1].Mode != backend.ModeDirect {
+			return fmt.Errorf("peers %+v, want peer 2 direct", st.Peers)
+		}
+		return nil
+	})
 
 	// And back when the address goes.
 	e.a.IP(t, "addr", "del", "192.168.88.1/24", "dev", "eth0")
 	e.a.IP(t, "route", "replace", "192.168.88.0/24", "via", "192.168.77.2")
-	waitEntries(t, e.a, "flannel.1", merge(direct2, vx("10.5.3.0/24", "192.168.88.5", macC)), 2*time.Second)
+	waitEntries(t, e.a, "flannel.1", merge(direct2, vx("10.5.3.0/24", "192.168.88.5", macC)), settle)
 }
 
 func TestPingOverVXLAN(t *testing.T) {
@@ -462,8 +480,9 @@ func TestPingOverVXLAN(t *testing.T) {
 	lb := peerLease("10.5.2.0/24", "192.168.77.2", rb.VtepMAC().String())
 	ra.updates <- backend.Update{Own: &la, Batch: snapshot(la, lb)}
 	rb.updates <- backend.Update{Own: &lb, Batch: snapshot(la, lb)}
-	waitEntries(t, e.a, "flannel.1", vx("10.5.2.0/24", "192.168.77.2", rb.VtepMAC().String()), 5*time.Second)
-	waitEntries(t, e.b, "flannel.1", vx("10.5.1.0/24", "192.168.77.1", ra.VtepMAC().String()), 5*time.Second)
-	// From A's overlay address to B's, bounded: 2 packets, 1 s each.
-	e.a.Exec(t, "ping", "-c", "2", "-W", "1", "-I", "10.5.1.0", "10.5.2.0")
+	waitEntries(t, e.a, "flannel.1", vx("10.5.2.0/24", "192.168.77.2", rb.VtepMAC().String()), settle)
+	waitEntries(t, e.b, "flannel.1", vx("10.5.1.0/24", "192.168.77.1", ra.VtepMAC().String()), settle)
+	// From A's overlay address to B's, bounded: 3 packets, an answer to
+	// any of them within 30 s (a loaded machine is slow, not lossy).
+	e.a.Exec(t, "ping", "-c", "3", "-W", "30", "-I", "10.5.1.0", "10.5.2.0")
 }
