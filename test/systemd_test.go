@@ -92,7 +92,7 @@ func TestSystemdUnitsVerify(t *testing.T) {
 	t.Parallel()
 	sa, err := exec.LookPath("systemd-analyze")
 	if err != nil {
-		t.Skip("systemd-analyze is not installed")
+		t.Fatalf("systemd-analyze is not installed (scripts/deps.sh installs package systemd): %v", err)
 	}
 	bin := binaries(t)["./cmd/netagent"]
 	dir := t.TempDir()
