@@ -115,11 +115,25 @@ func (u unitOrDuration) Set(v string) error {
 	return nil
 }
 
+const runUsage = `usage: netagent run [flags]   (or: netagent --flag ..., as flanneld)
+
+Run the agent. Each flag can also be set as NETAGENT_<FLAG> (--etcd-prefix:
+NETAGENT_ETCD_PREFIX) or flanneld's FLANNELD_<FLAG>; flanneld's packaging
+variables FLANNEL_ETCD_ENDPOINTS, FLANNEL_ETCD_PREFIX and FLANNEL_OPTIONS
+are read too. A flag wins over the environment.
+
+flags:
+`
+
 // runFlags builds the flag set of `netagent run` over o. The names follow
 // flanneld's for everything flanneld has.
 func runFlags(o *agent.Options, passwordFile *string, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), runUsage)
+		fs.PrintDefaults()
+	}
 	etcdFlags(fs, &o.Etcd, passwordFile)
 	fs.Var((*stringList)(&o.Iface.Ifaces), "iface", "interface name or IP address to use (repeatable; first found wins)")
 	fs.Var((*stringList)(&o.Iface.IfaceRegex), "iface-regex", "regex matched against interface addresses, then names (repeatable)")
