@@ -346,3 +346,30 @@ func TestSwitchFromFlannel(t *testing.T) {
 func netipToIPNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
+
+// TestUnitReadsFlanneldSettings: netagent.service reads flanneld's
+// settings files when they exist, before its own (whose NETAGENT_* win
+// anyway), and stops flanneld when it starts.
+func TestUnitReadsFlanneldSettings(t *testing.T) {
+	b, err := os.ReadFile("../dist/netagent.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var envFiles []string
+	conflicts := false
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "EnvironmentFile="); ok {
+			envFiles = append(envFiles, v)
+		}
+		if line == "Conflicts=flanneld.service" {
+			conflicts = true
+		}
+	}
+	want := []string{"-/etc/sysconfig/flanneld", "-/etc/default/flanneld", "-/etc/sysconfig/netagent", "-/etc/default/netagent"}
+	if strings.Join(envFiles, " ") != strings.Join(want, " ") {
+		t.Errorf("EnvironmentFile= lines %q, want %q (optional, flanneld's first)", envFiles, want)
+	}
+	if !conflicts {
+		t.Errorf("netagent.service lacks Conflicts=flanneld.service")
+	}
+}
