@@ -2,7 +2,8 @@
 # Installs the Debian packages that netagent's tests and lab use, when
 # missing. Needs root (apt-get).
 set -euo pipefail
-pkgs=(iproute2 iptables nftables iputils-ping iperf3 ethtool procps systemd)
+# lintian: test/package_test.go checks the .deb with it.
+pkgs=(iproute2 iptables nftables iputils-ping iperf3 ethtool procps systemd lintian)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -4,13 +4,14 @@
 //
 // Usage:
 //
-//	netagent run [flags]     serve (also: netagent [flags], as flanneld)
+//	netagent run [flags]     serve (also: netagent --flag…, as flanneld)
 //	netagent status [--json] [--check]
 //	                         show the running agent's state; --check exits 1
 //	                         when a peer is unreachable
 //	netagent config check FILE | get | set FILE
 //	                         validate, show or write the network config
-//	netagent version         print the version
+//	netagent version         print the version, commit and Go version
+//	netagent help            list the commands (also: netagent, netagent --help)
 package main
 
 import (
@@ -30,9 +31,6 @@ import (
 	"github.com/netagent/netagent/backend/hostgw"
 	"github.com/netagent/netagent/backend/vxlan"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "0.1.0-dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -58,19 +56,32 @@ func (u usageError) Unwrap() error { return u.error }
 const usage = `usage: netagent <command> [flags]
 
 commands:
-  run       run the agent (the default when the first argument is a flag)
+  run       run the agent: lease this host's subnet, program the overlay
   status    show what the running agent on this host knows and does
   config    validate a network config file, show or set the one in etcd
-  version   print the version
+  version   print the version, commit and Go version
+  help      print this list
 
-Run 'netagent run -h' for the agent's flags. Every flag can also be set
-through the environment: --etcd-endpoints as NETAGENT_ETCD_ENDPOINTS.
+'netagent --flag ...' runs the agent, as flanneld is invoked; 'netagent'
+alone prints this list. Run 'netagent run -h' for the agent's flags. Every
+flag can also be set through the environment: --etcd-endpoints as
+NETAGENT_ETCD_ENDPOINTS (flanneld's FLANNELD_* and FLANNEL_* names too).
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, environ []string, stdout, stderr io.Writer) error {
 	backends := backendKinds()
-	cmd := "run"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+	var cmd string
+	switch {
+	case len(args) == 0:
+		// Not the agent: a unit that started flanneld with no argument
+		// at all (settings from FLANNELD_* only) must say `netagent run`.
+		fmt.Fprint(stderr, usage)
+		return usageError{errors.New("no command given")}
+	case args[0] == "-h" || args[0] == "-help" || args[0] == "--help":
+		cmd, args = "help", args[1:]
+	case strings.HasPrefix(args[0], "-"):
+		cmd = "run"
+	default:
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
@@ -81,7 +92,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	case "config":
 		return runConfig(ctx, backends, args, getenv, os.Stdin, stdout, stderr)
 	case "version":
-		fmt.Fprintf(stdout, "netagent %s\n", version)
+		printVersion(stdout, readBuildInfo())
 		return nil
 	case "help":
 		fmt.Fprint(stdout, usage)

@@ -18,8 +18,10 @@ import (
 
 // envPrefix is the prefix of the environment variables that set flags:
 // --etcd-endpoints is NETAGENT_ETCD_ENDPOINTS. flanneld's FLANNELD_* names
-// are read too, so that an existing EnvironmentFile keeps working; NETAGENT_*
-// wins over FLANNELD_*, and a flag wins over both.
+// and the variables of flanneld's packages (flannelPackagingEnv,
+// FLANNEL_OPTIONS) are read too, so that an existing EnvironmentFile keeps
+// working. Precedence, first set wins: a flag on the command line,
+// NETAGENT_*, FLANNEL_OPTIONS, the packaging variables, FLANNELD_*.
 const (
 	envPrefix        = "NETAGENT_"
 	flannelEnvPrefix = "FLANNELD_"
@@ -115,11 +117,25 @@ func (u unitOrDuration) Set(v string) error {
 	return nil
 }
 
+const runUsage = `usage: netagent run [flags]   (or: netagent --flag ..., as flanneld)
+
+Run the agent. Each flag can also be set as NETAGENT_<FLAG> (--etcd-prefix:
+NETAGENT_ETCD_PREFIX) or flanneld's FLANNELD_<FLAG>; flanneld's packaging
+variables FLANNEL_ETCD_ENDPOINTS, FLANNEL_ETCD_PREFIX and FLANNEL_OPTIONS
+are read too. A flag wins over the environment.
+
+flags:
+`
+
 // runFlags builds the flag set of `netagent run` over o. The names follow
 // flanneld's for everything flanneld has.
 func runFlags(o *agent.Options, passwordFile *string, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), runUsage)
+		fs.PrintDefaults()
+	}
 	etcdFlags(fs, &o.Etcd, passwordFile)
 	fs.Var((*stringList)(&o.Iface.Ifaces), "iface", "interface name or IP address to use (repeatable; first found wins)")
 	fs.Var((*stringList)(&o.Iface.IfaceRegex), "iface-regex", "regex matched against interface addresses, then names (repeatable)")
@@ -183,10 +199,14 @@ func parseRun(args []string, getenv func(string) string, environ []string, out i
 	if fs.NArg() > 0 {
 		return nil, nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	if err := fromEnv(fs, getenv); err != nil {
+	flannelOpts, warnings, err := parseFlannelOptions(fs, getenv(flannelOptionsEnv))
+	if err != nil {
 		return nil, nil, err
 	}
-	warnings := unknownEnv(fs, environ)
+	if err := fromEnv(fs, getenv, flannelOpts); err != nil {
+		return nil, nil, err
+	}
+	warnings = append(warnings, unknownEnv(fs, environ)...)
 	if err := readPasswordFile(&o.Etcd, passwordFile); err != nil {
 		return nil, nil, err
 	}
@@ -201,9 +221,12 @@ func parseRun(args []string, getenv func(string) string, environ []string, out i
 	return o, warnings, nil
 }
 
-// fromEnv sets each flag of fs not given on the command line from its
-// NETAGENT_* variable, or else its FLANNELD_* one.
-func fromEnv(fs *flag.FlagSet, getenv func(string) string) error {
+// fromEnv sets each flag of fs not given on the command line from the
+// environment: its NETAGENT_* variable, else its values in FLANNEL_OPTIONS
+// (flannelOpts, from parseFlannelOptions; nil for commands that do not
+// read it), else its packaging variable (flannelPackagingEnv), else its
+// FLANNELD_* variable. The first source that sets it wins.
+func fromEnv(fs *flag.FlagSet, getenv func(string) string, flannelOpts map[string][]string) error {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var err error
@@ -211,18 +234,35 @@ func fromEnv(fs *flag.FlagSet, getenv func(string) string) error {
 		if err != nil || set[f.Name] {
 			return
 		}
-		for _, name := range []string{envName(envPrefix, f.Name), envName(flannelEnvPrefix, f.Name)} {
-			v := getenv(name)
-			if v == "" {
-				continue
-			}
-			if serr := setList(f, v); serr != nil {
-				err = fmt.Errorf("invalid value for %s: %v", name, serr)
+		if v := getenv(envName(envPrefix, f.Name)); v != "" {
+			err = setFromEnv(f, envName(envPrefix, f.Name), v)
+			return
+		}
+		if vs := flannelOpts[f.Name]; len(vs) > 0 {
+			for _, v := range vs {
+				if serr := f.Value.Set(v); serr != nil {
+					err = fmt.Errorf("invalid value for -%s in %s: %v", f.Name, flannelOptionsEnv, serr)
+					return
+				}
 			}
 			return
 		}
+		names := append(append([]string(nil), flannelPackagingEnv[f.Name]...), envName(flannelEnvPrefix, f.Name))
+		for _, name := range names {
+			if v := getenv(name); v != "" {
+				err = setFromEnv(f, name, v)
+				return
+			}
+		}
 	})
 	return err
+}
+
+func setFromEnv(f *flag.Flag, name, v string) error {
+	if err := setList(f, v); err != nil {
+		return fmt.Errorf("invalid value for %s: %v", name, err)
+	}
+	return nil
 }
 
 // readPasswordFile sets o.Password from --etcd-password-file, if given.
@@ -294,7 +334,7 @@ func addEtcdCommand(fs *flag.FlagSet) *etcdCommand {
 // finish completes the parsed flags of fs from the environment and checks
 // the etcd options.
 func (c *etcdCommand) finish(fs *flag.FlagSet, getenv func(string) string) error {
-	if err := fromEnv(fs, getenv); err != nil {
+	if err := fromEnv(fs, getenv, nil); err != nil {
 		return err
 	}
 	if err := readPasswordFile(&c.opts, c.passwordFile); err != nil {
