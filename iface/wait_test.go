@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/netagent/netagent/internal/await"
 )
 
 // logBuf is a goroutine-safe log sink.
@@ -53,17 +56,17 @@ func TestSelectWaitInterfaceAppears(t *testing.T) {
 
 	// Wait until SelectWait has failed once, so the interface really
 	// appears while it is waiting.
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(logs.String(), "veth5: no such interface") {
-		if time.Now().After(deadline) {
-			t.Fatalf("SelectWait logged no failure; log: %s", logs.String())
-		}
+	await.Eventually(t, 5*time.Second, "SelectWait logs a failure", func() error {
 		select {
 		case r := <-done:
 			t.Fatalf("SelectWait returned before veth5 exists: %+v, %v", r.ext, r.err)
-		case <-time.After(10 * time.Millisecond):
+		default:
 		}
-	}
+		if !strings.Contains(logs.String(), "veth5: no such interface") {
+			return fmt.Errorf("log: %s", logs.String())
+		}
+		return nil
+	})
 	addVeth(t, h, "veth5", 0, true, "192.168.55.2/24")
 
 	select {

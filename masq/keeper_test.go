@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/netagent/netagent/internal/await"
 )
 
 // runKeeper runs k in the namespace; stop (also called when the test
@@ -76,18 +78,18 @@ func TestKeeperRepairsAndUpdates(t *testing.T) {
 
 			const interval = 200 * time.Millisecond
 			stop := runKeeper(t, n, NewKeeper(testLogger(t), m, rulesA, interval))
-			waitFor(t, 5*time.Second, check(rulesA))
+			await.Until(t, 5*time.Second, check(rulesA))
 			// Others delete a rule: the next pass puts it back.
 			n.sh(t, tamper...)
-			waitFor(t, 5*interval, check(rulesA))
+			await.Until(t, 5*interval, check(rulesA))
 			stop()
 
 			// A new lease: Update applies at once, not after the interval.
 			k := NewKeeper(testLogger(t), m, rulesA, time.Hour)
 			runKeeper(t, n, k)
-			waitFor(t, 5*time.Second, check(rulesA))
+			await.Until(t, 5*time.Second, check(rulesA))
 			k.Update(rulesB)
-			waitFor(t, 5*time.Second, check(rulesB))
+			await.Until(t, 5*time.Second, check(rulesB))
 			if got := k.Rules(); got != rulesB {
 				t.Errorf("Rules() = %v, want %v", got, rulesB)
 			}

@@ -147,20 +147,3 @@ func guardRoot(t *testing.T) {
 		}
 	})
 }
-
-// waitFor polls cond until it returns "" or the deadline passes, and fails
-// the test with cond's last answer.
-func waitFor(t *testing.T, d time.Duration, cond func() string) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		msg := cond()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", d, msg)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
