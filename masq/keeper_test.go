@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
-
 	"github.com/netagent/netagent/internal/await"
 )
 
@@ -18,7 +16,7 @@ func runKeeper(t *testing.T, n *testNS, k *Keeper) (stop func()) {
 	done := make(chan error, 1)
 	go func() {
 		// Run executes iptables and nft from this locked thread, inside n.
-		done <- n.ns.Do(func(ns.NetNS) error { return k.Run(ctx) })
+		done <- n.Do(func() error { return k.Run(ctx) })
 	}()
 	stopped := false
 	stop = func() {

@@ -23,7 +23,7 @@ func TestMasqueradeTraffic(t *testing.T) {
 			guardRoot(t)
 			pod, router, outside, peer := newNS(t), newNS(t), newNS(t), newNS(t)
 			link := func(a *testNS, aName, aAddr string, b *testNS, bName, bAddr string) {
-				a.sh(t, "ip", "link", "add", aName, "type", "veth", "peer", "name", bName, "netns", b.name)
+				a.sh(t, "ip", "link", "add", aName, "type", "veth", "peer", "name", bName, "netns", b.Name)
 				a.sh(t, "ip", "addr", "add", aAddr, "dev", aName)
 				b.sh(t, "ip", "addr", "add", bAddr, "dev", bName)
 				a.sh(t, "ip", "link", "set", aName, "up")
@@ -97,6 +97,6 @@ func assertCount(t *testing.T, n *testNS, counter string, want int) {
 		t.Fatalf("no packet count in %q", out)
 	}
 	if got := m[1]; got != strconv.Itoa(want) {
-		t.Errorf("%s: counter %s = %s packets, want %d", n.name, counter, got, want)
+		t.Errorf("%s: counter %s = %s packets, want %d", n.Name, counter, got, want)
 	}
 }

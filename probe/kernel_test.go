@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/netagent/netagent/backend/backendtest"
+	"github.com/netagent/netagent/internal/await"
 )
 
 // within is how long a test waits for a change to show: one probe
@@ -292,7 +292,7 @@ func TestResponderIgnoresNonProbes(t *testing.T) {
 	}
 	// The counters move after the datagrams are handled, so the reply can
 	// arrive before Replies counts it.
-	backendtest.Eventually(t, 2*time.Second, func() error {
+	await.Eventually(t, 2*time.Second, "responder counters", func() error {
 		if b.resp.Dropped() != 3 || b.resp.Replies() != 1 {
 			return fmt.Errorf("replies %d dropped %d, want 1 and 3", b.resp.Replies(), b.resp.Dropped())
 		}

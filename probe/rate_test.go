@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/netagent/netagent/backend/backendtest"
+	"github.com/netagent/netagent/internal/await"
+	"github.com/netagent/netagent/internal/nstest"
 )
 
 // sinkPeer is the i-th simulated peer: lease 10.<1+i/256>.<i%256>.0/24,
@@ -23,14 +24,14 @@ func sinkPeer(i int) Peer {
 // namespace, which counts (nft counter "probes") and drops every probe.
 type sinkEnv struct {
 	host *host
-	sink *backendtest.NS
+	sink *nstest.NS
 }
 
 func newSinkEnv(tb testing.TB) *sinkEnv {
 	tb.Helper()
-	h := &host{i: 1, ns: backendtest.NewNS(tb, "p")}
-	sink := backendtest.NewNS(tb, "sink")
-	backendtest.Veth(tb, h.ns, "eth0", sink, "eth0")
+	h := &host{i: 1, ns: nstest.NewNS(tb, "p")}
+	sink := nstest.NewNS(tb, "sink")
+	nstest.Veth(tb, h.ns, "eth0", sink, "eth0")
 	h.ns.IP(tb, "addr", "add", "192.168.91.1/24", "dev", "eth0")
 	h.ns.IP(tb, "addr", "add", h.overlay().String()+"/32", "dev", "lo")
 	sink.IP(tb, "addr", "add", "192.168.91.2/24", "dev", "eth0")
@@ -76,7 +77,7 @@ func TestRateBound(t *testing.T) {
 		ps = append(ps, sinkPeer(i))
 	}
 	p := startProber(t, cfg, ps)
-	backendtest.Eventually(t, 5*time.Second, func() error {
+	await.Eventually(t, 5*time.Second, "all peers probed", func() error {
 		if st := p.Status(); len(st.Peers) != peers || st.Sent < 2*rate {
 			return fmt.Errorf("%d peers, %d sent", len(st.Peers), st.Sent)
 		}
