@@ -11,8 +11,9 @@ import (
 	"time"
 
 	"github.com/netagent/netagent/backend"
-	"github.com/netagent/netagent/backend/backendtest"
 	"github.com/netagent/netagent/iface"
+	"github.com/netagent/netagent/internal/await"
+	"github.com/netagent/netagent/internal/nstest"
 	"github.com/netagent/netagent/lease"
 	"github.com/netagent/netagent/probe"
 )
@@ -147,7 +148,7 @@ func TestProbePeers(t *testing.T) {
 // probe result. The probers run in a namespace of their own and send
 // nothing: the backend says no peer is programmed.
 func TestProbeReportBothFamilies(t *testing.T) {
-	ns := backendtest.NewNS(t, "agp")
+	ns := nstest.NewNS(t, "agp")
 	st := dualStatus()
 	pts, err := newProbeTargets("vxlan", lease.Lease{Subnet: v4Lease, IPv6Subnet: v6Lease}, dualExt)
 	if err != nil {
@@ -178,7 +179,7 @@ func TestProbeReportBothFamilies(t *testing.T) {
 	s.probers = proberSet(ps)
 	o := DefaultOptions()
 	var peers []PeerReport
-	backendtest.Eventually(t, 5*time.Second, func() error {
+	await.Eventually(t, 5*time.Second, "peer reports", func() error {
 		peers = peers[:0]
 		for _, p := range st.Peers {
 			peers = append(peers, PeerReport{Subnet: p.Subnet.String()})

@@ -5,6 +5,8 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/netagent/netagent/internal/nlretry"
 )
 
 // RouteProtocol marks every route a netagent backend installs
@@ -13,26 +15,11 @@ import (
 // left while it was down, from everyone else's.
 const RouteProtocol netlink.RouteProtocol = 0x4e
 
-// dumpRetries bounds the retries of a dump interrupted by a concurrent
-// change.
-const dumpRetries = 5
-
 // RetryDump calls dump until it returns without netlink.ErrDumpInterrupted
-// (the kernel's table changed during the dump, so the result may be
-// inconsistent), at most a few times; the last error is returned when the
-// dump keeps being interrupted.
+// (the kernel's table changed during the dump), at most a few times: it is
+// nlretry.Dump, named here for the backends.
 func RetryDump[T any](dump func() (T, error)) (T, error) {
-	var (
-		res T
-		err error
-	)
-	for range dumpRetries {
-		res, err = dump()
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return res, err
-		}
-	}
-	return res, err
+	return nlretry.Dump(dump)
 }
 
 // IsNotFound reports whether err says the object to delete is already gone.

@@ -20,6 +20,7 @@ import (
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/backend/backendtest"
 	"github.com/netagent/netagent/backend/vxlan"
+	"github.com/netagent/netagent/internal/nstest"
 	"github.com/netagent/netagent/lease"
 )
 
@@ -43,14 +44,14 @@ func dpLease(i int) lease.Lease {
 }
 
 // dpHost is a namespace with eth0 (192.168.77.1/24) on a veth pair.
-func dpHost(b *testing.B) *backendtest.NS {
-	a, _ := backendtest.Underlay(b)
+func dpHost(b *testing.B) *nstest.NS {
+	a, _ := nstest.Underlay(b)
 	a.AddrAdd(b, "eth0", "192.168.77.1/24")
 	return a
 }
 
-func dpStart(b *testing.B, ns *backendtest.NS) (*vxlan.Backend, chan<- backend.Update, func()) {
-	ext := ns.Ext(b, "eth0", netip.MustParseAddr("192.168.77.1"))
+func dpStart(b *testing.B, ns *nstest.NS) (*vxlan.Backend, chan<- backend.Update, func()) {
+	ext := backendtest.Ext(b, ns, "eth0", netip.MustParseAddr("192.168.77.1"))
 	bk, err := vxlan.New(backend.Options{Handle: ns.Handle, Netns: ns.Netns, Ext: ext,
 		Config: &lease.Config{BackendType: vxlan.Type, Backend: json.RawMessage(`{"Type":"vxlan"}`)}, ResyncInterval: time.Hour})
 	if err != nil {
@@ -144,7 +145,7 @@ func dpFloor(b *testing.B) time.Duration {
 // route, neighbour and fdb entry in the kernel, next to `ip -batch` +
 // `bridge -batch` for the same entries.
 func BenchmarkDataplaneColdStart(b *testing.B) {
-	backendtest.RequireRoot(b)
+	nstest.RequireRoot(b)
 	var ours, floor time.Duration
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
@@ -174,7 +175,7 @@ func BenchmarkDataplaneColdStart(b *testing.B) {
 // time from an Update with one new lease to its fdb entry (the last of its
 // three) being notified by the kernel; p50 and p99 over 50 events.
 func BenchmarkDataplaneEventLatency(b *testing.B) {
-	backendtest.RequireRoot(b)
+	nstest.RequireRoot(b)
 	const events = 50
 	var all []time.Duration
 	var extraPasses uint64

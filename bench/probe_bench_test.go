@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/netagent/netagent/backend/backendtest"
+	"github.com/netagent/netagent/internal/nstest"
 	"github.com/netagent/netagent/probe"
 )
 
@@ -19,7 +19,7 @@ import (
 // flannel.1 with 10.8.<i>.0/32.
 type prHost struct {
 	i  int
-	ns *backendtest.NS
+	ns *nstest.NS
 }
 
 func (h prHost) public() netip.Addr { return netip.AddrFrom4([4]byte{192, 168, 93, byte(h.i)}) }
@@ -32,8 +32,8 @@ func (h prHost) mac() string { return "02:00:00:00:08:0" + string(rune('0'+h.i))
 // prPair is two hosts joined by a veth pair, with flannel.1 programmed
 // towards each other as the vxlan backend does, and a responder each.
 func prPair(b *testing.B) (prHost, prHost) {
-	a, c := prHost{1, backendtest.NewNS(b, "pa")}, prHost{2, backendtest.NewNS(b, "pb")}
-	backendtest.Veth(b, a.ns, "eth0", c.ns, "eth0")
+	a, c := prHost{1, nstest.NewNS(b, "pa")}, prHost{2, nstest.NewNS(b, "pb")}
+	nstest.Veth(b, a.ns, "eth0", c.ns, "eth0")
 	for _, h := range []prHost{a, c} {
 		h.ns.IP(b, "addr", "add", h.public().String()+"/24", "dev", "eth0")
 		h.ns.IP(b, "link", "add", "flannel.1", "address", h.mac(), "type", "vxlan", "id", "1",
@@ -71,7 +71,7 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 // full-MTU (1450-byte, DF) probe through a VXLAN device between two
 // namespaces; each iteration is one round (both probes).
 func BenchmarkProbeRTT(b *testing.B) {
-	backendtest.RequireRoot(b)
+	nstest.RequireRoot(b)
 	a, c := prPair(b)
 	var (
 		mu           sync.Mutex
@@ -135,9 +135,9 @@ func BenchmarkProbeRate(b *testing.B) {
 }
 
 func benchProbeRate(b *testing.B, bound float64) {
-	backendtest.RequireRoot(b)
-	h, sink := backendtest.NewNS(b, "pr"), backendtest.NewNS(b, "sink")
-	backendtest.Veth(b, h, "eth0", sink, "eth0")
+	nstest.RequireRoot(b)
+	h, sink := nstest.NewNS(b, "pr"), nstest.NewNS(b, "sink")
+	nstest.Veth(b, h, "eth0", sink, "eth0")
 	h.IP(b, "addr", "add", "192.168.93.1/24", "dev", "eth0")
 	h.IP(b, "addr", "add", "10.8.0.0/32", "dev", "lo")
 	sink.IP(b, "addr", "add", "192.168.93.2/24", "dev", "eth0")

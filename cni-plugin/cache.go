@@ -2,14 +2,13 @@ package cniplugin
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"regexp"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/netagent/netagent/internal/atomicfile"
 )
 
 // validID is what a container ID or interface name must look like to become
@@ -57,34 +56,15 @@ func (c cache) open(create bool) (*os.Root, error) {
 	return os.OpenRoot(c.dir)
 }
 
-// write stores data under name atomically: temporary file, fsync, rename.
-func (c cache) write(name string, data []byte) (err error) {
+// write stores data under name atomically: temporary file, fsync, rename,
+// fsync of the directory.
+func (c cache) write(name string, data []byte) error {
 	root, err := c.open(true)
 	if err != nil {
 		return err
 	}
 	defer root.Close()
-	tmp := fmt.Sprintf(".%s.%016x.tmp", name, rand.Uint64())
-	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			root.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return root.Rename(tmp, name)
+	return atomicfile.WriteIn(root, name, data, 0o600)
 }
 
 // read returns the config stored under name; fs.ErrNotExist when there is

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +23,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/netagent/netagent/internal/nstest"
 	"github.com/netagent/netagent/subnetfile"
 )
 
@@ -96,27 +96,15 @@ func needRoot(t *testing.T) {
 	}
 }
 
-var nsCount atomic.Int32
-
-// newNS creates a named network namespace, removed when the test ends.
-// Equivalent to: `ip netns add nacni<pid>-<n>`.
+// newNS creates a network namespace (nstest.NewNS), removed when the test
+// ends, and opens it as the CNI libraries take it.
 func newNS(t *testing.T) ns.NetNS {
 	t.Helper()
-	name := fmt.Sprintf("nacni%d-%d", os.Getpid(), nsCount.Add(1))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v\n%s", name, err, out)
-	}
-	h, err := ns.GetNS("/run/netns/" + name)
+	h, err := ns.GetNS(nstest.NewNS(t, "cni").Path())
 	if err != nil {
-		exec.Command("ip", "netns", "delete", name).Run()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		h.Close()
-		if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns delete %s: %v\n%s", name, err, out)
-		}
-	})
+	t.Cleanup(func() { h.Close() })
 	return h
 }
 

@@ -1,7 +1,6 @@
 package iface
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -10,27 +9,9 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/netagent/netagent/internal/nlretry"
 )
-
-// dumpAttempts bounds the retries of a netlink dump that the kernel
-// interrupted because the table changed under it.
-const dumpAttempts = 5
-
-// retryDump calls dump until it returns something other than
-// netlink.ErrDumpInterrupted, at most dumpAttempts times.
-func retryDump[T any](dump func() (T, error)) (T, error) {
-	var (
-		v   T
-		err error
-	)
-	for range dumpAttempts {
-		v, err = dump()
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return v, err
-		}
-	}
-	return v, err
-}
 
 // link is one interface and its addresses, as one consistent look.
 type link struct {
@@ -47,11 +28,11 @@ type snapshot []link
 // takeSnapshot lists the interfaces and their addresses.
 // Equivalent to: `ip -o link show` and `ip -o addr show`.
 func takeSnapshot(h *netlink.Handle) (snapshot, error) {
-	links, err := retryDump(h.LinkList)
+	links, err := nlretry.Dump(h.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("iface: listing interfaces: %w", err)
 	}
-	addrs, err := retryDump(func() ([]netlink.Addr, error) {
+	addrs, err := nlretry.Dump(func() ([]netlink.Addr, error) {
 		return h.AddrList(nil, netlink.FAMILY_ALL)
 	})
 	if err != nil {

@@ -1,56 +1,22 @@
 package iface
 
 import (
-	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
-	"sync/atomic"
 	"testing"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/netagent/netagent/internal/nstest"
 )
 
-var nsSeq atomic.Int32
-
-// newNS creates a network namespace for the test, deleted in Cleanup, with
-// lo up, and returns a netlink handle into it. Nothing runs inside it: all
-// changes go through the handle.
+// newNS creates a network namespace for the test (nstest.NewNS), deleted
+// in Cleanup, and returns a netlink handle into it. Nothing runs inside
+// it: all changes go through the handle.
 func newNS(t *testing.T) *netlink.Handle {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces")
-	}
-	name := fmt.Sprintf("naif%d-%d", os.Getpid(), nsSeq.Add(1))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	ns, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatalf("open netns %s: %v", name, err)
-	}
-	t.Cleanup(func() { ns.Close() })
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatalf("netlink handle in %s: %v", name, err)
-	}
-	t.Cleanup(h.Close)
-	lo, err := h.LinkByName("lo")
-	if err != nil {
-		t.Fatalf("lo: %v", err)
-	}
-	if err := h.LinkSetUp(lo); err != nil {
-		t.Fatalf("lo up: %v", err)
-	}
-	return h
+	return nstest.NewNS(t, "iface").Handle
 }
 
 // addVeth creates the veth pair name/name+"p" with the given MTU (0 = kernel

@@ -10,6 +10,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/netagent/netagent/internal/nlretry"
 )
 
 var (
@@ -232,7 +234,7 @@ func (p *plan) byDefaultRoute(h *netlink.Handle, snap snapshot, nm *noMatchError
 		family, name = netlink.FAMILY_V6, "IPv6"
 	}
 	nm.criteria = "the " + name + " default route"
-	routes, err := retryDump(func() ([]netlink.Route, error) {
+	routes, err := nlretry.Dump(func() ([]netlink.Route, error) {
 		return h.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {

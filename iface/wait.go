@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/netagent/netagent/internal/backoff"
 )
 
 // Retry delays of SelectWait: the first retry comes quickly (an interface
@@ -31,7 +33,7 @@ func SelectWait(ctx context.Context, h *netlink.Handle, opts Options, log *slog.
 	if err != nil {
 		return External{}, err
 	}
-	delay := waitFirst
+	delays := backoff.New(waitFirst, waitMax)
 	var lastLogged string
 	var timer *time.Timer
 	for {
@@ -46,6 +48,7 @@ func SelectWait(ctx context.Context, h *netlink.Handle, opts Options, log *slog.
 			log.Warn("no usable external interface yet, retrying", "err", err)
 			lastLogged = msg
 		}
+		delay := delays.Next()
 		if timer == nil {
 			timer = time.NewTimer(delay)
 			defer timer.Stop()
@@ -57,6 +60,5 @@ func SelectWait(ctx context.Context, h *netlink.Handle, opts Options, log *slog.
 			return External{}, fmt.Errorf("iface: waiting for the external interface: %w; last attempt: %w", ctx.Err(), err)
 		case <-timer.C:
 		}
-		delay = min(2*delay, waitMax)
 	}
 }

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/netagent/netagent/internal/await"
 )
 
 // logBuf is a goroutine-safe log sink.
@@ -56,17 +59,17 @@ func TestSelectWaitInterfaceAppears(t *testing.T) {
 
 	// Wait until SelectWait has failed once, so the interface really
 	// appears while it is waiting.
-	deadline := time.Now().Add(hang)
-	for !strings.Contains(logs.String(), "veth5: no such interface") {
-		if time.Now().After(deadline) {
-			t.Fatalf("SelectWait logged no failure; log: %s", logs.String())
-		}
+	await.Eventually(t, hang, "SelectWait logs a failure", func() error {
 		select {
 		case r := <-done:
 			t.Fatalf("SelectWait returned before veth5 exists: %+v, %v", r.ext, r.err)
-		case <-time.After(10 * time.Millisecond):
+		default:
 		}
-	}
+		if !strings.Contains(logs.String(), "veth5: no such interface") {
+			return fmt.Errorf("log: %s", logs.String())
+		}
+		return nil
+	})
 	addVeth(t, h, "veth5", 0, true, "192.168.55.2/24")
 
 	select {

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/netagent/netagent/internal/await"
 )
 
 // runKeeper runs k in the namespace; stop (also called when the test
@@ -16,7 +16,7 @@ func runKeeper(t *testing.T, n *testNS, k *Keeper) (stop func()) {
 	done := make(chan error, 1)
 	go func() {
 		// Run executes iptables and nft from this locked thread, inside n.
-		done <- n.ns.Do(func(ns.NetNS) error { return k.Run(ctx) })
+		done <- n.Do(func() error { return k.Run(ctx) })
 	}()
 	stopped := false
 	stop = func() {
@@ -81,7 +81,7 @@ func TestKeeperRepairsAndUpdates(t *testing.T) {
 			// applied waits until k has applied the rules n times.
 			applied := func(k *Keeper, n uint64) {
 				t.Helper()
-				waitFor(t, hang, func() string {
+				await.Until(t, hang, func() string {
 					if got := k.Applied(); got < n {
 						return fmt.Sprintf("the keeper applied the rules %d times, want %d", got, n)
 					}

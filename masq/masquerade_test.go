@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/netagent/netagent/internal/await"
 )
 
 // TestMasqueradeTraffic sends pings through a router namespace that runs
@@ -25,7 +27,7 @@ func TestMasqueradeTraffic(t *testing.T) {
 			guardRoot(t)
 			pod, router, outside, peer := newNS(t), newNS(t), newNS(t), newNS(t)
 			link := func(a *testNS, aName, aAddr string, b *testNS, bName, bAddr string) {
-				a.sh(t, "ip", "link", "add", aName, "type", "veth", "peer", "name", bName, "netns", b.name)
+				a.sh(t, "ip", "link", "add", aName, "type", "veth", "peer", "name", bName, "netns", b.Name)
 				a.sh(t, "ip", "addr", "add", aAddr, "dev", aName)
 				b.sh(t, "ip", "addr", "add", bAddr, "dev", bName)
 				a.sh(t, "ip", "link", "set", aName, "up")
@@ -99,7 +101,7 @@ var packetsRe = regexp.MustCompile(`packets (\d+)`)
 func assertCount(t *testing.T, n *testNS, counter string, want int) {
 	t.Helper()
 	got := 0
-	waitFor(t, time.Minute, func() string { // the minute bounds a hang
+	await.Until(t, time.Minute, func() string { // the minute bounds a hang
 		out := n.sh(t, "nft", "list", "counter", "ip", "count", counter)
 		m := packetsRe.FindStringSubmatch(out)
 		if m == nil {
@@ -107,11 +109,11 @@ func assertCount(t *testing.T, n *testNS, counter string, want int) {
 		}
 		got, _ = strconv.Atoi(m[1])
 		if got < want {
-			return fmt.Sprintf("%s: counter %s = %d packets, want %d", n.name, counter, got, want)
+			return fmt.Sprintf("%s: counter %s = %d packets, want %d", n.Name, counter, got, want)
 		}
 		return ""
 	})
 	if got != want {
-		t.Errorf("%s: counter %s = %d packets, want %d", n.name, counter, got, want)
+		t.Errorf("%s: counter %s = %d packets, want %d", n.Name, counter, got, want)
 	}
 }

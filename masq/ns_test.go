@@ -8,20 +8,15 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/netagent/netagent/internal/nstest"
 )
 
-// testNS is a network namespace made for one test, deleted at its end.
-type testNS struct {
-	name string
-	ns   ns.NetNS
-}
-
-var nsSeq atomic.Int32
+// testNS is a network namespace made for one test (nstest.NS), deleted at
+// its end, with the short names these tests use.
+type testNS struct{ *nstest.NS }
 
 func requireRoot(t *testing.T) {
 	t.Helper()
@@ -44,55 +39,31 @@ func requireCmd(t *testing.T, names ...string) {
 	}
 }
 
-// newNS creates a network namespace named namasq<pid>-<n> (with lo up) and
-// deletes it when the test ends.
+// newNS creates a network namespace (with lo up) and deletes it when the
+// test ends.
 func newNS(t *testing.T) *testNS {
 	t.Helper()
 	requireRoot(t)
-	name := fmt.Sprintf("namasq%d-%d", os.Getpid(), nsSeq.Add(1))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	h, err := ns.GetNS("/var/run/netns/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	n := &testNS{name: name, ns: h}
-	n.sh(t, "ip", "link", "set", "lo", "up")
-	return n
+	return &testNS{nstest.NewNS(t, "masq")}
 }
 
 // do runs f on a thread inside the namespace; commands f executes inherit
 // the namespace.
 func (n *testNS) do(t *testing.T, f func() error) {
 	t.Helper()
-	if err := n.ns.Do(func(ns.NetNS) error { return f() }); err != nil {
-		t.Fatalf("in %s: %v", n.name, err)
+	if err := n.Do(f); err != nil {
+		t.Fatalf("in %s: %v", n.Name, err)
 	}
 }
 
 // sh runs a command inside the namespace and returns its output.
 func (n *testNS) sh(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := n.try(args...)
-	if err != nil {
-		t.Fatalf("in %s: %s: %v: %s", n.name, strings.Join(args, " "), err, out)
-	}
-	return out
+	return n.Exec(t, args...)
 }
 
-// try runs a command inside the namespace; `ip netns exec` enters it
-// before executing the command.
-func (n *testNS) try(args ...string) (string, error) {
-	out, err := exec.Command("ip", append([]string{"netns", "exec", n.name}, args...)...).CombinedOutput()
-	return string(out), err
-}
+// try runs a command inside the namespace.
+func (n *testNS) try(args ...string) (string, error) { return n.Try(args...) }
 
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -151,21 +122,4 @@ func guardRoot(t *testing.T) {
 			t.Errorf("root namespace firewall changed during the test:\nbefore:\n%s\nafter:\n%s", before, after)
 		}
 	})
-}
-
-// waitFor polls cond until it returns "" or the deadline passes, and fails
-// the test with cond's last answer.
-func waitFor(t *testing.T, d time.Duration, cond func() string) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		msg := cond()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", d, msg)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -11,7 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/netagent/netagent/backend/backendtest"
+	"github.com/netagent/netagent/internal/await"
+	"github.com/netagent/netagent/internal/nstest"
 )
 
 // cluster is n hosts joined by a bridge in a "switch" namespace, each with
@@ -23,7 +24,7 @@ import (
 // fd00:91::i, lease fc00:6:0:i::/64 and overlay address fc00:6:0:i::/128
 // on flannel-v6.1 (MTU 1430: the outer IPv6 header is 20 bytes longer).
 type cluster struct {
-	sw *backendtest.NS
+	sw *nstest.NS
 	// hosts are the hosts as seen over IPv4, hosts6 the same hosts over
 	// IPv6; nil for a family the cluster does not have.
 	hosts, hosts6 []*host
@@ -33,7 +34,7 @@ type cluster struct {
 type host struct {
 	i    int
 	v6   bool
-	ns   *backendtest.NS
+	ns   *nstest.NS
 	resp *Responder
 }
 
@@ -90,13 +91,13 @@ func newCluster(t *testing.T, n int) *cluster { return newClusterOf(t, n, true, 
 // an IPv6 one if v6 is.
 func newClusterOf(t *testing.T, n int, v4, v6 bool) *cluster {
 	t.Helper()
-	c := &cluster{sw: backendtest.NewNS(t, "sw")}
+	c := &cluster{sw: nstest.NewNS(t, "sw")}
 	c.sw.IP(t, "link", "add", "br0", "type", "bridge")
 	c.sw.IP(t, "link", "set", "br0", "up")
 	for i := 1; i <= n; i++ {
-		ns := backendtest.NewNS(t, fmt.Sprintf("h%d", i))
+		ns := nstest.NewNS(t, fmt.Sprintf("h%d", i))
 		port := fmt.Sprintf("p%d", i)
-		backendtest.Veth(t, ns, "eth0", c.sw, port)
+		nstest.Veth(t, ns, "eth0", c.sw, port)
 		c.sw.IP(t, "link", "set", port, "master", "br0")
 		var views []*host
 		if v4 {
@@ -225,7 +226,7 @@ func healthOf(p statuser, peer netip.Prefix) (PeerHealth, bool) {
 func waitHealth(t *testing.T, p statuser, peer netip.Prefix, timeout time.Duration, what string, ok func(PeerHealth) bool) PeerHealth {
 	t.Helper()
 	var last PeerHealth
-	backendtest.Eventually(t, timeout, func() error {
+	await.Eventually(t, timeout, "peer health", func() error {
 		h, found := healthOf(p, peer)
 		last = h
 		if found && ok(h) {
@@ -237,7 +238,7 @@ func waitHealth(t *testing.T, p statuser, peer netip.Prefix, timeout time.Durati
 }
 
 // execIn runs `ip netns exec <ns> args...`, returning its output and error.
-func execIn(ns *backendtest.NS, args ...string) (string, error) {
+func execIn(ns *nstest.NS, args ...string) (string, error) {
 	out, err := exec.Command("ip", append([]string{"netns", "exec", ns.Name}, args...)...).CombinedOutput()
 	return string(out), err
 }

@@ -8,12 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/netagent/netagent/backend/backendtest"
+	"github.com/netagent/netagent/internal/nstest"
 )
 
 // nftCount returns the packets counted by counter name of table inet
 // natest in ns.
-func nftCount(t *testing.T, ns *backendtest.NS, name string) uint64 {
+func nftCount(t *testing.T, ns *nstest.NS, name string) uint64 {
 	t.Helper()
 	out, err := execIn(ns, "nft", "list", "counter", "inet", "natest", name)
 	m := packetsRE.FindStringSubmatch(out)

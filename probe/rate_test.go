@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/netagent/netagent/backend/backendtest"
+	"github.com/netagent/netagent/internal/await"
+	"github.com/netagent/netagent/internal/nstest"
 )
 
 // sinkPeer is the i-th simulated peer: lease 10.<1+i/256>.<i%256>.0/24,
@@ -24,14 +25,14 @@ func sinkPeer(i int) Peer {
 // namespace, which counts (nft counter "probes") and drops every probe.
 type sinkEnv struct {
 	host *host
-	sink *backendtest.NS
+	sink *nstest.NS
 }
 
 func newSinkEnv(tb testing.TB) *sinkEnv {
 	tb.Helper()
-	h := &host{i: 1, ns: backendtest.NewNS(tb, "p")}
-	sink := backendtest.NewNS(tb, "sink")
-	backendtest.Veth(tb, h.ns, "eth0", sink, "eth0")
+	h := &host{i: 1, ns: nstest.NewNS(tb, "p")}
+	sink := nstest.NewNS(tb, "sink")
+	nstest.Veth(tb, h.ns, "eth0", sink, "eth0")
 	h.ns.IP(tb, "addr", "add", "192.168.91.1/24", "dev", "eth0")
 	h.ns.IP(tb, "addr", "add", h.overlay().String()+"/32", "dev", "lo")
 	sink.IP(tb, "addr", "add", "192.168.91.2/24", "dev", "eth0")
@@ -111,7 +112,7 @@ func TestRateBound(t *testing.T) {
 		}
 	}
 	queued := false
-	backendtest.Eventually(t, 120*time.Second, func() error {
+	await.Eventually(t, 120*time.Second, "the expected state", func() error {
 		check()
 		// Tokens below zero: sends are waiting for their turn.
 		queued = queued || p.lim.Tokens() < 0
@@ -148,7 +149,7 @@ func TestRateBound(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	sent := p.Status().Sent
-	backendtest.Eventually(t, 30*time.Second, func() error {
+	await.Eventually(t, 30*time.Second, "the expected state", func() error {
 		if arrived := e.arrived(t); arrived != sent {
 			return fmt.Errorf("sink counted %d, prober sent %d: they should agree", arrived, sent)
 		}

@@ -12,6 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/netagent/netagent/internal/backoff"
 	"github.com/netagent/netagent/lease"
 )
 
@@ -128,7 +129,7 @@ func (r *Registry) Acquire(ctx context.Context, cfg *lease.Config, opts AcquireO
 }
 
 func (r *Registry) acquire(ctx context.Context, cfg *lease.Config, opts AcquireOptions) (held, error) {
-	bo := newBackoff(time.Second, 30*time.Second)
+	bo := backoff.NewJittered(time.Second, 30*time.Second)
 	for {
 		h, err := r.tryAcquire(ctx, cfg, opts)
 		switch {
@@ -139,7 +140,7 @@ func (r *Registry) acquire(ctx context.Context, cfg *lease.Config, opts AcquireO
 		case errors.Is(err, ErrInvalidOptions):
 			return held{}, err
 		}
-		wait := bo.next()
+		wait := bo.Next()
 		if errors.Is(err, ErrLeaseConflict) {
 			wait = rand.N(200 * time.Millisecond)
 		} else {

@@ -12,6 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/netagent/netagent/internal/await"
 	"github.com/netagent/netagent/lease"
 )
 
@@ -551,7 +552,7 @@ func TestAcquireRetriesUntilFree(t *testing.T) {
 		done <- err
 	}()
 	// Two attempts fail before the subnet is freed.
-	regTestAwait(t, regTestWait, func() string {
+	await.Until(t, regTestWait, func() string {
 		if n := log.count("cannot acquire", "pool exhausted", "10.5.1.0/24..10.5.1.0/24"); n < 2 {
 			return fmt.Sprintf("%d exhaustion warnings, want 2", n)
 		}

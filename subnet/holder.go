@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/netagent/netagent/internal/backoff"
 	"github.com/netagent/netagent/lease"
 )
 
@@ -112,7 +113,7 @@ func (h *Holder) run(ctx context.Context) {
 	defer close(h.changes)
 	// Losses in quick succession (say two hosts configured with one
 	// PublicIP, taking the lease from each other) are spaced out.
-	bo := newBackoff(time.Second, 30*time.Second)
+	bo := backoff.NewJittered(time.Second, 30*time.Second)
 	var lastLoss time.Time
 	for {
 		cur := h.snapshot()
@@ -124,11 +125,11 @@ func (h *Holder) run(ctx context.Context) {
 		h.r.stats.leaseLosses.Add(1)
 		h.logLoss(key, reason, by)
 		if !lastLoss.IsZero() && time.Since(lastLoss) < time.Minute {
-			if sleepCtx(ctx, bo.next()) != nil {
+			if sleepCtx(ctx, bo.Next()) != nil {
 				return
 			}
 		} else {
-			bo.reset()
+			bo.Reset()
 		}
 		lastLoss = time.Now()
 		opts := h.opts
@@ -199,8 +200,8 @@ func (h *Holder) keep(ctx context.Context, cur held) (string, *mvccpb.KeyValue) 
 	check := time.NewTimer(0)
 	check.Stop()
 	defer check.Stop()
-	renewBackoff := newBackoff(min(500*time.Millisecond, renewRetryMaxOf(cur.ttl)), renewRetryMaxOf(cur.ttl))
-	checkBackoff := newBackoff(500*time.Millisecond, renewRetryMax)
+	renewBackoff := backoff.NewJittered(min(500*time.Millisecond, renewRetryMaxOf(cur.ttl)), renewRetryMaxOf(cur.ttl))
+	checkBackoff := backoff.NewJittered(500*time.Millisecond, renewRetryMax)
 	var failingSince, lastWarn time.Time
 
 	for {
@@ -231,10 +232,10 @@ func (h *Holder) keep(ctx context.Context, cur held) (string, *mvccpb.KeyValue) 
 			cancel()
 			if err != nil {
 				h.r.log.Debug("cannot read own lease: retrying", "key", key, "err", err)
-				check.Reset(checkBackoff.next())
+				check.Reset(checkBackoff.Next())
 				continue
 			}
-			checkBackoff.reset()
+			checkBackoff.Reset()
 			if len(resp.Kvs) == 0 {
 				return lostReason(true, nil, &cur), nil
 			}
@@ -264,11 +265,11 @@ func (h *Holder) keep(ctx context.Context, cur held) (string, *mvccpb.KeyValue) 
 					h.r.log.Warn("cannot renew subnet lease: retrying", "key", key, "failing_for", now.Sub(failingSince).Round(time.Second),
 						"expires", cur.renewed.Add(cur.ttl).Format(time.RFC3339), "err", err)
 				}
-				renew.Reset(renewBackoff.next())
+				renew.Reset(renewBackoff.Next())
 			default:
 				h.r.stats.renewals.Add(1)
 				now := time.Now()
-				renewBackoff.reset()
+				renewBackoff.Reset()
 				if !failingSince.IsZero() {
 					h.r.log.Info("renewed subnet lease again", "key", key, "failed_for", now.Sub(failingSince).Round(time.Second))
 				}

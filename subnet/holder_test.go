@@ -10,6 +10,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/netagent/netagent/internal/await"
 	"github.com/netagent/netagent/internal/etcdtest"
 )
 
@@ -46,7 +47,7 @@ func TestHolderRenews(t *testing.T) {
 	}
 	// Without renewals the etcd lease would have expired one TTL after
 	// the acquisition; the wait ends when two have passed.
-	regTestAwait(t, 2*opts.TTL+regTestWait, func() string {
+	await.Until(t, 2*opts.TTL+regTestWait, func() string {
 		held()
 		if n := r.Stats().Renewals; n < 4 || time.Since(acquired) <= 2*opts.TTL {
 			return fmt.Sprintf("%d renewals %v after acquisition; want at least 4, and 2 TTLs passed", n, time.Since(acquired).Round(time.Millisecond))
@@ -66,7 +67,7 @@ func TestHolderRenews(t *testing.T) {
 	// Closed right after a renewal: the etcd lease has most of its TTL
 	// left when the key is checked.
 	renewals := r.Stats().Renewals
-	regTestAwait(t, regTestWait, func() string {
+	await.Until(t, regTestWait, func() string {
 		if r.Stats().Renewals == renewals {
 			return "no renewal"
 		}
@@ -79,7 +80,7 @@ func TestHolderRenews(t *testing.T) {
 		t.Fatal("key gone right after Close")
 	}
 	closed := time.Now()
-	regTestAwait(t, opts.TTL+regTestWait, func() string {
+	await.Until(t, opts.TTL+regTestWait, func() string {
 		if kv := regTestKVs(t, cli, r)[l.Key()]; kv != nil {
 			return fmt.Sprintf("key still there %v after Close (etcd lease %x)", time.Since(closed).Round(time.Millisecond), id)
 		}
@@ -190,7 +191,7 @@ func TestHolderSurvivesOutage(t *testing.T) {
 	l := h.Lease()
 	id := regTestKVs(t, cli, r)[l.Key()].Lease
 	proxy.Cut()
-	regTestAwait(t, regTestWait, func() string {
+	await.Until(t, regTestWait, func() string {
 		if r.Stats().RenewalFailures == 0 {
 			return "no renewal attempt failed during the outage"
 		}
@@ -200,7 +201,7 @@ func TestHolderSurvivesOutage(t *testing.T) {
 	// until the store is reachable again.
 	renewals, before := r.Stats().Renewals, h.LastRenewal()
 	proxy.Restore()
-	regTestAwait(t, regTestWait, func() string {
+	await.Until(t, regTestWait, func() string {
 		if r.Stats().Renewals == renewals {
 			return "no renewal after the outage"
 		}
@@ -274,7 +275,7 @@ func TestHolderSamePublicIP(t *testing.T) {
 		t.Fatalf("the second agent leased %s, not the first's %s: it should find it by the public IP", b.Lease().Subnet, a.Lease().Subnet)
 	}
 	const rounds = 4
-	regTestAwait(t, regTestWait, func() string {
+	await.Until(t, regTestWait, func() string {
 		if la, lb := regs[0].Stats().LeaseLosses, regs[1].Stats().LeaseLosses; la < rounds || lb < rounds {
 			return fmt.Sprintf("the agents lost the lease %d and %d times; want them to keep taking it from each other, %d times each", la, lb, rounds)
 		}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/netagent/netagent/internal/backoff"
 	"github.com/netagent/netagent/lease"
 )
 
@@ -104,7 +104,7 @@ func (r *Registry) Config(ctx context.Context) (*lease.Config, int64, error) {
 // backoff. It returns only a config or ctx's error.
 func (r *Registry) WaitConfig(ctx context.Context) (*lease.Config, error) {
 	var lastReason string
-	bo := newBackoff(500*time.Millisecond, 30*time.Second)
+	bo := backoff.NewJittered(500*time.Millisecond, 30*time.Second)
 	for {
 		// Bounded: an unreachable etcd (or one whose TLS handshake fails)
 		// makes a request wait for a connection, not fail, until its
@@ -133,12 +133,12 @@ func (r *Registry) WaitConfig(ctx context.Context) (*lease.Config, error) {
 			}
 		}
 		if !errors.Is(err, ErrNoConfig) && !errors.Is(err, lease.ErrInvalidConfig) {
-			if err := sleepCtx(ctx, bo.next()); err != nil {
+			if err := sleepCtx(ctx, bo.Next()); err != nil {
 				return nil, err
 			}
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		if err := r.waitKeyChange(ctx, r.ConfigKey(), rev); err != nil {
 			return nil, err
 		}
@@ -177,7 +177,7 @@ func (r *Registry) WatchConfig(ctx context.Context) <-chan ConfigUpdate {
 	out := make(chan ConfigUpdate, 1)
 	go func() {
 		defer close(out)
-		bo := newBackoff(500*time.Millisecond, 30*time.Second)
+		bo := backoff.NewJittered(500*time.Millisecond, 30*time.Second)
 		lastMod := int64(-1)
 		publish := func(u ConfigUpdate) {
 			if u.Revision == lastMod {
@@ -198,10 +198,10 @@ func (r *Registry) WatchConfig(ctx context.Context) <-chan ConfigUpdate {
 				if ctx.Err() == nil {
 					r.log.Warn("cannot read network config: retrying", "key", r.ConfigKey(), "err", err)
 				}
-				sleepCtx(ctx, bo.next())
+				sleepCtx(ctx, bo.Next())
 				continue
 			}
-			bo.reset()
+			bo.Reset()
 			var kv *mvccpb.KeyValue
 			if len(resp.Kvs) > 0 {
 				kv = resp.Kvs[0]
@@ -212,7 +212,7 @@ func (r *Registry) WatchConfig(ctx context.Context) <-chan ConfigUpdate {
 				if wr.Err() != nil {
 					break
 				}
-				bo.reset()
+				bo.Reset()
 				for _, ev := range wr.Events {
 					if ev.Type == clientv3.EventTypeDelete {
 						publish(r.configUpdate(nil))
@@ -224,7 +224,7 @@ func (r *Registry) WatchConfig(ctx context.Context) <-chan ConfigUpdate {
 			wcancel()
 			// The watch broke (compaction, lost leader, closed client):
 			// read the key again, not in a tight loop.
-			sleepCtx(ctx, bo.next())
+			sleepCtx(ctx, bo.Next())
 		}
 	}()
 	return out
@@ -326,24 +326,6 @@ func (r *Registry) watch(ctx context.Context, key string, opts ...clientv3.OpOpt
 	}()
 	return out
 }
-
-// backoff is a capped exponential backoff with jitter (each wait is drawn
-// from [d/2, d), d doubling from min up to max).
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func newBackoff(min, max time.Duration) *backoff {
-	return &backoff{min: min, max: max, cur: min}
-}
-
-func (b *backoff) next() time.Duration {
-	d := b.cur
-	b.cur = min(2*b.cur, b.max)
-	return d/2 + rand.N(d/2+1)
-}
-
-func (b *backoff) reset() { b.cur = b.min }
 
 // sleepCtx waits for d or until ctx is done, returning ctx's error then.
 func sleepCtx(ctx context.Context, d time.Duration) error {

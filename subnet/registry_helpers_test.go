@@ -101,23 +101,6 @@ func regTestCtx(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-// regTestAwait polls cond every 50 ms until it returns "" (done) or the
-// deadline passes; then the test fails with cond's last answer.
-func regTestAwait(t *testing.T, timeout time.Duration, cond func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		why := cond()
-		if why == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", timeout, why)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // regTestKVs returns the stored key-values under r's subnets/ prefix, by
 // relative key.
 func regTestKVs(t *testing.T, cli *clientv3.Client, r *Registry) map[string]*mvccpb.KeyValue {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netagent/netagent/internal/await"
 	"github.com/netagent/netagent/lease"
 )
 
@@ -50,7 +51,7 @@ func TestRegistryWaitConfig(t *testing.T) {
 		cfg, err := r.WaitConfig(ctx)
 		done <- result{cfg, err}
 	}()
-	regTestAwait(t, regTestWait, func() string {
+	await.Until(t, regTestWait, func() string {
 		if log.count("network config is missing") != 1 {
 			return "missing config not logged:\n" + log.String()
 		}
@@ -64,7 +65,7 @@ func TestRegistryWaitConfig(t *testing.T) {
 	}
 	awaitInvalid := func(n int) {
 		t.Helper()
-		regTestAwait(t, regTestWait, func() string {
+		await.Until(t, regTestWait, func() string {
 			if log.count("network config is invalid") != n {
 				return fmt.Sprintf("want %d invalid-config errors logged:\n%s", n, log)
 			}

@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/netagent/netagent/internal/backoff"
 	"github.com/netagent/netagent/lease"
 )
 
@@ -180,7 +181,7 @@ func (w *leaseWatch) apply(ev *clientv3.Event) {
 // reached) and queues the differences from known as events. It returns
 // false when ctx is done.
 func (w *leaseWatch) resync(ctx context.Context) bool {
-	bo := newBackoff(500*time.Millisecond, 15*time.Second)
+	bo := backoff.NewJittered(500*time.Millisecond, 15*time.Second)
 	var lastErr string
 	for {
 		entries, rev, err := w.listKVs(ctx)
@@ -195,7 +196,7 @@ func (w *leaseWatch) resync(ctx context.Context) bool {
 			lastErr = err.Error()
 			w.r.log.Warn("cannot list leases: retrying", "prefix", w.r.SubnetsPrefix(), "err", err)
 		}
-		if sleepCtx(ctx, bo.next()) != nil {
+		if sleepCtx(ctx, bo.Next()) != nil {
 			return false
 		}
 	}

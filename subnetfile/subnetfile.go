@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/netagent/netagent/internal/atomicfile"
 )
 
 // DefaultPath is flannel's subnet file, read by flannel's CNI plugin and by
@@ -93,44 +95,13 @@ func WriteDockerOpts(path string, info Info) error {
 }
 
 // WriteAtomic writes data to path through a temporary file in the same
-// directory, fsynced and renamed over path, with mode 0644; missing
-// directories are created with mode 0755.
-func WriteAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+// directory, fsynced and renamed over path, with mode 0644, and fsyncs the
+// directory; missing directories are created with mode 0755.
+func WriteAtomic(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(0o644); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	// Make the rename itself durable.
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.WriteFile(path, data, 0o644)
 }
 
 // MaxSize bounds the subnet file that Read accepts.

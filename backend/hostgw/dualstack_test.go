@@ -10,14 +10,16 @@ import (
 
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/backend/backendtest"
+	"github.com/netagent/netagent/internal/await"
+	"github.com/netagent/netagent/internal/nstest"
 	"github.com/netagent/netagent/lease"
 )
 
 func TestDualStackRoutes(t *testing.T) {
-	a, _ := backendtest.Underlay(t)
+	a, _ := nstest.Underlay(t)
 	a.AddrAdd(t, "eth0", "192.168.77.1/24", "fd77::1/64")
 	a.IP(t, "-6", "route", "add", "fc00:0:0:99::/64", "via", "fd77::99", "proto", "78") // stale, ours
-	ext := a.Ext(t, "eth0", netip.MustParseAddr("192.168.77.1"), netip.MustParseAddr("fd77::1"))
+	ext := backendtest.Ext(t, a, "eth0", netip.MustParseAddr("192.168.77.1"), netip.MustParseAddr("fd77::1"))
 	cfg := &lease.Config{EnableIPv4: true, EnableIPv6: true, BackendType: Type}
 
 	bk, err := New(backend.Options{Handle: a.Handle, Netns: a.Netns, Ext: ext, Config: cfg, ResyncInterval: time.Hour})
@@ -37,8 +39,8 @@ func TestDualStackRoutes(t *testing.T) {
 	}}}
 	want4 := []string{"10.5.2.0/24 via 192.168.77.2 dev eth0"}
 	want6 := []string{"fc00:0:0:2::/64 via fd77::2 dev eth0"}
-	backendtest.Eventually(t, settle, routesAre(a, want4, want6))
-	backendtest.Eventually(t, settle, func() error {
+	await.Eventually(t, settle, "the expected state", routesAre(a, want4, want6))
+	await.Eventually(t, settle, "the expected state", func() error {
 		st := bk.Status()
 		if len(st.Peers) != 3 || st.LastPass.IsZero() {
 			return fmt.Errorf("status %+v", st)
@@ -51,24 +53,24 @@ func TestDualStackRoutes(t *testing.T) {
 
 	// Repair: a deleted IPv6 route is back.
 	a.IP(t, "-6", "route", "del", "fc00:0:0:2::/64")
-	backendtest.Eventually(t, settle, routesAre(a, want4, want6))
+	await.Eventually(t, settle, "the expected state", routesAre(a, want4, want6))
 
 	// The unreachable IPv6 peer becomes reachable when ext gets an
 	// address on its subnet.
 	a.AddrAdd(t, "eth0", "fd88::1/64")
 	want6 = append(want6, "fc00:0:0:3::/64 via fd88::5 dev eth0")
-	backendtest.Eventually(t, settle, routesAre(a, want4, want6))
+	await.Eventually(t, settle, "the expected state", routesAre(a, want4, want6))
 
 	// A removed dual-stack lease takes both routes along.
 	updates <- backend.Update{Batch: &lease.Batch{Events: []lease.Event{{Type: lease.EventRemoved,
 		Lease: dualLease("10.5.2.0/24", "192.168.77.2", "fc00:0:0:2::/64", "fd77::2")}}}}
-	backendtest.Eventually(t, settle, routesAre(a, nil, want6[1:]))
+	await.Eventually(t, settle, "the expected state", routesAre(a, nil, want6[1:]))
 }
 
 func TestNewIPv6Checks(t *testing.T) {
-	a, _ := backendtest.Underlay(t)
+	a, _ := nstest.Underlay(t)
 	a.AddrAdd(t, "eth0", "fd77::1/64")
-	ext := a.Ext(t, "eth0") // neither family's address given yet
+	ext := backendtest.Ext(t, a, "eth0") // neither family's address given yet
 	cfg := &lease.Config{EnableIPv6: true, BackendType: Type}
 
 	if _, err := New(backend.Options{Handle: a.Handle, Ext: ext, Config: cfg}); err == nil || !strings.Contains(err.Error(), "no public IPv6 address") {

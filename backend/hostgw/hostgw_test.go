@@ -13,6 +13,8 @@ import (
 
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/backend/backendtest"
+	"github.com/netagent/netagent/internal/await"
+	"github.com/netagent/netagent/internal/nstest"
 	"github.com/netagent/netagent/lease"
 )
 
@@ -40,7 +42,7 @@ const settle = time.Minute
 
 // routesAre is a condition for backendtest.Eventually: the routes of ours
 // in ns are want4 (IPv4) and want6 (IPv6), in backendtest.OwnRoutes form.
-func routesAre(ns *backendtest.NS, want4, want6 []string) func() error {
+func routesAre(ns *nstest.NS, want4, want6 []string) func() error {
 	return func() error {
 		got4, err := backendtest.OwnRoutes(ns.Handle, netlink.FAMILY_V4)
 		if err != nil {
@@ -58,10 +60,10 @@ func routesAre(ns *backendtest.NS, want4, want6 []string) func() error {
 }
 
 func TestRoutesViaPublicIP(t *testing.T) {
-	a, _ := backendtest.Underlay(t)
+	a, _ := nstest.Underlay(t)
 	a.AddrAdd(t, "eth0", "192.168.77.1/24")
 	a.IP(t, "route", "add", "10.5.99.0/24", "via", "192.168.77.99", "proto", "78") // stale, ours
-	ext := a.Ext(t, "eth0", netip.MustParseAddr("192.168.77.1"))
+	ext := backendtest.Ext(t, a, "eth0", netip.MustParseAddr("192.168.77.1"))
 
 	bk, err := New(backend.Options{Handle: a.Handle, Netns: a.Netns, Ext: ext, Config: &lease.Config{BackendType: Type}, ResyncInterval: time.Hour})
 	if err != nil {
@@ -82,8 +84,8 @@ func TestRoutesViaPublicIP(t *testing.T) {
 		{Lease: v4Lease("10.5.3.0/24", "192.168.88.5")}, // not directly connected
 	}}}
 	want := []string{"10.5.2.0/24 via 192.168.77.2 dev eth0"}
-	backendtest.Eventually(t, settle, routesAre(a, want, nil))
-	backendtest.Eventually(t, settle, func() error {
+	await.Eventually(t, settle, "the expected state", routesAre(a, want, nil))
+	await.Eventually(t, settle, "the expected state", func() error {
 		st := bk.Status()
 		if len(st.Peers) != 2 {
 			return fmt.Errorf("status peers %+v", st.Peers)
@@ -97,22 +99,22 @@ func TestRoutesViaPublicIP(t *testing.T) {
 
 	// Repair: a deleted route is back.
 	a.IP(t, "route", "del", "10.5.2.0/24")
-	backendtest.Eventually(t, settle, routesAre(a, want, nil))
+	await.Eventually(t, settle, "the expected state", routesAre(a, want, nil))
 
 	// The unreachable peer becomes reachable when ext gets an address there.
 	a.AddrAdd(t, "eth0", "192.168.88.1/24")
 	want = append(want, "10.5.3.0/24 via 192.168.88.5 dev eth0")
-	backendtest.Eventually(t, settle, routesAre(a, want, nil))
+	await.Eventually(t, settle, "the expected state", routesAre(a, want, nil))
 
 	// A removed lease takes its route along.
 	updates <- backend.Update{Batch: &lease.Batch{Events: []lease.Event{{Type: lease.EventRemoved, Lease: v4Lease("10.5.2.0/24", "192.168.77.2")}}}}
-	backendtest.Eventually(t, settle, routesAre(a, want[1:], nil))
+	await.Eventually(t, settle, "the expected state", routesAre(a, want[1:], nil))
 }
 
 func TestNewRefusesNAT(t *testing.T) {
-	a, _ := backendtest.Underlay(t)
+	a, _ := nstest.Underlay(t)
 	a.AddrAdd(t, "eth0", "192.168.77.1/24")
-	ext := a.Ext(t, "eth0", netip.MustParseAddr("192.168.77.1"))
+	ext := backendtest.Ext(t, a, "eth0", netip.MustParseAddr("192.168.77.1"))
 	ext.PublicIP = netip.MustParseAddr("203.0.113.7")
 	_, err := New(backend.Options{Handle: a.Handle, Ext: ext, Config: &lease.Config{BackendType: Type}})
 	if !errors.Is(err, ErrPublicIPNotLocal) || err.Error() != "host-gw: public IP 203.0.113.7 is not an address of eth0 (NAT?)" {

@@ -13,11 +13,13 @@ import (
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/backend/backendtest"
 	"github.com/netagent/netagent/iface"
+	"github.com/netagent/netagent/internal/await"
+	"github.com/netagent/netagent/internal/nstest"
 	"github.com/netagent/netagent/lease"
 )
 
 // startFamilies runs a backend in ns with the given families enabled.
-func startFamilies(t *testing.T, ns *backendtest.NS, ext iface.External, v4, v6 bool) *running {
+func startFamilies(t *testing.T, ns *nstest.NS, ext iface.External, v4, v6 bool) *running {
 	t.Helper()
 	return startConfig(t, ns, ext, &lease.Config{EnableIPv4: v4, EnableIPv6: v6, BackendType: Type, Backend: json.RawMessage(`{"Type":"vxlan"}`)})
 }
@@ -26,7 +28,7 @@ func startFamilies(t *testing.T, ns *backendtest.NS, ext iface.External, v4, v6 
 func vx6(sub, pub, mac string) entries { return vxOn("flannel-v6.1", sub, pub, mac) }
 
 // waitEntriesV6 waits for the IPv6 entries of flannel-v6.1 in ns to be want.
-func waitEntriesV6(t *testing.T, ns *backendtest.NS, want entries, timeout time.Duration) {
+func waitEntriesV6(t *testing.T, ns *nstest.NS, want entries, timeout time.Duration) {
 	t.Helper()
 	waitFamily(t, ns, "flannel-v6.1", netlink.FAMILY_V6, want, timeout)
 }
@@ -67,7 +69,7 @@ func TestDualStackDevicesAndPeers(t *testing.T) {
 	if out := e.a.IP(t, "-6", "addr", "show", "dev", "flannel-v6.1", "scope", "global"); !strings.Contains(out, "fc00:0:0:1::/128") {
 		t.Errorf("flannel-v6.1 addresses:\n%s\nwant fc00:0:0:1::/128", out)
 	}
-	backendtest.Eventually(t, settle, func() error {
+	await.Eventually(t, settle, "the expected state", func() error {
 		if st := r.Status(); st.Device != "flannel.1" || st.DeviceV6 != "flannel-v6.1" || len(st.Peers) != 3 || st.LastPass.IsZero() {
 			return fmt.Errorf("Status = %+v, want both devices and 3 peers", st)
 		}
@@ -94,7 +96,7 @@ func TestDualStackDevicesAndPeers(t *testing.T) {
 func TestIPv6OnlyPing(t *testing.T) {
 	e := newEnvFamilies(t, false, true)
 	ra := startFamilies(t, e.a, e.ext, false, true)
-	rb := startFamilies(t, e.b, e.b.Ext(t, "eth0", hostBV6), false, true)
+	rb := startFamilies(t, e.b, backendtest.Ext(t, e.b, "eth0", hostBV6), false, true)
 	if ra.VtepMAC() != nil {
 		t.Errorf("IPv6-only backend has an IPv4 VTEP MAC %s", ra.VtepMAC())
 	}

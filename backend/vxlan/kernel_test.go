@@ -18,6 +18,8 @@ import (
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/backend/backendtest"
 	"github.com/netagent/netagent/iface"
+	"github.com/netagent/netagent/internal/await"
+	"github.com/netagent/netagent/internal/nstest"
 	"github.com/netagent/netagent/lease"
 )
 
@@ -31,9 +33,9 @@ var (
 )
 
 // env is host A (where the backend runs) joined to host B by a veth pair,
-// "eth0" at both ends (backendtest.Underlay).
+// "eth0" at both ends (nstest.Underlay).
 type env struct {
-	a, b *backendtest.NS
+	a, b *nstest.NS
 	ext  iface.External
 }
 
@@ -46,7 +48,7 @@ func newEnv(t *testing.T) *env { return newEnvFamilies(t, true, false) }
 func newEnvFamilies(t *testing.T, v4, v6 bool) *env {
 	t.Helper()
 	e := &env{}
-	e.a, e.b = backendtest.Underlay(t)
+	e.a, e.b = nstest.Underlay(t)
 	var addrs []netip.Addr
 	if v4 {
 		e.a.AddrAdd(t, "eth0", "192.168.77.1/24")
@@ -58,7 +60,7 @@ func newEnvFamilies(t *testing.T, v4, v6 bool) *env {
 		e.b.AddrAdd(t, "eth0", "fd77::2/64")
 		addrs = append(addrs, hostAV6)
 	}
-	e.ext = e.a.Ext(t, "eth0", addrs...)
+	e.ext = backendtest.Ext(t, e.a, "eth0", addrs...)
 	return e
 }
 
@@ -70,13 +72,13 @@ type running struct {
 }
 
 // start runs an IPv4-only backend in ns with the given backend settings.
-func start(t *testing.T, ns *backendtest.NS, ext iface.External, backendJSON string) *running {
+func start(t *testing.T, ns *nstest.NS, ext iface.External, backendJSON string) *running {
 	t.Helper()
 	return startConfig(t, ns, ext, &lease.Config{BackendType: Type, Backend: json.RawMessage(backendJSON)})
 }
 
 // startConfig runs a backend in ns with network config cfg.
-func startConfig(t *testing.T, ns *backendtest.NS, ext iface.External, cfg *lease.Config) *running {
+func startConfig(t *testing.T, ns *nstest.NS, ext iface.External, cfg *lease.Config) *running {
 	t.Helper()
 	b, err := New(backend.Options{
 		Log:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
@@ -222,15 +224,15 @@ func merge(es ...entries) entries {
 const settle = time.Minute
 
 // waitEntries waits for the IPv4 entries of dev in ns to be want.
-func waitEntries(t *testing.T, ns *backendtest.NS, dev string, want entries, timeout time.Duration) {
+func waitEntries(t *testing.T, ns *nstest.NS, dev string, want entries, timeout time.Duration) {
 	t.Helper()
 	waitFamily(t, ns, dev, netlink.FAMILY_V4, want, timeout)
 }
 
 // waitFamily waits for the entries of family on dev in ns to be want.
-func waitFamily(t *testing.T, ns *backendtest.NS, dev string, family int, want entries, timeout time.Duration) {
+func waitFamily(t *testing.T, ns *nstest.NS, dev string, family int, want entries, timeout time.Duration) {
 	t.Helper()
-	backendtest.Eventually(t, timeout, func() error {
+	await.Eventually(t, timeout, "kernel entries", func() error {
 		got, err := read(ns.Handle, dev, family)
 		if err != nil {
 			return err
@@ -283,7 +285,7 @@ func TestSnapshotProgramsDeviceAndPeers(t *testing.T) {
 
 	// The pass records what it did after the kernel has it.
 	var st backend.Status
-	backendtest.Eventually(t, settle, func() error {
+	await.Eventually(t, settle, "the expected state", func() error {
 		st = r.Status()
 		if st.Device != "flannel.1" || st.MTU != 1450 || len(st.Peers) != 2 || !st.Peers[0].Programmed || st.Peers[0].Mode != backend.ModeVXLAN {
 			return fmt.Errorf("Status = %+v", st)
@@ -294,7 +296,7 @@ func TestSnapshotProgramsDeviceAndPeers(t *testing.T) {
 	// The same input again changes nothing.
 	passes := st.Counters.Passes
 	r.updates <- backend.Update{Batch: snapshot(leases...)}
-	backendtest.Eventually(t, settle, func() error {
+	await.Eventually(t, settle, "the expected state", func() error {
 		if p := r.Status().Counters.Passes; p <= passes {
 			return fmt.Errorf("passes %d, want > %d", p, passes)
 		}
@@ -405,7 +407,7 @@ func TestRepairs(t *testing.T) {
 		t.Run(d.name, func(t *testing.T) {
 			e.a.Cmd(t, d.cmd[0], d.cmd[1:]...)
 			waitEntries(t, e.a, "flannel.1", want, settle)
-			backendtest.Eventually(t, settle, func() error {
+			await.Eventually(t, settle, "the expected state", func() error {
 				l, err := e.a.Handle.LinkByName("flannel.1")
 				if err != nil {
 					return err
@@ -421,7 +423,7 @@ func TestRepairs(t *testing.T) {
 		})
 	}
 	// The last repair's pass counts it after the kernel has it.
-	backendtest.Eventually(t, settle, func() error {
+	await.Eventually(t, settle, "the expected state", func() error {
 		c := r.Status().Counters
 		for _, kind := range []string{"route", "neigh", "fdb", "device", "address"} {
 			if c.Repairs[kind] == 0 {
@@ -458,7 +460,7 @@ func TestDirectRouting(t *testing.T) {
 	e.a.AddrAdd(t, "eth0", "192.168.88.1/24")
 	both := entries{routes: []string{"10.5.2.0/24 via 192.168.77.2 dev eth0", "10.5.3.0/24 via 192.168.88.5 dev eth0"}}
 	waitEntries(t, e.a, "flannel.1", both, settle)
-	backendtest.Eventually(t, settle, func() error {
+	await.Eventually(t, settle, "the expected state", func() error {
 		if st := r.Status(); len(st.Peers) != 2 || st.Peers[1].Mode != backend.ModeDirect {
 			return fmt.Errorf("peers %+v, want peer 2 direct", st.Peers)
 		}
@@ -474,7 +476,7 @@ func TestDirectRouting(t *testing.T) {
 func TestPingOverVXLAN(t *testing.T) {
 	e := newEnv(t)
 	ra := start(t, e.a, e.ext, `{"Type":"vxlan"}`)
-	extB := e.b.Ext(t, "eth0", hostB)
+	extB := backendtest.Ext(t, e.b, "eth0", hostB)
 	rb := start(t, e.b, extB, `{"Type":"vxlan"}`)
 	la := peerLease("10.5.1.0/24", "192.168.77.1", ra.VtepMAC().String())
 	lb := peerLease("10.5.2.0/24", "192.168.77.2", rb.VtepMAC().String())

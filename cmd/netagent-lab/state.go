@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/netagent/netagent/internal/atomicfile"
 	"github.com/netagent/netagent/internal/lab"
 	"github.com/netagent/netagent/internal/netnsguard"
 )
@@ -108,11 +109,7 @@ func (s *labState) write() error {
 	if err != nil {
 		return err
 	}
-	tmp := statePath(s.Dir) + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("state file: %w", err)
-	}
-	if err := os.Rename(tmp, statePath(s.Dir)); err != nil {
+	if err := atomicfile.WriteFile(statePath(s.Dir), append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("state file: %w", err)
 	}
 	return nil

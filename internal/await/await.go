@@ -13,6 +13,7 @@ package await
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -71,3 +72,16 @@ func True(cond func() bool) func() error {
 }
 
 var errNotYet = fmt.Errorf("await: not yet")
+
+// Until is Eventually for a condition that says why it does not hold yet:
+// cond returns "" once it holds, and otherwise the reason, which the
+// failure reports.
+func Until(t TB, timeout time.Duration, cond func() string) {
+	t.Helper()
+	Eventually(t, timeout, "condition", func() error {
+		if why := cond(); why != "" {
+			return errors.New(why)
+		}
+		return nil
+	})
+}

@@ -67,3 +67,25 @@ func TestEventually(t *testing.T) {
 		}
 	})
 }
+
+func TestUntil(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var ok fakeTB
+		n := 0
+		Until(&ok, time.Minute, func() string {
+			if n++; n < 5 {
+				return fmt.Sprintf("n is %d", n)
+			}
+			return ""
+		})
+		if ok.failed != "" || n != 5 {
+			t.Errorf("a condition that came to hold at the 5th call: failed %q after %d calls", ok.failed, n)
+		}
+		var never fakeTB
+		calls := 0
+		Until(&never, time.Minute, func() string { calls++; return fmt.Sprintf("still %d", calls) })
+		if !strings.Contains(never.failed, "not within 1m0s") || !strings.Contains(never.failed, fmt.Sprintf("still %d", calls)) {
+			t.Errorf("a condition that never held: %q; want the timeout and the last reason (call %d)", never.failed, calls)
+		}
+	})
+}

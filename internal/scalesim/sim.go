@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 
+	"github.com/netagent/netagent/internal/await"
 	"github.com/netagent/netagent/internal/lab"
 	"github.com/netagent/netagent/lease"
 	"github.com/netagent/netagent/subnet"
@@ -359,19 +360,9 @@ func (s *Sim) Check(ctx context.Context, converged bool) error {
 }
 
 // Await polls cond every 50 ms until it returns nil, and returns its last
-// error when ctx ends first.
+// error when ctx ends first (await.Poll).
 func Await(ctx context.Context, cond func() error) error {
-	for {
-		err := cond()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w: %v", ctx.Err(), err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return await.Poll(ctx, 50*time.Millisecond, cond)
 }
 
 // AwaitConverged waits until every started host holds a lease and every

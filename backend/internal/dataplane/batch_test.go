@@ -12,8 +12,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netagent/netagent/backend"
-	"github.com/netagent/netagent/backend/backendtest"
 	"github.com/netagent/netagent/iface"
+	"github.com/netagent/netagent/internal/nstest"
 )
 
 // libRequest builds the request for o with the netlink library's own
@@ -71,7 +71,7 @@ func libRequest(o *op, seq uint32, ack bool) []byte {
 }
 
 func TestAppendRequestMatchesNetlink(t *testing.T) {
-	mac := backendtest.MustMAC("02:00:00:00:01:02")
+	mac := nstest.MustMAC("02:00:00:00:01:02")
 	v4 := &Engine{cfg: Config{Family: 4, Ext: extWithIndex(7)}, devIndex: 3}
 	v6 := &Engine{cfg: Config{Family: 6, Ext: extWithIndex(7)}, devIndex: 4}
 	p4 := &peer{subnet: netip.MustParsePrefix("10.5.17.0/24"), publicIP: netip.MustParseAddr("192.168.77.12"), mac: mac, mode: backend.ModeVXLAN}
@@ -108,7 +108,7 @@ func TestAppendRequestMatchesNetlink(t *testing.T) {
 // error lands on its own op, that deleting what is absent is no error,
 // and that the kernel holds what succeeded.
 func TestBatcherErrorsPerRequest(t *testing.T) {
-	ns := backendtest.NewNS(t, "batch")
+	ns := nstest.NewNS(t, "batch")
 	ns.IP(t, "link", "add", "flannel.1", "type", "vxlan", "id", "1", "dstport", "8472", "nolearning")
 	ns.IP(t, "link", "set", "flannel.1", "up")
 	link, err := ns.Handle.LinkByName("flannel.1")
