@@ -170,10 +170,15 @@ type Prober struct {
 	headers  int
 	overlay  *net.UDPConn
 	underlay *net.UDPConn
+	// icmp receives the peers' port unreachables (nil when it could not
+	// be opened: then a peer without a responder looks like one that
+	// does not answer).
+	icmp     *net.IPConn
 	lim      *limiter
 	seq      atomic.Uint64
 	sent     atomic.Uint64
 	answered atomic.Uint64
+	refused  atomic.Uint64
 
 	pendMu  sync.Mutex
 	pending map[uint64]*pendingProbe
@@ -215,6 +220,10 @@ func New(cfg Config) (*Prober, error) {
 		p.overlay.Close()
 		return nil, err
 	}
+	if p.icmp, err = listenICMP(cfg.Netns, v6); err != nil {
+		cfg.Log.Warn("probe: cannot receive port unreachables: a peer without a responder will be reported as not answering", "err", err)
+		p.icmp = nil
+	}
 	if cfg.Offload != nil {
 		// A trial lasts at most a few rounds of its peers, sent at once.
 		trial := time.Duration(4*cfg.Attempts)*cfg.Timeout + 5*time.Second
@@ -227,6 +236,9 @@ func New(cfg Config) (*Prober, error) {
 func (p *Prober) Close() {
 	p.overlay.Close()
 	p.underlay.Close()
+	if p.icmp != nil {
+		p.icmp.Close()
+	}
 }
 
 // SetPeers replaces the set of peers to probe. New peers are first probed
@@ -264,7 +276,7 @@ func (p *Prober) ofFamily(a netip.Addr) bool {
 func (p *Prober) Status() Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	st := Status{Interval: p.interval, Rate: p.cfg.Rate, Sent: p.sent.Load(), Answered: p.answered.Load()}
+	st := Status{Interval: p.interval, Rate: p.cfg.Rate, Sent: p.sent.Load(), Answered: p.answered.Load(), Refused: p.refused.Load()}
 	for _, ps := range p.peers {
 		st.Peers = append(st.Peers, ps.health)
 	}
@@ -300,6 +312,7 @@ func MergeStatus(sts ...Status) Status {
 		m.Rate += st.Rate
 		m.Sent += st.Sent
 		m.Answered += st.Answered
+		m.Refused += st.Refused
 		if m.Offload == nil {
 			m.Offload = st.Offload
 		}
@@ -331,9 +344,12 @@ func (p *Prober) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, p.Close)
 	defer stop()
 	var wg sync.WaitGroup
-	readErr := make(chan error, 2)
+	readErr := make(chan error, 3)
 	for _, c := range []*net.UDPConn{p.overlay, p.underlay} {
 		wg.Go(func() { readErr <- p.read(c) })
+	}
+	if p.icmp != nil {
+		wg.Go(func() { readErr <- p.readRefusals(p.icmp) })
 	}
 	done := make(chan roundDone)
 	inFlight := 0
