@@ -166,10 +166,10 @@ func TestProberNoResponder(t *testing.T) {
 	waitHealth(t, p, h2.subnet(), time.Minute, "reachable again", func(h PeerHealth) bool { return h.Reachable })
 }
 
-// occupy binds a UDP socket to the wildcard address and port in ns, so
-// that a responder cannot bind the port, and connects it elsewhere, so
-// that it takes no probe either: the port is unreachable. close frees it.
-func occupy(t *testing.T, ns netns.NsHandle, port int) (close func()) {
+// occupy binds a UDP socket to addr:port in ns, so that a responder
+// cannot bind the port there, and connects it elsewhere, so that it takes
+// no probe either: the port is unreachable. close frees it.
+func occupy(t *testing.T, ns netns.NsHandle, addr netip.Addr, port int) (close func()) {
 	t.Helper()
 	var fd int
 	err := inNetns(ns, func() error {
@@ -177,7 +177,7 @@ func occupy(t *testing.T, ns netns.NsHandle, port int) (close func()) {
 		if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err != nil {
 			return err
 		}
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: port}); err != nil {
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: port, Addr: addr.As4()}); err != nil {
 			unix.Close(fd)
 			return err
 		}
@@ -199,7 +199,7 @@ func TestResponderKeeperRetries(t *testing.T) {
 	backendtest.RequireRoot(t)
 	ns := backendtest.NewNS(t, "keep")
 	ns.IP(t, "link", "set", "lo", "up")
-	free := occupy(t, ns.Netns, DefaultPort)
+	free := occupy(t, ns.Netns, netip.MustParseAddr("127.0.0.1"), DefaultPort)
 	k := NewResponderKeeper(ResponderConfig{Log: testLog(t), Netns: ns.Netns, Addrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}},
 		10*time.Millisecond, 50*time.Millisecond)
 	serve(t, func(ctx context.Context) error { k.Run(ctx); return nil })
