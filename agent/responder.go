@@ -88,14 +88,11 @@ func (s *state) probeCheck() (c Check, ok bool) {
 	var why []string
 	for _, r := range s.responders {
 		st := r.k.State()
-		if st.Serving {
+		if st.Serving || st.Err == "" {
+			// Serving, or opening for the first time.
 			continue
 		}
 		c.OK = false
-		if st.Err == "" {
-			why = append(why, r.family+" responder not serving yet")
-			continue
-		}
 		why = append(why, fmt.Sprintf("%s responder not serving since %s (%d attempts): %s",
 			r.family, st.Since.UTC().Format(time.RFC3339), st.Failures, st.Err))
 	}
