@@ -344,12 +344,17 @@ func (p *Prober) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, p.Close)
 	defer stop()
 	var wg sync.WaitGroup
-	readErr := make(chan error, 3)
+	readErr := make(chan error, 2)
 	for _, c := range []*net.UDPConn{p.overlay, p.underlay} {
 		wg.Go(func() { readErr <- p.read(c) })
 	}
 	if p.icmp != nil {
-		wg.Go(func() { readErr <- p.readRefusals(p.icmp) })
+		wg.Go(func() {
+			// Without it the probes go on; refused ones look lost.
+			if err := p.readRefusals(p.icmp); err != nil && ctx.Err() == nil {
+				p.cfg.Log.Warn("probe: no longer receiving port unreachables", "err", err)
+			}
+		})
 	}
 	done := make(chan roundDone)
 	inFlight := 0
