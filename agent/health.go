@@ -16,6 +16,7 @@ const (
 	CheckDataplane = "dataplane"
 	CheckEtcd      = "etcd"
 	CheckReconcile = "reconcile"
+	// CheckProbe: see responder.go.
 )
 
 // Check is one named health or readiness check, as /healthz, /readyz and
@@ -53,8 +54,8 @@ func (s *state) readinessLocked() []Check {
 
 // health: ready, the lease is not about to expire (more than half the renew
 // margin left: a renewal is due when the margin starts), etcd answered
-// within the renew margin, and the data plane had a full reconcile pass
-// within three resync intervals.
+// within the renew margin, the data plane had a full reconcile pass
+// within three resync intervals, and every probe responder serves.
 func (s *state) health(now time.Time, renewMargin, resync time.Duration) []Check {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -87,6 +88,9 @@ func (s *state) health(now time.Time, renewMargin, resync time.Duration) []Check
 			}
 			checks = append(checks, c)
 		}
+	}
+	if c, ok := s.probeCheck(); ok {
+		checks = append(checks, c)
 	}
 	return checks
 }

@@ -45,7 +45,7 @@ func newMetricsRegistry(s *state, o *Options) *prometheus.Registry {
 	if s.probeM != nil {
 		reg.MustRegister(s.probeM.collectors()...)
 	}
-	reg.MustRegister(newCollector(s, o.Version),
+	reg.MustRegister(newCollector(s, o.Version), newResponderCollector(s),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg

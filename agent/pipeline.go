@@ -283,10 +283,10 @@ func (a *Agent) dataPlaneReady(ctx context.Context, p *pipeline) {
 }
 
 // restartProbe (re)starts the probes for the pipeline's current lease; they
-// stop with ctx or at the next restart.
+// stop with ctx, at the next restart, or when the pipeline ends.
 func (a *Agent) restartProbe(ctx context.Context, p *pipeline) {
+	// stopProbe returns once the old responders' sockets are closed:
+	// the new ones bind the same port.
 	p.stopProbe()
-	pctx, cancel := context.WithCancel(ctx)
-	p.stopProbe, p.probing = cancel, true
-	a.startProbe(pctx, p.cfg, p.be, p.ext, p.lease)
+	p.stopProbe, p.probing = a.startProbe(ctx, p.cfg, p.be, p.ext, p.lease), true
 }

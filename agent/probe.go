@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -150,36 +151,49 @@ type familyProbe struct {
 // and keeps an explicit offload setting of every vxlan device (with
 // --vxlan-tx-csum-offload=on|off). With both families each prober gets
 // half of --probe-rate, so that the host stays within it, and status
-// shows them as one (proberSet). They stop when ctx is done. A failure is logged
-// and recorded, not fatal: the data plane serves on, and a family that
-// fails leaves the other probing.
-func (a *Agent) startProbe(ctx context.Context, cfg *lease.Config, be backend.Backend, ext iface.External, lease lease.Lease) {
+// shows them as one (proberSet). A responder is kept serving by a
+// probe.ResponderKeeper: one that cannot bind or fails is retried with a
+// capped backoff, and the health check "probe" fails meanwhile. A prober
+// that fails is logged and recorded, not fatal: the data plane serves on,
+// and a family that fails leaves the other probing.
+//
+// The returned stop cancels everything started here and returns once it
+// has stopped: the responders' sockets are closed then, so that the next
+// startProbe can bind the same port (a subnet change restarts the probes
+// with the public IP's socket unchanged).
+func (a *Agent) startProbe(ctx context.Context, cfg *lease.Config, be backend.Backend, ext iface.External, lease lease.Lease) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	stop = func() { cancel(); wg.Wait() }
 	sws, keep := a.offloadSwitches(ctx, be)
 	if !a.opts.Probe {
 		a.state.update(func(s *state) { s.probeNote = "off (--probe=false)" })
-		go syncLoop(ctx, keep)
-		return
+		wg.Go(func() { syncLoop(ctx, keep) })
+		return stop
 	}
 	targets, err := newProbeTargets(be.Type(), lease, ext)
 	if len(targets) == 0 {
 		a.state.update(func(s *state) { s.probeNote = err.Error() })
-		go syncLoop(ctx, keep)
-		return
+		wg.Go(func() { syncLoop(ctx, keep) })
+		return stop
 	}
 	if err != nil {
 		a.probeFailed("targets", err)
 	}
 	var prog programmedSet
 	bst := be.Status()
-	var fps []*familyProbe
+	src := responderSources(bst, lease, ext)
+	var (
+		fps []*familyProbe
+		rs  []familyResponder
+	)
 	for _, t := range targets {
-		if fp := a.startFamilyProbe(ctx, t, be, sws[t.device(bst)], prog.has, len(targets)); fp != nil {
+		k := a.newResponderKeeper(t, src)
+		rs = append(rs, familyResponder{family: t.family(), k: k})
+		wg.Go(func() { k.Run(ctx) })
+		if fp := a.newFamilyProber(t, be, sws[t.device(bst)], prog.has, len(targets)); fp != nil {
 			fps = append(fps, fp)
 		}
-	}
-	if len(fps) == 0 {
-		go syncLoop(ctx, keep)
-		return
 	}
 	for i, peers := range prog.peersOf(be.Status(), fps) {
 		fps[i].peers = peers
@@ -189,15 +203,22 @@ func (a *Agent) startProbe(ctx context.Context, cfg *lease.Config, be backend.Ba
 	for _, fp := range fps {
 		set = append(set, fp.p)
 	}
-	a.state.update(func(s *state) { s.probers, s.probeNote = set, "" })
+	a.state.update(func(s *state) {
+		s.setResponders(rs)
+		s.probers = set
+		if len(set) > 0 {
+			s.probeNote = ""
+		}
+	})
 	for _, fp := range fps {
-		go func() {
+		wg.Go(func() {
 			if err := fp.p.Run(ctx); err != nil {
 				a.probeFailed(fp.t.family()+" prober stopped", err)
 			}
-		}()
+		})
 	}
-	go syncLoop(ctx, peerSync(be, fps, &prog, keep))
+	wg.Go(func() { syncLoop(ctx, peerSync(be, lease, ext, fps, rs, src, &prog, keep)) })
+	return stop
 }
 
 // probeFailed logs and records a failure of the probe subsystem.
@@ -246,19 +267,22 @@ func (a *Agent) offloadSwitches(ctx context.Context, be backend.Backend) (map[st
 	return sws, keep
 }
 
-// startFamilyProbe starts the responder of target t and returns its prober
-// (not yet running, with no peers), or nil after recording a failure. sw is the offload switch of t's device
-// (nil for none), programmed tells the prober whether a peer's entries are
-// in the kernel, and families is how many share --probe-rate.
-func (a *Agent) startFamilyProbe(ctx context.Context, t probeTarget, be backend.Backend, sw *probe.Ethtool, programmed func(probe.Peer) bool, families int) *familyProbe {
-	o := a.opts
+// newResponderKeeper returns the keeper of target t's responder, which
+// answers the sources src.
+func (a *Agent) newResponderKeeper(t probeTarget, src *probe.Sources) *probe.ResponderKeeper {
 	// netns.None(): the agent's own namespace. (A zero handle would be
 	// taken for an open one, file descriptor 0.)
-	r, err := probe.NewResponder(probe.ResponderConfig{Log: a.log, Netns: netns.None(), Addrs: t.respond, Port: o.ProbePort})
-	if err != nil {
-		a.probeFailed(t.family()+" responder", err)
-		return nil
-	}
+	return probe.NewResponderKeeper(probe.ResponderConfig{Log: a.log.With("family", t.family()), Netns: netns.None(),
+		Addrs: t.respond, Port: a.opts.ProbePort, Sources: src}, 0, 0)
+}
+
+// newFamilyProber returns the prober of target t (not yet running, with
+// no peers), or nil after recording a failure. sw is the offload switch
+// of t's device (nil for none), programmed tells the prober whether a
+// peer's entries are in the kernel, and families is how many share
+// --probe-rate.
+func (a *Agent) newFamilyProber(t probeTarget, be backend.Backend, sw *probe.Ethtool, programmed func(probe.Peer) bool, families int) *familyProbe {
+	o := a.opts
 	pc := probe.Config{
 		Log:          a.log.With("family", t.family()),
 		Netns:        netns.None(),
@@ -278,18 +302,32 @@ func (a *Agent) startFamilyProbe(ctx context.Context, t probeTarget, be backend.
 	}
 	p, err := probe.New(pc)
 	if err != nil {
-		r.Close()
 		a.probeFailed(t.family()+" prober", err)
 		return nil
 	}
 	a.log.Info("probing peers", "family", t.family(), "overlay_addr", t.own, "responder", t.respond, "port", o.ProbePort,
 		"interval", o.ProbeInterval, "rate", pc.Rate, "mtu", pc.MTU, "offload_device", t.device(be.Status()), "auto_csum_offload", pc.AutoOffload)
-	go func() {
-		if err := r.Serve(ctx); err != nil && ctx.Err() == nil {
-			a.log.Error("probe responder stopped", "family", t.family(), "err", err)
-		}
-	}()
 	return &familyProbe{t: t, p: p}
+}
+
+// responderSources is who the responders answer: the cluster's hosts as
+// the backend knows them from the lease watch (every peer's subnet, where
+// its overlay address is, and public IP), this host's own lease (its
+// containers and overlay address) and this host's external addresses.
+func responderSources(st backend.Status, own lease.Lease, ext iface.External) *probe.Sources {
+	addrs := []netip.Addr{ext.Addr, ext.PublicIP, ext.AddrV6, ext.PublicIPv6}
+	subnets := []netip.Prefix{own.Subnet, own.IPv6Subnet}
+	for _, p := range st.Peers {
+		addrs = append(addrs, p.PublicIP)
+		subnets = append(subnets, p.Subnet)
+	}
+	return probe.NewSources(addrs, subnets)
+}
+
+// familyResponder is the responder keeper of one address family.
+type familyResponder struct {
+	family string
+	k      *probe.ResponderKeeper
 }
 
 // programmedSet is the subnets whose kernel entries the backend reports
@@ -319,9 +357,12 @@ func (ps *programmedSet) peersOf(st backend.Status, fps []*familyProbe) [][]prob
 	return out
 }
 
-// peerSync returns the periodic refresh of the probers' peers from the
-// backend's status (and of the offload setting, keep, when not nil).
-func peerSync(be backend.Backend, fps []*familyProbe, prog *programmedSet, keep func()) func() {
+// peerSync returns the periodic refresh of the probers' peers and the
+// responders' sources from the backend's status (and of the offload
+// setting, keep, when not nil); src is the sources the responders were
+// started with.
+func peerSync(be backend.Backend, own lease.Lease, ext iface.External, fps []*familyProbe, rs []familyResponder,
+	src *probe.Sources, prog *programmedSet, keep func()) func() {
 	var seen []backend.PeerStatus
 	return func() {
 		if keep != nil {
@@ -338,6 +379,12 @@ func peerSync(be backend.Backend, fps []*familyProbe, prog *programmedSet, keep 
 			if fp := fps[i]; !slices.Equal(next, fp.peers) {
 				fp.peers = next
 				fp.p.SetPeers(next)
+			}
+		}
+		if next := responderSources(st, own, ext); !next.Equal(src) {
+			src = next
+			for _, r := range rs {
+				r.k.SetSources(next)
 			}
 		}
 	}

@@ -110,7 +110,7 @@ type PeerProbeReport struct {
 	Probed    bool `json:"probed"`
 	Reachable bool `json:"reachable"`
 	// Cause is why not (not-programmed, underlay-unreachable,
-	// large-packets-lost, no-answer); OffloadRuledOut is set with
+	// large-packets-lost, no-answer, no-responder); OffloadRuledOut is set with
 	// no-answer when TX checksum offload is known not to be the reason.
 	Cause           string `json:"cause,omitempty"`
 	OffloadRuledOut bool   `json:"offload_ruled_out,omitempty"`
@@ -143,6 +143,11 @@ type ProbeReport struct {
 	// Offloads is the TX checksum offload of each vxlan device
 	// (flannel.<VNI> first, then flannel-v6.<VNI>); none for host-gw.
 	Offloads []OffloadReport `json:"offloads,omitempty"`
+	// Refused counts probes that peers' kernels answered with ICMP port
+	// unreachable (cause no-responder).
+	Refused uint64 `json:"refused"`
+	// Responders is this host's responder of each address family.
+	Responders []ResponderReport `json:"responders,omitempty"`
 }
 
 // OffloadReport is a vxlan device's TX checksum offload.
@@ -284,7 +289,7 @@ func (s *state) probeReport(o *Options, peers []PeerReport) ProbeReport {
 		st := s.probers.Status()
 		pr.Enabled, pr.State = true, "probing"
 		pr.IntervalSeconds, pr.Rate, pr.Port = st.Interval.Seconds(), st.Rate, o.ProbePort
-		pr.Sent, pr.Answered, pr.Unreachable = st.Sent, st.Answered, len(st.Unreachable())
+		pr.Sent, pr.Answered, pr.Unreachable, pr.Refused = st.Sent, st.Answered, len(st.Unreachable()), st.Refused
 		byNet := make(map[string]probe.PeerHealth, len(st.Peers))
 		for _, h := range st.Peers {
 			byNet[h.Subnet.String()] = h
@@ -294,6 +299,11 @@ func (s *state) probeReport(o *Options, peers []PeerReport) ProbeReport {
 				peers[i].Probe = peerProbeReport(h)
 			}
 		}
+	}
+	pr.Responders = s.responderReports()
+	if c, ok := s.probeCheck(); ok && !c.OK {
+		// The host's own probing is incomplete: peers cannot probe it.
+		pr.State = "responder-failed: " + c.Why
 	}
 	for _, off := range s.offloadStatuses() {
 		or := OffloadReport{Device: off.Device, Mode: o.TxCsumOffload, Auto: off.Auto, TxChecksum: off.TxChecksum,

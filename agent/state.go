@@ -59,6 +59,10 @@ type state struct {
 	probeNote    string
 	offloadFixed []probe.OffloadStatus
 	lastOffload  map[string]probe.OffloadEvent
+	// responders are the current pipeline's probe responders, one per
+	// address family; respRetired sums the counters of earlier ones.
+	responders  []familyResponder
+	respRetired probe.ResponderState
 }
 
 func newState(now time.Time) *state {
@@ -99,6 +103,7 @@ func (s *state) newPipeline(cfg *lease.Config) {
 	s.filesAt, s.readyAt = time.Time{}, time.Time{}
 	s.masq, s.keeper = nil, nil
 	s.probers, s.probeNote, s.offloadFixed = nil, "not started yet", nil
+	s.setResponders(nil)
 }
 
 // counters are the data-plane counters since the agent started; s.mu is

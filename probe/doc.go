@@ -13,8 +13,13 @@
 // and DF set (over IPv6: not fragmented), so the full-MTU probe tests both
 // directions. It answers only
 // well-formed requests (24-byte header: magic "NAPB", version, kind, size,
-// sequence, send time), never more bytes than it got, and at most
-// DefaultReplyRate a second.
+// sequence, send time), never more bytes than it got, at most
+// DefaultReplyRate a second, and only to its Sources (the cluster's
+// hosts: a lease's public IP or an address inside a lease's subnet), so
+// that a forged source cannot make it reflect replies at a third party;
+// the rest is counted (Refused). A ResponderKeeper keeps it serving: one
+// that cannot bind or fails is opened again after a capped backoff, and
+// its State says why it is not serving meanwhile.
 //
 // A Prober runs on every host and probes each peer in rounds:
 //
@@ -34,6 +39,12 @@
 //  4. If the small probe is not answered, a small probe to the peer's
 //     public IP. Not answered either: CauseUnderlayUnreachable; answered:
 //     CauseNoAnswer (encapsulated traffic is lost on the way).
+//  5. A probe (overlay or underlay) answered by ICMP port unreachable:
+//     CauseNoResponder, the host is up and its responder is not serving.
+//     The prober reads destination-unreachable messages on a raw ICMP
+//     socket and matches each to the probe it quotes; its UDP sockets
+//     stay unconnected and without IP_RECVERR, so that an ICMP error
+//     about one peer never fails a send to another.
 //
 // Each probe is sent up to Config.Attempts times, waiting Config.Timeout
 // for each answer, so that one lost datagram does not make a peer
@@ -41,7 +52,7 @@
 // path shows within one interval plus one round.
 //
 // The underlay check is a UDP echo to the same responder rather than an
-// ICMP echo: it needs no raw socket or ping_group_range, tells that the
+// ICMP echo: it needs no ping_group_range, tells that the
 // agent (not just the kernel) is alive there, and keeps to the rule that
 // probing sends traffic only to peers' overlay addresses and public IPs.
 //

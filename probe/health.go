@@ -27,10 +27,15 @@ const (
 	// overlay: encapsulated traffic is lost (a firewall dropping the VXLAN
 	// port, a checksum offload bug, a stale fdb entry, no responder).
 	CauseNoAnswer Cause = "no-answer"
+	// CauseNoResponder: the peer's kernel answered a probe with ICMP port
+	// unreachable, through the overlay or on its public IP: the host is
+	// up, its agent's responder does not listen (not running, or failed
+	// to bind: see that host's status).
+	CauseNoResponder Cause = "no-responder"
 )
 
 // Causes lists every non-empty Cause, for metric label sets.
-var Causes = []Cause{CauseNotProgrammed, CauseUnderlayUnreachable, CauseLargePacketsLost, CauseNoAnswer}
+var Causes = []Cause{CauseNotProgrammed, CauseUnderlayUnreachable, CauseLargePacketsLost, CauseNoAnswer, CauseNoResponder}
 
 // Peer is a remote host to probe.
 type Peer struct {
@@ -113,8 +118,9 @@ type Status struct {
 	// Rate is the bound on datagrams sent per second.
 	Rate float64
 	// Sent counts datagrams sent since New; Answered the replies matched
-	// to a probe.
-	Sent, Answered uint64
+	// to a probe; Refused the probes a peer's kernel answered with ICMP
+	// port unreachable.
+	Sent, Answered, Refused uint64
 	// Offload is the overlay device's TX checksum offload, nil when the
 	// prober was given no OffloadSwitch.
 	Offload *OffloadStatus

@@ -171,12 +171,17 @@ type Prober struct {
 	headers  int
 	overlay  *net.UDPConn
 	underlay *net.UDPConn
+	// icmp receives the peers' port unreachables (nil when it could not
+	// be opened: then a peer without a responder looks like one that
+	// does not answer).
+	icmp *net.IPConn
 	// lim is the bound on datagrams sent: every send takes a token, so
 	// it holds whatever the number of peers, retries or rounds in flight.
 	lim      *rate.Limiter
 	seq      atomic.Uint64
 	sent     atomic.Uint64
 	answered atomic.Uint64
+	refused  atomic.Uint64
 
 	pendMu  sync.Mutex
 	pending map[uint64]*pendingProbe
@@ -218,6 +223,10 @@ func New(cfg Config) (*Prober, error) {
 		p.overlay.Close()
 		return nil, err
 	}
+	if p.icmp, err = listenICMP(cfg.Netns, v6); err != nil {
+		cfg.Log.Warn("probe: cannot receive port unreachables: a peer without a responder will be reported as not answering", "err", err)
+		p.icmp = nil
+	}
 	if cfg.Offload != nil {
 		// A trial lasts at most a few rounds of its peers, sent at once.
 		trial := time.Duration(4*cfg.Attempts)*cfg.Timeout + 5*time.Second
@@ -236,6 +245,9 @@ func newLimiter(r float64, burst int) *rate.Limiter {
 func (p *Prober) Close() {
 	p.overlay.Close()
 	p.underlay.Close()
+	if p.icmp != nil {
+		p.icmp.Close()
+	}
 }
 
 // SetPeers replaces the set of peers to probe. New peers are first probed
@@ -273,7 +285,7 @@ func (p *Prober) ofFamily(a netip.Addr) bool {
 func (p *Prober) Status() Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	st := Status{Interval: p.interval, Rate: p.cfg.Rate, Sent: p.sent.Load(), Answered: p.answered.Load()}
+	st := Status{Interval: p.interval, Rate: p.cfg.Rate, Sent: p.sent.Load(), Answered: p.answered.Load(), Refused: p.refused.Load()}
 	for _, ps := range p.peers {
 		st.Peers = append(st.Peers, ps.health)
 	}
@@ -309,6 +321,7 @@ func MergeStatus(sts ...Status) Status {
 		m.Rate += st.Rate
 		m.Sent += st.Sent
 		m.Answered += st.Answered
+		m.Refused += st.Refused
 		if m.Offload == nil {
 			m.Offload = st.Offload
 		}
@@ -343,6 +356,14 @@ func (p *Prober) Run(ctx context.Context) error {
 	readErr := make(chan error, 2)
 	for _, c := range []*net.UDPConn{p.overlay, p.underlay} {
 		wg.Go(func() { readErr <- p.read(c) })
+	}
+	if p.icmp != nil {
+		wg.Go(func() {
+			// Without it the probes go on; refused ones look lost.
+			if err := p.readRefusals(p.icmp); err != nil && ctx.Err() == nil {
+				p.cfg.Log.Warn("probe: no longer receiving port unreachables", "err", err)
+			}
+		})
 	}
 	done := make(chan roundDone)
 	inFlight := 0

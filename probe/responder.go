@@ -40,18 +40,24 @@ type ResponderConfig struct {
 	Port int
 	// ReplyRate bounds replies per second (DefaultReplyRate when 0).
 	ReplyRate float64
+	// Sources are the addresses answered (see SetSources); nil answers
+	// every source. The agent gives the cluster's hosts.
+	Sources *Sources
 }
 
 // Responder answers probe datagrams: each well-formed request is sent back
 // to its source, from the address it was sent to, with the same length and
-// the DF bit set (IPv6: not fragmented). Anything else is dropped without
-// an answer.
+// the DF bit set (IPv6: not fragmented), when its source is one of
+// Sources. Anything else is dropped without an answer, so that a datagram
+// with a forged source cannot make the responder send at a third party.
 type Responder struct {
 	log     *slog.Logger
 	conns   []*net.UDPConn
 	lim     *rate.Limiter
+	sources atomic.Pointer[Sources]
 	replies atomic.Uint64
 	dropped atomic.Uint64
+	refused atomic.Uint64
 }
 
 // NewResponder opens one socket per address on cfg.Port, in cfg.Netns.
@@ -76,6 +82,7 @@ func NewResponder(cfg ResponderConfig) (*Responder, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Responder{log: log, lim: newLimiter(cfg.ReplyRate, int(cfg.ReplyRate)/10+1)}
+	r.sources.Store(cfg.Sources)
 	for _, a := range cfg.Addrs {
 		if !a.IsValid() || a.Is4In6() || a.IsUnspecified() {
 			r.Close()
@@ -91,28 +98,50 @@ func NewResponder(cfg ResponderConfig) (*Responder, error) {
 	return r, nil
 }
 
+// SetSources replaces the set of sources answered; it may be called from
+// any goroutine at any time, and takes effect with the next datagram.
+func (r *Responder) SetSources(s *Sources) { r.sources.Store(s) }
+
 // Serve answers probes until ctx is done or the sockets are closed, and
-// then closes them.
+// then closes them. It returns ctx's error, or the error of a socket that
+// failed (then every socket is closed): the responder is not serving.
+// When Serve returns, the sockets are closed and their port is free.
 func (r *Responder) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, r.Close)
 	defer stop()
-	var wg sync.WaitGroup
+	var (
+		wg   sync.WaitGroup
+		once sync.Once
+		ferr error
+	)
 	for _, c := range r.conns {
-		wg.Go(func() { r.serve(c) })
+		wg.Go(func() {
+			if err := r.serve(c); err != nil {
+				once.Do(func() { ferr = err })
+				r.Close()
+			}
+		})
 	}
 	wg.Wait()
+	if ferr != nil && ctx.Err() == nil {
+		return ferr
+	}
 	return ctx.Err()
 }
 
-func (r *Responder) serve(c *net.UDPConn) {
+// serve answers on c until it is closed (nil) or fails (its error).
+func (r *Responder) serve(c *net.UDPConn) error {
 	buf := make([]byte, 65536)
 	for {
 		n, from, err := c.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
-				return
+				return nil
 			}
-			r.log.Debug("probe responder: read", "err", err)
+			return fmt.Errorf("probe: responder read on %v: %w", c.LocalAddr(), err)
+		}
+		if !r.sources.Load().Allows(from.Addr()) {
+			r.refused.Add(1)
 			continue
 		}
 		h, err := parse(buf[:n])
@@ -135,12 +164,16 @@ func (r *Responder) serve(c *net.UDPConn) {
 	}
 }
 
-// Replies is the number of probes answered; Dropped counts datagrams that
-// were not probe requests or went over ReplyRate.
+// Replies is the number of probes answered; Dropped counts datagrams from
+// allowed sources that were not probe requests or went over ReplyRate;
+// Refused those from sources not in Sources.
 func (r *Responder) Replies() uint64 { return r.replies.Load() }
 
 // Dropped counts datagrams left unanswered (see Replies).
 func (r *Responder) Dropped() uint64 { return r.dropped.Load() }
+
+// Refused counts datagrams from sources not in Sources, left unanswered.
+func (r *Responder) Refused() uint64 { return r.refused.Load() }
 
 // Close closes the sockets; Serve returns. It may be called more than once.
 func (r *Responder) Close() {

@@ -13,6 +13,7 @@ import (
 // Errors of one probe.
 var (
 	errLost    = errors.New("probe: no answer")
+	errRefused = errors.New("probe: port unreachable (no responder listening)")
 	errTooBig  = errors.New("probe: larger than the path MTU")
 	errNoRoute = errors.New("probe: no route")
 )
@@ -21,7 +22,14 @@ var (
 type pendingProbe struct {
 	dst   netip.Addr
 	size  int
-	reply chan time.Time
+	reply chan answer
+}
+
+// answer is what came back for a probe: a reply at a time, or a port
+// unreachable from the peer's kernel.
+type answer struct {
+	at      time.Time
+	refused bool
 }
 
 // outcome is what one round found.
@@ -55,6 +63,11 @@ func (p *Prober) round(ctx context.Context, peer Peer) outcome {
 	case errors.Is(err, errNoRoute):
 		o.cause, o.detail = CauseNotProgrammed, err.Error()
 		return o
+	case errors.Is(err, errRefused):
+		// The peer's kernel answered through the overlay: the path works,
+		// its responder does not listen.
+		o.cause, o.detail = CauseNoResponder, "overlay: "+err.Error()
+		return o
 	case ctx.Err() != nil:
 		o.cause, o.detail = CauseNoAnswer, ctx.Err().Error()
 		return o
@@ -66,6 +79,10 @@ func (p *Prober) round(ctx context.Context, peer Peer) outcome {
 	}
 	if _, uerr := p.probe(ctx, p.underlay, peer.PublicIP, small, &o.sent); uerr != nil {
 		o.cause, o.detail = CauseUnderlayUnreachable, o.detail+"; underlay: "+uerr.Error()
+		if errors.Is(uerr, errRefused) {
+			// The host is up and says so: nothing listens on the port.
+			o.cause = CauseNoResponder
+		}
 		return o
 	}
 	o.cause = CauseNoAnswer
@@ -94,7 +111,7 @@ func (p *Prober) probe(ctx context.Context, c *net.UDPConn, dst netip.Addr, size
 			return 0, werr
 		}
 		seq := p.seq.Add(1)
-		pp := &pendingProbe{dst: dst, size: size, reply: make(chan time.Time, 1)}
+		pp := &pendingProbe{dst: dst, size: size, reply: make(chan answer, 1)}
 		p.pendMu.Lock()
 		p.pending[seq] = pp
 		p.pendMu.Unlock()
@@ -114,6 +131,8 @@ func (p *Prober) probe(ctx context.Context, c *net.UDPConn, dst netip.Addr, size
 			return max(got.Sub(start), time.Nanosecond), nil
 		}
 		switch {
+		case errors.Is(err, errRefused):
+			return 0, err
 		case errors.Is(err, syscall.EMSGSIZE):
 			return 0, fmt.Errorf("%w: %v", errTooBig, err)
 		case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.EINVAL):
@@ -126,13 +145,17 @@ func (p *Prober) probe(ctx context.Context, c *net.UDPConn, dst netip.Addr, size
 	return 0, err
 }
 
-// await returns when pp's answer arrived, or errLost after Timeout.
+// await returns when pp's answer arrived, errRefused when a port
+// unreachable did, or errLost after Timeout.
 func (p *Prober) await(ctx context.Context, pp *pendingProbe) (time.Time, error) {
 	t := time.NewTimer(p.cfg.Timeout)
 	defer t.Stop()
 	select {
-	case at := <-pp.reply:
-		return at, nil
+	case a := <-pp.reply:
+		if a.refused {
+			return time.Time{}, errRefused
+		}
+		return a.at, nil
 	case <-t.C:
 		return time.Time{}, errLost
 	case <-ctx.Done():
@@ -167,7 +190,7 @@ func (p *Prober) read(c *net.UDPConn) error {
 			continue
 		}
 		select {
-		case pp.reply <- time.Now():
+		case pp.reply <- answer{at: time.Now()}:
 			p.answered.Add(1)
 		default:
 		}
