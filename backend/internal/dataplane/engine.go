@@ -81,7 +81,19 @@ type Config struct {
 	DirectRouting bool
 	// ParseMAC extracts the VTEP MAC from a peer's BackendData (or
 	// BackendV6Data for Family 6) (vxlan).
-	ParseMAC       func(data []byte) (net.HardwareAddr, error)
+	ParseMAC func(data []byte) (net.HardwareAddr, error)
+	// Identity returns the backend identity a lease's BackendData (or
+	// BackendV6Data) claims, which no two programmed leases may share
+	// (docs/compatibility.md §3.8); nil: the VTEP MAC for vxlan, none
+	// for host-gw. A backend whose peers are named by a key (WireGuard's
+	// public key) returns it here.
+	Identity func(data []byte) (string, error)
+	// IdentityName names the identity in logs and status ("VtepMAC").
+	IdentityName string
+	// IPv4 and IPv6 are the families the network config enables; a key
+	// naming a subnet of another family is refused (§3.8). Both false:
+	// Family's alone.
+	IPv4, IPv6     bool
 	ResyncInterval time.Duration
 	MTU            int
 	// NoRepair makes passes report, not fix, what they find missing or
@@ -143,11 +155,21 @@ type Engine struct {
 	// is Status's sorted list as of statusGen.
 	peersGen, statusGen uint64
 	statusPeers         []backend.PeerStatus
+	// refused is what Status reports of the keys the table refuses.
+	refused map[string]backend.RefusedLease
+	// statusRefused is Status's sorted list as of statusGen.
+	statusRefused []backend.RefusedLease
 
 	// Owned by the Run goroutine.
-	h2        *netlink.Handle
-	own       netip.Prefix
-	ownKnown  bool
+	h2       *netlink.Handle
+	own      netip.Prefix
+	ownKnown bool
+	// ownKey is this host's lease key; table holds every lease key of
+	// the engine's type (docs/compatibility.md §3.8); warned is, per
+	// refused key, what was last logged about it.
+	ownKey    string
+	table     *claims
+	warned    map[string]string
 	devIndex  int
 	extNets   []netip.Prefix
 	byGW      map[netip.Addr]netip.Prefix
@@ -174,6 +196,9 @@ func New(cfg Config) *Engine {
 		peers:    make(map[netip.Prefix]*peer),
 		byGW:     make(map[netip.Addr]netip.Prefix),
 		byMAC:    make(map[[6]byte]netip.Prefix),
+		table:    newClaims(),
+		warned:   make(map[string]string),
+		refused:  make(map[string]backend.RefusedLease),
 		counters: backend.Counters{Repairs: make(map[string]uint64)},
 		ready:    make(chan struct{}),
 	}
@@ -347,9 +372,12 @@ func newHandle(ns netns.NsHandle) (*netlink.Handle, error) {
 }
 
 // update takes one Update in; it applies small batches event by event and
-// reports whether a full pass is needed instead.
+// reports whether a full pass is needed instead. Each lease key is a claim
+// in e.table; only the winners are peers (docs/compatibility.md §3.8).
 func (e *Engine) update(u backend.Update) (full bool) {
 	now := time.Now()
+	incremental := e.firstDone
+	var ch changes
 	if u.Own != nil {
 		own := e.leaseSubnet(u.Own)
 		if !e.ownKnown || own != e.own {
@@ -357,56 +385,171 @@ func (e *Engine) update(u backend.Update) (full bool) {
 		}
 		e.own = own
 		e.ownKnown = true
-		if p := e.peers[e.own]; p != nil {
-			e.setPeer(e.own, nil)
+		if e.ownKey != "" && e.ownKey != u.Own.Key() {
+			ch.add(e.table.remove(e.ownKey))
 		}
+		e.ownKey = u.Own.Key()
+		ch.add(e.table.set(e.ownClaim(u.Own)))
 	}
 	b := u.Batch
-	if b == nil {
-		return full
-	}
-	if b.Snapshot {
-		seen := make(map[netip.Prefix]bool, len(b.Events))
+	if b != nil && b.Snapshot {
+		e.resetTable()
 		for i := range b.Events {
-			if p := e.parse(&b.Events[i].Lease); p != nil {
-				seen[p.subnet] = true
-				stamp(p, e.peers[p.subnet], now)
-				e.setPeer(p.subnet, p)
+			if l := &b.Events[i].Lease; l.Key() == e.ownKey {
+				continue
+			}
+			if cl := e.claimOf(&b.Events[i].Lease); cl != nil {
+				e.table.set(cl)
 			}
 		}
-		for s := range e.peers {
-			if !seen[s] {
-				e.setPeer(s, nil)
-			}
-		}
+		e.syncAll(now)
 		return true
 	}
-	incremental := e.firstDone && !full && len(b.Events) < bigBatch
-	for i := range b.Events {
-		ev := &b.Events[i]
-		s := e.leaseSubnet(&ev.Lease)
-		var p *peer
-		if ev.Type == lease.EventAdded {
-			if p = e.parse(&ev.Lease); p == nil {
-				// Not ours to program (own lease, other type,
-				// malformed): drop what a previous value installed.
-				if !s.IsValid() || e.peers[s] == nil {
-					continue
-				}
+	if b != nil {
+		incremental = incremental && len(b.Events) < bigBatch
+		for i := range b.Events {
+			ev := &b.Events[i]
+			k := ev.Lease.Key()
+			if k == e.ownKey {
+				// The own lease comes as Update.Own.
+				continue
 			}
-		} else if !s.IsValid() || e.peers[s] == nil {
+			var cl *claim
+			if ev.Type == lease.EventAdded {
+				cl = e.claimOf(&ev.Lease)
+			}
+			if cl != nil {
+				ch.add(e.table.set(cl))
+			} else {
+				ch.add(e.table.remove(k))
+			}
+		}
+	}
+	incremental = incremental && !full
+	e.applyChanges(ch, incremental, now)
+	return full || !incremental
+}
+
+// resetTable forgets every claim but the own lease's.
+func (e *Engine) resetTable() {
+	own := e.table.get(e.ownKey)
+	e.table = newClaims()
+	if own != nil {
+		e.table.set(own)
+	}
+}
+
+// syncAll makes the peers the winners of the table, and the refused list
+// its losers (after a snapshot).
+func (e *Engine) syncAll(now time.Time) {
+	var ch changes
+	for _, cl := range e.table.byKey {
+		ch.touched = append(ch.touched, cl)
+	}
+	for s := range e.peers {
+		ch.subnets = append(ch.subnets, s)
+	}
+	e.mu.Lock()
+	for k := range e.refused {
+		if e.table.get(k) == nil {
+			delete(e.refused, k)
+			delete(e.warned, k)
+		}
+	}
+	e.mu.Unlock()
+	e.applyChanges(ch, false, now)
+}
+
+// changes gathers what a table update may have changed: claims decided
+// again, and subnets whose winner may differ.
+type changes struct {
+	touched []*claim
+	subnets []netip.Prefix
+	removed []string
+}
+
+func (c *changes) add(old *claim, touched []*claim) {
+	if old != nil {
+		c.subnets = append(c.subnets, old.subnet)
+		c.removed = append(c.removed, old.key)
+	}
+	c.touched = append(c.touched, touched...)
+}
+
+// applyChanges makes the peers of the changed subnets their winners'
+// and, when incremental, programs the difference at once (neighbours and
+// fdb entries before routes, removals first); otherwise a full pass
+// follows. It also refreshes the refused list.
+func (e *Engine) applyChanges(ch changes, incremental bool, now time.Time) {
+	subnets := make(map[netip.Prefix]bool, len(ch.subnets)+len(ch.touched))
+	for _, s := range ch.subnets {
+		subnets[s] = true
+	}
+	for _, cl := range ch.touched {
+		subnets[cl.subnet] = true
+	}
+	type change struct {
+		s      netip.Prefix
+		old, p *peer
+	}
+	var todo []change
+	for s := range subnets {
+		if !s.IsValid() {
 			continue
 		}
+		var p *peer
+		if w := e.table.winner(s); w != nil && !w.own {
+			p = w.peer
+		}
 		old := e.peers[s]
+		if old == p {
+			continue
+		}
 		if p != nil {
 			stamp(p, old, now)
 		}
-		e.setPeer(s, p)
-		if incremental {
-			e.applyPeer(s, old, p)
+		todo = append(todo, change{s, old, p})
+	}
+	for _, c := range todo {
+		e.setPeer(c.s, c.p)
+	}
+	e.noteRefused(ch)
+	if !incremental || len(todo) == 0 {
+		return
+	}
+	var removals, installs []op
+	for _, c := range todo {
+		var a *applied
+		if c.old != nil {
+			a = c.old.applied
+		}
+		removals = append(removals, e.removeOps(c.s, a, c.p)...)
+		if c.p != nil {
+			installs = append(installs, e.peerOps(c.p)...)
 		}
 	}
-	return full || !incremental
+	ops := append(removals, installs...)
+	e.logOps(todo[0].s, ops)
+	errs := e.exec(ops)
+	failed := make(map[netip.Prefix]error)
+	for i := range ops {
+		if errs[i] != nil {
+			failed[ops[i].peer] = errors.Join(failed[ops[i].peer], errs[i])
+		}
+	}
+	e.mu.Lock()
+	e.countErrors(errs)
+	for _, c := range todo {
+		if c.p != nil {
+			e.settle(c.p, failed[c.s])
+		}
+	}
+	e.mu.Unlock()
+	for _, c := range todo {
+		if err := failed[c.s]; err != nil {
+			e.log.Warn("programming peer failed; the next pass retries", "lease", leaseName(c.s, c.p), "err", err)
+		}
+	}
 }
 
 // stamp records on p when its lease event was taken, for the EventLatency
@@ -420,6 +563,88 @@ func stamp(p, old *peer, now time.Time) {
 		return
 	}
 	p.since = now
+}
+
+// ownClaim is this host's lease as a claim: it holds its subnet and
+// identity whatever its revision.
+func (e *Engine) ownClaim(l *lease.Lease) *claim {
+	cl := &claim{key: l.Key(), rev: l.CreateRevision, subnet: e.leaseSubnet(l).Masked(), own: true}
+	if d := e.cfg.Device; d != nil && e.cfg.Identity == nil {
+		cl.identity = d.MAC.String()
+	} else if id, err := e.identity(e.leaseData(l)); err == nil {
+		cl.identity = id
+	}
+	return cl
+}
+
+// claimOf turns another host's lease into a claim, or nil when the lease
+// is none of this engine's business (another backend type, no subnet of
+// the family, malformed, this host's public IP, outside the network).
+func (e *Engine) claimOf(l *lease.Lease) *claim {
+	if l.Attrs.BackendType != e.cfg.Type {
+		return nil
+	}
+	if why := e.keyForm(l); why != "" {
+		return &claim{key: l.Key(), rev: l.CreateRevision, subnet: e.leaseSubnet(l).Masked(), form: why,
+			peer: &peer{key: l.Key(), publicIP: e.leasePublicIP(l)}}
+	}
+	p := e.parse(l)
+	if p == nil {
+		return nil
+	}
+	cl := &claim{key: p.key, rev: l.CreateRevision, subnet: p.subnet, peer: p}
+	if id, err := e.identity(e.leaseData(l)); err == nil {
+		cl.identity = id
+	}
+	return cl
+}
+
+// keyForm says why a lease's key has a form the config does not allow
+// (a subnet of a family it does not enable), or "".
+func (e *Engine) keyForm(l *lease.Lease) string {
+	v4, v6 := e.cfg.IPv4, e.cfg.IPv6
+	if !v4 && !v6 {
+		v4, v6 = !e.v6(), e.v6()
+	}
+	switch {
+	case l.Subnet.IsValid() && !v4:
+		return "IPv4 is not enabled: the key must not name an IPv4 subnet"
+	case l.IPv6Subnet.IsValid() && !v6:
+		return "IPv6 is not enabled: the key must not name an IPv6 subnet"
+	}
+	return ""
+}
+
+// leaseData is a lease's backend data of the engine's family.
+func (e *Engine) leaseData(l *lease.Lease) []byte {
+	if e.v6() {
+		return l.Attrs.BackendV6Data
+	}
+	return l.Attrs.BackendData
+}
+
+// leasePublicIP is a lease's public address of the engine's family.
+func (e *Engine) leasePublicIP(l *lease.Lease) netip.Addr {
+	if e.v6() {
+		return l.Attrs.PublicIPv6
+	}
+	return l.Attrs.PublicIP
+}
+
+// identity is the backend identity that backend data claims: Config.Identity's,
+// or for vxlan the VTEP MAC; "" when the backend has none.
+func (e *Engine) identity(data []byte) (string, error) {
+	if e.cfg.Identity != nil {
+		return e.cfg.Identity(data)
+	}
+	if !e.isVXLAN() {
+		return "", nil
+	}
+	mac, err := e.cfg.ParseMAC(data)
+	if err != nil {
+		return "", err
+	}
+	return mac.String(), nil
 }
 
 // parse turns a lease into a peer, or nil when it is not one to program.
@@ -458,23 +683,14 @@ func (e *Engine) parse(l *lease.Lease) *peer {
 }
 
 // acceptSubnet refuses, with a warning naming the lease, a subnet that
-// is this host's own (silently when the lease is this host's, as it is
-// normally), that overlaps it, that lies outside the overlay network, or
-// whose prefix length is not the network's subnet length:
-// programming any of those would take traffic away from this host's
-// containers or send overlay routes outside the overlay.
+// overlaps this host's own without being it (another key for this host's
+// subnet is a claim that this host's lease wins, see claims), that lies
+// outside the overlay network, or whose prefix length is not the
+// network's subnet length: programming any of those would take traffic
+// away from this host's containers or send overlay routes outside the
+// overlay.
 func (e *Engine) acceptSubnet(l *lease.Lease, sn netip.Prefix) bool {
-	if e.ownKnown && sn == e.own {
-		pub := l.Attrs.PublicIP
-		if e.v6() {
-			pub = l.Attrs.PublicIPv6
-		}
-		if pub != e.publicIP() {
-			e.log.Warn("ignoring lease of this host's own subnet with another public IP", "lease", l.Key(), "public_ip", pub)
-		}
-		return false
-	}
-	if e.ownKnown && sn.Overlaps(e.own) {
+	if e.ownKnown && sn.Masked() != e.own && sn.Overlaps(e.own) {
 		e.log.Warn("ignoring lease overlapping this host's subnet", "lease", l.Key(), "own", e.own)
 		return false
 	}
