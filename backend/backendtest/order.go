@@ -61,6 +61,7 @@ func WatchOrder(ns netns.NsHandle, stop <-chan struct{}) (*Order, error) {
 					o.mu.Lock()
 					o.err = err
 					o.mu.Unlock()
+					o.signal()
 				}
 				return
 			}
@@ -75,12 +76,7 @@ func WatchOrder(ns netns.NsHandle, stop <-chan struct{}) (*Order, error) {
 func (o *Order) take(m syscall.NetlinkMessage) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	defer func() {
-		select {
-		case o.wake <- struct{}{}:
-		default:
-		}
-	}()
+	defer o.signal()
 	switch m.Header.Type {
 	case unix.RTM_NEWNEIGH:
 		n, err := netlink.NeighDeserialize(m.Data)
@@ -126,6 +122,13 @@ func (o *Order) take(m syscall.NetlinkMessage) {
 	}
 }
 
+func (o *Order) signal() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
 // Routes returns how many routes were counted, and which of them came
 // before their neighbour or fdb entry.
 func (o *Order) Routes() (n int, early []netip.Prefix) {
@@ -141,5 +144,6 @@ func (o *Order) Err() error {
 	return o.err
 }
 
-// Wake is signalled (without blocking) after each notification.
+// Wake is signalled (without blocking) after each notification, and when
+// the watch ends with an error.
 func (o *Order) Wake() <-chan struct{} { return o.wake }
