@@ -3,6 +3,7 @@ package vxlan
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -164,4 +165,53 @@ func waitOrder(t *testing.T, ord *backendtest.Order, n int) {
 		}
 		return nil
 	})
+}
+
+// TestOneHostTwoKeys: two keys of one host (same PublicIP, so the same
+// derived VTEP MAC: a host that moved to a reservation while its old
+// lease lives on) do not conflict; both are programmed, and when either
+// goes the other keeps the shared fdb entry, also through a full pass.
+func TestOneHostTwoKeys(t *testing.T) {
+	e := newEnv(t)
+	r := start(t, e.a, e.ext, `{"Type":"vxlan"}`)
+	k1 := withRev(peerLease("10.5.2.0/24", "192.168.77.2", macB), 10)
+	k2 := withRev(peerLease("10.5.5.0/24", "192.168.77.2", macB), 20)
+	both := merge(vx("10.5.2.0/24", "192.168.77.2", macB), vx("10.5.5.0/24", "192.168.77.2", macB))
+	both.fdbs = both.fdbs[:1]
+	r.updates <- backend.Update{Own: own(), Batch: snapshot(k1, k2)}
+	waitEntries(t, e.a, "flannel.1", both, 5*time.Second)
+	waitRefused(t, r)
+
+	for _, gone := range []struct {
+		l, stays lease.Lease
+		left     entries
+	}{{k1, k2, vx("10.5.5.0/24", "192.168.77.2", macB)}, {k2, k1, vx("10.5.2.0/24", "192.168.77.2", macB)}} {
+		// The key that goes came last, so that it is the one the fdb
+		// entry was programmed for.
+		r.updates <- backend.Update{Batch: snapshot(gone.stays)}
+		waitEntries(t, e.a, "flannel.1", gone.left, 5*time.Second)
+		r.updates <- backend.Update{Batch: event(lease.EventAdded, gone.l)}
+		waitEntries(t, e.a, "flannel.1", both, 5*time.Second)
+		r.updates <- backend.Update{Batch: event(lease.EventRemoved, gone.l)}
+		waitEntries(t, e.a, "flannel.1", gone.left, 5*time.Second)
+		// A full pass (set off by a deleted route) must not take the
+		// shared fdb entry for an orphan.
+		st := r.Status().Counters
+		dst := strings.Fields(gone.left.routes[0])[0]
+		e.a.IP(t, "route", "del", dst)
+		backendtest.Eventually(t, 5*time.Second, func() error {
+			now := r.Status().Counters
+			if now.Passes <= st.Passes || now.Repairs["route"] <= st.Repairs["route"] {
+				return fmt.Errorf("no pass has repaired the route yet")
+			}
+			return nil
+		})
+		got, err := read(e.a.Handle, "flannel.1", netlink.FAMILY_V4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !got.equal(gone.left) {
+			t.Errorf("after %s went and a full pass:\n%s\nwant\n%s", gone.l.Key(), got, gone.left)
+		}
+	}
 }

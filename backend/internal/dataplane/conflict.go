@@ -10,9 +10,11 @@ import (
 
 // claim is what one lease key asks of an engine: a subnet of its family
 // and, when the backend has one, a backend identity (vxlan: the VTEP MAC).
-// Two claims conflict when they name the same subnet or the same identity;
-// of two conflicting keys the one created first wins (docs/compatibility.md
-// §3.8).
+// Two claims conflict when they name the same subnet, or the same
+// identity with another public IP (keys of one host may share its
+// identity: a host that moved to a reservation leaves its old lease until
+// the TTL ends, with the same MAC); of two conflicting keys the one
+// created first wins (docs/compatibility.md §3.8).
 type claim struct {
 	key string
 	// rev is the key's create revision; the smaller wins, then the
@@ -20,6 +22,9 @@ type claim struct {
 	rev      int64
 	subnet   netip.Prefix
 	identity string
+	// holder is the public IP the key names: claims of one identity
+	// and holder do not conflict.
+	holder netip.Addr
 	// own marks this host's lease: it wins on this host whatever its
 	// revision (the host keeps its subnet).
 	own bool
@@ -175,12 +180,12 @@ func (c *claims) component(seeds []*claim) []*claim {
 // decide decides the component of seeds again and returns it. In order
 // of precedence (this host's lease, then the older create revision, then
 // the smaller key), a claim wins unless a winner before it holds its
-// subnet or its identity.
+// subnet, or its identity with another holder.
 func (c *claims) decide(seeds []*claim) []*claim {
 	comp := c.component(seeds)
 	slices.SortFunc(comp, precedence)
 	subnets := make(map[netip.Prefix]string)
-	idents := make(map[string]string)
+	idents := make(map[string]*claim)
 	for _, cl := range comp {
 		if cl.form != "" {
 			continue
@@ -190,13 +195,13 @@ func (c *claims) decide(seeds []*claim) []*claim {
 			cl.reason, cl.winner = backend.RefusedSubnet, w
 			continue
 		}
-		if w, ok := idents[cl.identity]; ok && cl.identity != "" {
-			cl.reason, cl.winner = backend.RefusedIdentity, w
+		if w, ok := idents[cl.identity]; ok && cl.identity != "" && w.holder != cl.holder {
+			cl.reason, cl.winner = backend.RefusedIdentity, w.key
 			continue
 		}
 		subnets[cl.subnet] = cl.key
-		if cl.identity != "" {
-			idents[cl.identity] = cl.key
+		if _, ok := idents[cl.identity]; !ok && cl.identity != "" {
+			idents[cl.identity] = cl
 		}
 	}
 	for _, cl := range comp {

@@ -23,8 +23,16 @@ func decisions(c *claims) map[string]string {
 	return out
 }
 
+// cl is a claim whose holder (public IP) is its own, derived from key.
 func cl(key string, rev int64, subnet, ident string) *claim {
-	return &claim{key: key, rev: rev, subnet: netip.MustParsePrefix(subnet), identity: ident}
+	h := netip.AddrFrom4([4]byte{192, 168, byte(len(key)), key[len(key)-1]})
+	return &claim{key: key, rev: rev, subnet: netip.MustParsePrefix(subnet), identity: ident, holder: h}
+}
+
+// heldBy is x with holder ip.
+func heldBy(x *claim, ip string) *claim {
+	x.holder = netip.MustParseAddr(ip)
+	return x
 }
 
 func TestClaimsDecide(t *testing.T) {
@@ -52,6 +60,11 @@ func TestClaimsDecide(t *testing.T) {
 		name:   "same identity: older wins",
 		claims: []*claim{cl("a", 3, "10.5.2.0/24", "m1"), cl("b", 2, "10.5.3.0/24", "m1")},
 		want:   map[string]string{"b": "", "a": "identity<b"},
+	}, {
+		name: "same identity, same holder: keys of one host both win",
+		claims: []*claim{heldBy(cl("a", 3, "10.5.2.0/24", "m1"), "192.168.77.2"), heldBy(cl("b", 2, "10.5.3.0/24", "m1"), "192.168.77.2"),
+			heldBy(cl("c", 4, "10.5.4.0/24", "m1"), "192.168.77.3")},
+		want: map[string]string{"a": "", "b": "", "c": "identity<b"},
 	}, {
 		name:   "no identity never conflicts",
 		claims: []*claim{cl("a", 3, "10.5.2.0/24", ""), cl("b", 2, "10.5.3.0/24", "")},
@@ -151,6 +164,7 @@ func FuzzClaimsOrder(f *testing.F) {
 			if r.IntN(8) == 0 {
 				x.identity = ""
 			}
+			x.holder = netip.AddrFrom4([4]byte{192, 168, 77, byte(r.IntN(3))})
 			if r.IntN(10) == 0 {
 				x.form = "refused"
 			}
@@ -185,14 +199,15 @@ func FuzzClaimsOrder(f *testing.F) {
 		if got := decisions(c); !maps.Equal(got, want) {
 			t.Fatalf("incremental decisions %v\nwant (from scratch) %v", got, want)
 		}
-		// Every subnet has at most one winner, and winners share no identity.
-		idents := map[string]string{}
+		// Every subnet has at most one winner, and winners share an
+		// identity only with one holder.
+		idents := map[string]*claim{}
 		for s := range c.bySubnet {
 			if w := c.winner(s); w != nil && w.identity != "" {
-				if o, dup := idents[w.identity]; dup {
-					t.Fatalf("identity %s won by %s and %s", w.identity, o, w.key)
+				if o, dup := idents[w.identity]; dup && o.holder != w.holder {
+					t.Fatalf("identity %s won by %s (%s) and %s (%s)", w.identity, o.key, o.holder, w.key, w.holder)
 				}
-				idents[w.identity] = w.key
+				idents[w.identity] = w
 			}
 			wins := 0
 			for _, x := range c.bySubnet[s] {

@@ -167,13 +167,16 @@ type Engine struct {
 	// ownKey is this host's lease key; table holds every lease key of
 	// the engine's type (docs/compatibility.md §3.8); warned is, per
 	// refused key, what was last logged about it.
-	ownKey    string
-	table     *claims
-	warned    map[string]string
-	devIndex  int
-	extNets   []netip.Prefix
-	byGW      map[netip.Addr]netip.Prefix
-	byMAC     map[[6]byte]netip.Prefix
+	ownKey   string
+	table    *claims
+	warned   map[string]string
+	devIndex int
+	extNets  []netip.Prefix
+	byGW     map[netip.Addr]netip.Prefix
+	byMAC    map[[6]byte]netip.Prefix
+	// macPeers is every peer in vxlan mode by MAC: more than one only
+	// for keys of one host (§3.8).
+	macPeers  map[[6]byte]map[netip.Prefix]bool
 	firstDone bool
 	// unrepaired holds, during a pass with Config.NoRepair, what was
 	// found wrong per peer and left as it was.
@@ -196,6 +199,7 @@ func New(cfg Config) *Engine {
 		peers:    make(map[netip.Prefix]*peer),
 		byGW:     make(map[netip.Addr]netip.Prefix),
 		byMAC:    make(map[[6]byte]netip.Prefix),
+		macPeers: make(map[[6]byte]map[netip.Prefix]bool),
 		table:    newClaims(),
 		warned:   make(map[string]string),
 		refused:  make(map[string]backend.RefusedLease),
@@ -568,7 +572,7 @@ func stamp(p, old *peer, now time.Time) {
 // ownClaim is this host's lease as a claim: it holds its subnet and
 // identity whatever its revision.
 func (e *Engine) ownClaim(l *lease.Lease) *claim {
-	cl := &claim{key: l.Key(), rev: l.CreateRevision, subnet: e.leaseSubnet(l).Masked(), own: true}
+	cl := &claim{key: l.Key(), rev: l.CreateRevision, subnet: e.leaseSubnet(l).Masked(), own: true, holder: e.publicIP()}
 	if d := e.cfg.Device; d != nil && e.cfg.Identity == nil {
 		cl.identity = d.MAC.String()
 	} else if id, err := e.identity(e.leaseData(l)); err == nil {
@@ -592,7 +596,7 @@ func (e *Engine) claimOf(l *lease.Lease) *claim {
 	if p == nil {
 		return nil
 	}
-	cl := &claim{key: p.key, rev: l.CreateRevision, subnet: p.subnet, peer: p}
+	cl := &claim{key: p.key, rev: l.CreateRevision, subnet: p.subnet, holder: p.publicIP, peer: p}
 	if id, err := e.identity(e.leaseData(l)); err == nil {
 		cl.identity = id
 	}
@@ -736,8 +740,22 @@ func (e *Engine) setPeer(s netip.Prefix, p *peer) {
 	e.peersGen++
 	if old := e.peers[s]; old != nil {
 		delete(e.byGW, s.Addr())
-		if len(old.mac) == 6 && e.byMAC[[6]byte(old.mac)] == s {
-			delete(e.byMAC, [6]byte(old.mac))
+		if len(old.mac) == 6 {
+			mac := [6]byte(old.mac)
+			users := e.macPeers[mac]
+			delete(users, s)
+			if len(users) == 0 {
+				delete(e.macPeers, mac)
+			}
+			if e.byMAC[mac] == s {
+				// Keys of one host (same public IP) may share a MAC
+				// (§3.8): the fdb entry passes to another of them.
+				delete(e.byMAC, mac)
+				for other := range users {
+					e.byMAC[mac] = other
+					break
+				}
+			}
 		}
 		if p != nil {
 			p.applied = old.applied
@@ -749,7 +767,12 @@ func (e *Engine) setPeer(s netip.Prefix, p *peer) {
 	}
 	e.peers[s] = p
 	if p.mode == backend.ModeVXLAN {
+		mac := [6]byte(p.mac)
 		e.byGW[s.Addr()] = s
-		e.byMAC[[6]byte(p.mac)] = s
+		e.byMAC[mac] = s
+		if e.macPeers[mac] == nil {
+			e.macPeers[mac] = make(map[netip.Prefix]bool, 1)
+		}
+		e.macPeers[mac][s] = true
 	}
 }
