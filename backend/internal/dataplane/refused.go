@@ -56,15 +56,19 @@ func (e *Engine) refusal(cl *claim) backend.RefusedLease {
 	if cl.peer != nil {
 		r.PublicIP = cl.peer.publicIP
 	}
+	holder := cl.winner + ", created earlier"
+	if cl.winner != "" && cl.winner == e.ownKey {
+		holder = "this host's lease " + cl.winner
+	}
 	switch cl.reason {
 	case backend.RefusedSubnet:
-		r.Detail = fmt.Sprintf("subnet %s is held by %s, created earlier", cl.subnet, cl.winner)
+		r.Detail = fmt.Sprintf("subnet %s is held by %s", cl.subnet, holder)
 	case backend.RefusedIdentity:
 		name := e.cfg.IdentityName
 		if name == "" {
 			name = "backend identity"
 		}
-		r.Detail = fmt.Sprintf("%s %s is held by %s, created earlier", name, cl.identity, cl.winner)
+		r.Detail = fmt.Sprintf("%s %s is held by %s", name, cl.identity, holder)
 	case backend.RefusedKeyForm:
 		r.Detail = cl.form
 	}
