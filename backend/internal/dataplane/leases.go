@@ -36,10 +36,11 @@ func (e *Engine) update(u backend.Update) (full bool) {
 	if b != nil && b.Snapshot {
 		e.resetTable()
 		for i := range b.Events {
-			if l := &b.Events[i].Lease; l.Key() == e.ownKey {
+			l := &b.Events[i].Lease
+			if l.Key() == e.ownKey {
 				continue
 			}
-			if cl := e.claimOf(&b.Events[i].Lease); cl != nil {
+			if cl := e.claimOf(l); cl != nil {
 				e.table.set(cl)
 			}
 		}
@@ -95,6 +96,7 @@ func (e *Engine) syncAll(now time.Time) {
 		if e.table.get(k) == nil {
 			delete(e.refused, k)
 			delete(e.warned, k)
+			e.peersGen++
 		}
 	}
 	e.mu.Unlock()
