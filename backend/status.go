@@ -32,9 +32,9 @@ type Status struct {
 	DeviceV6  string
 	VtepMACV6 string
 	// Peers holds one entry per remote lease of this backend type and
-	// address family that is programmed, refused keys aside (see Refused) (a dual-stack peer appears twice: its IPv4 subnet
-	// with its PublicIP, its IPv6 subnet with its PublicIPv6), sorted by
-	// subnet, IPv4 first.
+	// address family, refused keys aside (see Refused); a dual-stack
+	// peer appears twice: its IPv4 subnet with its PublicIP, its IPv6
+	// subnet with its PublicIPv6. Sorted by subnet, IPv4 first.
 	Peers []PeerStatus
 	// Refused lists the lease keys of this backend type that are not
 	// programmed because they conflict with another key or have a form
