@@ -25,6 +25,7 @@ const (
 	MetricNetlinkErrors     = "netagent_netlink_errors_total"
 	MetricEventLatency      = "netagent_lease_event_to_kernel_seconds"
 	MetricReady             = "netagent_ready"
+	MetricLeasesRefused     = "netagent_leases_refused"
 )
 
 // collector exports the agent's state at each scrape: there is no second
@@ -35,7 +36,7 @@ type collector struct {
 
 	buildInfo, leaseTTL, renewals, renewalFailures, etcdContact, watchRestarts,
 	peers, unprogrammed, passes, repairs, netlinkErrors, latency, ready,
-	unreachable, csumOffload *prometheus.Desc
+	unreachable, csumOffload, refused *prometheus.Desc
 }
 
 // newMetricsRegistry returns a registry with the agent's metrics and the Go
@@ -72,6 +73,7 @@ func newCollector(s *state, version string) *collector {
 		latency:         d(MetricEventLatency, "Time from the data plane taking a lease event that adds or changes a peer to the kernel holding the peer's entries."),
 		ready:           d(MetricReady, "1 when the files are written and the data plane is programmed."),
 		unreachable:     d(MetricPeersUnreachable, "Peers whose last probe round found them unreachable (absent when not probing)."),
+		refused:         d(MetricLeasesRefused, "Other hosts' lease keys not programmed because they conflict with a key created earlier or have a form the config does not allow, by reason (subnet, identity, key-form).", "reason"),
 		csumOffload:     d(MetricTxCsumOffload, "1 when TX checksum offload of the vxlan device is on, 0 when off (absent when unknown).", "device"),
 	}
 }
@@ -80,7 +82,7 @@ func newCollector(s *state, version string) *collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.buildInfo, c.leaseTTL, c.renewals, c.renewalFailures, c.etcdContact,
 		c.watchRestarts, c.peers, c.unprogrammed, c.passes, c.repairs, c.netlinkErrors, c.latency, c.ready,
-		c.unreachable, c.csumOffload} {
+		c.unreachable, c.csumOffload, c.refused} {
 		ch <- d
 	}
 }
@@ -112,13 +114,24 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	byMode := map[string]int{backend.ModeVXLAN: 0, backend.ModeDirect: 0, backend.ModeHostGW: 0}
 	bad := 0
+	refused := make(map[string]int, len(backend.RefusedReasons))
+	for _, r := range backend.RefusedReasons {
+		refused[r] = 0 // every reason is exported, from 0
+	}
 	if s.backend != nil {
-		for _, p := range s.backend.Status().Peers {
+		st := s.backend.Status()
+		for _, p := range st.Peers {
 			byMode[p.Mode]++
 			if !p.Programmed {
 				bad++
 			}
 		}
+		for _, r := range st.Refused {
+			refused[r.Reason]++
+		}
+	}
+	for reason, n := range refused {
+		gauge(c.refused, float64(n), reason)
 	}
 	for mode, n := range byMode {
 		gauge(c.peers, float64(n), mode)

@@ -24,8 +24,12 @@ type Report struct {
 	Interface     *InterfaceReport `json:"interface"`
 	Backend       *BackendReport   `json:"backend"`
 	Peers         []PeerReport     `json:"peers"`
-	Masquerade    MasqueradeReport `json:"masquerade"`
-	Probe         ProbeReport      `json:"probe"`
+	// Refused lists the other hosts' lease keys the data plane does not
+	// program: they conflict with a key created earlier, or have a form
+	// the config does not allow (docs/compatibility.md §3.8).
+	Refused    []RefusedReport  `json:"refused"`
+	Masquerade MasqueradeReport `json:"masquerade"`
+	Probe      ProbeReport      `json:"probe"`
 	// Ready is /readyz's verdict; Health lists /healthz's checks.
 	Ready        bool          `json:"ready"`
 	Health       []Check       `json:"health"`
@@ -88,8 +92,23 @@ type BackendReport struct {
 	NetlinkErrors uint64            `json:"netlink_errors"`
 }
 
+// RefusedReport is one lease key the data plane refuses.
+type RefusedReport struct {
+	// Key is the key relative to <prefix>/subnets/.
+	Key      string `json:"key"`
+	Subnet   string `json:"subnet,omitempty"`
+	PublicIP string `json:"public_ip,omitempty"`
+	// Reason is "subnet", "identity" or "key-form"; Winner the key that
+	// holds the subnet or identity instead (empty when none does).
+	Reason string `json:"reason"`
+	Winner string `json:"winner,omitempty"`
+	Detail string `json:"detail,omitempty"`
+}
+
 // PeerReport is one other host as the data plane sees it.
 type PeerReport struct {
+	// Key is the peer's lease key relative to <prefix>/subnets/.
+	Key        string `json:"key,omitempty"`
 	Subnet     string `json:"subnet"`
 	PublicIP   string `json:"public_ip"`
 	VtepMAC    string `json:"vtep_mac,omitempty"`
@@ -226,6 +245,7 @@ func (s *state) report(ctx context.Context, o *Options) Report {
 		Masquerade:    MasqueradeReport{Enabled: o.IPMasq},
 		RecentErrors:  append([]RecentError{}, s.recentErrs...),
 		Peers:         []PeerReport{},
+		Refused:       []RefusedReport{},
 	}
 	if s.masq != nil && s.keeper != nil {
 		ok, why, err := s.masq.Check(ctx, s.keeper.Rules())
@@ -273,8 +293,12 @@ func (s *state) report(ctx context.Context, o *Options) Report {
 			LastPass: timePtr(st.LastPass), Passes: ct.Passes, Repairs: ct.Repairs,
 			NetlinkErrors: ct.NetlinkErrors}
 		for _, p := range st.Peers {
-			r.Peers = append(r.Peers, PeerReport{Subnet: p.Subnet.String(), PublicIP: addrString(p.PublicIP),
+			r.Peers = append(r.Peers, PeerReport{Key: p.Key, Subnet: p.Subnet.String(), PublicIP: addrString(p.PublicIP),
 				VtepMAC: p.VtepMAC, Mode: p.Mode, Programmed: p.Programmed, Error: p.LastError})
+		}
+		for _, x := range st.Refused {
+			r.Refused = append(r.Refused, RefusedReport{Key: x.Key, Subnet: addrString(x.Subnet),
+				PublicIP: addrString(x.PublicIP), Reason: x.Reason, Winner: x.Winner, Detail: x.Detail})
 		}
 	}
 	r.Probe = s.probeReport(o, r.Peers)

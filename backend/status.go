@@ -32,10 +32,15 @@ type Status struct {
 	DeviceV6  string
 	VtepMACV6 string
 	// Peers holds one entry per remote lease of this backend type and
-	// address family (a dual-stack peer appears twice: its IPv4 subnet
-	// with its PublicIP, its IPv6 subnet with its PublicIPv6), sorted by
-	// subnet, IPv4 first.
+	// address family, refused keys aside (see Refused); a dual-stack
+	// peer appears twice: its IPv4 subnet with its PublicIP, its IPv6
+	// subnet with its PublicIPv6. Sorted by subnet, IPv4 first.
 	Peers []PeerStatus
+	// Refused lists the lease keys of this backend type that are not
+	// programmed because they conflict with another key or have a form
+	// the config does not allow (docs/compatibility.md §3.8), sorted by
+	// key. A dual-stack key may appear once per family.
+	Refused []RefusedLease
 	// LastPass is when the last full reconcile pass finished (zero before
 	// the first).
 	LastPass time.Time
@@ -44,6 +49,8 @@ type Status struct {
 
 // PeerStatus is one remote lease as the backend sees it.
 type PeerStatus struct {
+	// Key is the peer's lease key, relative to <prefix>/subnets/.
+	Key      string
 	Subnet   netip.Prefix
 	PublicIP netip.Addr
 	// VtepMAC is the peer's VTEP MAC (vxlan only).
@@ -56,6 +63,39 @@ type PeerStatus struct {
 	// LastError is why the peer is not programmed (unreachable peer,
 	// netlink error); empty when it is.
 	LastError string
+}
+
+// Reasons a lease key is refused, as RefusedLease.Reason and the
+// netagent_leases_refused metric name them (docs/compatibility.md §3.8).
+const (
+	// RefusedSubnet: a key created earlier holds the same subnet.
+	RefusedSubnet = "subnet"
+	// RefusedIdentity: a key created earlier holds the same backend
+	// identity (vxlan: the VtepMAC).
+	RefusedIdentity = "identity"
+	// RefusedKeyForm: the key names a subnet of an address family the
+	// config does not enable (a dual-stack key with IPv6 off).
+	RefusedKeyForm = "key-form"
+)
+
+// RefusedReasons lists every reason, in a stable order.
+var RefusedReasons = [...]string{RefusedSubnet, RefusedIdentity, RefusedKeyForm}
+
+// RefusedLease is a lease key the data plane does not program.
+type RefusedLease struct {
+	// Key is the refused key, relative to <prefix>/subnets/.
+	Key string
+	// Subnet is the subnet it names in the engine's family (invalid for
+	// a refused form without one); PublicIP its public address.
+	Subnet   netip.Prefix
+	PublicIP netip.Addr
+	// Reason is one of the Refused* constants; Detail says more (the
+	// identity both keys claim, the families the config enables).
+	Reason string
+	Detail string
+	// Winner is the key that holds the subnet or identity instead; empty
+	// when no key holds the subnet of a refused form.
+	Winner string
 }
 
 // Counters count what the reconcile loop has done since it started.

@@ -113,6 +113,7 @@ func BenchmarkAgentEventLatency(b *testing.B) {
 	const events = 50
 	b.Logf("load average before: %s", agentLoad())
 	var fromAck, fromPut []time.Duration
+	var routes, early int
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		al, id, closeLab := agentPeersLab(b)
@@ -129,6 +130,11 @@ func BenchmarkAgentEventLatency(b *testing.B) {
 		b.StartTimer()
 		evs := al.leaseEvents(ks, id, agentPeers, events)
 		b.StopTimer()
+		n, e := ks.order.Routes()
+		routes, early = routes+n, early+len(e)
+		if err := ks.order.Err(); err != nil {
+			b.Logf("run %d: route order watch: %v", i+1, err)
+		}
 		close(stop)
 		after := al.backendStatus(h)
 		b.Logf("run %d: full passes %d before the events, %d after; repairs %v", i+1, before.Passes, after.Passes, after.Repairs)
@@ -152,6 +158,10 @@ func BenchmarkAgentEventLatency(b *testing.B) {
 	b.ReportMetric(agentMS(fromAck[len(fromAck)-1]), "ms/max")
 	b.ReportMetric(agentMS(agentPct(fromPut, 50)), "ms/put-p50")
 	b.ReportMetric(agentMS(agentPct(fromPut, 99)), "ms/put-p99")
+	// New peers whose route reached the kernel before their neighbour or
+	// fdb entry (target 0), of the routes watched.
+	b.ReportMetric(float64(early), "route-before-neigh")
+	b.ReportMetric(float64(routes), "routes-watched")
 }
 
 // BenchmarkAgentIdle: the agent's peak RSS once it serves 5,000 peers

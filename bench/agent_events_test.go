@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netagent/netagent/backend"
+	"github.com/netagent/netagent/backend/backendtest"
 )
 
 // agentEventTimeout bounds the wait for one lease's entries.
@@ -30,6 +31,10 @@ type agentKernelSeen struct {
 	last time.Time
 	errs []error
 	wake chan struct{} // signalled (non-blocking) on every record
+	// order counts, on one socket in the kernel's order, routes that
+	// arrived before their neighbour or fdb entry (docs/compatibility.md
+	// §5.2).
+	order *backendtest.Order
 }
 
 // agentNotifyBuffer is the receive buffer of the subscriptions: enough for
@@ -59,6 +64,11 @@ func agentWatchKernel(nsh netns.NsHandle, stop <-chan struct{}) (*agentKernelSee
 		Namespace: &nsh, ErrorCallback: onErr, ReceiveBufferSize: agentNotifyBuffer, ReceiveBufferForceSize: true}); err != nil {
 		return nil, err
 	}
+	order, err := backendtest.WatchOrder(nsh, stop)
+	if err != nil {
+		return nil, err
+	}
+	ks.order = order
 	routeCh := make(chan netlink.RouteUpdate, 4096)
 	if err := netlink.RouteSubscribeWithOptions(routeCh, stop, netlink.RouteSubscribeOptions{
 		Namespace: &nsh, ErrorCallback: onErr, ReceiveBufferSize: agentNotifyBuffer, ReceiveBufferForceSize: true}); err != nil {

@@ -80,6 +80,8 @@ func New(opts backend.Options) (*Backend, error) {
 		Netns:          opts.Netns,
 		Ext:            opts.Ext,
 		Type:           Type,
+		IPv4:           v4,
+		IPv6:           v6,
 		ResyncInterval: opts.ResyncInterval,
 		MTU:            b.mtu,
 		NoRepair:       opts.NoRepair,

@@ -211,6 +211,9 @@ func printReport(w io.Writer, r *agent.Report) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", pr.Subnet, pr.PublicIP, orDash(pr.VtepMAC), reach, rtt, cause, pr.Mode, k)
 	}
 	tw.Flush()
+	for _, x := range r.Refused {
+		fmt.Fprintf(w, "refused lease %s (%s): %s\n", x.Key, x.Reason, x.Detail)
+	}
 	printErrors(w, r.RecentErrors)
 }
 

@@ -59,10 +59,19 @@ func newBatcher(ns netns.NsHandle) (*batcher, error) {
 func (bt *batcher) close() { bt.s.Close() }
 
 // run executes the ops of ops whose indexes are in idx, storing each op's
-// error in errs at the op's index.
-func (bt *batcher) run(ops []op, idx []int, errs []error) {
+// error in errs at the op's index. before, if not nil, is called with the
+// indexes of each sendmsg before it is sent; after, if not nil, with the
+// number of idx done after each.
+func (bt *batcher) run(ops []op, idx []int, errs []error, before func(chunk []int), after func(done int)) {
 	for start := 0; start < len(idx); start += batchSize {
-		bt.chunk(ops, idx[start:min(start+batchSize, len(idx))], errs)
+		end := min(start+batchSize, len(idx))
+		if before != nil {
+			before(idx[start:end])
+		}
+		bt.chunk(ops, idx[start:end], errs)
+		if after != nil {
+			after(end)
+		}
 	}
 }
 

@@ -138,7 +138,7 @@ func TestBatcherErrorsPerRequest(t *testing.T) {
 	}
 	defer bt.close()
 	errs := make([]error, n)
-	bt.run(ops, idx, errs)
+	bt.run(ops, idx, errs, nil, nil)
 	for i, err := range errs {
 		if bad[i] != (err != nil) {
 			t.Errorf("op %d (%s): error %v, want one: %t", i, &ops[i], err, bad[i])

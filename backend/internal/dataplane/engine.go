@@ -81,7 +81,19 @@ type Config struct {
 	DirectRouting bool
 	// ParseMAC extracts the VTEP MAC from a peer's BackendData (or
 	// BackendV6Data for Family 6) (vxlan).
-	ParseMAC       func(data []byte) (net.HardwareAddr, error)
+	ParseMAC func(data []byte) (net.HardwareAddr, error)
+	// Identity returns the backend identity a lease's BackendData (or
+	// BackendV6Data) claims, which no two programmed leases may share
+	// (docs/compatibility.md §3.8); nil: the VTEP MAC for vxlan, none
+	// for host-gw. A backend whose peers are named by a key (WireGuard's
+	// public key) returns it here.
+	Identity func(data []byte) (string, error)
+	// IdentityName names the identity in logs and status ("VtepMAC").
+	IdentityName string
+	// IPv4 and IPv6 are the families the network config enables; a key
+	// naming a subnet of another family is refused (§3.8). Both false:
+	// Family's alone.
+	IPv4, IPv6     bool
 	ResyncInterval time.Duration
 	MTU            int
 	// NoRepair makes passes report, not fix, what they find missing or
@@ -143,15 +155,28 @@ type Engine struct {
 	// is Status's sorted list as of statusGen.
 	peersGen, statusGen uint64
 	statusPeers         []backend.PeerStatus
+	// refused is what Status reports of the keys the table refuses.
+	refused map[string]backend.RefusedLease
+	// statusRefused is Status's sorted list as of statusGen.
+	statusRefused []backend.RefusedLease
 
 	// Owned by the Run goroutine.
-	h2        *netlink.Handle
-	own       netip.Prefix
-	ownKnown  bool
-	devIndex  int
-	extNets   []netip.Prefix
-	byGW      map[netip.Addr]netip.Prefix
-	byMAC     map[[6]byte]netip.Prefix
+	h2       *netlink.Handle
+	own      netip.Prefix
+	ownKnown bool
+	// ownKey is this host's lease key; table holds every lease key of
+	// the engine's type (docs/compatibility.md §3.8); warned is, per
+	// refused key, what was last logged about it.
+	ownKey   string
+	table    *claims
+	warned   map[string]string
+	devIndex int
+	extNets  []netip.Prefix
+	byGW     map[netip.Addr]netip.Prefix
+	byMAC    map[[6]byte]netip.Prefix
+	// macPeers is every peer in vxlan mode by MAC: more than one only
+	// for keys of one host (§3.8).
+	macPeers  map[[6]byte]map[netip.Prefix]bool
 	firstDone bool
 	// unrepaired holds, during a pass with Config.NoRepair, what was
 	// found wrong per peer and left as it was.
@@ -174,6 +199,10 @@ func New(cfg Config) *Engine {
 		peers:    make(map[netip.Prefix]*peer),
 		byGW:     make(map[netip.Addr]netip.Prefix),
 		byMAC:    make(map[[6]byte]netip.Prefix),
+		macPeers: make(map[[6]byte]map[netip.Prefix]bool),
+		table:    newClaims(),
+		warned:   make(map[string]string),
+		refused:  make(map[string]backend.RefusedLease),
 		counters: backend.Counters{Repairs: make(map[string]uint64)},
 		ready:    make(chan struct{}),
 	}
@@ -346,69 +375,6 @@ func newHandle(ns netns.NsHandle) (*netlink.Handle, error) {
 	return netlink.NewHandleAt(ns)
 }
 
-// update takes one Update in; it applies small batches event by event and
-// reports whether a full pass is needed instead.
-func (e *Engine) update(u backend.Update) (full bool) {
-	now := time.Now()
-	if u.Own != nil {
-		own := e.leaseSubnet(u.Own)
-		if !e.ownKnown || own != e.own {
-			full = true
-		}
-		e.own = own
-		e.ownKnown = true
-		if p := e.peers[e.own]; p != nil {
-			e.setPeer(e.own, nil)
-		}
-	}
-	b := u.Batch
-	if b == nil {
-		return full
-	}
-	if b.Snapshot {
-		seen := make(map[netip.Prefix]bool, len(b.Events))
-		for i := range b.Events {
-			if p := e.parse(&b.Events[i].Lease); p != nil {
-				seen[p.subnet] = true
-				stamp(p, e.peers[p.subnet], now)
-				e.setPeer(p.subnet, p)
-			}
-		}
-		for s := range e.peers {
-			if !seen[s] {
-				e.setPeer(s, nil)
-			}
-		}
-		return true
-	}
-	incremental := e.firstDone && !full && len(b.Events) < bigBatch
-	for i := range b.Events {
-		ev := &b.Events[i]
-		s := e.leaseSubnet(&ev.Lease)
-		var p *peer
-		if ev.Type == lease.EventAdded {
-			if p = e.parse(&ev.Lease); p == nil {
-				// Not ours to program (own lease, other type,
-				// malformed): drop what a previous value installed.
-				if !s.IsValid() || e.peers[s] == nil {
-					continue
-				}
-			}
-		} else if !s.IsValid() || e.peers[s] == nil {
-			continue
-		}
-		old := e.peers[s]
-		if p != nil {
-			stamp(p, old, now)
-		}
-		e.setPeer(s, p)
-		if incremental {
-			e.applyPeer(s, old, p)
-		}
-	}
-	return full || !incremental
-}
-
 // stamp records on p when its lease event was taken, for the EventLatency
 // histogram; a desired state that is the same as old's carries old's stamp
 // (zero when it is programmed already), so that a snapshot of unchanged
@@ -458,23 +424,14 @@ func (e *Engine) parse(l *lease.Lease) *peer {
 }
 
 // acceptSubnet refuses, with a warning naming the lease, a subnet that
-// is this host's own (silently when the lease is this host's, as it is
-// normally), that overlaps it, that lies outside the overlay network, or
-// whose prefix length is not the network's subnet length:
-// programming any of those would take traffic away from this host's
-// containers or send overlay routes outside the overlay.
+// overlaps this host's own without being it (another key for this host's
+// subnet is a claim that this host's lease wins, see claims), that lies
+// outside the overlay network, or whose prefix length is not the
+// network's subnet length: programming any of those would take traffic
+// away from this host's containers or send overlay routes outside the
+// overlay.
 func (e *Engine) acceptSubnet(l *lease.Lease, sn netip.Prefix) bool {
-	if e.ownKnown && sn == e.own {
-		pub := l.Attrs.PublicIP
-		if e.v6() {
-			pub = l.Attrs.PublicIPv6
-		}
-		if pub != e.publicIP() {
-			e.log.Warn("ignoring lease of this host's own subnet with another public IP", "lease", l.Key(), "public_ip", pub)
-		}
-		return false
-	}
-	if e.ownKnown && sn.Overlaps(e.own) {
+	if e.ownKnown && sn.Masked() != e.own && sn.Overlaps(e.own) {
 		e.log.Warn("ignoring lease overlapping this host's subnet", "lease", l.Key(), "own", e.own)
 		return false
 	}
@@ -520,8 +477,22 @@ func (e *Engine) setPeer(s netip.Prefix, p *peer) {
 	e.peersGen++
 	if old := e.peers[s]; old != nil {
 		delete(e.byGW, s.Addr())
-		if len(old.mac) == 6 && e.byMAC[[6]byte(old.mac)] == s {
-			delete(e.byMAC, [6]byte(old.mac))
+		if len(old.mac) == 6 {
+			mac := [6]byte(old.mac)
+			users := e.macPeers[mac]
+			delete(users, s)
+			if len(users) == 0 {
+				delete(e.macPeers, mac)
+			}
+			if e.byMAC[mac] == s {
+				// Keys of one host (same public IP) may share a MAC
+				// (§3.8): the fdb entry passes to another of them.
+				delete(e.byMAC, mac)
+				for other := range users {
+					e.byMAC[mac] = other
+					break
+				}
+			}
 		}
 		if p != nil {
 			p.applied = old.applied
@@ -533,7 +504,12 @@ func (e *Engine) setPeer(s netip.Prefix, p *peer) {
 	}
 	e.peers[s] = p
 	if p.mode == backend.ModeVXLAN {
+		mac := [6]byte(p.mac)
 		e.byGW[s.Addr()] = s
-		e.byMAC[[6]byte(p.mac)] = s
+		e.byMAC[mac] = s
+		if e.macPeers[mac] == nil {
+			e.macPeers[mac] = make(map[netip.Prefix]bool, 1)
+		}
+		e.macPeers[mac][s] = true
 	}
 }

@@ -129,6 +129,7 @@ func (g *Group) Status() backend.Status {
 			st.LastPass = es.LastPass
 		}
 		st.Peers = append(st.Peers, es.Peers...)
+		st.Refused = append(st.Refused, es.Refused...)
 		st.Counters.Passes += es.Counters.Passes
 		st.Counters.NetlinkErrors += es.Counters.NetlinkErrors
 		for k, v := range es.Counters.Repairs {
@@ -137,6 +138,7 @@ func (g *Group) Status() backend.Status {
 		st.Counters.EventLatency.Add(es.Counters.EventLatency)
 	}
 	slices.SortStableFunc(st.Peers, comparePeers)
+	slices.SortStableFunc(st.Refused, compareRefused)
 	return st
 }
 

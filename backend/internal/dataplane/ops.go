@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -112,13 +111,15 @@ func (e *Engine) exec(ops []op) []error {
 }
 
 // execPhase runs ops and returns each op's error. Few ops go one request at
-// a time over the handle; many are batched on two sockets in parallel, the
-// routes on one, the neighbours and fdb entries on the other (the ops all
-// touch distinct keys, so their order does not matter). Routes are most of
-// the kernel's work (it compares each new IPv4 route's next hop with
-// those of every route already on the device), so they start at once on
-// a socket of their own, and the rest is done meanwhile; a third socket
-// would only add a third contender for the kernel's rtnl lock.
+// a time over the handle, in order. Many are batched on two sockets in
+// parallel, the routes on one, the neighbours and fdb entries on the
+// other: routes are most of the kernel's work (it compares each new IPv4
+// route's next hop with those of every route already on the device), and
+// a third socket would only add a third contender for the kernel's rtnl
+// lock. A peer's route is sent only once its neighbour and fdb entry are
+// in (docs/compatibility.md §5.2): the routes' socket sends a chunk when
+// the other has finished the chunks that install those of its peers, so
+// the two still overlap, one chunk apart.
 func (e *Engine) execPhase(ops []op) []error {
 	errs := make([]error, len(ops))
 	if len(ops) < parallelMin {
@@ -127,35 +128,83 @@ func (e *Engine) execPhase(ops []op) []error {
 		}
 		return errs
 	}
-	var byKind [2][]int
+	var routes, others []int
 	for i := range ops {
-		k := 0
-		if ops[i].kind != kindRoute {
-			k = 1
+		if ops[i].kind == kindRoute {
+			routes = append(routes, i)
+		} else {
+			others = append(others, i)
 		}
-		byKind[k] = append(byKind[k], i)
 	}
+	rb, err := newBatcher(e.cfg.Netns)
+	if err != nil {
+		for i := range ops {
+			errs[i] = do(e.cfg.Handle, &ops[i])
+		}
+		return errs
+	}
+	defer rb.close()
+	ob, err := newBatcher(e.cfg.Netns)
+	if err != nil {
+		// One socket: the others first, then the routes.
+		rb.run(ops, others, errs, nil, nil)
+		rb.run(ops, routes, errs, nil, nil)
+		return errs
+	}
+	defer ob.close()
+	// need[peer] is how many of others must be done before the peer's
+	// route may go.
+	need := make(map[netip.Prefix]int)
+	for j, i := range others {
+		if !ops[i].del && ops[i].peer.IsValid() {
+			need[ops[i].peer] = j + 1
+		}
+	}
+	pr := newProgress()
 	var wg sync.WaitGroup
-	var unbatched []int
-	for _, idx := range byKind {
-		if len(idx) == 0 {
-			continue
+	wg.Go(func() {
+		defer pr.set(len(others))
+		ob.run(ops, others, errs, nil, pr.set)
+	})
+	rb.run(ops, routes, errs, func(chunk []int) {
+		gate := 0
+		for _, i := range chunk {
+			if !ops[i].del {
+				gate = max(gate, need[ops[i].peer])
+			}
 		}
-		bt, err := newBatcher(e.cfg.Netns)
-		if err != nil {
-			unbatched = append(unbatched, idx...)
-			continue
-		}
-		wg.Go(func() {
-			defer bt.close()
-			bt.run(ops, idx, errs)
-		})
-	}
-	for _, i := range unbatched {
-		errs[i] = do(e.cfg.Handle, &ops[i])
-	}
+		pr.wait(gate)
+	}, nil)
 	wg.Wait()
 	return errs
+}
+
+// progress is how many ops a batcher has finished, for another to wait on.
+type progress struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	done int
+}
+
+func newProgress() *progress {
+	p := &progress{}
+	p.cond = sync.NewCond(&p.mu)
+	return p
+}
+
+func (p *progress) set(n int) {
+	p.mu.Lock()
+	p.done = max(p.done, n)
+	p.mu.Unlock()
+	p.cond.Broadcast()
+}
+
+func (p *progress) wait(n int) {
+	p.mu.Lock()
+	for p.done < n {
+		p.cond.Wait()
+	}
+	p.mu.Unlock()
 }
 
 // wantRoute is the route the peer needs. Equivalent to
@@ -207,18 +256,20 @@ func fdbEntry(dev int, mac net.HardwareAddr, dst netip.Addr) *netlink.Neigh {
 }
 
 // peerOps returns the ops that install p (nothing for an unreachable
-// host-gw peer).
+// host-gw peer), the route last.
 func (e *Engine) peerOps(p *peer) []op {
 	if !p.reachable {
 		return nil
 	}
-	ops := []op{{kind: kindRoute, route: e.wantRoute(p), peer: p.subnet}}
+	var ops []op
 	if p.mode == backend.ModeVXLAN {
+		// Neighbour and fdb entry first, so that the route never points
+		// at a gateway the device cannot resolve (§5.2).
 		ops = append(ops,
 			op{kind: kindNeigh, neigh: neighEntry(e.devIndex, p.subnet.Addr(), p.mac), peer: p.subnet},
 			op{kind: kindFDB, neigh: fdbEntry(e.devIndex, p.mac, p.publicIP), peer: p.subnet})
 	}
-	return ops
+	return append(ops, op{kind: kindRoute, route: e.wantRoute(p), peer: p.subnet})
 }
 
 // removeOps returns the ops that take away what a was for subnet s and
@@ -251,32 +302,6 @@ func (e *Engine) removeOps(s netip.Prefix, a *applied, next *peer) []op {
 		}
 	}
 	return ops
-}
-
-// applyPeer applies one lease event: old is the previous desired state
-// (nil: none), p the new one (nil: removed). Its cost does not depend on
-// the number of peers.
-func (e *Engine) applyPeer(s netip.Prefix, old, p *peer) {
-	var a *applied
-	if old != nil {
-		a = old.applied
-	}
-	ops := e.removeOps(s, a, p)
-	if p != nil {
-		ops = append(ops, e.peerOps(p)...)
-	}
-	e.logOps(s, ops)
-	errs := e.exec(ops)
-	err := errors.Join(errs...)
-	e.mu.Lock()
-	e.countErrors(errs)
-	if p != nil {
-		e.settle(p, err)
-	}
-	e.mu.Unlock()
-	if err != nil {
-		e.log.Warn("programming peer failed; the next pass retries", "lease", leaseName(s, p), "err", err)
-	}
 }
 
 // settle records the outcome of programming p; e.mu is held.

@@ -119,24 +119,26 @@ func (e *Engine) dump() (*kernelState, error) {
 	return k, nil
 }
 
-// diffPeer appends to ops those that make the kernel hold p's entries, and
-// marks the entries it accounts for as seen (deleting them from k).
+// diffPeer appends to ops those that make the kernel hold p's entries,
+// the route after the neighbour and fdb entry (§5.2), and marks the
+// entries it accounts for as seen (deleting them from k).
 func (e *Engine) diffPeer(ops []op, p *peer, k *kernelState) []op {
 	repair := p.programmed || p.leftBroken
 	if !p.reachable {
 		return ops
 	}
+	var route []op
 	want := e.wantRoute(p)
 	if r := k.routes[p.subnet]; r == nil || !routeMatches(r, want) {
 		if r != nil && e.v6() && r.LinkIndex != want.LinkIndex {
 			// See op.pre.
 			ops = append(ops, op{kind: kindRoute, del: true, pre: true, route: r, peer: p.subnet})
 		}
-		ops = append(ops, op{kind: kindRoute, route: want, peer: p.subnet, repair: repair})
+		route = append(route, op{kind: kindRoute, route: want, peer: p.subnet, repair: repair})
 	}
 	delete(k.routes, p.subnet)
 	if p.mode != backend.ModeVXLAN {
-		return ops
+		return append(ops, route...)
 	}
 	gw := p.subnet.Addr()
 	if n := k.neighs[gw]; n == nil || n.State != netlink.NUD_PERMANENT || !macEqual(n.HardwareAddr, p.mac) {
@@ -150,7 +152,7 @@ func (e *Engine) diffPeer(ops []op, p *peer, k *kernelState) []op {
 		}
 		delete(k.fdbs, key)
 	}
-	return ops
+	return append(ops, route...)
 }
 
 // orphans returns deletions of what is the engine's own in the kernel but
@@ -269,6 +271,9 @@ func (e *Engine) refreshExtNets() error {
 		e.decideMode(&np)
 		if np.mode != p.mode || np.reachable != p.reachable {
 			e.log.Info("peer route mode changed", "lease", p.key, "mode", np.mode, "reachable", np.reachable)
+			if cl := e.table.get(p.key); cl != nil && cl.peer == p {
+				cl.peer = &np
+			}
 			e.setPeer(s, &np)
 		}
 	}

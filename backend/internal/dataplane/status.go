@@ -26,9 +26,9 @@ func (e *Engine) Status() backend.Status {
 		st.VtepMAC = d.MAC.String()
 	}
 	if e.statusPeers == nil || e.statusGen != e.peersGen {
-		e.statusPeers, e.statusGen = e.peerStatus(), e.peersGen
+		e.statusPeers, e.statusRefused, e.statusGen = e.peerStatus(), e.refusedStatus(), e.peersGen
 	}
-	st.Peers = e.statusPeers
+	st.Peers, st.Refused = e.statusPeers, e.statusRefused
 	return st
 }
 
@@ -37,6 +37,7 @@ func (e *Engine) peerStatus() []backend.PeerStatus {
 	peers := make([]backend.PeerStatus, 0, len(e.peers))
 	for _, p := range e.peers {
 		ps := backend.PeerStatus{
+			Key:        p.key,
 			Subnet:     p.subnet,
 			PublicIP:   p.publicIP,
 			Mode:       p.mode,

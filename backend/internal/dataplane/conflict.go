@@ -1,0 +1,228 @@
+package dataplane
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+
+	"github.com/netagent/netagent/backend"
+)
+
+// claim is what one lease key asks of an engine: a subnet of its family
+// and, when the backend has one, a backend identity (vxlan: the VTEP MAC).
+// Two claims conflict when they name the same subnet, or the same
+// identity with another public IP (keys of one host may share its
+// identity: a host that moved to a reservation leaves its old lease until
+// the TTL ends, with the same MAC); of two conflicting keys the one
+// created first wins (docs/compatibility.md §3.8).
+type claim struct {
+	key string
+	// rev is the key's create revision; the smaller wins, then the
+	// smaller key.
+	rev      int64
+	subnet   netip.Prefix
+	identity string
+	// holder is the public IP the key names: claims of one identity
+	// and holder do not conflict.
+	holder netip.Addr
+	// own marks this host's lease: it wins on this host whatever its
+	// revision (the host keeps its subnet).
+	own bool
+	// form, when set, is why the key's form is refused (a subnet of a
+	// family the config does not enable): such a claim never wins nor
+	// takes anything, and reports the key that holds its subnet.
+	form string
+	// peer is what to program when the claim wins; nil for the own
+	// lease.
+	peer *peer
+
+	// The decision: reason is empty when the claim wins, else a
+	// backend.Refused* reason and winner the key it lost to ("" when
+	// none holds the subnet, for a refused form).
+	reason string
+	winner string
+}
+
+// claims is the table of lease keys an engine knows, and who wins. Only
+// the keys connected to a changed key by a shared subnet or identity are
+// decided again; the outcome depends on the set of claims alone, not on
+// the order they came in.
+type claims struct {
+	byKey    map[string]*claim
+	bySubnet map[netip.Prefix]map[string]*claim
+	byIdent  map[string]map[string]*claim
+}
+
+func newClaims() *claims {
+	return &claims{
+		byKey:    make(map[string]*claim),
+		bySubnet: make(map[netip.Prefix]map[string]*claim),
+		byIdent:  make(map[string]map[string]*claim),
+	}
+}
+
+// get returns the claim of key, or nil.
+func (c *claims) get(key string) *claim { return c.byKey[key] }
+
+// winner returns the claim that holds subnet s, or nil.
+func (c *claims) winner(s netip.Prefix) *claim {
+	for _, cl := range c.bySubnet[s] {
+		if cl.reason == "" {
+			return cl
+		}
+	}
+	return nil
+}
+
+// set puts cl in the table, replacing the claim of the same key (old,
+// nil if none), and decides again; touched is every claim in the table
+// whose decision may have changed.
+func (c *claims) set(cl *claim) (old *claim, touched []*claim) {
+	old = c.byKey[cl.key]
+	c.unlink(old)
+	c.byKey[cl.key] = cl
+	c.link(cl)
+	seeds := []*claim{cl}
+	seeds = append(seeds, c.neighbours(old)...)
+	return old, c.decide(seeds)
+}
+
+// remove takes key's claim (old, nil if none) out of the table and decides
+// again; touched is every claim whose decision may have changed.
+func (c *claims) remove(key string) (old *claim, touched []*claim) {
+	old = c.byKey[key]
+	if old == nil {
+		return nil, nil
+	}
+	c.unlink(old)
+	delete(c.byKey, key)
+	return old, c.decide(c.neighbours(old))
+}
+
+// neighbours returns the claims in the table that share old's subnet or
+// identity.
+func (c *claims) neighbours(old *claim) []*claim {
+	if old == nil {
+		return nil
+	}
+	var out []*claim
+	for _, n := range c.bySubnet[old.subnet] {
+		out = append(out, n)
+	}
+	if old.identity != "" && old.form == "" {
+		for _, n := range c.byIdent[old.identity] {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (c *claims) link(cl *claim) {
+	add := func(m map[string]*claim) map[string]*claim {
+		if m == nil {
+			m = make(map[string]*claim, 1)
+		}
+		m[cl.key] = cl
+		return m
+	}
+	c.bySubnet[cl.subnet] = add(c.bySubnet[cl.subnet])
+	if cl.identity != "" && cl.form == "" {
+		c.byIdent[cl.identity] = add(c.byIdent[cl.identity])
+	}
+}
+
+func (c *claims) unlink(cl *claim) {
+	if cl == nil {
+		return
+	}
+	drop := func(m map[string]*claim) bool {
+		delete(m, cl.key)
+		return len(m) == 0
+	}
+	if drop(c.bySubnet[cl.subnet]) {
+		delete(c.bySubnet, cl.subnet)
+	}
+	if cl.identity != "" && cl.form == "" && drop(c.byIdent[cl.identity]) {
+		delete(c.byIdent, cl.identity)
+	}
+}
+
+// component returns the claims reachable from seeds through shared
+// subnets and identities.
+func (c *claims) component(seeds []*claim) []*claim {
+	seen := make(map[string]bool, len(seeds))
+	var out, queue []*claim
+	push := func(cl *claim) {
+		if !seen[cl.key] && c.byKey[cl.key] == cl {
+			seen[cl.key] = true
+			queue = append(queue, cl)
+		}
+	}
+	for _, cl := range seeds {
+		push(cl)
+	}
+	for len(queue) > 0 {
+		cl := queue[0]
+		queue = queue[1:]
+		out = append(out, cl)
+		for _, n := range c.bySubnet[cl.subnet] {
+			push(n)
+		}
+		if cl.identity != "" && cl.form == "" {
+			for _, n := range c.byIdent[cl.identity] {
+				push(n)
+			}
+		}
+	}
+	return out
+}
+
+// decide decides the component of seeds again and returns it. In order
+// of precedence (this host's lease, then the older create revision, then
+// the smaller key), a claim wins unless a winner before it holds its
+// subnet, or its identity with another holder.
+func (c *claims) decide(seeds []*claim) []*claim {
+	comp := c.component(seeds)
+	slices.SortFunc(comp, precedence)
+	subnets := make(map[netip.Prefix]string)
+	idents := make(map[string]*claim)
+	for _, cl := range comp {
+		if cl.form != "" {
+			continue
+		}
+		cl.reason, cl.winner = "", ""
+		if w, ok := subnets[cl.subnet]; ok {
+			cl.reason, cl.winner = backend.RefusedSubnet, w
+			continue
+		}
+		if w, ok := idents[cl.identity]; ok && cl.identity != "" && w.holder != cl.holder {
+			cl.reason, cl.winner = backend.RefusedIdentity, w.key
+			continue
+		}
+		subnets[cl.subnet] = cl.key
+		if _, ok := idents[cl.identity]; !ok && cl.identity != "" {
+			idents[cl.identity] = cl
+		}
+	}
+	for _, cl := range comp {
+		if cl.form != "" {
+			cl.reason, cl.winner = backend.RefusedKeyForm, subnets[cl.subnet]
+		}
+	}
+	return comp
+}
+
+// precedence orders claims from the strongest: the own lease, then by
+// create revision, then by key.
+func precedence(a, b *claim) int {
+	if a.own != b.own {
+		if a.own {
+			return -1
+		}
+		return 1
+	}
+	if c := cmp.Compare(a.rev, b.rev); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.key, b.key)
+}
