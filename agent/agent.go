@@ -124,15 +124,38 @@ func ctxDone(ctx context.Context, err error) error {
 }
 
 // configChanged reports whether u brings a valid config other than cfg. A
-// config that became invalid or was deleted is reported, and the one in
-// force is kept: the data plane goes on serving.
-func (a *Agent) configChanged(u subnet.ConfigUpdate, cfg *lease.Config) bool {
-	if u.Err != nil {
-		a.log.Error("network config in etcd is not usable; keeping the one in force", "err", u.Err)
-		a.state.recordError(u.Err.Error())
+// config that became invalid or was deleted, or that collides with this
+// host (CheckHost: the probe port; the subnets of ext, when the pipeline
+// has one), is reported, and the one in force is kept: the data plane goes
+// on serving.
+func (a *Agent) configChanged(u subnet.ConfigUpdate, cfg *lease.Config, h *netlink.Handle, ext iface.External) bool {
+	err := u.Err
+	if err == nil {
+		err = a.checkHost(h, ext, u.Config)
+	}
+	if err != nil {
+		a.log.Error("network config in etcd is not usable; keeping the one in force", "err", err)
+		a.state.recordError(err.Error())
 		return false
 	}
 	return !sameConfig(u.Config, cfg)
+}
+
+// checkHost checks cfg against this host (CheckHost): the probe port when
+// probing, and the subnets of ext when there is one (Index not 0).
+func (a *Agent) checkHost(h *netlink.Handle, ext iface.External, cfg *lease.Config) error {
+	var env HostEnv
+	if a.opts.Probe {
+		env.ProbePort = a.opts.ProbePort
+	}
+	if h != nil && ext.Index != 0 {
+		subnets, err := interfaceSubnets(h, ext.Name, ext.Index)
+		if err != nil {
+			a.log.Warn("cannot check the network config against the external interface's subnets", "err", err)
+		}
+		env.Underlay = subnets
+	}
+	return errors.Join(CheckHost(cfg, env)...)
 }
 
 // newBackend selects the external interface and builds the configured
@@ -248,7 +271,7 @@ func (a *Agent) waitConfigChange(ctx context.Context, changes <-chan subnet.Conf
 			if !ok {
 				return stopped(ctx, "config watch")
 			}
-			if a.configChanged(u, cfg) {
+			if a.configChanged(u, cfg, nil, iface.External{}) {
 				return errConfigChanged
 			}
 		}

@@ -18,6 +18,8 @@ const (
 	MetricRenewalFailures   = "netagent_lease_renewal_failures_total"
 	MetricEtcdLastContact   = "netagent_etcd_last_contact_timestamp_seconds"
 	MetricWatchRestarts     = "netagent_lease_watch_restarts_total"
+	MetricLeaseLosses       = "netagent_lease_losses_total"
+	MetricLeaseRestores     = "netagent_lease_restores_total"
 	MetricPeers             = "netagent_peers"
 	MetricPeersUnprogrammed = "netagent_peers_not_programmed"
 	MetricReconcilePasses   = "netagent_reconcile_passes_total"
@@ -35,6 +37,7 @@ type collector struct {
 	version string
 
 	buildInfo, leaseTTL, renewals, renewalFailures, etcdContact, watchRestarts,
+	leaseLosses, leaseRestores,
 	peers, unprogrammed, passes, repairs, netlinkErrors, latency, ready,
 	unreachable, csumOffload, refused *prometheus.Desc
 }
@@ -65,6 +68,8 @@ func newCollector(s *state, version string) *collector {
 		renewalFailures: d(MetricRenewalFailures, "Failed attempts to renew this host's lease."),
 		etcdContact:     d(MetricEtcdLastContact, "Unix time of the last answer from etcd."),
 		watchRestarts:   d(MetricWatchRestarts, "Lease watches that broke and were listed and started again."),
+		leaseLosses:     d(MetricLeaseLosses, "Times this host's lease was lost (etcd lease expired, a reservation or another agent with this host's public IP took the key) and acquired again."),
+		leaseRestores:   d(MetricLeaseRestores, "Times this host's key was found deleted or overwritten while its etcd lease lived, and written back."),
 		peers:           d(MetricPeers, "Other hosts' leases the data plane programs, by mode (vxlan, direct, host-gw).", "mode"),
 		unprogrammed:    d(MetricPeersUnprogrammed, "Peers whose kernel entries are not as wanted."),
 		passes:          d(MetricReconcilePasses, "Full reconcile passes of the data plane."),
@@ -81,7 +86,7 @@ func newCollector(s *state, version string) *collector {
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.buildInfo, c.leaseTTL, c.renewals, c.renewalFailures, c.etcdContact,
-		c.watchRestarts, c.peers, c.unprogrammed, c.passes, c.repairs, c.netlinkErrors, c.latency, c.ready,
+		c.watchRestarts, c.leaseLosses, c.leaseRestores, c.peers, c.unprogrammed, c.passes, c.repairs, c.netlinkErrors, c.latency, c.ready,
 		c.unreachable, c.csumOffload, c.refused} {
 		ch <- d
 	}
@@ -108,6 +113,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.renewals, st.Renewals)
 		counter(c.renewalFailures, st.RenewalFailures)
 		counter(c.watchRestarts, st.WatchRestarts)
+		counter(c.leaseLosses, st.LeaseLosses)
+		counter(c.leaseRestores, st.LeaseRestores)
 	}
 	if t := s.lastEtcdContact(); !t.IsZero() {
 		gauge(c.etcdContact, float64(t.UnixNano())/1e9)

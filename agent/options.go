@@ -1,11 +1,15 @@
 package agent
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -130,16 +134,90 @@ func DefaultOptions() *Options {
 	}
 }
 
-// Validate checks the options as a whole; errors name the flag.
+// checkEndpoint checks one etcd endpoint: http or https with a host and,
+// if given, a port from 1 to 65535, and nothing after the path; or a unix
+// socket (unix://path, unixs://path).
+func checkEndpoint(e string) error {
+	u, err := url.Parse(e)
+	if err != nil {
+		return err
+	}
+	switch u.Scheme {
+	case "unix", "unixs":
+		if u.Host == "" && u.Path == "" {
+			return errors.New("no socket path")
+		}
+		return nil
+	case "http", "https":
+	default:
+		return fmt.Errorf("scheme %q is not http, https, unix or unixs", u.Scheme)
+	}
+	switch {
+	case u.Hostname() == "":
+		return errors.New("no host")
+	case u.User != nil:
+		return errors.New("credentials belong in --etcd-username and --etcd-password-file")
+	case u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/"):
+		return errors.New("a path, query or fragment is not allowed")
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("port %s is not between 1 and 65535", p)
+		}
+	} else if strings.HasSuffix(u.Host, ":") {
+		return errors.New("empty port")
+	}
+	return nil
+}
+
+// checkFiles checks that the TLS files given can be read and hold what
+// they should, naming the flag of each that does not (the etcd client
+// itself would say only "open …" without the flag, or nothing at all
+// until its first request times out).
+func (e EtcdOptions) checkFiles() []error {
+	var errs []error
+	for _, f := range []struct{ flag, path string }{
+		{"--etcd-certfile", e.CertFile}, {"--etcd-keyfile", e.KeyFile}, {"--etcd-cafile", e.CAFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.ReadFile(f.path); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f.flag, err))
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	if e.CertFile != "" && e.KeyFile != "" {
+		if _, err := tls.LoadX509KeyPair(e.CertFile, e.KeyFile); err != nil {
+			errs = append(errs, fmt.Errorf("--etcd-certfile %s and --etcd-keyfile %s: %w", e.CertFile, e.KeyFile, err))
+		}
+	}
+	if e.CAFile != "" {
+		pem, _ := os.ReadFile(e.CAFile)
+		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			errs = append(errs, fmt.Errorf("--etcd-cafile %s: no PEM certificate in it", e.CAFile))
+		}
+	}
+	return errs
+}
+
+// Validate checks the options as a whole; errors name the flag. It reads
+// the TLS files named, to say which one is missing or unreadable.
 func (o *Options) Validate() error {
 	var errs []error
 	if len(o.Etcd.Endpoints) == 0 {
 		errs = append(errs, errors.New("--etcd-endpoints: no endpoint given"))
 	}
 	for _, e := range o.Etcd.Endpoints {
-		u, err := url.Parse(e)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "unix" && u.Scheme != "unixs") || u.Host == "" && u.Path == "" {
-			errs = append(errs, fmt.Errorf("--etcd-endpoints: %q is not a URL such as http://10.0.0.1:2379", e))
+		if err := checkEndpoint(e); err != nil {
+			shown := e
+			if u, perr := url.Parse(e); perr == nil && u.User != nil {
+				shown = u.Redacted() // never the password
+			}
+			errs = append(errs, fmt.Errorf("--etcd-endpoints: %q is not a URL such as http://10.0.0.1:2379: %w", shown, err))
 		}
 	}
 	if !strings.HasPrefix(o.Etcd.Prefix, "/") {
@@ -148,6 +226,7 @@ func (o *Options) Validate() error {
 	if (o.Etcd.CertFile == "") != (o.Etcd.KeyFile == "") {
 		errs = append(errs, errors.New("--etcd-certfile and --etcd-keyfile go together"))
 	}
+	errs = append(errs, o.Etcd.checkFiles()...)
 	if o.Etcd.Password != "" && o.Etcd.Username == "" {
 		errs = append(errs, errors.New("--etcd-password is set without --etcd-username"))
 	}

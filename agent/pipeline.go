@@ -57,6 +57,9 @@ func (a *Agent) serve(ctx context.Context, reg *subnet.Registry, h *netlink.Hand
 
 	a.state.newPipeline(cfg)
 	be, ext, err := a.newBackend(ctx, h, ns, cfg)
+	if err == nil {
+		err = a.checkHost(h, ext, cfg)
+	}
 	if err != nil {
 		a.state.recordError(err.Error())
 		a.notifyStatus("network config not usable: %v", err)
@@ -239,7 +242,7 @@ func (a *Agent) serveEvents(ctx context.Context, h *netlink.Handle, p *pipeline)
 			if !ok {
 				return stopped(ctx, "config watch")
 			}
-			if a.configChanged(u, p.cfg) {
+			if a.configChanged(u, p.cfg, h, p.ext) {
 				return errConfigChanged
 			}
 		case <-wd.C():

@@ -55,6 +55,12 @@ type LeaseReport struct {
 	Reservation bool       `json:"reservation"`
 	Expiration  *time.Time `json:"expiration,omitempty"`
 	TTLSeconds  int64      `json:"ttl_seconds,omitempty"`
+	// Losses counts the leases lost and acquired again since the agent
+	// started; Restores the times the key was found deleted or
+	// overwritten while its etcd lease lived, and written back
+	// (docs/compatibility.md §3.6).
+	Losses   uint64 `json:"losses"`
+	Restores uint64 `json:"restores"`
 }
 
 // NetworkReport is the network config in force.
@@ -267,6 +273,10 @@ func (s *state) report(ctx context.Context, o *Options) Report {
 		if !l.Expiration.IsZero() {
 			lr.Expiration = timePtr(l.Expiration)
 			lr.TTLSeconds = int64(l.Expiration.Sub(now) / time.Second)
+		}
+		if s.registry != nil {
+			st := s.registry.Stats()
+			lr.Losses, lr.Restores = st.LeaseLosses, st.LeaseRestores
 		}
 		r.Lease = lr
 	}

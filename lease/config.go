@@ -463,6 +463,9 @@ func (f *cfgFamily) validate(r cfgFamilyRules) error {
 	if n.Bits() > r.maxNetworkLen {
 		return cfgErrorf("%s %s is too small: the longest allowed prefix is /%d", r.network, n, r.maxNetworkLen)
 	}
+	if sp, ok := SpecialRange(n); ok {
+		return cfgErrorf("%s %s overlaps %s, %s: an overlay there would take over addresses the host needs for itself", r.network, n, sp.Prefix, sp.What)
+	}
 	f.network = n
 
 	switch {
@@ -529,6 +532,41 @@ func (f *cfgFamily) subnet(r cfgFamilyRules, name, text string, def netip.Prefix
 			name, a, r.subnetLen, f.subnetLen, p.Masked().Addr())
 	}
 	return p, nil
+}
+
+// A Special is an address range that is not for an overlay network:
+// routing part of it through the overlay device would take over the host's
+// loopback, multicast, link-local or otherwise reserved addresses.
+type Special struct {
+	Prefix netip.Prefix
+	What   string
+}
+
+// specialRanges are refused as (or inside, or around) an overlay network,
+// IPv4 (RFC 6890) and IPv6 (RFC 4291). Private, shared (100.64.0.0/10),
+// documentation and unique local ranges are fine.
+var specialRanges = []Special{
+	{netip.MustParsePrefix("0.0.0.0/8"), `"this network" (RFC 1122), not routable`},
+	{netip.MustParsePrefix("127.0.0.0/8"), "loopback"},
+	{netip.MustParsePrefix("169.254.0.0/16"), "link-local"},
+	{netip.MustParsePrefix("224.0.0.0/4"), "multicast"},
+	{netip.MustParsePrefix("240.0.0.0/4"), "reserved (class E and broadcast)"},
+	{netip.MustParsePrefix("::/128"), "the unspecified address"},
+	{netip.MustParsePrefix("::1/128"), "loopback"},
+	{netip.MustParsePrefix("fe80::/10"), "link-local"},
+	{netip.MustParsePrefix("ff00::/8"), "multicast"},
+}
+
+// SpecialRange returns the first special range (loopback, multicast,
+// link-local, unspecified, reserved) that n overlaps: n inside it, or
+// containing it.
+func SpecialRange(n netip.Prefix) (Special, bool) {
+	for _, sp := range specialRanges {
+		if sp.Prefix.Overlaps(n) {
+			return sp, true
+		}
+	}
+	return Special{}, false
 }
 
 // cfgIsFamily reports whether a is a plain address of the family: IPv4, or

@@ -30,6 +30,9 @@ func FuzzParseConfig(f *testing.F) {
 		`{"Network":"10.5.0.0/16","Network":"10.6.0.0/16"}`,
 		`{"Network":"10.5.0.0/16","Backend":"vxlan"}`,
 		`{"Network":"10.5.0.0/16"} {}`,
+		`{"Network":"127.0.0.0/8"}`,
+		`{"Network":"224.0.0.0/4","Backend":{"Type":"vxlan"}}`,
+		`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fe80::/64"}`,
 		`[]`,
 		``,
 	} {
@@ -97,7 +100,7 @@ func FuzzConfigFields(f *testing.F) {
 			// A plain network address with only defaults must parse.
 			n, perr := netip.ParsePrefix(network)
 			if ipv4 && !ipv6 && perr == nil && n.Addr().Is4() && n.Masked() == n &&
-				n.Bits() >= 1 && n.Bits() <= 28 && subnetLen == 0 && lo == "" && hi == "" {
+				n.Bits() >= 1 && n.Bits() <= 28 && subnetLen == 0 && lo == "" && hi == "" && !fuzzSpecial(n) {
 				t.Fatalf("ParseConfig(%s): %v", data, err)
 			}
 			return
@@ -154,6 +157,9 @@ func fuzzCheckConfig(t *testing.T, c *Config) {
 		n := f.network
 		if !n.IsValid() || n.Masked() != n || n.Bits() < 1 || n.Bits() > f.maxNet || n.Addr().Is6() != f.v6 || n.Addr().Is4In6() {
 			t.Fatalf("bad network %v in %+v", n, c)
+		}
+		if sp, ok := SpecialRange(n); ok {
+			t.Fatalf("network %v overlaps %v (%s)", n, sp.Prefix, sp.What)
 		}
 		if f.subnetLen < n.Bits()+2 || f.subnetLen > f.maxSub {
 			t.Fatalf("subnet length %d out of bounds for %v", f.subnetLen, n)
@@ -352,4 +358,10 @@ func fuzzJSONEqual(a, b json.RawMessage) bool {
 	va, errA := decode(a)
 	vb, errB := decode(b)
 	return errA == nil && errB == nil && reflect.DeepEqual(va, vb)
+}
+
+// fuzzSpecial reports whether n overlaps a range no overlay may use.
+func fuzzSpecial(n netip.Prefix) bool {
+	_, ok := SpecialRange(n)
+	return ok
 }

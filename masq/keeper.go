@@ -30,7 +30,7 @@ type Keeper struct {
 }
 
 // minRetry is the first delay before retrying a failed Apply; it doubles
-// up to the interval.
+// up to the interval, and stays there.
 const minRetry = time.Second
 
 // NewKeeper returns a Keeper of r through m. interval must be positive.
@@ -83,9 +83,11 @@ func (k *Keeper) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			k.log.Warn("masquerade rules not applied", "err", err, "retry_in", min(retry, k.interval))
 			wait = min(retry, k.interval)
-			retry *= 2
+			k.log.Warn("masquerade rules not applied", "err", err, "retry_in", wait)
+			// Capped: doubling without a cap overflowed to a negative,
+			// then zero, delay after about 80 s of failures: a busy loop.
+			retry = min(retry*2, k.interval)
 		} else {
 			retry = minRetry
 			k.applied.Add(1)

@@ -270,19 +270,7 @@ func (r *Registry) renewOwn(ctx context.Context, own *entry, opts AcquireOptions
 // form (which no compare can express) is looked for right after.
 func (r *Registry) create(ctx context.Context, v4, v6 netip.Prefix, listRev int64, opts AcquireOptions, value []byte) (held, error) {
 	key := r.SubnetsPrefix() + lease.LeaseKey(v4, v6)
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.Version(key), "=", 0)}
-	if v4.IsValid() {
-		k4 := r.SubnetsPrefix() + lease.LeaseKey(v4, netip.Prefix{})
-		if k4 != key {
-			cmps = append(cmps, clientv3.Compare(clientv3.Version(k4), "=", 0))
-		}
-		cmps = append(cmps, clientv3.Compare(clientv3.Version(k4+"&"), "=", 0).WithPrefix())
-	}
-	if v6.IsValid() {
-		if k6 := r.SubnetsPrefix() + lease.LeaseKey(netip.Prefix{}, v6); k6 != key {
-			cmps = append(cmps, clientv3.Compare(clientv3.Version(k6), "=", 0))
-		}
-	}
+	cmps := r.freeCmps(key, v4, v6)
 	h, err := r.grantAndPut(ctx, key, clientv3.Compare(clientv3.Version(key), "=", 0), opts, value, cmps[1:]...)
 	if err != nil {
 		return held{}, err
@@ -296,6 +284,26 @@ func (r *Registry) create(ctx context.Context, v4, v6 netip.Prefix, listRev int6
 	}
 	r.log.Info("acquired new subnet lease", "key", key)
 	return h, nil
+}
+
+// freeCmps are the compares that hold when key, the key of v4/v6, does
+// not exist and no other key form holds v4 (the IPv4-only key, a
+// dual-stack key) or v6 (the IPv6-only key); key's own is first.
+func (r *Registry) freeCmps(key string, v4, v6 netip.Prefix) []clientv3.Cmp {
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.Version(key), "=", 0)}
+	if v4.IsValid() {
+		k4 := r.SubnetsPrefix() + lease.LeaseKey(v4, netip.Prefix{})
+		if k4 != key {
+			cmps = append(cmps, clientv3.Compare(clientv3.Version(k4), "=", 0))
+		}
+		cmps = append(cmps, clientv3.Compare(clientv3.Version(k4+"&"), "=", 0).WithPrefix())
+	}
+	if v6.IsValid() {
+		if k6 := r.SubnetsPrefix() + lease.LeaseKey(netip.Prefix{}, v6); k6 != key {
+			cmps = append(cmps, clientv3.Compare(clientv3.Version(k6), "=", 0))
+		}
+	}
+	return cmps
 }
 
 // grantAndPut grants an etcd lease of opts.TTL and puts key under it if

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -176,8 +177,11 @@ func (h *Holder) logLoss(key, reason string, by *mvccpb.KeyValue) {
 }
 
 // keep renews and watches cur until it is lost (returning why, and the
-// key as rewritten by someone else when it was) or ctx is done. Renewal, the watch and the re-reads of the key after a broken watch
-// share one loop, so that none of them waits on another's retries.
+// key as rewritten by someone else when it was) or ctx is done. A key
+// deleted or overwritten while the etcd lease lives is written back
+// (restorable, restore) instead of being lost. Renewal, the watch and the
+// re-reads of the key after a change or a broken watch share one loop, so
+// that none of them waits on another's retries.
 func (h *Holder) keep(ctx context.Context, cur held) (string, *mvccpb.KeyValue) {
 	key := h.r.leaseKey(&cur.lease)
 	attempt := min(requestTimeout, max(time.Second, h.opts.RenewMargin/4))
@@ -210,19 +214,17 @@ func (h *Holder) keep(ctx context.Context, cur held) (string, *mvccpb.KeyValue) 
 			return "", nil
 		case wr, ok := <-wch:
 			if ok && wr.Err() == nil {
+				changed := false
 				for _, ev := range wr.Events {
-					deleted := ev.Type == clientv3.EventTypeDelete
-					if reason := lostReason(deleted, ev.Kv, &cur); reason != "" {
-						if deleted {
-							return reason, nil
-						}
-						return reason, ev.Kv
-					}
+					changed = changed || lostReason(ev.Type == clientv3.EventTypeDelete, ev.Kv, &cur) != ""
 				}
-				continue
+				if !changed {
+					continue
+				}
 			}
-			// The watch broke (compaction, lost leader, closed stream):
-			// read the key, then watch again from the revision read.
+			// The watch broke (compaction, lost leader, closed stream), or
+			// the key changed: read the key and decide on what is there
+			// now, then watch again from the revision read.
 			stopWatch()
 			wch = nil
 			check.Reset(0)
@@ -236,13 +238,50 @@ func (h *Holder) keep(ctx context.Context, cur held) (string, *mvccpb.KeyValue) 
 				continue
 			}
 			checkBackoff.Reset()
-			if len(resp.Kvs) == 0 {
-				return lostReason(true, nil, &cur), nil
+			var kv *mvccpb.KeyValue
+			if len(resp.Kvs) > 0 {
+				kv = resp.Kvs[0]
 			}
-			if reason := lostReason(false, resp.Kvs[0], &cur); reason != "" {
-				return reason, resp.Kvs[0]
+			reason := lostReason(kv == nil, kv, &cur)
+			if reason != "" && kv != nil && cur.id != 0 && clientv3.LeaseID(kv.Lease) == cur.id && bytes.Equal(kv.Value, cur.value) {
+				// This host's own write (a restore whose answer was lost).
+				cur.lease.CreateRevision, cur.lease.ModRevision = kv.CreateRevision, kv.ModRevision
+				h.setCur(cur)
+				reason = ""
 			}
-			wch = watch(resp.Header.GetRevision() + 1)
+			if reason == "" {
+				wch = watch(resp.Header.GetRevision() + 1)
+				continue
+			}
+			if !h.restorable(kv, &cur) {
+				if kv == nil {
+					return reason, nil
+				}
+				return reason, kv
+			}
+			rev, ok, err := h.restore(ctx, key, kv, &cur)
+			switch {
+			case errors.Is(err, rpctypes.ErrLeaseNotFound):
+				if kv == nil {
+					return reason + "; etcd lease expired", nil
+				}
+				return reason + "; etcd lease expired", kv
+			case err != nil:
+				if ctx.Err() != nil {
+					return "", nil
+				}
+				h.r.log.Debug("cannot restore own lease: retrying", "key", key, "err", err)
+				check.Reset(checkBackoff.Next())
+			case !ok:
+				// Written again since it was read: read it again. Spaced
+				// out, in case someone rewrites it in a loop.
+				check.Reset(checkBackoff.Next())
+			default:
+				h.r.stats.leaseRestores.Add(1)
+				h.logRestore(key, reason, kv)
+				h.setCur(cur)
+				wch = watch(rev + 1)
+			}
 		case <-renewC:
 			rctx, cancel := context.WithTimeout(ctx, attempt)
 			resp, err := h.r.cli.KeepAliveOnce(rctx, cur.id)
@@ -296,4 +335,102 @@ func lostReason(deleted bool, kv *mvccpb.KeyValue, cur *held) string {
 		return "key rewritten by someone else"
 	}
 	return ""
+}
+
+func (h *Holder) setCur(cur held) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.cur = cur
+}
+
+// restorable reports whether this host writes its lease back over what
+// it found at its key: nothing (kv nil: deleted) or kv, which lostReason
+// said is not cur. The own lease is the agent's while its etcd lease
+// lives (docs/compatibility.md §3.6), except for two writes that are
+// someone's decision:
+//   - a valid value with no etcd lease: a reservation an administrator
+//     put (§3.4), for this host or to move the subnet to another one;
+//     re-acquiring takes it or moves;
+//   - a valid value under another etcd lease naming this host's public
+//     IP: another agent configured with this address took the key (§3.5,
+//     step 1). Writing it back would make the two take turns as fast as
+//     etcd answers; losing it keeps run's spacing and warning.
+//
+// A reservation held (cur.id 0) is the administrator's too: never
+// written back.
+func (h *Holder) restorable(kv *mvccpb.KeyValue, cur *held) bool {
+	if cur.id == 0 {
+		return false
+	}
+	if kv == nil {
+		return true
+	}
+	a, err := lease.ParseLeaseAttrs(kv.Value)
+	switch {
+	case err != nil:
+		return true
+	case kv.Lease == 0:
+		return false
+	case clientv3.LeaseID(kv.Lease) == cur.id:
+		return true
+	}
+	return !h.ownPublicIP(a)
+}
+
+// ownPublicIP reports whether a names this host's public IP (or IPv6
+// address).
+func (h *Holder) ownPublicIP(a lease.LeaseAttrs) bool {
+	own := h.opts.Attrs
+	return (own.PublicIP.IsValid() && a.PublicIP == own.PublicIP) || (own.PublicIPv6.IsValid() && a.PublicIPv6 == own.PublicIPv6)
+}
+
+// restore writes cur's value back at key under cur's etcd lease: the same
+// key, value and etcd lease, so peers see the lease they knew. It is
+// guarded by what was read: kv's ModRevision, or, for a deleted key, that
+// no key holds one of cur's subnets (as a new lease is, §3.5), so a newer
+// write is never overwritten blindly. It returns the revision written,
+// and false when the guard failed; the error wraps
+// rpctypes.ErrLeaseNotFound when the etcd lease is gone.
+func (h *Holder) restore(ctx context.Context, key string, kv *mvccpb.KeyValue, cur *held) (int64, bool, error) {
+	var cmps []clientv3.Cmp
+	if kv == nil {
+		cmps = h.r.freeCmps(key, cur.lease.Subnet, cur.lease.IPv6Subnet)
+	} else {
+		cmps = []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)}
+	}
+	tctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	resp, err := h.r.cli.Txn(tctx).
+		If(cmps...).
+		Then(clientv3.OpPut(key, string(cur.value), clientv3.WithLease(cur.id))).
+		Commit()
+	if err != nil {
+		return 0, false, fmt.Errorf("subnet: restore lease %s: %w", key, err)
+	}
+	if !resp.Succeeded {
+		return 0, false, nil
+	}
+	rev := resp.Header.GetRevision()
+	cur.lease.ModRevision = rev
+	if kv == nil {
+		cur.lease.CreateRevision = rev
+	}
+	return rev, true, nil
+}
+
+// logRestore warns that the lease at key was found deleted or overwritten
+// (kv) and written back.
+func (h *Holder) logRestore(key, reason string, kv *mvccpb.KeyValue) {
+	args := []any{"key", key, "reason", reason}
+	if kv != nil {
+		v := kv.Value
+		if len(v) > 96 {
+			v = v[:96]
+		}
+		args = append(args, "found_value", fmt.Sprintf("%q", v), "found_etcd_lease", fmt.Sprintf("%x", kv.Lease))
+		if _, err := lease.ParseLeaseAttrs(kv.Value); err != nil {
+			args = append(args, "found_err", err)
+		}
+	}
+	h.r.log.Warn("own subnet lease deleted or overwritten while its etcd lease lives: restored", args...)
 }

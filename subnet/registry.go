@@ -42,13 +42,18 @@ type Stats struct {
 	// (key deleted, etcd lease expired, key rewritten by someone else) and
 	// set out to re-acquire.
 	LeaseLosses uint64
+	// LeaseRestores counts the times a Holder found its key deleted or
+	// overwritten while its etcd lease lived (a hand-written or garbage
+	// value, not a reservation nor another agent's lease naming this
+	// host's public IP) and wrote its value back.
+	LeaseRestores uint64
 	// WatchRestarts counts the lease watches that broke (compaction, lost
 	// leader, closed stream) and were listed and started again.
 	WatchRestarts uint64
 }
 
 type registryStats struct {
-	renewals, renewalFailures, leaseLosses, watchRestarts atomic.Uint64
+	renewals, renewalFailures, leaseLosses, leaseRestores, watchRestarts atomic.Uint64
 }
 
 // Stats returns the Registry's counters; safe for concurrent use.
@@ -57,6 +62,7 @@ func (r *Registry) Stats() Stats {
 		Renewals:        r.stats.renewals.Load(),
 		RenewalFailures: r.stats.renewalFailures.Load(),
 		LeaseLosses:     r.stats.leaseLosses.Load(),
+		LeaseRestores:   r.stats.leaseRestores.Load(),
 		WatchRestarts:   r.stats.watchRestarts.Load(),
 	}
 }

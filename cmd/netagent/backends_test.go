@@ -4,6 +4,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/netagent/netagent/agent"
 	"github.com/netagent/netagent/backend/vxlan"
 	"github.com/netagent/netagent/lease"
 )
@@ -26,7 +27,7 @@ func TestBackendKinds(t *testing.T) {
 		{`{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":"x"}}`, vxlan.ErrInvalidConfig},
 		{`{"Network":"10.5.0.0/16","Backend":{"Type":"udp"}}`, lease.ErrInvalidConfig},
 	} {
-		_, _, err := validateConfig(kinds, []byte(tc.config))
+		_, _, err := validateConfig(kinds, []byte(tc.config), agent.HostEnv{})
 		if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
 			t.Errorf("validateConfig(%s) = %v, want %v", tc.config, err, tc.want)
 		}

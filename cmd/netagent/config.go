@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/netagent/netagent/agent"
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/lease"
+	"github.com/netagent/netagent/probe"
 	"github.com/netagent/netagent/subnet"
 )
 
@@ -32,14 +35,23 @@ const configUsage = `usage: netagent config <check FILE | get | set FILE> [flags
   set FILE     validate FILE, then write it to etcd (nothing is written if
                it does not validate, or if the key changed meanwhile)
 
+All three take --probe-port (default 8473, the agents' default): a backend
+port equal to it is refused. An overlay network overlapping a subnet of
+this machine's interfaces is a warning (agents refuse it on hosts whose
+external interface has that subnet).
+
 get and set take the etcd flags of 'netagent run' (--etcd-endpoints, ...),
 or their NETAGENT_* variables.
 `
 
-// validateConfig parses data as the agent will, and also checks the
-// backend's own fields. It returns the config and warnings (unknown
-// fields, which the agent ignores).
-func validateConfig(backends backend.Kinds, data []byte) (*lease.Config, []string, error) {
+// validateConfig parses data as the agent will, checks the backend's own
+// fields, and checks it against env as the agent does (agent.CheckHost):
+// a backend port that is the probe port is refused; an overlay that
+// overlaps a subnet of this machine's interfaces is a warning (the command
+// may run on another machine than the hosts; the agents refuse it). It
+// returns the config and warnings (those, and unknown fields, which the
+// agent ignores).
+func validateConfig(backends backend.Kinds, data []byte, env agent.HostEnv) (*lease.Config, []string, error) {
 	cfg, err := lease.ParseConfig(data)
 	if err != nil {
 		return nil, nil, err
@@ -48,10 +60,49 @@ func validateConfig(backends backend.Kinds, data []byte) (*lease.Config, []strin
 		return nil, nil, err
 	}
 	var warnings []string
+	for _, err := range agent.CheckHost(cfg, env) {
+		if !errors.Is(err, agent.ErrUnderlayOverlap) {
+			return nil, nil, err
+		}
+		warnings = append(warnings, err.Error()+" on this machine; agents whose external interface has this subnet refuse the config")
+	}
 	for _, f := range lease.UnknownConfigFields(data) {
 		warnings = append(warnings, fmt.Sprintf("unknown field %q is ignored (misspelt?)", f))
 	}
 	return cfg, warnings, nil
+}
+
+// localSubnets returns the subnets of this machine's interfaces (loopback
+// and link-local aside): where `netagent config` runs on a host, the
+// underlay is among them.
+func localSubnets() []agent.Connected {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil
+	}
+	var out []agent.Connected
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok || ip.IsLinkLocalUnicast() || ip.IsLoopback() {
+				continue
+			}
+			ones, _ := ipn.Mask.Size()
+			out = append(out, agent.Connected{Iface: ifc.Name, Prefix: netip.PrefixFrom(ip.Unmap(), ones).Masked()})
+		}
+	}
+	return out
 }
 
 func runConfig(ctx context.Context, backends backend.Kinds, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -66,6 +117,7 @@ func runConfig(ctx context.Context, backends backend.Kinds, args []string, geten
 	fs := flag.NewFlagSet("config "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var etcd *etcdCommand
+	probePort := fs.Int("probe-port", probe.DefaultPort, "the agents' --probe-port: a backend port equal to it is refused (0: not probing)")
 	wantFile := false
 	switch sub {
 	case "check":
@@ -105,13 +157,17 @@ func runConfig(ctx context.Context, backends backend.Kinds, args []string, geten
 			return usageError{err}
 		}
 	}
+	if *probePort < 0 || *probePort > 65535 {
+		return usageError{fmt.Errorf("config %s: --probe-port: %d is not a UDP port", sub, *probePort)}
+	}
+	env := agent.HostEnv{ProbePort: *probePort, Underlay: localSubnets()}
 	switch sub {
 	case "check":
 		data, err := readConfigFile(file, stdin)
 		if err != nil {
 			return err
 		}
-		cfg, warnings, err := validateConfig(backends, data)
+		cfg, warnings, err := validateConfig(backends, data, env)
 		if err != nil {
 			return fmt.Errorf("%s: %w", file, err)
 		}
@@ -119,13 +175,13 @@ func runConfig(ctx context.Context, backends backend.Kinds, args []string, geten
 		fmt.Fprintf(stdout, "%s: valid: %s\n", file, cfg)
 		return nil
 	case "get":
-		return configGet(ctx, backends, etcd.opts, stdout, stderr)
+		return configGet(ctx, backends, etcd.opts, env, stdout, stderr)
 	default:
 		data, err := readConfigFile(file, stdin)
 		if err != nil {
 			return err
 		}
-		return configSet(ctx, backends, etcd.opts, file, data, stdout, stderr)
+		return configSet(ctx, backends, etcd.opts, env, file, data, stdout, stderr)
 	}
 }
 
@@ -144,7 +200,7 @@ func printWarnings(w io.Writer, what string, warnings []string) {
 
 // configGet prints the stored config as it is, then says on stderr whether
 // it is valid; an invalid stored config is an error (exit status 1).
-func configGet(ctx context.Context, backends backend.Kinds, eo agent.EtcdOptions, stdout, stderr io.Writer) error {
+func configGet(ctx context.Context, backends backend.Kinds, eo agent.EtcdOptions, env agent.HostEnv, stdout, stderr io.Writer) error {
 	cli, err := agent.NewEtcdClient(eo)
 	if err != nil {
 		return err
@@ -165,7 +221,7 @@ func configGet(ctx context.Context, backends backend.Kinds, eo agent.EtcdOptions
 	if !bytes.HasSuffix(data, []byte("\n")) {
 		fmt.Fprintln(stdout)
 	}
-	cfg, warnings, err := validateConfig(backends, data)
+	cfg, warnings, err := validateConfig(backends, data, env)
 	if err != nil {
 		return fmt.Errorf("%s: %w", key, err)
 	}
@@ -177,8 +233,8 @@ func configGet(ctx context.Context, backends backend.Kinds, eo agent.EtcdOptions
 // configSet validates data and writes it to the config key in one
 // transaction that succeeds only if the key did not change since it was
 // read, so that two admins do not overwrite each other unknowingly.
-func configSet(ctx context.Context, backends backend.Kinds, eo agent.EtcdOptions, file string, data []byte, stdout, stderr io.Writer) error {
-	cfg, warnings, err := validateConfig(backends, data)
+func configSet(ctx context.Context, backends backend.Kinds, eo agent.EtcdOptions, env agent.HostEnv, file string, data []byte, stdout, stderr io.Writer) error {
+	cfg, warnings, err := validateConfig(backends, data, env)
 	if err != nil {
 		return fmt.Errorf("%s: %w (nothing written)", file, err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -115,6 +116,20 @@ func TestParseRunErrors(t *testing.T) {
 		{"bad log level", []string{"--log-level=loud"}, nil, "--log-level"},
 		{"stray argument", []string{"eth0"}, nil, `"eth0"`},
 		{"password without user", []string{"--etcd-password=s3cret-pw"}, nil, "--etcd-username"},
+		{"endpoint port too large", []string{"--etcd-endpoints=http://10.0.0.1:99999"}, nil, "--etcd-endpoints: \"http://10.0.0.1:99999\" is not a URL such as http://10.0.0.1:2379: port 99999 is not between 1 and 65535"},
+		{"endpoint port 0", []string{"--etcd-endpoints=http://10.0.0.1:0"}, nil, "port 0 is not between 1 and 65535"},
+		{"endpoint port not a number", []string{"--etcd-endpoints=https://10.0.0.1:x"}, nil, "--etcd-endpoints"},
+		{"endpoint empty port", []string{"--etcd-endpoints=http://10.0.0.1:"}, nil, "empty port"},
+		{"endpoint without host", []string{"--etcd-endpoints=http://:2379"}, nil, "no host"},
+		{"endpoint with path", []string{"--etcd-endpoints=http://10.0.0.1:2379/v3"}, nil, "a path, query or fragment"},
+		{"endpoint with credentials", []string{"--etcd-endpoints=http://root:s3cret-pw@10.0.0.1:2379"}, nil, "--etcd-username"},
+		{"endpoint scheme", []string{"--etcd-endpoints=tcp://10.0.0.1:2379"}, nil, `scheme "tcp"`},
+		{"second endpoint bad", []string{"--etcd-endpoints=http://10.0.0.1:2379,http://10.0.0.2:65536"}, nil, "http://10.0.0.2:65536"},
+		{"missing cafile", []string{"--etcd-cafile=/nonexistent/ca.pem"}, nil, "--etcd-cafile: open /nonexistent/ca.pem"},
+		{"missing certfile", []string{"--etcd-certfile=/nonexistent/c.pem", "--etcd-keyfile=/nonexistent/k.pem"}, nil, "--etcd-certfile: open /nonexistent/c.pem"},
+		{"missing keyfile", []string{"--etcd-certfile=/nonexistent/c.pem", "--etcd-keyfile=/nonexistent/k.pem"}, nil, "--etcd-keyfile: open /nonexistent/k.pem"},
+		{"cafile a directory", []string{"--etcd-cafile=/"}, nil, "--etcd-cafile: read /: is a directory"},
+		{"missing password file", []string{"--etcd-username=root", "--etcd-password-file=/nonexistent/pw"}, nil, "--etcd-password-file: open /nonexistent/pw"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -174,5 +189,45 @@ func TestCommands(t *testing.T) {
 	err := run(context.Background(), []string{"frobnicate"}, os.Getenv, nil, &out, &errOut)
 	if err == nil || !strings.Contains(err.Error(), "frobnicate") {
 		t.Fatalf("unknown command: err = %v", err)
+	}
+}
+
+// TestTLSFileContents: TLS files that exist but hold no certificate or key
+// are named by their flag too.
+func TestTLSFileContents(t *testing.T) {
+	junk := filepath.Join(t.TempDir(), "junk.pem")
+	if err := os.WriteFile(junk, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--etcd-cafile=" + junk}, "--etcd-cafile " + junk + ": no PEM certificate in it"},
+		{[]string{"--etcd-certfile=" + junk, "--etcd-keyfile=" + junk}, "--etcd-certfile " + junk + " and --etcd-keyfile " + junk},
+	} {
+		_, _, err := parseRun(tc.args, func(string) string { return "" }, nil, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("parseRun(%q) = %v; want an error containing %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+// TestBadInputExitsTwo: a bad flag value (a missing TLS file, a malformed
+// endpoint) is bad input, exit status 2 (a usage error), for every command
+// that takes the etcd flags.
+func TestBadInputExitsTwo(t *testing.T) {
+	for _, args := range [][]string{
+		{"run", "--etcd-cafile=/nonexistent/ca.pem"},
+		{"run", "--etcd-endpoints=http://10.0.0.1:99999"},
+		{"status", "--etcd-certfile=/nonexistent/c.pem", "--etcd-keyfile=/nonexistent/k.pem"},
+		{"config", "get", "--etcd-cafile=/nonexistent/ca.pem"},
+		{"config", "set", "-", "--etcd-endpoints=http://10.0.0.1:99999"},
+	} {
+		err := run(context.Background(), args, func(string) string { return "" }, nil, &bytes.Buffer{}, &bytes.Buffer{})
+		var u usageError
+		if !errors.As(err, &u) || !strings.Contains(err.Error(), "--etcd-") {
+			t.Errorf("%q: %v; want a usage error (exit 2) naming the flag", args, err)
+		}
 	}
 }

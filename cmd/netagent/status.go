@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -17,9 +18,25 @@ import (
 	"github.com/netagent/netagent/subnetfile"
 )
 
-// errNotRunning is returned by `netagent status` after it printed what it
-// could read without the agent.
-var errNotRunning = errors.New("netagent is not running")
+// errNotRunning and errNotAnswering are returned by `netagent status`
+// after it printed what it could read without the agent: nothing listens
+// on the status socket (no socket, connection refused), or something
+// does but did not answer (a stopped or wedged agent).
+var (
+	errNotRunning   = errors.New("netagent is not running")
+	errNotAnswering = errors.New("netagent is not answering on its status socket (it is running but stopped or wedged)")
+)
+
+// askFailure says whether err, the failure of asking the status socket,
+// means that nothing listens there (not running) or that a listener did
+// not answer (not answering): a socket that accepts but never answers is
+// an agent that is stopped (SIGSTOP), wedged or overloaded, not gone.
+func askFailure(err error) error {
+	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOTSOCK) {
+		return errNotRunning
+	}
+	return errNotAnswering
+}
 
 // statusClient asks the agent's status socket.
 func statusClient(socket string) *http.Client {
@@ -86,7 +103,12 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 		}
 		return nil
 	}
+	state := askFailure(err)
 	off := offlineStatus(ctx, *socket, err, *subnetFile, etcd.opts)
+	off.State = "not running"
+	if errors.Is(state, errNotAnswering) {
+		off.State = "not answering"
+	}
 	if *asJSON {
 		if err := writeJSON(stdout, off); err != nil {
 			return err
@@ -94,7 +116,7 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 	} else {
 		printOffline(stdout, off)
 	}
-	return errNotRunning
+	return state
 }
 
 func writeJSON(w io.Writer, v any) error {

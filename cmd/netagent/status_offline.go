@@ -29,9 +29,13 @@ const offlineTimeout = 5 * time.Second
 // not answer on its socket: what can be read without it, from the subnet
 // file, etcd and the kernel. Field names are stable.
 type OfflineReport struct {
-	// Running is always false; StatusSocket is the socket asked and
-	// Error why it did not answer.
+	// Running is always false (kept for scripts that read it); State is
+	// "not running" (no socket, or nothing listens on it) or "not
+	// answering" (something listens but did not answer: a stopped or
+	// wedged agent). StatusSocket is the socket asked and Error why it
+	// did not answer.
 	Running      bool              `json:"running"`
+	State        string            `json:"state"`
 	StatusSocket string            `json:"status_socket"`
 	Error        string            `json:"error"`
 	SubnetFile   OfflineSubnetFile `json:"subnet_file"`
@@ -258,7 +262,11 @@ func errOr(err error, s string) string {
 
 // printOffline prints r as an admin reads it.
 func printOffline(w io.Writer, r *OfflineReport) {
-	fmt.Fprintf(w, "netagent is not running on this host (no answer on %s)\n", r.StatusSocket)
+	if r.State == "not answering" {
+		fmt.Fprintf(w, "netagent is NOT ANSWERING on %s: the socket accepts connections but no answer came (is the agent stopped, e.g. SIGSTOP, or wedged?)\n", r.StatusSocket)
+	} else {
+		fmt.Fprintf(w, "netagent is not running on this host (no answer on %s)\n", r.StatusSocket)
+	}
 	fmt.Fprintf(w, "  %s\n\nwhat can be read without it:\n\n", r.Error)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	p := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
