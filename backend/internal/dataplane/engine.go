@@ -158,6 +158,13 @@ type Engine struct {
 	unrepaired map[netip.Prefix]error
 	// broken is the unrepaired of the last pass.
 	broken map[netip.Prefix]error
+	// foreign describes the routes over prefixes of the network that
+	// are not the engine's, from the last dump and the notifications
+	// since (see ownsRoute).
+	foreign map[netip.Prefix]string
+	// conflicts holds the peers whose prefix a foreign route holds, as
+	// last reported; guarded by mu.
+	conflicts map[netip.Prefix]string
 }
 
 // New returns an engine; it does not touch the kernel.
@@ -174,6 +181,7 @@ func New(cfg Config) *Engine {
 		peers:    make(map[netip.Prefix]*peer),
 		byGW:     make(map[netip.Addr]netip.Prefix),
 		byMAC:    make(map[[6]byte]netip.Prefix),
+		foreign:  make(map[netip.Prefix]string),
 		counters: backend.Counters{Repairs: make(map[string]uint64)},
 		ready:    make(chan struct{}),
 	}
@@ -326,7 +334,8 @@ func (e *Engine) Run(ctx context.Context, updates <-chan backend.Update) error {
 		case n := <-notifs:
 			// While entries are left broken (Config.NoRepair) any
 			// change may be the one that puts them back.
-			if e.ownKnown && (e.wants(n) || len(e.broken) > 0) {
+			changed := n.route != nil && e.trackForeign(n)
+			if e.ownKnown && (changed || e.wants(n) || len(e.broken) > 0) {
 				e.log.Debug("kernel changed under us", "notification", n.String())
 				arm(debounce)
 			}

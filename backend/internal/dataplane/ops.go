@@ -207,12 +207,15 @@ func fdbEntry(dev int, mac net.HardwareAddr, dst netip.Addr) *netlink.Neigh {
 }
 
 // peerOps returns the ops that install p (nothing for an unreachable
-// host-gw peer).
+// host-gw peer; no route over a foreign one, see ownsRoute).
 func (e *Engine) peerOps(p *peer) []op {
 	if !p.reachable {
 		return nil
 	}
-	ops := []op{{kind: kindRoute, route: e.wantRoute(p), peer: p.subnet}}
+	var ops []op
+	if _, held := e.foreign[p.subnet]; !held {
+		ops = append(ops, op{kind: kindRoute, route: e.wantRoute(p), peer: p.subnet})
+	}
 	if p.mode == backend.ModeVXLAN {
 		ops = append(ops,
 			op{kind: kindNeigh, neigh: neighEntry(e.devIndex, p.subnet.Addr(), p.mac), peer: p.subnet},
@@ -271,7 +274,11 @@ func (e *Engine) applyPeer(s netip.Prefix, old, p *peer) {
 	e.mu.Lock()
 	e.countErrors(errs)
 	if p != nil {
-		e.settle(p, err)
+		var conflict error
+		if p.reachable {
+			conflict = e.holdForeign(s)
+		}
+		e.settle(p, errors.Join(err, conflict))
 	}
 	e.mu.Unlock()
 	if err != nil {
