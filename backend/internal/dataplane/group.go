@@ -131,6 +131,7 @@ func (g *Group) Status() backend.Status {
 		st.Peers = append(st.Peers, es.Peers...)
 		st.Counters.Passes += es.Counters.Passes
 		st.Counters.NetlinkErrors += es.Counters.NetlinkErrors
+		st.Counters.ForeignRoutes += es.Counters.ForeignRoutes
 		for k, v := range es.Counters.Repairs {
 			st.Counters.Repairs[k] += v
 		}
