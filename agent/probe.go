@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -256,6 +257,9 @@ func (a *Agent) startFamilyProbe(ctx context.Context, t probeTarget, be backend.
 	// taken for an open one, file descriptor 0.)
 	r, err := probe.NewResponder(probe.ResponderConfig{Log: a.log, Netns: netns.None(), Addrs: t.respond, Port: o.ProbePort})
 	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			err = fmt.Errorf("%w: UDP port %d is taken (another instance on this host?): give each instance its own --probe-port, the same on all its hosts", err, o.ProbePort)
+		}
 		a.probeFailed(t.family()+" responder", err)
 		return nil
 	}
