@@ -149,3 +149,27 @@ func sameLines(a, b string) bool {
 	}
 	return true
 }
+
+// A route that forwards as the engine's would, with another protocol
+// (flannel's, on a host moving from flannel), is adopted, not reported.
+func TestAdoptsFlannelRoute(t *testing.T) {
+	e := newEnv(t)
+	e.a.IP(t, "link", "add", "flannel.1", "type", "vxlan", "id", "1", "local", "192.168.77.1", "dev", "eth0", "dstport", "8472", "nolearning")
+	e.a.IP(t, "link", "set", "flannel.1", "up")
+	e.a.IP(t, "route", "add", "10.5.2.0/24", "via", "10.5.2.0", "dev", "flannel.1", "onlink")
+	r := startNetwork(t, e, `{"Type":"vxlan"}`)
+	r.updates <- backend.Update{Own: own(), Batch: snapshot(peerLease("10.5.2.0/24", "192.168.77.2", macB))}
+	waitEntries(t, e.a, "flannel.1", vx("10.5.2.0/24", "192.168.77.2", macB), 5*time.Second)
+	peerStatus(t, r, "10.5.2.0/24", func(p backend.PeerStatus) error {
+		if p.ForeignRoute != "" || !p.Programmed {
+			return fmt.Errorf("foreign %q programmed %t error %q", p.ForeignRoute, p.Programmed, p.LastError)
+		}
+		return nil
+	})
+	if out := e.a.IP(t, "route", "show", "10.5.2.0/24"); strings.Count(out, "\n") != 1 {
+		t.Errorf("routes over the prefix: %q; want the agent's only", out)
+	}
+	if n := r.Status().Counters.ForeignRoutes; n != 0 {
+		t.Errorf("ForeignRoutes = %d, want 0", n)
+	}
+}

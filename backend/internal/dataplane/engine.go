@@ -158,10 +158,10 @@ type Engine struct {
 	unrepaired map[netip.Prefix]error
 	// broken is the unrepaired of the last pass.
 	broken map[netip.Prefix]error
-	// foreign describes the routes over prefixes of the network that
-	// are not the engine's, from the last dump and the notifications
-	// since (see ownsRoute).
-	foreign map[netip.Prefix]string
+	// foreign holds the routes over prefixes of the network that are
+	// not the engine's, from the last dump and the notifications since
+	// (see ownsRoute).
+	foreign map[netip.Prefix]*netlink.Route
 	// conflicts holds the peers whose prefix a foreign route holds, as
 	// last reported; guarded by mu.
 	conflicts map[netip.Prefix]string
@@ -181,7 +181,7 @@ func New(cfg Config) *Engine {
 		peers:    make(map[netip.Prefix]*peer),
 		byGW:     make(map[netip.Addr]netip.Prefix),
 		byMAC:    make(map[[6]byte]netip.Prefix),
-		foreign:  make(map[netip.Prefix]string),
+		foreign:  make(map[netip.Prefix]*netlink.Route),
 		counters: backend.Counters{Repairs: make(map[string]uint64)},
 		ready:    make(chan struct{}),
 	}

@@ -213,7 +213,7 @@ func (e *Engine) peerOps(p *peer) []op {
 		return nil
 	}
 	var ops []op
-	if _, held := e.foreign[p.subnet]; !held {
+	if _, held := e.heldBy(e.foreign, p); !held {
 		ops = append(ops, op{kind: kindRoute, route: e.wantRoute(p), peer: p.subnet})
 	}
 	if p.mode == backend.ModeVXLAN {
@@ -276,7 +276,7 @@ func (e *Engine) applyPeer(s netip.Prefix, old, p *peer) {
 	if p != nil {
 		var conflict error
 		if p.reachable {
-			conflict = e.holdForeign(s)
+			conflict = e.holdForeign(p)
 		}
 		e.settle(p, errors.Join(err, conflict))
 	}

@@ -25,7 +25,9 @@ import (
 //     that is not the engine's (another protocol: `ip route replace` by
 //     hand, a routing daemon) is foreign: the engine does not replace
 //     it, reports the conflict on the peer, and installs its own route
-//     once the foreign one is gone.
+//     once the foreign one is gone. One that forwards exactly as the
+//     engine's would (flannel's, on a host moving from flannel) is
+//     adopted: replaced by the engine's.
 //   - on the engine's VXLAN device, a permanent neighbour is the engine's
 //     when its address lies inside the network (the peers' gateways all
 //     do); one outside it is foreign and left alone. A unicast permanent
@@ -101,6 +103,14 @@ func describeForeign(r *netlink.Route) string {
 // trackForeign keeps e.foreign in step with a route notification and
 // reports whether it changed a peer's conflict (a pass then settles it).
 func (e *Engine) trackForeign(n notification) bool {
+	if !n.del && e.ownsRoute(n.route) {
+		// The engine's route replaced (adopted) the one there; another
+		// at another metric, if any, is found by the next pass's dump.
+		if dst, ok := ipNetPrefix(n.route.Dst); ok {
+			delete(e.foreign, dst)
+		}
+		return false
+	}
 	dst, ok := e.foreignKey(n.route)
 	if !ok {
 		return false
@@ -111,7 +121,8 @@ func (e *Engine) trackForeign(n notification) bool {
 		// the next pass's dump finds it.
 		delete(e.foreign, dst)
 	} else {
-		e.foreign[dst] = describeForeign(n.route)
+		r := *n.route
+		e.foreign[dst] = &r
 	}
 	p := e.peers[dst]
 	return p != nil && (had || !n.del)
@@ -141,13 +152,33 @@ func (e *Engine) noteConflicts(found map[netip.Prefix]string) {
 	e.conflicts = found
 }
 
-// heldPeers returns the reachable peers whose prefix a foreign route
-// holds, as of the last dump or notification.
+// heldBy says whether a route of foreign holds p's prefix, and describes
+// it. A route that forwards as the engine's would (same device, gateway and
+// onlink flag; flannel's, or the agent's before protocols marked them) is
+// not held: the engine adopts it by replacing it with its own.
+func (e *Engine) heldBy(foreign map[netip.Prefix]*netlink.Route, p *peer) (string, bool) {
+	r := foreign[p.subnet]
+	if r == nil || !p.reachable {
+		return "", false
+	}
+	want := e.wantRoute(p)
+	if r.LinkIndex == want.LinkIndex && r.Gw.Equal(want.Gw) &&
+		r.Flags&int(netlink.FLAG_ONLINK) == want.Flags&int(netlink.FLAG_ONLINK) &&
+		(r.Type == 0 || r.Type == syscall.RTN_UNICAST) {
+		return "", false
+	}
+	return describeForeign(r), true
+}
+
+// heldPeers returns the peers whose prefix a foreign route holds, as of
+// the last dump or notification.
 func (e *Engine) heldPeers() map[netip.Prefix]string {
 	held := make(map[netip.Prefix]string)
-	for s, desc := range e.foreign {
-		if p := e.peers[s]; p != nil && p.reachable {
-			held[s] = desc
+	for s := range e.foreign {
+		if p := e.peers[s]; p != nil {
+			if desc, ok := e.heldBy(e.foreign, p); ok {
+				held[s] = desc
+			}
 		}
 	}
 	return held
@@ -161,10 +192,11 @@ func (e *Engine) conflictErr(s netip.Prefix) error {
 	return nil
 }
 
-// holdForeign records, for a lease event, that a foreign route holds s
-// (when it does) and returns the conflict; e.mu is held.
-func (e *Engine) holdForeign(s netip.Prefix) error {
-	desc, ok := e.foreign[s]
+// holdForeign records, for a lease event, that a foreign route holds p's
+// prefix (when it does) and returns the conflict; e.mu is held.
+func (e *Engine) holdForeign(p *peer) error {
+	s := p.subnet
+	desc, ok := e.heldBy(e.foreign, p)
 	if !ok {
 		return nil
 	}

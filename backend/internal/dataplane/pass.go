@@ -68,9 +68,9 @@ func (e *Engine) pass() error {
 // kernelState is what a pass found in the kernel.
 type kernelState struct {
 	routes map[netip.Prefix]*netlink.Route
-	// foreign describes routes over prefixes of the network that are
+	// foreign holds the routes over prefixes of the network that are
 	// not the engine's (see ownsRoute).
-	foreign map[netip.Prefix]string
+	foreign map[netip.Prefix]*netlink.Route
 	neighs  map[netip.Addr]*netlink.Neigh
 	fdbs    map[[6]byte]*netlink.Neigh
 }
@@ -91,7 +91,7 @@ func (e *Engine) dump() (*kernelState, error) {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
 	k.routes = make(map[netip.Prefix]*netlink.Route, len(routes))
-	k.foreign = make(map[netip.Prefix]string)
+	k.foreign = make(map[netip.Prefix]*netlink.Route)
 	for i := range routes {
 		r := &routes[i]
 		if e.ownsRoute(r) {
@@ -99,7 +99,7 @@ func (e *Engine) dump() (*kernelState, error) {
 				k.routes[p] = r
 			}
 		} else if p, ok := e.foreignKey(r); ok {
-			k.foreign[p] = describeForeign(r)
+			k.foreign[p] = r
 		}
 	}
 	if e.devIndex == 0 {
@@ -136,10 +136,11 @@ func (e *Engine) diffPeer(ops []op, p *peer, k *kernelState) []op {
 		return ops
 	}
 	want := e.wantRoute(p)
-	// A foreign route over the prefix is not replaced; an own route
-	// beside it (another metric) is pruned as unwanted, so that the
-	// foreign one is the one used.
-	if _, held := k.foreign[p.subnet]; !held {
+	// A foreign route over the prefix is not replaced (unless it is
+	// the wanted one but for its protocol); an own route beside it
+	// (another metric) is pruned as unwanted, so that the foreign one is
+	// the one used.
+	if _, held := e.heldBy(k.foreign, p); !held {
 		if r := k.routes[p.subnet]; r == nil || !routeMatches(r, want) {
 			if r != nil && e.v6() && r.LinkIndex != want.LinkIndex {
 				// See op.pre.
