@@ -17,7 +17,7 @@ import (
 	"github.com/netagent/netagent/probe"
 )
 
-// Instances (docs/compatibility.md §10). Several agents may serve one host,
+// Instances (docs/compatibility.md §11). Several agents may serve one host,
 // each for its own overlay network, told apart by their --etcd-prefix as
 // flanneld instances are. What a host has only one of is named per
 // instance: the status socket, the masquerade chains and tables, the probe

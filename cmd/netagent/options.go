@@ -241,7 +241,7 @@ func explicitFlags(fs *flag.FlagSet, getenv func(string) string) map[string]bool
 
 // instanceDefaults sets the options that are per instance and were not
 // given from the instance's etcd prefix: the status socket and the probe
-// port (docs/compatibility.md §10).
+// port (docs/compatibility.md §11).
 func instanceDefaults(o *agent.Options, given map[string]bool) {
 	if !given["status-socket"] {
 		o.StatusSocket = agent.StatusSocketFor(o.Etcd.Prefix)
