@@ -173,3 +173,32 @@ func TestAdoptsFlannelRoute(t *testing.T) {
 		t.Errorf("ForeignRoutes = %d, want 0", n)
 	}
 }
+
+// The IPv6 engine owns by its own network (IPv6Network): another
+// instance's IPv6 route with the same protocol survives, an orphan of its
+// network is pruned.
+func TestOwnershipIPv6(t *testing.T) {
+	e := newEnvFamilies(t, true, true)
+	e.a.IP(t, "-6", "route", "add", "fd00:6:0:2::/64", "via", "fd77::2", "dev", "eth0", "proto", "78")
+	e.a.IP(t, "-6", "route", "add", "fc00:0:0:99::/64", "via", "fd77::2", "dev", "eth0", "proto", "78")
+	r := startConfig(t, e.a, e.ext, &lease.Config{
+		EnableIPv4: true, EnableIPv6: true,
+		Network: netip.MustParsePrefix("10.5.0.0/16"), SubnetLen: 24,
+		IPv6Network: netip.MustParsePrefix("fc00::/48"), IPv6SubnetLen: 64,
+		BackendType: Type, Backend: json.RawMessage(`{"Type":"vxlan","DirectRouting":true}`),
+	})
+	own := dualLease(ownSubnet.String(), hostA.String(), "", ownSubnetV6.String(), hostAV6.String(), "")
+	r.updates <- backend.Update{Own: &own, Batch: snapshot(
+		dualLease("10.5.2.0/24", "192.168.77.2", macB, "fc00:0:0:2::/64", "fd77::2", macC))}
+	want := "fc00:0:0:2::/64 via fd77::2 dev eth0\nfd00:6:0:2::/64 via fd77::2 dev eth0"
+	backendtest.Eventually(t, 5*time.Second, func() error {
+		got, err := backendtest.OwnRoutes(e.a.Handle, netlink.FAMILY_V6)
+		if err != nil {
+			return err
+		}
+		if g := strings.Join(got, "\n"); !sameLines(g, want) {
+			return fmt.Errorf("IPv6 routes:\n%s\nwant:\n%s", g, want)
+		}
+		return nil
+	})
+}
