@@ -59,6 +59,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := netnsguard.Check(); err != nil {
 		return err
 	}
+	lock, err := lockInstance(a.opts.Etcd.Prefix)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	a.log.Info("starting netagent", "etcd", a.opts.Etcd, "subnet_file", a.opts.SubnetFile,
 		"ip_masq", a.opts.IPMasq, "lease_ttl", a.opts.LeaseTTL, "renew_margin", a.opts.RenewMargin)
 	defer func() {
@@ -190,10 +195,11 @@ func (a *Agent) newMasq(ctx context.Context, cfg *lease.Config) (masq.Manager, e
 	useNFT := a.opts.NFTables || cfg.EnableNFTables
 	var m masq.Manager
 	var err error
+	names := MasqNames(a.opts.Etcd.Prefix)
 	if useNFT {
-		m, err = masq.NewNFTables(a.log)
+		m, err = masq.NewNFTables(a.log, masq.WithTable(names.Table))
 	} else {
-		m, err = masq.NewIPTables(a.log)
+		m, err = masq.NewIPTables(a.log, masq.WithChains(names))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("agent: masquerade: %w", err)

@@ -25,6 +25,7 @@ const (
 	MetricReconcilePasses   = "netagent_reconcile_passes_total"
 	MetricRepairs           = "netagent_repairs_total"
 	MetricNetlinkErrors     = "netagent_netlink_errors_total"
+	MetricForeignRoutes     = "netagent_peers_foreign_route"
 	MetricEventLatency      = "netagent_lease_event_to_kernel_seconds"
 	MetricReady             = "netagent_ready"
 	MetricLeasesRefused     = "netagent_leases_refused"
@@ -38,7 +39,7 @@ type collector struct {
 
 	buildInfo, leaseTTL, renewals, renewalFailures, etcdContact, watchRestarts,
 	leaseLosses, leaseRestores,
-	peers, unprogrammed, passes, repairs, netlinkErrors, latency, ready,
+	peers, unprogrammed, foreign, passes, repairs, netlinkErrors, latency, ready,
 	unreachable, csumOffload, refused *prometheus.Desc
 }
 
@@ -72,6 +73,7 @@ func newCollector(s *state, version string) *collector {
 		leaseRestores:   d(MetricLeaseRestores, "Times this host's key was found deleted or overwritten while its etcd lease lived, and written back."),
 		peers:           d(MetricPeers, "Other hosts' leases the data plane programs, by mode (vxlan, direct, host-gw).", "mode"),
 		unprogrammed:    d(MetricPeersUnprogrammed, "Peers whose kernel entries are not as wanted."),
+		foreign:         d(MetricForeignRoutes, "Peers whose prefix is held by a route the agent does not own, left in place."),
 		passes:          d(MetricReconcilePasses, "Full reconcile passes of the data plane."),
 		repairs:         d(MetricRepairs, "Kernel entries found missing, wrong or unwanted and fixed, by kind.", "kind"),
 		netlinkErrors:   d(MetricNetlinkErrors, "Failed netlink requests of the data plane."),
@@ -86,7 +88,7 @@ func newCollector(s *state, version string) *collector {
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.buildInfo, c.leaseTTL, c.renewals, c.renewalFailures, c.etcdContact,
-		c.watchRestarts, c.leaseLosses, c.leaseRestores, c.peers, c.unprogrammed, c.passes, c.repairs, c.netlinkErrors, c.latency, c.ready,
+		c.watchRestarts, c.leaseLosses, c.leaseRestores, c.peers, c.unprogrammed, c.foreign, c.passes, c.repairs, c.netlinkErrors, c.latency, c.ready,
 		c.unreachable, c.csumOffload, c.refused} {
 		ch <- d
 	}
@@ -120,7 +122,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.etcdContact, float64(t.UnixNano())/1e9)
 	}
 	byMode := map[string]int{backend.ModeVXLAN: 0, backend.ModeDirect: 0, backend.ModeHostGW: 0}
-	bad := 0
+	bad, foreign := 0, 0
 	refused := make(map[string]int, len(backend.RefusedReasons))
 	for _, r := range backend.RefusedReasons {
 		refused[r] = 0 // every reason is exported, from 0
@@ -131,6 +133,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			byMode[p.Mode]++
 			if !p.Programmed {
 				bad++
+			}
+			if p.ForeignRoute != "" {
+				foreign++
 			}
 		}
 		for _, r := range st.Refused {
@@ -144,6 +149,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.peers, float64(n), mode)
 	}
 	gauge(c.unprogrammed, float64(bad))
+	gauge(c.foreign, float64(foreign))
 	ct := s.counters()
 	counter(c.passes, ct.Passes)
 	counter(c.netlinkErrors, ct.NetlinkErrors)

@@ -96,6 +96,9 @@ type BackendReport struct {
 	Passes        uint64            `json:"passes"`
 	Repairs       map[string]uint64 `json:"repairs"`
 	NetlinkErrors uint64            `json:"netlink_errors"`
+	// ForeignRoutes counts conflicts with routes the agent does not own
+	// over a peer's prefix (each left in place).
+	ForeignRoutes uint64 `json:"foreign_routes"`
 }
 
 // RefusedReport is one lease key the data plane refuses.
@@ -121,6 +124,10 @@ type PeerReport struct {
 	Mode       string `json:"mode"`
 	Programmed bool   `json:"programmed"`
 	Error      string `json:"error,omitempty"`
+	// ForeignRoute is the route, not the agent's, that holds the peer's
+	// prefix and that the agent leaves to the administrator
+	// (docs/compatibility.md §5.6).
+	ForeignRoute string `json:"foreign_route,omitempty"`
 	// Probe is what the last probe round found; nil when the peer is not
 	// probed (probing off, IPv6).
 	Probe *PeerProbeReport `json:"probe,omitempty"`
@@ -301,10 +308,11 @@ func (s *state) report(ctx context.Context, o *Options) Report {
 		r.Backend = &BackendReport{Type: st.Type, Device: st.Device, MTU: st.MTU, VtepMAC: st.VtepMAC,
 			DeviceV6: st.DeviceV6, VtepMACV6: st.VtepMACV6,
 			LastPass: timePtr(st.LastPass), Passes: ct.Passes, Repairs: ct.Repairs,
-			NetlinkErrors: ct.NetlinkErrors}
+			NetlinkErrors: ct.NetlinkErrors, ForeignRoutes: ct.ForeignRoutes}
 		for _, p := range st.Peers {
 			r.Peers = append(r.Peers, PeerReport{Key: p.Key, Subnet: p.Subnet.String(), PublicIP: addrString(p.PublicIP),
-				VtepMAC: p.VtepMAC, Mode: p.Mode, Programmed: p.Programmed, Error: p.LastError})
+				VtepMAC: p.VtepMAC, Mode: p.Mode, Programmed: p.Programmed, Error: p.LastError,
+				ForeignRoute: p.ForeignRoute})
 		}
 		for _, x := range st.Refused {
 			r.Refused = append(r.Refused, RefusedReport{Key: x.Key, Subnet: addrString(x.Subnet),

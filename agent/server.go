@@ -50,7 +50,11 @@ func listenStatus(path string) (net.Listener, error) {
 	// A socket left by a crashed agent is stale; a live agent still answers.
 	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
 		c.Close()
-		return nil, fmt.Errorf("status socket %s: another agent is serving it", path)
+		holder := "another agent"
+		if pid, err := peerPID(&net.UnixAddr{Name: path, Net: "unix"}); err == nil {
+			holder = fmt.Sprintf("another agent (process %d)", pid)
+		}
+		return nil, fmt.Errorf("status socket %s: %s is serving it; give this one its own --status-socket", path, holder)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("status socket: %w", err)

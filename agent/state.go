@@ -123,6 +123,7 @@ func addCounters(to *backend.Counters, c backend.Counters) {
 	}
 	to.Passes += c.Passes
 	to.NetlinkErrors += c.NetlinkErrors
+	to.ForeignRoutes += c.ForeignRoutes
 	for k, v := range c.Repairs {
 		to.Repairs[k] += v
 	}

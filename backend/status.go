@@ -63,6 +63,11 @@ type PeerStatus struct {
 	// LastError is why the peer is not programmed (unreachable peer,
 	// netlink error); empty when it is.
 	LastError string
+	// ForeignRoute describes the route, not the agent's, that holds the
+	// peer's prefix in the kernel and that the agent leaves in place
+	// (`10.5.2.0/24 proto boot via 192.168.1.9 dev index 3`); empty when
+	// there is none.
+	ForeignRoute string
 }
 
 // Reasons a lease key is refused, as RefusedLease.Reason and the
@@ -108,6 +113,9 @@ type Counters struct {
 	Repairs map[string]uint64
 	// NetlinkErrors counts failed netlink requests.
 	NetlinkErrors uint64
+	// ForeignRoutes counts the conflicts found with routes the agent does
+	// not own over a peer's prefix (each left in place and reported once).
+	ForeignRoutes uint64
 	// EventLatency is the time from the reconcile loop taking a lease
 	// event that adds or changes a peer to the kernel holding that peer's
 	// entries (retries included).

@@ -17,7 +17,9 @@
 //	       -d N -j ACCEPT
 //
 // IPv6 is the same with ip6tables and ff00::/8. The chain names are flannel's,
-// which its users' firewall rules expect.
+// which its users' firewall rules expect. Another instance on the same host
+// (another overlay network) uses its own names, InstanceNames: the chains
+// FLANNEL-POSTRTG-<id> and FLANNEL-FWD-<id>, the tables netagent_<id>.
 //
 // A Manager is declarative: Apply reads what is in the kernel and changes it
 // only where it differs from the desired rules, in one atomic commit per

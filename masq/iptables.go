@@ -30,7 +30,13 @@ const (
 type IPTablesOption func(*iptablesConfig)
 
 type iptablesConfig struct {
-	mode IPTablesMode
+	mode  IPTablesMode
+	names *Names
+}
+
+// WithChains names the manager's chains (default: DefaultNames).
+func WithChains(n Names) IPTablesOption {
+	return func(c *iptablesConfig) { c.names = &n }
 }
 
 // WithIPTablesMode selects the iptables variant; the default is
@@ -79,6 +85,7 @@ type iptFamily struct {
 	restoreArgs []string // --noflush and the lock wait
 	mode        string   // "nf_tables" or "legacy"
 	randomFully bool
+	nat, fwd    iptChain
 }
 
 // NewIPTables returns an iptables Manager. It fails when iptables is not
@@ -90,12 +97,16 @@ func NewIPTables(log *slog.Logger, opts ...IPTablesOption) (*IPTables, error) {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	v4, err := newIPTFamily(log, iptables.ProtocolIPv4, cfg.mode)
+	names := DefaultNames()
+	if cfg.names != nil {
+		names = *cfg.names
+	}
+	v4, err := newIPTFamily(log, iptables.ProtocolIPv4, cfg.mode, names)
 	if err != nil {
 		return nil, err
 	}
 	m := &IPTables{log: log, v4: v4}
-	m.v6, m.v6err = newIPTFamily(log, iptables.ProtocolIPv6, cfg.mode)
+	m.v6, m.v6err = newIPTFamily(log, iptables.ProtocolIPv6, cfg.mode, names)
 	if m.v6err != nil {
 		log.Warn("ip6tables is not usable: IPv6 masquerade rules cannot be applied", "err", m.v6err)
 	}
@@ -105,7 +116,7 @@ func NewIPTables(log *slog.Logger, opts ...IPTablesOption) (*IPTables, error) {
 // Mode is the iptables backend in use: "nf_tables" or "legacy".
 func (m *IPTables) Mode() string { return m.v4.mode }
 
-func newIPTFamily(log *slog.Logger, proto iptables.Protocol, mode IPTablesMode) (*iptFamily, error) {
+func newIPTFamily(log *slog.Logger, proto iptables.Protocol, mode IPTablesMode, names Names) (*iptFamily, error) {
 	base, name := "iptables", "ipv4"
 	if proto == iptables.ProtocolIPv6 {
 		base, name = "ip6tables", "ipv6"
@@ -144,6 +155,7 @@ func newIPTFamily(log *slog.Logger, proto iptables.Protocol, mode IPTablesMode) 
 		mode:        mainMode,
 		randomFully: ipt.HasRandomFully(),
 	}
+	f.nat, f.fwd = names.chains()
 	// iptables-restore waits for the xtables lock since 1.6.2, the
 	// version that also brought --random-fully.
 	if f.randomFully {
@@ -268,8 +280,8 @@ func (f *iptFamily) plan(want family) (input string, changes []string, err error
 		chain iptChain
 		rules []string
 	}{
-		{natChain, natRules(want, f.randomFully)},
-		{fwdChain, forwardRules(want)},
+		{f.nat, natRules(want, f.randomFully)},
+		{f.fwd, forwardRules(want)},
 	} {
 		if !want.want {
 			c.rules = nil

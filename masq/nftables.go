@@ -38,19 +38,31 @@ type NFTables struct {
 	log         *slog.Logger
 	mu          sync.Mutex // serialises Apply and Remove
 	nft         string     // path of nft
+	table       string     // Names.Table
 	fullyRandom bool
+}
+
+// NFTablesOption configures NewNFTables.
+type NFTablesOption func(*NFTables)
+
+// WithTable names the manager's tables (default: NFTable).
+func WithTable(name string) NFTablesOption {
+	return func(m *NFTables) { m.table = name }
 }
 
 // NewNFTables returns an nftables Manager. It fails when nft is missing or
 // cannot program NAT; it checks (with `nft --check`, which commits
 // nothing) that masquerade fully-random is supported, else masquerades
 // without it after a warning.
-func NewNFTables(log *slog.Logger) (*NFTables, error) {
+func NewNFTables(log *slog.Logger, opts ...NFTablesOption) (*NFTables, error) {
 	path, err := exec.LookPath("nft")
 	if err != nil {
 		return nil, fmt.Errorf("masq: %w", err)
 	}
-	m := &NFTables{log: log, nft: path, fullyRandom: true}
+	m := &NFTables{log: log, nft: path, table: NFTable, fullyRandom: true}
+	for _, o := range opts {
+		o(m)
+	}
 	ctx := context.Background()
 	if err := m.run(ctx, probeText(true), "--check"); err != nil {
 		if err2 := m.run(ctx, probeText(false), "--check"); err2 != nil {
@@ -127,7 +139,7 @@ func (m *NFTables) plan(ctx context.Context, want [2]family) (input string, chan
 		if err != nil {
 			return "", nil, err
 		}
-		table := "table " + fam + " " + NFTable
+		table := "table " + fam + " " + m.table
 		if !want[i].want {
 			if present {
 				b.WriteString("delete " + table + "\n")
@@ -135,7 +147,7 @@ func (m *NFTables) plan(ctx context.Context, want [2]family) (input string, chan
 			}
 			continue
 		}
-		desired := nftTableLines(fam, want[i], m.fullyRandom)
+		desired := nftTableLines(fam, m.table, want[i], m.fullyRandom)
 		var d string
 		if !present {
 			d = "missing"
@@ -155,14 +167,14 @@ func (m *NFTables) plan(ctx context.Context, want [2]family) (input string, chan
 // Equivalent to: `nft list table ip netagent`.
 func (m *NFTables) list(ctx context.Context, fam string) (string, bool, error) {
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, m.nft, "list", "table", fam, NFTable)
+	cmd := exec.CommandContext(ctx, m.nft, "list", "table", fam, m.table)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) && strings.Contains(stderr.String(), "No such file or directory") {
 			return "", false, nil
 		}
-		return "", false, fmt.Errorf("masq: nft list table %s %s: %w: %s", fam, NFTable, err, bytes.TrimSpace(stderr.Bytes()))
+		return "", false, fmt.Errorf("masq: nft list table %s %s: %w: %s", fam, m.table, err, bytes.TrimSpace(stderr.Bytes()))
 	}
 	return stdout.String(), true, nil
 }
@@ -180,14 +192,14 @@ func (m *NFTables) run(ctx context.Context, input string, args ...string) error 
 
 // nftTableLines is the desired table of fam ("ip" or "ip6") for f, in the
 // normalised form of normalizeNFT; it is also valid nft input.
-func nftTableLines(fam string, f family, fullyRandom bool) []string {
+func nftTableLines(fam, table string, f family, fullyRandom bool) []string {
 	n, s, mc := f.network.String(), f.subnet.String(), f.multicast().String()
 	masq := "masquerade"
 	if fullyRandom {
 		masq += " fully-random"
 	}
 	return []string{
-		"table " + fam + " " + NFTable + " {",
+		"table " + fam + " " + table + " {",
 		"chain postrouting {",
 		"type nat hook postrouting priority 100; policy accept;",
 		"meta mark & 0x4000 == 0x4000 return",

@@ -195,7 +195,7 @@ func TestNormalizeNFT(t *testing.T) {
 	}
 }
 `
-	want := nftTableLines("ip", v4, true)
+	want := nftTableLines("ip", NFTable, v4, true)
 	if got := normalizeNFT(listing); !reflect.DeepEqual(got, want) {
 		t.Errorf("normalizeNFT =\n%s\nwant\n%s\ndiff: %s", strings.Join(got, "\n"), strings.Join(want, "\n"), diffLines(got, want))
 	}
@@ -204,7 +204,7 @@ func TestNormalizeNFT(t *testing.T) {
 	if got := normalizeNFT(old); !reflect.DeepEqual(got, want) {
 		t.Errorf("numeric priorities: %s", diffLines(got, want))
 	}
-	if d := diffLines(normalizeNFT(listing), nftTableLines("ip", v4, false)); d == "" {
+	if d := diffLines(normalizeNFT(listing), nftTableLines("ip", NFTable, v4, false)); d == "" {
 		t.Error("a table with fully-random matches one without")
 	}
 }

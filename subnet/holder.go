@@ -170,7 +170,7 @@ func (h *Holder) logLoss(key, reason string, by *mvccpb.KeyValue) {
 	own := h.opts.Attrs
 	sameIP := (own.PublicIP.IsValid() && a.PublicIP == own.PublicIP) || (own.PublicIPv6.IsValid() && a.PublicIPv6 == own.PublicIPv6)
 	if by.Lease != 0 && sameIP {
-		h.r.log.Warn("lost subnet lease to another agent with this host's public IP: check --public-ip and --iface on both hosts; re-acquiring", args...)
+		h.r.log.Warn("lost subnet lease to another agent with this host's public IP: a second agent for this --etcd-prefix on this host, or another host with the same --public-ip/--iface; re-acquiring", args...)
 		return
 	}
 	h.r.log.Warn("lost subnet lease: re-acquiring", args...)

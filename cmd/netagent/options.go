@@ -150,13 +150,13 @@ func runFlags(o *agent.Options, passwordFile *string, out io.Writer) *flag.FlagS
 	fs.DurationVar(&o.LeaseTTL, "subnet-lease-ttl", o.LeaseTTL, "TTL of this host's lease in etcd")
 	fs.DurationVar(&o.ResyncInterval, "resync-interval", o.ResyncInterval, "period of the full data-plane and firewall resync")
 	fs.Var(unitOrDuration{&o.MasqResync, time.Second}, "iptables-resync", "check and repair the masquerade rules this often (seconds, or a duration)")
-	fs.StringVar(&o.StatusSocket, "status-socket", o.StatusSocket, `unix socket answering netagent status ("" for none)`)
+	fs.StringVar(&o.StatusSocket, "status-socket", o.StatusSocket, `unix socket answering netagent status ("" for none; default for another --etcd-prefix: /run/netagent/netagent-<id>.sock)`)
 	fs.Var(addrFlag{&o.HealthzIP}, "healthz-ip", "address serving /healthz, /readyz and /metrics")
 	fs.IntVar(&o.HealthzPort, "healthz-port", 0, "port serving /healthz, /readyz and /metrics (0: none)")
 	fs.BoolVar(&o.Probe, "probe", o.Probe, "probe every peer through the overlay and report whether it is reachable, and why not")
 	fs.DurationVar(&o.ProbeInterval, "probe-interval", o.ProbeInterval, "how often each peer is probed (stretched when peers×2/--probe-rate is longer)")
 	fs.Float64Var(&o.ProbeRate, "probe-rate", o.ProbeRate, "at most this many probe datagrams a second from this host, all peers and retries together")
-	fs.IntVar(&o.ProbePort, "probe-port", o.ProbePort, "UDP port of the probe responder, the same on every host")
+	fs.IntVar(&o.ProbePort, "probe-port", o.ProbePort, "UDP port of the probe responder, the same on every host (default for another --etcd-prefix: derived from it, in 8474-9473)")
 	fs.StringVar(&o.TxCsumOffload, "vxlan-tx-csum-offload", o.TxCsumOffload, "TX checksum offload of the vxlan device: auto (leave it, and try it off with --vxlan-auto-csum-offload), on or off")
 	fs.BoolVar(&o.AutoCsumOffload, "vxlan-auto-csum-offload", o.AutoCsumOffload, "turn TX checksum offload off on trial when peers answer on their public IP but not through the overlay; keep it off if that helps")
 	fs.Var(negBool{&o.NoRepair}, "dataplane-repair", "repair kernel entries found missing or wrong (false: report them only, for debugging)")
@@ -206,6 +206,7 @@ func parseRun(args []string, getenv func(string) string, environ []string, out i
 	if err := fromEnv(fs, getenv, flannelOpts); err != nil {
 		return nil, nil, err
 	}
+	instanceDefaults(o, explicitFlags(fs, getenv))
 	warnings = append(warnings, unknownEnv(fs, environ)...)
 	if err := readPasswordFile(&o.Etcd, passwordFile); err != nil {
 		return nil, nil, err
@@ -263,6 +264,31 @@ func setFromEnv(f *flag.Flag, name, v string) error {
 		return fmt.Errorf("invalid value for %s: %v", name, err)
 	}
 	return nil
+}
+
+// explicitFlags are the flags of fs given on the command line or by an
+// environment variable (see fromEnv).
+func explicitFlags(fs *flag.FlagSet, getenv func(string) string) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	fs.VisitAll(func(f *flag.Flag) {
+		if getenv(envName(envPrefix, f.Name)) != "" || getenv(envName(flannelEnvPrefix, f.Name)) != "" {
+			set[f.Name] = true
+		}
+	})
+	return set
+}
+
+// instanceDefaults sets the options that are per instance and were not
+// given from the instance's etcd prefix: the status socket and the probe
+// port (docs/compatibility.md §11).
+func instanceDefaults(o *agent.Options, given map[string]bool) {
+	if !given["status-socket"] {
+		o.StatusSocket = agent.StatusSocketFor(o.Etcd.Prefix)
+	}
+	if !given["probe-port"] {
+		o.ProbePort = agent.ProbePortFor(o.Etcd.Prefix)
+	}
 }
 
 // readPasswordFile sets o.Password from --etcd-password-file, if given.

@@ -75,7 +75,7 @@ func fetchReport(ctx context.Context, socket string) (*agent.Report, error) {
 func runStatus(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	socket := fs.String("status-socket", agent.DefaultStatusSocket, "the agent's status socket")
+	socket := fs.String("status-socket", agent.DefaultStatusSocket, "the agent's status socket (default for another --etcd-prefix: the one that agent uses by default)")
 	asJSON := fs.Bool("json", false, "print JSON (stable field names) instead of a table")
 	subnetFile := fs.String("subnet-file", subnetfile.DefaultPath, "subnet file to read when the agent is not running")
 	check := fs.Bool("check", false, "exit 1, with a one-line summary on stderr, when a peer is unreachable or its kernel entries are not as wanted")
@@ -88,6 +88,9 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	if err := etcd.finish(fs, getenv); err != nil {
 		return usageError{err}
+	}
+	if !explicitFlags(fs, getenv)["status-socket"] {
+		*socket = agent.StatusSocketFor(etcd.opts.Prefix)
 	}
 	r, err := fetchReport(ctx, *socket)
 	if err == nil {

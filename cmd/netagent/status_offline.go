@@ -127,7 +127,7 @@ func offlineStatus(ctx context.Context, socket string, askErr error, subnetFile 
 		sf.MTU, sf.IPMasq = info.MTU, info.IPMasq
 	}
 	r.Etcd = offlineEtcd(ctx, eo, info)
-	r.Kernel = offlineKernel(ctx, info, err == nil)
+	r.Kernel = offlineKernel(ctx, info, err == nil, agent.MasqNames(eo.Prefix))
 	return r
 }
 
@@ -180,7 +180,7 @@ func offlineEtcd(ctx context.Context, eo agent.EtcdOptions, own subnetfile.Info)
 //
 // Equivalent to: `ip -d link show type vxlan`, `ip route show proto 78`,
 // `iptables -t nat -S FLANNEL-POSTRTG`.
-func offlineKernel(ctx context.Context, info subnetfile.Info, haveInfo bool) OfflineKernel {
+func offlineKernel(ctx context.Context, info subnetfile.Info, haveInfo bool, masqNames masq.Names) OfflineKernel {
 	k := OfflineKernel{Devices: []OfflineDevice{}, Routes: []OfflineRoute{}}
 	h, err := netlink.NewHandle()
 	if err != nil {
@@ -221,19 +221,19 @@ func offlineKernel(ctx context.Context, info subnetfile.Info, haveInfo bool) Off
 	}
 	slices.SortFunc(k.Routes, func(a, b OfflineRoute) int { return strings.Compare(a.Subnet, b.Subnet) })
 	if haveInfo && info.IPMasq {
-		k.Masquerade = offlineMasq(ctx, info)
+		k.Masquerade = offlineMasq(ctx, info, masqNames)
 	}
 	return k
 }
 
 // offlineMasq checks the iptables rules for the subnet file's lease, then
-// the nftables ones when those are not in place.
-func offlineMasq(ctx context.Context, info subnetfile.Info) OfflineMasquerade {
+// the nftables ones when those are not in place, under the instance's names.
+func offlineMasq(ctx context.Context, info subnetfile.Info, names masq.Names) OfflineMasquerade {
 	rules := masq.Rules{Network: info.Network, Subnet: info.Subnet, IPv6Network: info.IPv6Network, IPv6Subnet: info.IPv6Subnet}
 	log := slog.New(slog.DiscardHandler)
 	m := OfflineMasquerade{Checked: true}
 	var reasons []string
-	if ipt, err := masq.NewIPTables(log); err == nil {
+	if ipt, err := masq.NewIPTables(log, masq.WithChains(names)); err == nil {
 		ok, why, err := ipt.Check(ctx, rules)
 		if err == nil && ok {
 			m.InPlace = true
@@ -241,7 +241,7 @@ func offlineMasq(ctx context.Context, info subnetfile.Info) OfflineMasquerade {
 		}
 		reasons = append(reasons, "iptables: "+errOr(err, why))
 	}
-	if nft, err := masq.NewNFTables(log); err == nil {
+	if nft, err := masq.NewNFTables(log, masq.WithTable(names.Table)); err == nil {
 		ok, why, err := nft.Check(ctx, rules)
 		if err == nil && ok {
 			m.InPlace = true

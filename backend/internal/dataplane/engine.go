@@ -183,6 +183,13 @@ type Engine struct {
 	unrepaired map[netip.Prefix]error
 	// broken is the unrepaired of the last pass.
 	broken map[netip.Prefix]error
+	// foreign holds the routes over prefixes of the network that are
+	// not the engine's, from the last dump and the notifications since
+	// (see ownsRoute).
+	foreign map[netip.Prefix]*netlink.Route
+	// conflicts holds the peers whose prefix a foreign route holds, as
+	// last reported; guarded by mu.
+	conflicts map[netip.Prefix]string
 }
 
 // New returns an engine; it does not touch the kernel.
@@ -203,6 +210,7 @@ func New(cfg Config) *Engine {
 		table:    newClaims(),
 		warned:   make(map[string]string),
 		refused:  make(map[string]backend.RefusedLease),
+		foreign:  make(map[netip.Prefix]*netlink.Route),
 		counters: backend.Counters{Repairs: make(map[string]uint64)},
 		ready:    make(chan struct{}),
 	}
@@ -355,7 +363,8 @@ func (e *Engine) Run(ctx context.Context, updates <-chan backend.Update) error {
 		case n := <-notifs:
 			// While entries are left broken (Config.NoRepair) any
 			// change may be the one that puts them back.
-			if e.ownKnown && (e.wants(n) || len(e.broken) > 0) {
+			changed := n.route != nil && e.trackForeign(n)
+			if e.ownKnown && (changed || e.wants(n) || len(e.broken) > 0) {
 				e.log.Debug("kernel changed under us", "notification", n.String())
 				arm(debounce)
 			}

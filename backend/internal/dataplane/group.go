@@ -132,6 +132,7 @@ func (g *Group) Status() backend.Status {
 		st.Refused = append(st.Refused, es.Refused...)
 		st.Counters.Passes += es.Counters.Passes
 		st.Counters.NetlinkErrors += es.Counters.NetlinkErrors
+		st.Counters.ForeignRoutes += es.Counters.ForeignRoutes
 		for k, v := range es.Counters.Repairs {
 			st.Counters.Repairs[k] += v
 		}

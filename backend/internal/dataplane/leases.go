@@ -198,7 +198,11 @@ func (e *Engine) program(todo []peerChange) {
 	e.countErrors(errs)
 	for _, c := range todo {
 		if c.p != nil {
-			e.settle(c.p, failed[c.s])
+			var conflict error
+			if c.p.reachable {
+				conflict = e.holdForeign(c.p)
+			}
+			e.settle(c.p, errors.Join(failed[c.s], conflict))
 		}
 	}
 	e.mu.Unlock()

@@ -256,7 +256,8 @@ func fdbEntry(dev int, mac net.HardwareAddr, dst netip.Addr) *netlink.Neigh {
 }
 
 // peerOps returns the ops that install p (nothing for an unreachable
-// host-gw peer), the route last.
+// host-gw peer), the route last, and no route over a foreign one (see
+// ownsRoute).
 func (e *Engine) peerOps(p *peer) []op {
 	if !p.reachable {
 		return nil
@@ -268,6 +269,9 @@ func (e *Engine) peerOps(p *peer) []op {
 		ops = append(ops,
 			op{kind: kindNeigh, neigh: neighEntry(e.devIndex, p.subnet.Addr(), p.mac), peer: p.subnet},
 			op{kind: kindFDB, neigh: fdbEntry(e.devIndex, p.mac, p.publicIP), peer: p.subnet})
+	}
+	if _, held := e.heldBy(e.foreign, p); held {
+		return ops
 	}
 	return append(ops, op{kind: kindRoute, route: e.wantRoute(p), peer: p.subnet})
 }

@@ -34,7 +34,7 @@ func (e *Engine) pass() error {
 	kernel, err := e.dump()
 	if err != nil {
 		errs = append(errs, err)
-		e.finishPass(nil, nil, errs)
+		e.finishPass(nil, nil, nil, errs)
 		return errors.Join(errs...)
 	}
 
@@ -50,7 +50,8 @@ func (e *Engine) pass() error {
 	e.logOps(netip.Prefix{}, ops)
 	opErrs := e.exec(ops)
 	errs = append(errs, opErrs...)
-	e.finishPass(ops, opErrs, nil)
+	e.foreign = kernel.foreign
+	e.finishPass(ops, opErrs, e.heldPeers(), nil)
 	if devErr != nil {
 		e.mu.Lock()
 		e.peersGen++
@@ -67,30 +68,38 @@ func (e *Engine) pass() error {
 // kernelState is what a pass found in the kernel.
 type kernelState struct {
 	routes map[netip.Prefix]*netlink.Route
-	neighs map[netip.Addr]*netlink.Neigh
-	fdbs   map[[6]byte]*netlink.Neigh
+	// foreign holds the routes over prefixes of the network that are
+	// not the engine's (see ownsRoute).
+	foreign map[netip.Prefix]*netlink.Route
+	neighs  map[netip.Addr]*netlink.Neigh
+	fdbs    map[[6]byte]*netlink.Neigh
 }
 
-// dump reads the engine's routes (by protocol) of its family, and the
-// neighbours and fdb entries of its device.
+// dump reads the main table's routes of the engine's family, sorted into
+// its own and foreign ones over prefixes of its network (see ownsRoute),
+// and the neighbours and fdb entries of its device.
 //
-// Equivalent to: `ip [-6] route show table main proto 78`, `ip [-6] neigh
+// Equivalent to: `ip [-6] route show table main`, `ip [-6] neigh
 // show dev flannel.N`, `bridge fdb show dev flannel.N`.
 func (e *Engine) dump() (*kernelState, error) {
 	h := e.cfg.Handle
 	k := &kernelState{}
 	routes, err := backend.RetryDump(func() ([]netlink.Route, error) {
-		return h.RouteListFiltered(e.nlFamily(),
-			&netlink.Route{Table: syscall.RT_TABLE_MAIN, Protocol: backend.RouteProtocol},
-			netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+		return h.RouteListFiltered(e.nlFamily(), &netlink.Route{Table: syscall.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
 	k.routes = make(map[netip.Prefix]*netlink.Route, len(routes))
+	k.foreign = make(map[netip.Prefix]*netlink.Route)
 	for i := range routes {
-		if p, ok := ipNetPrefix(routes[i].Dst); ok {
-			k.routes[p] = &routes[i]
+		r := &routes[i]
+		if e.ownsRoute(r) {
+			if p, ok := ipNetPrefix(r.Dst); ok {
+				k.routes[p] = r
+			}
+		} else if p, ok := e.foreignKey(r); ok {
+			k.foreign[p] = r
 		}
 	}
 	if e.devIndex == 0 {
@@ -129,14 +138,20 @@ func (e *Engine) diffPeer(ops []op, p *peer, k *kernelState) []op {
 	}
 	var route []op
 	want := e.wantRoute(p)
-	if r := k.routes[p.subnet]; r == nil || !routeMatches(r, want) {
-		if r != nil && e.v6() && r.LinkIndex != want.LinkIndex {
-			// See op.pre.
-			ops = append(ops, op{kind: kindRoute, del: true, pre: true, route: r, peer: p.subnet})
+	// A foreign route over the prefix is not replaced (unless it is
+	// the wanted one but for its protocol); an own route beside it
+	// (another metric) is pruned as unwanted, so that the foreign one is
+	// the one used.
+	if _, held := e.heldBy(k.foreign, p); !held {
+		if r := k.routes[p.subnet]; r == nil || !routeMatches(r, want) {
+			if r != nil && e.v6() && r.LinkIndex != want.LinkIndex {
+				// See op.pre.
+				ops = append(ops, op{kind: kindRoute, del: true, pre: true, route: r, peer: p.subnet})
+			}
+			route = append(route, op{kind: kindRoute, route: want, peer: p.subnet, repair: repair})
 		}
-		route = append(route, op{kind: kindRoute, route: want, peer: p.subnet, repair: repair})
+		delete(k.routes, p.subnet)
 	}
-	delete(k.routes, p.subnet)
 	if p.mode != backend.ModeVXLAN {
 		return append(ops, route...)
 	}
@@ -156,15 +171,16 @@ func (e *Engine) diffPeer(ops []op, p *peer, k *kernelState) []op {
 }
 
 // orphans returns deletions of what is the engine's own in the kernel but
-// wanted by no peer: routes with RouteProtocol, permanent neighbours and
-// unicast permanent fdb entries with a destination on the device.
+// wanted by no peer (see ownsRoute): its routes, permanent neighbours for
+// addresses of its network and unicast permanent fdb entries with a
+// destination on the device.
 func (e *Engine) orphans(k *kernelState) []op {
 	var ops []op
 	for _, r := range k.routes {
 		ops = append(ops, op{kind: kindRoute, del: true, route: r, repair: e.firstDone})
 	}
-	for _, n := range k.neighs {
-		if n.State == netlink.NUD_PERMANENT {
+	for ip, n := range k.neighs {
+		if n.State == netlink.NUD_PERMANENT && e.ownsNeighAddr(ip) {
 			ops = append(ops, op{kind: kindNeigh, del: true, neigh: n, repair: e.firstDone})
 		}
 	}
@@ -179,7 +195,7 @@ func (e *Engine) orphans(k *kernelState) []op {
 
 // finishPass records the outcome of a pass's ops per peer and in the
 // counters.
-func (e *Engine) finishPass(ops []op, opErrs []error, fatal []error) {
+func (e *Engine) finishPass(ops []op, opErrs []error, held map[netip.Prefix]string, fatal []error) {
 	failed := make(map[netip.Prefix]error)
 	for i := range ops {
 		if opErrs[i] != nil && ops[i].peer.IsValid() {
@@ -202,10 +218,11 @@ func (e *Engine) finishPass(ops []op, opErrs []error, fatal []error) {
 	if fatal != nil {
 		return
 	}
+	e.noteConflicts(held)
 	for _, p := range e.peers {
 		prev := p.lastErr
 		broken := e.unrepaired[p.subnet]
-		e.settle(p, errors.Join(failed[p.subnet], broken))
+		e.settle(p, errors.Join(failed[p.subnet], broken, e.conflictErr(p.subnet)))
 		p.leftBroken = broken != nil
 		if !p.reachable && prev != p.lastErr {
 			e.log.Warn("peer not programmed", "lease", p.key, "public_ip", p.publicIP, "err", p.lastErr)

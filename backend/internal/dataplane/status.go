@@ -44,6 +44,7 @@ func (e *Engine) peerStatus() []backend.PeerStatus {
 			Programmed: p.programmed,
 			LastError:  p.lastErr,
 		}
+		ps.ForeignRoute = e.conflicts[p.subnet]
 		if p.mac != nil {
 			ps.VtepMAC = p.mac.String()
 		}

@@ -233,13 +233,16 @@ func (e *Engine) wantsRoute(n notification) bool {
 	}
 	p := e.peers[dst]
 	if p == nil || !p.reachable {
-		// Ours but unwanted: prune it; someone else's: not our business.
-		return r.Protocol == backend.RouteProtocol && !n.del
+		// Ours but unwanted: prune it; someone else's (another
+		// protocol, another instance's network): not our business.
+		return e.ownsRoute(r) && !n.del
 	}
 	if n.del {
-		return r.Protocol == backend.RouteProtocol && e.isWantedRoute(r, p)
+		return e.ownsRoute(r) && e.isWantedRoute(r, p)
 	}
-	return !e.isWantedRoute(r, p)
+	// A foreign route over the peer's prefix is left alone (trackForeign
+	// has seen it and asked for a pass that reports it).
+	return e.ownsRoute(r) && !e.isWantedRoute(r, p)
 }
 
 // isWantedRoute is routeMatches(r, e.wantRoute(p)) without building the
@@ -269,7 +272,7 @@ func (e *Engine) wantsNeigh(n notification) bool {
 		}
 		s, wanted := e.byGW[ip.Unmap()]
 		if !wanted {
-			return !n.del && nb.State == netlink.NUD_PERMANENT
+			return !n.del && nb.State == netlink.NUD_PERMANENT && e.ownsNeighAddr(ip.Unmap())
 		}
 		p := e.peers[s]
 		return n.del || nb.State != netlink.NUD_PERMANENT || !macEqual(nb.HardwareAddr, p.mac)
