@@ -138,14 +138,21 @@ type leaseAttrsJSON struct {
 	BackendV6Data json.RawMessage `json:"BackendV6Data,omitempty"`
 }
 
-// MarshalJSON writes the attributes in flannel's layout: PublicIP and
-// PublicIPv6 always present (null when unset), the rest omitted when empty.
+// unsetPublicIP is how flannel writes the PublicIP of an IPv6-only host:
+// its lease type has no null for it, and a flannel host fails to read a
+// lease whose PublicIP is null.
+const unsetPublicIP = "0.0.0.0"
+
+// MarshalJSON writes the attributes in flannel's layout: PublicIP always
+// present ("0.0.0.0" when unset, as flannel writes it), PublicIPv6 always
+// present (null when unset), the rest omitted when empty.
 func (a LeaseAttrs) MarshalJSON() ([]byte, error) {
 	var j leaseAttrsJSON
+	s := unsetPublicIP
 	if a.PublicIP.IsValid() {
-		s := a.PublicIP.String()
-		j.PublicIP = &s
+		s = a.PublicIP.String()
 	}
+	j.PublicIP = &s
 	if a.PublicIPv6.IsValid() {
 		s := a.PublicIPv6.String()
 		j.PublicIPv6 = &s
@@ -215,6 +222,10 @@ func parsePublicIP(s *string, field string, v4 bool) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("%w: %s: %v", ErrMalformedLease, field, err)
 	}
 	addr = addr.Unmap()
+	if addr.IsUnspecified() && addr.Is4() == v4 {
+		// flannel's "0.0.0.0" (and "::") for an address a host does not have.
+		return netip.Addr{}, nil
+	}
 	if addr.Is4() != v4 || addr.Zone() != "" {
 		return netip.Addr{}, fmt.Errorf("%w: %s %q is not an IPv%s address", ErrMalformedLease, field, *s, map[bool]string{true: "4", false: "6"}[v4])
 	}
