@@ -2,9 +2,12 @@ package probe
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -115,6 +118,9 @@ func (k *ResponderKeeper) serveOnce(ctx context.Context) error {
 	cfg.Sources = k.sources
 	k.mu.Unlock()
 	r, err := NewResponder(cfg)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%w: UDP port %d is taken on this host (by another program, or another netagent instance: give each instance its own --probe-port, the same on all its hosts)", err, cfg.Port)
+	}
 	if err != nil {
 		return err
 	}
