@@ -33,23 +33,29 @@ func TestProcessesAndClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Once ip netns exec has exec'd into sleep, the PID is in the host's
-	// namespace, with the lab's environment. (Read before that, environ may
-	// still be the lab process's own, copied by fork.)
-	await.Eventually(t, 30*time.Second, "sleep in the host namespace", await.True(func() bool {
+	// namespace, with the lab's environment. Read during the exec, the
+	// comm may already say sleep while environ is still empty (the kernel
+	// sets the new command name before it lays out the new environment),
+	// so the environment is part of what is waited for.
+	var env []byte
+	await.Eventually(t, 30*time.Second, "sleep in the host namespace with the lab's environment", func() error {
 		got, err1 := netnsguard.Stat(fmt.Sprintf("/proc/%d/ns/net", sleeper.PID()))
 		want, err2 := netnsguard.Stat(NSPath(h.NS))
 		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", sleeper.PID()))
-		return err1 == nil && err2 == nil && got == want && strings.TrimSpace(string(comm)) == "sleep"
-	}))
-	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", sleeper.PID()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"NETAGENT_REFUSE_INITIAL_NETNS=1", "LAB_TEST=1"} {
-		if !strings.Contains("\x00"+string(env)+"\x00", "\x00"+want+"\x00") {
-			t.Errorf("process environment lacks %s", want)
+		if err1 != nil || err2 != nil || got != want || strings.TrimSpace(string(comm)) != "sleep" {
+			return fmt.Errorf("not yet sleep in %s (comm %q)", h.NS, strings.TrimSpace(string(comm)))
 		}
-	}
+		var err error
+		if env, err = os.ReadFile(fmt.Sprintf("/proc/%d/environ", sleeper.PID())); err != nil {
+			return err
+		}
+		for _, want := range []string{"NETAGENT_REFUSE_INITIAL_NETNS=1", "LAB_TEST=1"} {
+			if !strings.Contains("\x00"+string(env)+"\x00", "\x00"+want+"\x00") {
+				return fmt.Errorf("process environment lacks %s: %q", want, env)
+			}
+		}
+		return nil
+	})
 
 	exiter, err := l.StartProcess(h.NS, nil, "sh", "-c", "echo hello from the lab; exit 3")
 	if err != nil {
