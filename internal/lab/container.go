@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
@@ -158,15 +159,17 @@ func (l *Lab) RemoveContainer(ctx context.Context, c *Container) error {
 	if err := l.checkOwned(c.NS); err != nil {
 		return err
 	}
-	out, err := l.Exec(ctx, c.NS, "ip", "-o", "link", "show")
+	// Standard output only: ip also writes notes such as "Peer netns
+	// reference is invalid." to standard error, which are not links.
+	out, err := exec.CommandContext(ctx, "ip", "-n", c.NS, "-o", "link", "show").Output()
 	if err != nil {
-		return err
+		return fmt.Errorf("lab: ip -n %s -o link show: %w", c.NS, err)
 	}
 	var errs []error
 	for _, line := range strings.Split(string(out), "\n") {
 		// "2: eth0@if7: <...> ...": the name ends at '@' or ':'.
 		f := strings.Fields(line)
-		if len(f) < 2 {
+		if len(f) < 2 || !strings.HasSuffix(f[0], ":") {
 			continue
 		}
 		dev, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
