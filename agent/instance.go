@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -21,16 +23,22 @@ import (
 // each for its own overlay network, told apart by their --etcd-prefix as
 // flanneld instances are. What a host has only one of is named per
 // instance: the status socket, the masquerade chains and tables, the probe
-// port; the default instance (--etcd-prefix /coreos.com/network) keeps the
-// default names, flannel's where flannel has them. The kernel entries are
+// port; the default instance (--etcd-prefix /coreos.com/network, or
+// /atomic.io/network, the prefix of flannel's Atomic, Fedora and CentOS
+// packages) keeps the default names, flannel's where flannel has them, so
+// that a host switched in place from flanneld takes over its chains. The kernel entries are
 // told apart by network and device (backend/internal/dataplane, owner.go).
 
+// defaultPrefixes are the prefixes whose instance keeps the default names:
+// flannel's own default and that of its distribution packages.
+var defaultPrefixes = map[string]bool{DefaultEtcdPrefix: true, "/atomic.io/network": true}
+
 // InstanceID is the short name of the instance serving etcd prefix
-// (trailing slashes aside): "" for DefaultEtcdPrefix, else the first 8 hex
-// digits of the prefix's SHA-256.
+// (trailing slashes aside): "" for the default prefixes (defaultPrefixes),
+// else the first 8 hex digits of the prefix's SHA-256.
 func InstanceID(prefix string) string {
 	p := normalPrefix(prefix)
-	if p == DefaultEtcdPrefix {
+	if defaultPrefixes[p] {
 		return ""
 	}
 	sum := prefixSum(p)
@@ -52,7 +60,7 @@ func StatusSocketFor(prefix string) string {
 // prefix's SHA-256, the same on every host of the instance.
 func ProbePortFor(prefix string) int {
 	p := normalPrefix(prefix)
-	if p == DefaultEtcdPrefix {
+	if defaultPrefixes[p] {
 		return probe.DefaultPort
 	}
 	sum := prefixSum(p)
@@ -82,7 +90,9 @@ func prefixSum(p string) [sha256.Size]byte { return sha256.Sum256([]byte(p)) }
 // instanceLock is held by the one agent of an instance in a network
 // namespace: an abstract unix socket, which belongs to the network
 // namespace and goes away with the process, named after the prefix's full
-// SHA-256. Lab hosts in different namespaces sharing /run do not collide.
+// SHA-256, or "default" for the default prefixes, which share the default
+// names (so two of them on one host refuse each other rather than share
+// chains). Lab hosts in different namespaces sharing /run do not collide.
 type instanceLock struct{ l *net.UnixListener }
 
 // lockInstance takes the instance lock of prefix, or says which process
@@ -92,7 +102,11 @@ type instanceLock struct{ l *net.UnixListener }
 func lockInstance(prefix string) (*instanceLock, error) {
 	p := normalPrefix(prefix)
 	sum := prefixSum(p)
-	addr := &net.UnixAddr{Name: "@netagent/instance/" + hex.EncodeToString(sum[:]), Net: "unix"}
+	name := hex.EncodeToString(sum[:])
+	if defaultPrefixes[p] {
+		name = "default"
+	}
+	addr := &net.UnixAddr{Name: "@netagent/instance/" + name, Net: "unix"}
 	l, err := net.ListenUnix("unix", addr)
 	if err == nil {
 		go func() {
@@ -113,6 +127,9 @@ func lockInstance(prefix string) (*instanceLock, error) {
 	holder := "another process"
 	if pid, perr := peerPID(addr); perr == nil {
 		holder = fmt.Sprintf("process %d", pid)
+	}
+	if defaultPrefixes[p] {
+		return nil, fmt.Errorf("agent: another netagent (%s) already serves a default instance (--etcd-prefix %s) in this network namespace: stop it first; two agents of one instance would take the lease from each other, and a second network on this host needs a prefix of its own", holder, strings.Join(slices.Sorted(maps.Keys(defaultPrefixes)), " or "))
 	}
 	return nil, fmt.Errorf("agent: another netagent (%s) already serves --etcd-prefix %s in this network namespace: stop it first (two agents of one instance would take the lease from each other)", holder, p)
 }

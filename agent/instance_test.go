@@ -15,6 +15,11 @@ func TestInstanceNaming(t *testing.T) {
 	if id := InstanceID(DefaultEtcdPrefix + "/"); id != "" {
 		t.Errorf("default prefix with a trailing slash: id %q, want empty", id)
 	}
+	// flannel's packages on Atomic, Fedora and CentOS use /atomic.io/network:
+	// a host switched from them keeps flannel's names, chains included.
+	if id := InstanceID("/atomic.io/network/"); id != "" || ProbePortFor("/atomic.io/network") != 8473 || StatusSocketFor("/atomic.io/network") != DefaultStatusSocket {
+		t.Errorf("/atomic.io/network: id %q, port %d, socket %q; want the default instance's", id, ProbePortFor("/atomic.io/network"), StatusSocketFor("/atomic.io/network"))
+	}
 	a, b := InstanceID("/a/network"), InstanceID("/b/network")
 	if !regexp.MustCompile(`^[0-9a-f]{8}$`).MatchString(a) || a == b || InstanceID("/a/network/") != a {
 		t.Errorf("ids %q %q (%q with a slash): want 8 hex digits, distinct, slash-insensitive", a, b, InstanceID("/a/network/"))
