@@ -6,10 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 
@@ -129,7 +127,13 @@ func lockInstance(prefix string) (*instanceLock, error) {
 		holder = fmt.Sprintf("process %d", pid)
 	}
 	if defaultPrefixes[p] {
-		return nil, fmt.Errorf("agent: another netagent (%s) already serves a default instance (--etcd-prefix %s) in this network namespace: stop it first; two agents of one instance would take the lease from each other, and a second network on this host needs a prefix of its own", holder, strings.Join(slices.Sorted(maps.Keys(defaultPrefixes)), " or "))
+		var other []string
+		for q := range defaultPrefixes {
+			if q != p {
+				other = append(other, q)
+			}
+		}
+		return nil, fmt.Errorf("agent: another netagent (%s) already serves --etcd-prefix %s (or %s, which shares its names) in this network namespace: stop it first (two agents of one instance would take the lease from each other; a second network on this host needs a prefix of its own)", holder, p, strings.Join(other, ", "))
 	}
 	return nil, fmt.Errorf("agent: another netagent (%s) already serves --etcd-prefix %s in this network namespace: stop it first (two agents of one instance would take the lease from each other)", holder, p)
 }
