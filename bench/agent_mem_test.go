@@ -31,11 +31,37 @@ const agentMemEnv = "NETAGENT_BENCH_MEM_DIR"
 // agentMemProfileRate is the child's runtime.MemProfileRate.
 const agentMemProfileRate = 4096
 
+// agentCPUEnv, set to 1 with agentMemEnv, makes the child profile its CPU
+// at 1 kHz from this package's init (every package it imports has been
+// initialised) to the first SIGUSR1, and write the profile to cpu.pprof
+// in agentMemEnv's directory, then done-cpu, instead of snapshot 1.
+const agentCPUEnv = "NETAGENT_BENCH_CPU"
+
+// agentCPU is the child's CPU profile file while it runs.
+var agentCPU *os.File
+
 func init() {
 	if dir := os.Getenv(agentMemEnv); dir != "" {
-		// Every 4 kB allocated is sampled instead of every 512 kB: the
-		// profile of a 20 MB heap is otherwise a few dozen samples.
-		runtime.MemProfileRate = agentMemProfileRate
+		if os.Getenv(agentCPUEnv) == "1" {
+			// Set before StartCPUProfile, which then keeps this rate
+			// (and prints that it cannot change it).
+			runtime.SetCPUProfileRate(1000)
+			f, err := os.Create(filepath.Join(dir, "cpu.pprof"))
+			if err == nil {
+				err = pprof.StartCPUProfile(f)
+			}
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "cpu profile: %v\n", err)
+				os.Exit(2)
+			}
+			agentCPU = f
+		} else {
+			// Every 4 kB allocated is sampled instead of every 512 kB:
+			// the profile of a 20 MB heap is otherwise a few dozen
+			// samples. (Not when profiling the CPU, which it would
+			// inflate.)
+			runtime.MemProfileRate = agentMemProfileRate
+		}
 		os.Exit(agentMemChild(dir, os.Args[1:]))
 	}
 }
@@ -96,6 +122,14 @@ func agentMemChild(dir string, args []string) int {
 	usr := make(chan os.Signal, 1)
 	signal.Notify(usr, syscall.SIGUSR1)
 	go func() {
+		if agentCPU != nil {
+			<-usr
+			pprof.StopCPUProfile()
+			if err := agentCPU.Close(); err != nil {
+				fmt.Fprintf(os.Stderr, "cpu profile: %v\n", err)
+			}
+			os.WriteFile(filepath.Join(dir, "done-cpu"), nil, 0o644)
+		}
 		for n := 1; ; n++ {
 			<-usr
 			if err := agentMemWrite(dir, n); err != nil {

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -151,4 +153,115 @@ func agentStartLog(path string, t0 time.Time) (map[string]time.Duration, string,
 		}
 	}
 	return out, subnet, retries, sc.Err()
+}
+
+// BenchmarkAgentStartCPU: where an agent's CPU goes from the end of its
+// package initialisation to its lease, on an empty network. Each
+// iteration starts the agent (agent.New(...).Run in this test binary,
+// re-executed in a lab host's namespace, as BenchmarkAgentMemory does)
+// with a 1 kHz CPU profile, one after another on the hosts of one lab,
+// and stops the profile when the agent logs "lease acquired"; the
+// profiles are kept in NETAGENT_BENCH_MEM_KEEP/start-cpu (merge them with
+// `go tool pprof -top DIR/*/cpu.pprof`). Reported: the agent's whole CPU
+// at its lease (the profile shows the part after package init), and,
+// run in the same namespace just before it, the CPU of `ip netns exec NS
+// /bin/true` and of `ip netns exec NS netagent version` (Go runtime,
+// package init, exit).
+func BenchmarkAgentStartCPU(b *testing.B) {
+	const hosts = 10
+	b.Logf("load average before: %s", agentLoad())
+	keep := os.Getenv("NETAGENT_BENCH_MEM_KEEP")
+	if keep == "" {
+		keep = b.TempDir()
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total time.Duration
+	var execCPU [2]time.Duration
+	n := 0
+	for n < b.N {
+		al, closeLab := newAgentLab(b, hosts, agentConfig)
+		for _, h := range al.lab.Hosts() {
+			if n == b.N {
+				break
+			}
+			n++
+			// What exec costs before the agent's code: `ip netns exec`
+			// alone, and with netagent's Go runtime and package init.
+			for k, argv := range [][]string{{"/bin/true"}, {al.bins["./cmd/netagent"], "version"}} {
+				c0, err := agentChildrenCPU()
+				if err != nil {
+					b.Fatal(err)
+				}
+				p, err := al.lab.StartProcess(h.NS, nil, argv...)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := p.Wait(al.ctx); err != nil {
+					b.Fatalf("%v: %v", argv, err)
+				}
+				c1, err := agentChildrenCPU()
+				if err != nil {
+					b.Fatal(err)
+				}
+				execCPU[k] += c1 - c0
+			}
+			dir := filepath.Join(keep, "start-cpu", fmt.Sprint(n))
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				b.Fatal(err)
+			}
+			t0 := time.Now()
+			p, err := al.lab.StartProcess(h.NS, []string{agentMemEnv + "=" + dir, agentCPUEnv + "=1"}, exe,
+				strings.Join(al.lab.EtcdEndpoints(), ","), h.SubnetFile(),
+				filepath.Join(h.Dir, "docker"), agentStatusSocket(h))
+			if err != nil {
+				b.Fatal(err)
+			}
+			for {
+				select {
+				case <-p.Done():
+					b.Fatalf("agent exited:\n%s", p.Tail(2000))
+				case <-time.After(5 * time.Millisecond):
+				}
+				if time.Since(t0) > agentColdStartTimeout {
+					b.Fatalf("no lease after %v:\n%s", agentColdStartTimeout, p.Tail(2000))
+				}
+				ms, _, _, err := agentStartLog(p.LogPath, t0)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, ok := ms["lease acquired"]; ok {
+					break
+				}
+			}
+			if err := p.Signal(syscall.SIGUSR1); err != nil {
+				b.Fatal(err)
+			}
+			cpu, err := agentProcCPU(p.PID())
+			if err != nil {
+				b.Fatal(err)
+			}
+			total += cpu
+			for {
+				if _, err := os.Stat(filepath.Join(dir, "done-cpu")); err == nil {
+					break
+				}
+				select {
+				case <-p.Done():
+					b.Fatalf("agent exited before its profile:\n%s", p.Tail(2000))
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+			if err := p.Stop(5 * time.Second); err != nil {
+				b.Logf("stop agent %d: %v", n, err)
+			}
+		}
+		closeLab()
+	}
+	b.Logf("profiles in %s; load average after: %s", filepath.Join(keep, "start-cpu"), agentLoad())
+	b.ReportMetric(float64(total)/1e6/float64(b.N), "ms-cpu-at-lease")
+	b.ReportMetric(float64(execCPU[0])/1e6/float64(b.N), "ms-cpu-netns-exec-true")
+	b.ReportMetric(float64(execCPU[1])/1e6/float64(b.N), "ms-cpu-netns-exec-version")
 }
