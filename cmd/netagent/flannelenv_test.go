@@ -75,12 +75,7 @@ func TestAtomicSysconfig(t *testing.T) {
 }
 
 func TestFlannelPackagingEnvDetails(t *testing.T) {
-	tests := []struct {
-		name  string
-		args  []string
-		env   map[string]string
-		check func(t *testing.T, o *optsView)
-	}{
+	tests := []parseCase{
 		{
 			name: "old names of older packages",
 			env:  map[string]string{"FLANNEL_ETCD": "http://10.0.0.10:2379", "FLANNEL_ETCD_KEY": "/atomic.io/network"},
@@ -121,16 +116,7 @@ func TestFlannelPackagingEnvDetails(t *testing.T) {
 			},
 		},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			getenv, environ := envFrom(tt.env)
-			o, _, err := parseRun(tt.args, getenv, environ, &bytes.Buffer{})
-			if err != nil {
-				t.Fatalf("parseRun: %v", err)
-			}
-			tt.check(t, &optsView{o})
-		})
-	}
+	runParseCases(t, tests)
 }
 
 func TestFlannelOptionsErrors(t *testing.T) {

@@ -20,13 +20,32 @@ func envFrom(m map[string]string) (func(string) string, []string) {
 	return func(k string) string { return m[k] }, environ
 }
 
+// parseCase is a command line and environment for parseRun, and what the
+// options must then hold.
+type parseCase struct {
+	name  string
+	args  []string
+	env   map[string]string
+	check func(t *testing.T, o *optsView)
+}
+
+// runParseCases runs parseRun on each case and its check on the options.
+func runParseCases(t *testing.T, tests []parseCase) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			getenv, environ := envFrom(tt.env)
+			o, _, err := parseRun(tt.args, getenv, environ, &bytes.Buffer{})
+			if err != nil {
+				t.Fatalf("parseRun: %v", err)
+			}
+			tt.check(t, &optsView{o})
+		})
+	}
+}
+
 func TestParseRun(t *testing.T) {
-	tests := []struct {
-		name  string
-		args  []string
-		env   map[string]string
-		check func(t *testing.T, o *optsView)
-	}{
+	tests := []parseCase{
 		{
 			name: "defaults",
 			check: func(t *testing.T, o *optsView) {
@@ -85,16 +104,7 @@ func TestParseRun(t *testing.T) {
 			},
 		},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			getenv, environ := envFrom(tt.env)
-			o, _, err := parseRun(tt.args, getenv, environ, &bytes.Buffer{})
-			if err != nil {
-				t.Fatalf("parseRun: %v", err)
-			}
-			tt.check(t, &optsView{o})
-		})
-	}
+	runParseCases(t, tests)
 }
 
 func TestParseRunErrors(t *testing.T) {
