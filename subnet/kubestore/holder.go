@@ -157,8 +157,10 @@ func (h *Holder) acquire(ctx context.Context) (lease.Lease, error) {
 		case err != nil:
 			h.s.stats.patchFailures.Add(1)
 			h.s.log.Warn("cannot publish the lease in the Node's annotations: retrying", "node", h.s.nodeName, "err", err)
-			if err := sleep(ctx, bo.Next()); err != nil {
-				return lease.Lease{}, err
+			select {
+			case <-time.After(bo.Next()):
+			case <-ctx.Done():
+				return lease.Lease{}, ctx.Err()
 			}
 			continue
 		}
@@ -279,9 +281,9 @@ func (h *Holder) run(ctx context.Context) {
 			if err != nil && ctx.Err() == nil {
 				h.s.stats.patchFailures.Add(1)
 				h.s.log.Warn("cannot publish the lease in the Node's annotations: retrying", "node", h.s.nodeName, "err", err)
-				if sleep(ctx, bo.Next()) == nil {
-					h.poke()
-				}
+				// Look again after a pause (or when the Node changes
+				// first); a poke after the Holder stopped is harmless.
+				time.AfterFunc(bo.Next(), h.poke)
 			}
 			continue
 		}
@@ -311,16 +313,4 @@ func (h *Holder) set(l lease.Lease) {
 	default:
 	}
 	h.changes <- l
-}
-
-// sleep waits for d or until ctx is done, returning ctx's error then.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
