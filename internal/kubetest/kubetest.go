@@ -177,6 +177,7 @@ func (c *Cluster) startAPIServer(t testing.TB) {
 		t.Fatalf("kubetest: %v", err)
 	}
 	c.api = api
+	start := time.Now()
 	cs := c.Client(t, AdminUser)
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
@@ -192,6 +193,7 @@ func (c *Cluster) startAPIServer(t testing.TB) {
 	if err != nil {
 		t.Fatalf("kubetest: kube-apiserver not ready: %v\n%s", err, api.tail(4096))
 	}
+	t.Logf("kubetest: kube-apiserver (pid %d) ready in %v", c.PID(), time.Since(start).Round(10*time.Millisecond))
 }
 
 // PID is the API server's process ID.
