@@ -301,7 +301,7 @@ func (e *Engine) removeOps(s netip.Prefix, a *applied, next *peer) []op {
 	}
 	if !stillVXLAN || !macEqual(a.mac, next.mac) {
 		// The MAC may have moved to another peer meanwhile: leave it.
-		if owner, ok := e.byMAC[[6]byte(a.mac)]; !ok || owner == s {
+		if owner, ok := e.fdbOwner([6]byte(a.mac)); !ok || owner == s {
 			ops = append(ops, op{kind: kindFDB, del: true, peer: s, neigh: fdbEntry(a.devIndex, a.mac, a.publicIP)})
 		}
 	}

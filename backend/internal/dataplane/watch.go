@@ -280,7 +280,7 @@ func (e *Engine) wantsNeigh(n notification) bool {
 		if len(nb.HardwareAddr) != 6 {
 			return false
 		}
-		s, wanted := e.byMAC[[6]byte(nb.HardwareAddr)]
+		s, wanted := e.fdbOwner([6]byte(nb.HardwareAddr))
 		if !wanted {
 			return !n.del && nb.State == netlink.NUD_PERMANENT && nb.IP != nil && nb.HardwareAddr[0]&1 == 0
 		}
