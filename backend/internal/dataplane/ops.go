@@ -308,9 +308,20 @@ func (e *Engine) removeOps(s netip.Prefix, a *applied, next *peer) []op {
 	return ops
 }
 
-// settle records the outcome of programming p; e.mu is held.
+// settle records the outcome of programming p; e.mu is held. Status's
+// peers are built again only when what they show changed: a resync pass
+// that finds everything in place leaves them (and whoever compares them,
+// the probers' peer lists) as they were.
 func (e *Engine) settle(p *peer, err error) {
-	e.peersGen++
+	shown := struct {
+		programmed bool
+		lastErr    string
+	}{p.programmed, p.lastErr}
+	defer func() {
+		if p.programmed != shown.programmed || p.lastErr != shown.lastErr {
+			e.peersGen++
+		}
+	}()
 	switch {
 	case err != nil:
 		p.programmed = false
