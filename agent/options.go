@@ -27,11 +27,12 @@ const (
 	DefaultRenewMargin    = time.Hour
 	DefaultResync         = 30 * time.Second
 	// DefaultMemoryLimit is Options.MemoryLimit when nothing sets it:
-	// above what an agent with 5,000 peers holds live plus what a resync
-	// pass allocates (bench/README.md, "Agent memory and start"), so that
-	// the collector holds the heap near the limit instead of at twice the
-	// live heap, and rarely runs more often than GOGC alone makes it.
-	DefaultMemoryLimit = 24 << 20
+	// above what an agent with 5,000 peers holds live, with its stacks
+	// and the runtime's metadata, plus what a cold start or a resync
+	// pass allocates on top (bench/README.md, "Agent memory and start"),
+	// so that the collector holds the heap near the limit instead of at
+	// twice the live heap without running much more often.
+	DefaultMemoryLimit = 32 << 20
 )
 
 // EtcdOptions say how to reach the cluster store.
@@ -108,6 +109,11 @@ type Options struct {
 	// --memory-limit); 0 leaves the runtime's own: GOMEMLIMIT's, or none.
 	// The limit is the process's: Agent.Run does not apply it.
 	MemoryLimit int64
+	// MemoryLimitFloor makes MemoryLimit a floor that `netagent run`
+	// raises to twice the live heap when that is more, so that a larger
+	// cluster than the default was set for does not make the collector
+	// run continuously: so for the default, not for a limit given.
+	MemoryLimitFloor bool
 }
 
 // Values of Options.TxCsumOffload (--vxlan-tx-csum-offload).
@@ -136,13 +142,14 @@ func DefaultOptions() *Options {
 		StatusSocket:   DefaultStatusSocket,
 		HealthzIP:      netip.IPv4Unspecified(),
 
-		Probe:           true,
-		ProbeInterval:   probe.DefaultInterval,
-		ProbeRate:       probe.DefaultRate,
-		ProbePort:       probe.DefaultPort,
-		TxCsumOffload:   OffloadAuto,
-		AutoCsumOffload: true,
-		MemoryLimit:     DefaultMemoryLimit,
+		Probe:            true,
+		ProbeInterval:    probe.DefaultInterval,
+		ProbeRate:        probe.DefaultRate,
+		ProbePort:        probe.DefaultPort,
+		TxCsumOffload:    OffloadAuto,
+		AutoCsumOffload:  true,
+		MemoryLimit:      DefaultMemoryLimit,
+		MemoryLimitFloor: true,
 	}
 }
 

@@ -116,7 +116,7 @@ func runAgent(ctx context.Context, backends backend.Kinds, args []string, getenv
 	for _, w := range warnings {
 		log.Warn(w)
 	}
-	applyMemoryLimit(log, opts.MemoryLimit)
+	applyMemoryLimit(ctx, log, opts.MemoryLimit, opts.MemoryLimitFloor)
 	return agent.New(opts, log, backends).Run(ctx)
 }
 

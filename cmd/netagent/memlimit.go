@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // The agent's memory limit (--memory-limit, NETAGENT_MEMORY_LIMIT): the Go
@@ -18,7 +21,8 @@ import (
 // kernel to stay under it. A limit below what is live makes the collector
 // run continuously, capped by the runtime at about half the CPU, and the
 // memory still grows past it: the default (agent.DefaultMemoryLimit) is
-// set above what the agent holds with 5,000 peers. GOMEMLIMIT in the
+// set above what the agent holds with 5,000 peers, and follows the live
+// heap up in a larger cluster (keepMemoryLimit). GOMEMLIMIT in the
 // environment, when the flag is not given, is the runtime's own, read
 // before main, and is kept.
 
@@ -88,8 +92,11 @@ func formatMemoryLimit(n int64) string {
 }
 
 // applyMemoryLimit sets the process's memory limit to limit, unless it is
-// 0 (GOMEMLIMIT's, or none, stays), and logs the limit in force.
-func applyMemoryLimit(log *slog.Logger, limit int64) {
+// 0 (GOMEMLIMIT's, or none, stays), and logs the limit in force. With
+// floor (the default limit) keepMemoryLimit, run until ctx is done, raises
+// it with the live heap of a larger cluster; a limit given is kept as
+// given.
+func applyMemoryLimit(ctx context.Context, log *slog.Logger, limit int64, floor bool) {
 	from := "netagent"
 	if limit > 0 {
 		debug.SetMemoryLimit(limit)
@@ -97,4 +104,48 @@ func applyMemoryLimit(log *slog.Logger, limit int64) {
 		from = "GOMEMLIMIT"
 	}
 	log.Info("Go memory limit", "limit", formatMemoryLimit(debug.SetMemoryLimit(-1)), "set_by", from)
+	if limit > 0 && floor {
+		go keepMemoryLimit(ctx, log, limit)
+	}
+}
+
+// memoryLimitCheck is how often keepMemoryLimit looks at the live heap.
+const memoryLimitCheck = 10 * time.Second
+
+// keepMemoryLimit sets the memory limit to memoryLimitFor(floor, the live
+// heap) every memoryLimitCheck until ctx is done.
+func keepMemoryLimit(ctx context.Context, log *slog.Logger, floor int64) {
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	t := time.NewTicker(memoryLimitCheck)
+	defer t.Stop()
+	last := floor
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		metrics.Read(sample)
+		if sample[0].Value.Kind() != metrics.KindUint64 {
+			return
+		}
+		next := memoryLimitFor(floor, int64(sample[0].Value.Uint64()))
+		if next != last {
+			debug.SetMemoryLimit(next)
+			log.Debug("Go memory limit follows the live heap", "limit", formatMemoryLimit(next), "live_heap", sample[0].Value.Uint64())
+			last = next
+		}
+	}
+}
+
+// memoryLimitFor is the default limit for a live heap of live bytes: the
+// floor, or twice the live heap when that is more. A limit near the live
+// heap makes the collector run continuously; at twice the live heap it
+// runs about as often as GOGC=100 makes it (the limit also counts the
+// runtime's stacks and metadata), so a cluster larger than the floor was
+// set for costs memory, not CPU. Rounded up to MiB, so that small changes
+// of the live heap do not move it.
+func memoryLimitFor(floor, live int64) int64 {
+	want := (2*live + 1<<20 - 1) &^ (1<<20 - 1)
+	return max(floor, want)
 }

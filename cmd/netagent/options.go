@@ -209,9 +209,12 @@ func parseRun(args []string, getenv func(string) string, environ []string, out i
 	}
 	given := explicitFlags(fs, getenv)
 	instanceDefaults(o, given)
-	if !given["memory-limit"] && getenv("GOMEMLIMIT") != "" {
+	switch {
+	case given["memory-limit"]:
+		o.MemoryLimitFloor = false
+	case getenv("GOMEMLIMIT") != "":
 		// The runtime has read it before main.
-		o.MemoryLimit = 0
+		o.MemoryLimit, o.MemoryLimitFloor = 0, false
 	}
 	warnings = append(warnings, unknownEnv(fs, environ)...)
 	if err := readPasswordFile(&o.Etcd, passwordFile); err != nil {
