@@ -56,7 +56,7 @@ func (e *Engine) watch(ctx context.Context, out chan<- notification) error {
 			}), err
 		},
 		func(done <-chan struct{}, errc func(error)) (<-chan notification, error) {
-			ch := make(chan netlink.RouteUpdate, 1024)
+			ch := make(chan netlink.RouteUpdate, subscriptionQueue)
 			err := netlink.RouteSubscribeWithOptions(ch, done, netlink.RouteSubscribeOptions{
 				Namespace: nsp, ErrorCallback: errc, ReceiveBufferSize: rcvBuf, ReceiveBufferForceSize: true})
 			return forward(ch, func(u netlink.RouteUpdate) notification {
@@ -64,7 +64,7 @@ func (e *Engine) watch(ctx context.Context, out chan<- notification) error {
 			}), err
 		},
 		func(done <-chan struct{}, errc func(error)) (<-chan notification, error) {
-			ch := make(chan netlink.NeighUpdate, 1024)
+			ch := make(chan netlink.NeighUpdate, subscriptionQueue)
 			err := netlink.NeighSubscribeWithOptions(ch, done, netlink.NeighSubscribeOptions{
 				Namespace: nsp, ErrorCallback: errc, ReceiveBufferSize: rcvBuf, ReceiveBufferForceSize: true})
 			return forward(ch, func(u netlink.NeighUpdate) notification {
