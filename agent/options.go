@@ -26,13 +26,13 @@ const (
 	DefaultLeaseTTL       = 24 * time.Hour
 	DefaultRenewMargin    = time.Hour
 	DefaultResync         = 30 * time.Second
-	// DefaultMemoryLimit is Options.MemoryLimit when nothing sets it:
-	// above what an agent with 5,000 peers holds live, with its stacks
-	// and the runtime's metadata, plus what a cold start or a resync
-	// pass allocates on top (bench/README.md, "Agent memory and start"),
-	// so that the collector holds the heap near the limit instead of at
-	// twice the live heap without running much more often.
-	DefaultMemoryLimit = 32 << 20
+	// DefaultMemoryLimit is Options.MemoryLimit when nothing sets it, a
+	// floor (MemoryLimitFloor): above what an agent with 5,000 peers
+	// holds live with its stacks and the runtime's metadata, so that the
+	// collector holds the memory near it instead of letting the heap
+	// reach twice the live heap, without running much more often
+	// (bench/README.md, "Agent memory and start").
+	DefaultMemoryLimit = 28 << 20
 )
 
 // EtcdOptions say how to reach the cluster store.
@@ -110,9 +110,10 @@ type Options struct {
 	// The limit is the process's: Agent.Run does not apply it.
 	MemoryLimit int64
 	// MemoryLimitFloor makes MemoryLimit a floor that `netagent run`
-	// raises to twice the live heap when that is more, so that a larger
-	// cluster than the default was set for does not make the collector
-	// run continuously: so for the default, not for a limit given.
+	// raises with the live heap (to 1.5 times it and 8 MiB, when that is
+	// more), so that a cluster larger than the default was set for does
+	// not make the collector run continuously: so for the default, not
+	// for a limit given.
 	MemoryLimitFloor bool
 }
 

@@ -139,13 +139,19 @@ func keepMemoryLimit(ctx context.Context, log *slog.Logger, floor int64) {
 }
 
 // memoryLimitFor is the default limit for a live heap of live bytes: the
-// floor, or twice the live heap when that is more. A limit near the live
-// heap makes the collector run continuously; at twice the live heap it
-// runs about as often as GOGC=100 makes it (the limit also counts the
-// runtime's stacks and metadata), so a cluster larger than the floor was
-// set for costs memory, not CPU. Rounded up to MiB, so that small changes
-// of the live heap do not move it.
+// floor, or 1.5 times the live heap and 8 MiB when that is more. The limit
+// counts the runtime's stacks and metadata too (~7 MiB with 5,000 peers):
+// a limit near the live heap plus those makes the collector run
+// continuously, and one that leaves half the live heap free on top runs it
+// about as often as GOGC=50 does, so that a cluster larger than the floor
+// was set for costs memory, not CPU. Rounded up to MiB, so that small
+// changes of the live heap do not move it.
 func memoryLimitFor(floor, live int64) int64 {
-	want := (2*live + 1<<20 - 1) &^ (1<<20 - 1)
+	const mib = 1 << 20
+	want := (live + live/2 + memoryLimitOverhead + mib - 1) &^ (mib - 1)
 	return max(floor, want)
 }
+
+// memoryLimitOverhead is what memoryLimitFor allows for the runtime's
+// memory outside the heap.
+const memoryLimitOverhead = 8 << 20
