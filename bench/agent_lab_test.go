@@ -3,7 +3,9 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -49,14 +51,47 @@ func agentBinaries(b *testing.B) map[string]string {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
 		agentBin.bins, agentBin.err = lab.BuildBinaries(ctx, agentBin.dir,
-			"./cmd/netagent", "./cmd/netagent-lab", "./cni-plugin/netagent-cni",
+			"./cmd/netagent-lab", "./cni-plugin/netagent-cni",
 			"github.com/containernetworking/plugins/plugins/main/bridge",
 			"github.com/containernetworking/plugins/plugins/ipam/host-local")
+		if agentBin.err == nil {
+			agentBin.bins["./cmd/netagent"], agentBin.err = agentShippedBinary(ctx, agentBin.dir)
+		}
 	})
 	if agentBin.err != nil {
 		b.Fatalf("build: %v", agentBin.err)
 	}
 	return agentBin.bins
+}
+
+// agentBinaryEnv, set to the path of a netagent binary, makes the agent
+// benchmarks run it instead of the one they build: to compare builds
+// (another -buildmode, cgo) on the same benchmark.
+const agentBinaryEnv = "NETAGENT_BENCH_BINARY"
+
+// agentShippedBinary builds netagent into dir the way scripts/package.sh
+// builds the packaged binary (static, PIE, stripped): its resident pages
+// are part of the figures the memory benchmarks report. With
+// agentBinaryEnv set it returns that path instead.
+//
+// Equivalent to: `CGO_ENABLED=0 go build -trimpath -buildmode=pie
+// -ldflags "-s -w" -o DIR/netagent ./cmd/netagent`.
+func agentShippedBinary(ctx context.Context, dir string) (string, error) {
+	if p := os.Getenv(agentBinaryEnv); p != "" {
+		return p, nil
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "netagent")
+	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-buildmode=pie", "-ldflags", "-s -w",
+		"-o", bin, "github.com/netagent/netagent/cmd/netagent")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build netagent: %w\n%s", err, out)
+	}
+	return bin, nil
 }
 
 // agentLab is a lab with etcd running and the network config written.

@@ -2,6 +2,7 @@ package vxlan
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -432,6 +433,34 @@ func TestRepairs(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestRepairKeepsStatusPeers: a pass that repairs a peer's entry and leaves
+// every peer as it was shown (programmed, no error) does not build Status's
+// peers again: the agent's probers compare them after every pass, and
+// rebuilding 5,000 of them each resync was garbage for nothing.
+func TestRepairKeepsStatusPeers(t *testing.T) {
+	e := newEnv(t)
+	r := e.startWithPeerB(t)
+	var before backend.Status
+	await.Eventually(t, settle, "peer B programmed", func() error {
+		before = r.Status()
+		if len(before.Peers) != 1 || !before.Peers[0].Programmed {
+			return fmt.Errorf("peers %+v", before.Peers)
+		}
+		return nil
+	})
+	e.a.Cmd(t, "ip", "neigh", "del", "10.5.2.0", "dev", "flannel.1")
+	await.Eventually(t, settle, "the neighbour's repair counted", func() error {
+		if n := r.Status().Counters.Repairs["neigh"]; n == 0 {
+			return errors.New("no neighbour repair counted")
+		}
+		return nil
+	})
+	after := r.Status()
+	if len(after.Peers) != 1 || &after.Peers[0] != &before.Peers[0] {
+		t.Errorf("Status's peers were built again by a pass that changed none of them: %+v", after.Peers)
+	}
 }
 
 func TestMACStableAcrossRestart(t *testing.T) {

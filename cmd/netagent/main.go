@@ -116,6 +116,7 @@ func runAgent(ctx context.Context, backends backend.Kinds, args []string, getenv
 	for _, w := range warnings {
 		log.Warn(w)
 	}
+	applyMemoryLimit(ctx, log, opts.MemoryLimit, opts.MemoryLimitFloor)
 	return agent.New(opts, log, backends).Run(ctx)
 }
 

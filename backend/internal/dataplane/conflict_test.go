@@ -221,3 +221,34 @@ func FuzzClaimsOrder(f *testing.F) {
 		}
 	})
 }
+
+// TestClaimsIndexesEmptyAfterRemoval: the lists by subnet and identity
+// hold each key once, a contested subnet or identity several, and nothing
+// is left of a subnet or identity once its last key is gone.
+func TestClaimsIndexesEmptyAfterRemoval(t *testing.T) {
+	c := newClaims()
+	keys := []*claim{
+		cl("a", 1, "10.5.2.0/24", "m1"), cl("b", 2, "10.5.2.0/24", "m2"),
+		cl("c", 3, "10.5.3.0/24", "m1"), cl("d", 4, "10.5.4.0/24", "m4"),
+	}
+	for _, x := range keys {
+		c.set(x)
+	}
+	// A key replaced by itself is still listed once.
+	c.set(cl("d", 4, "10.5.4.0/24", "m4"))
+	if n := len(c.bySubnet[netip.MustParsePrefix("10.5.2.0/24")]); n != 2 {
+		t.Fatalf("contested subnet lists %d claims, want 2", n)
+	}
+	if n := len(c.byIdent["m1"]); n != 2 {
+		t.Fatalf("contested identity lists %d claims, want 2", n)
+	}
+	if n := len(c.bySubnet[netip.MustParsePrefix("10.5.4.0/24")]); n != 1 {
+		t.Fatalf("subnet of a replaced key lists %d claims, want 1", n)
+	}
+	for _, x := range keys {
+		c.remove(x.key)
+	}
+	if len(c.byKey)+len(c.bySubnet)+len(c.byIdent) != 0 {
+		t.Fatalf("left after removing every key: %d keys, subnets %v, identities %v", len(c.byKey), c.bySubnet, c.byIdent)
+	}
+}

@@ -137,6 +137,10 @@ func foreignConflict(desc string) error {
 // noteConflicts logs, once per conflict, the peers whose prefix a foreign
 // route holds, and when a conflict ends; e.mu is held.
 func (e *Engine) noteConflicts(found map[netip.Prefix]string) {
+	if !maps.Equal(found, e.conflicts) {
+		// Status shows them.
+		e.peersGen++
+	}
 	for s, desc := range found {
 		if e.conflicts[s] != desc {
 			e.counters.ForeignRoutes++

@@ -56,7 +56,7 @@ func (e *Engine) watch(ctx context.Context, out chan<- notification) error {
 			}), err
 		},
 		func(done <-chan struct{}, errc func(error)) (<-chan notification, error) {
-			ch := make(chan netlink.RouteUpdate, 1024)
+			ch := make(chan netlink.RouteUpdate, subscriptionQueue)
 			err := netlink.RouteSubscribeWithOptions(ch, done, netlink.RouteSubscribeOptions{
 				Namespace: nsp, ErrorCallback: errc, ReceiveBufferSize: rcvBuf, ReceiveBufferForceSize: true})
 			return forward(ch, func(u netlink.RouteUpdate) notification {
@@ -64,7 +64,7 @@ func (e *Engine) watch(ctx context.Context, out chan<- notification) error {
 			}), err
 		},
 		func(done <-chan struct{}, errc func(error)) (<-chan notification, error) {
-			ch := make(chan netlink.NeighUpdate, 1024)
+			ch := make(chan netlink.NeighUpdate, subscriptionQueue)
 			err := netlink.NeighSubscribeWithOptions(ch, done, netlink.NeighSubscribeOptions{
 				Namespace: nsp, ErrorCallback: errc, ReceiveBufferSize: rcvBuf, ReceiveBufferForceSize: true})
 			return forward(ch, func(u netlink.NeighUpdate) notification {
@@ -280,7 +280,7 @@ func (e *Engine) wantsNeigh(n notification) bool {
 		if len(nb.HardwareAddr) != 6 {
 			return false
 		}
-		s, wanted := e.byMAC[[6]byte(nb.HardwareAddr)]
+		s, wanted := e.fdbOwner([6]byte(nb.HardwareAddr))
 		if !wanted {
 			return !n.del && nb.State == netlink.NUD_PERMANENT && nb.IP != nil && nb.HardwareAddr[0]&1 == 0
 		}
