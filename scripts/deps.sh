@@ -4,12 +4,14 @@
 set -euo pipefail
 # lintian: test/package_test.go checks the .deb with it.
 # docker.io (dockerd, containerd, runc), podman (with conmon and its CNI
-# backend), crun, containernetworking-plugins (the reference plugins
-# podman's CNI backend expects on a host) and busybox-static (the only
-# program of the containers' image: no registry is reachable):
-# test/docker_test.go, test/podman_test.go and `netagent-lab up --runtime`.
+# backend; the plugins it runs are the ones the tests build, so Debian's
+# containernetworking-plugins is not needed), runc and crun (podman's OCI
+# runtimes: the lab uses runc, which also works with hybrid cgroups) and
+# busybox-static (the only program of the containers' image: no registry
+# is reachable): test/docker_test.go, test/podman_test.go and
+# `netagent-lab up --runtime`.
 pkgs=(iproute2 iptables nftables iputils-ping iperf3 ethtool procps systemd lintian
-  util-linux docker.io podman crun runc containernetworking-plugins busybox-static)
+  util-linux docker.io podman crun runc busybox-static)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

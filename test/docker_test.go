@@ -127,7 +127,7 @@ func checkDockerHost(t *testing.T, c *cluster, d *lab.Docker, ctn *container, in
 	t.Helper()
 	h := d.Host
 	bip := netip.PrefixFrom(info.Subnet.Addr().Next(), info.Subnet.Bits())
-	if out := c.mustExec(h.NS, "ip", "-o", "-4", "addr", "show", "dev", "docker0"); !strings.Contains(out, " "+bip.String()+" ") {
+	if out := c.mustExec(h.NS, "ip", "-o", "-4", "addr", "show", "dev", "docker0"); !containsField(out, bip.String()) {
 		t.Errorf("%s: docker0 is %q, want %s (the lease's first address, --bip)", h.Name, strings.TrimSpace(out), bip)
 	}
 	if !info.Subnet.Contains(ctn.IP) || ctn.Gateway != bip.Addr() {
