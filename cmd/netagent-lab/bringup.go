@@ -34,7 +34,7 @@ func up(ctx context.Context, o *upOptions, bins map[string]string, binDir string
 		return err
 	}
 	st := &labState{
-		PID: os.Getpid(), StartedAt: start, Dir: o.dir, Backend: o.backend, IPv6: o.ipv6,
+		PID: os.Getpid(), StartedAt: start, Dir: o.dir, Backend: o.backend, Runtime: o.runtime, IPv6: o.ipv6,
 		Binaries: bins, BinDir: binDir,
 	}
 	if o.ipv6 != ipv6Only {
@@ -43,8 +43,8 @@ func up(ctx context.Context, o *upOptions, bins map[string]string, binDir string
 	if o.ipv6 != ipv6Off {
 		st.IPv6Network = o.ipv6Network
 	}
-	say("bringing up a lab in %s: %d hosts, backend %s, network %s, %d containers per host",
-		o.dir, o.hosts+o.routedHosts, o.backend, joinSet(st.Network, st.IPv6Network), o.containers)
+	say("bringing up a lab in %s: %d hosts, backend %s, network %s, %d containers per host (runtime %s)",
+		o.dir, o.hosts+o.routedHosts, o.backend, joinSet(st.Network, st.IPv6Network), o.containers, o.runtime)
 	l, err := lab.New(ctx, lab.Options{
 		Hosts: o.hosts, RoutedHosts: o.routedHosts, Dir: o.dir, LabBinary: bins["netagent-lab"],
 		IPv6: labIPv6(o.ipv6),
@@ -102,14 +102,22 @@ func up(ctx context.Context, o *upOptions, bins map[string]string, binDir string
 	say("agents up (%.1fs)", time.Since(t).Seconds())
 
 	t = time.Now()
-	if st.Containers, err = attachContainers(stepCtx, l, st, binDir, o.containers); err != nil {
+	how := "attached through netagent-cni"
+	switch o.runtime {
+	case runtimeDocker, runtimePodman:
+		how = "run by " + o.runtime
+		st.Containers, err = runContainers(stepCtx, l, st, o.runtime, binDir, o.containers)
+	default:
+		st.Containers, err = attachContainers(stepCtx, l, st, binDir, o.containers)
+	}
+	if err != nil {
 		return upError(ctx, "containers", err)
 	}
 	for _, c := range st.Containers {
 		say("%s: %s on %s", c.Name, joinSet(c.IP, c.IPv6), c.Host)
 	}
-	if o.containers > 0 {
-		say("containers attached through netagent-cni (%.1fs)", time.Since(t).Seconds())
+	if o.containers > 0 || o.runtime != runtimeNone {
+		say("containers %s (%.1fs)", how, time.Since(t).Seconds())
 	}
 	st.Namespaces = l.Namespaces()
 	if err := st.write(); err != nil {

@@ -40,6 +40,9 @@ type labState struct {
 	Prefix  string `json:"prefix"`
 	Dir     string `json:"dir"`
 	Backend string `json:"backend"`
+	// Runtime runs the containers: "" or "none" for namespaces attached
+	// through netagent-cni, "docker" or "podman".
+	Runtime string `json:"runtime,omitempty"`
 	// Network is the IPv4 overlay ("" in an IPv6-only lab); IPv6 the
 	// --ipv6 mode (off, dual or only; "" reads as off) and IPv6Network the
 	// IPv6 overlay when it is not off.

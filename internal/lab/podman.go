@@ -23,7 +23,7 @@ const PodmanRuntime = "/usr/bin/runc"
 
 // podmanRunRoot holds the run roots of the lab's podmans, one directory
 // per host namespace.
-const podmanRunRoot = "/run/netagent-lab"
+const podmanRunRoot = "/run/netagent-podman"
 
 // ErrNoPodman is returned by NewPodman when podman or its OCI runtime is
 // missing.
