@@ -1,11 +1,11 @@
 package test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -46,7 +46,9 @@ func testDocker(t *testing.T, config string) {
 	engines := map[string]*lab.Docker{}
 	var ctns []*container
 	for _, h := range c.hosts() {
-		opts, err := lab.DockerNetworkOptions(filepath.Join(h.Dir, "docker"))
+		ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+		opts, err := lab.AwaitDockerNetworkOptions(ctx, h)
+		cancel()
 		if err != nil {
 			t.Fatal(err)
 		}

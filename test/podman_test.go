@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -47,6 +48,10 @@ func TestPodman(t *testing.T) {
 			t.Errorf("%s: podman container has %s, outside the lease %s", h.Name, lc.Addr, infos[h.Name].Subnet)
 		}
 		ctns = append(ctns, &container{Container: lc, IP: lc.Addr.Addr(), IP4: lc.Addr.Addr()})
+		// libcni's cache of the result is the host's own.
+		if n := len(fileNames(t, filepath.Join(p.Dir, "cni-cache", "results"))); n != 1 {
+			t.Errorf("%s: %d CNI results in the host's own cache, want 1 (its container's)", h.Name, n)
+		}
 	}
 	c.pingMatrix(ctns)
 	if t.Failed() {
@@ -84,6 +89,28 @@ func TestPodman(t *testing.T) {
 	if hasIPAMFile(t, ipam, p1.IP) {
 		t.Errorf("host-local's store %s still holds %s after podman rm", ipam, p1.IP)
 	}
+	if n := len(fileNames(t, filepath.Join(engines[h1.Name].Dir, "cni-cache", "results"))); n != 0 {
+		t.Errorf("%s: %d CNI results left in the host's cache after podman rm", h1.Name, n)
+	}
+}
+
+// fileNames returns the names of the files (not directories) under dir.
+func fileNames(t *testing.T, dir string) []string {
+	t.Helper()
+	var names []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			names = append(names, d.Name())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", dir, err)
+	}
+	return names
 }
 
 // podmanConflist is cniConf for podman 4.3, whose libcni knows CNI
@@ -107,27 +134,11 @@ func podmanConflist(t *testing.T, h *lab.Host) []byte {
 // reservation file of ip (named by the address).
 func hasIPAMFile(t *testing.T, dir string, ip netip.Addr) bool {
 	t.Helper()
-	found := false
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		found = found || (!d.IsDir() && d.Name() == ip.String())
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("host-local's store: %v", err)
-	}
-	return found
+	return slices.Contains(fileNames(t, dir), ip.String())
 }
 
 // containsField reports whether the whitespace-separated text s has the
 // field f.
 func containsField(s, f string) bool {
-	for _, x := range strings.Fields(s) {
-		if x == f {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(strings.Fields(s), f)
 }

@@ -196,7 +196,7 @@ func startAgents(ctx context.Context, l *lab.Lab, st *labState, netagentBin stri
 		p, err := l.StartProcess(h.NS, nil, netagentBin, "run",
 			"--etcd-endpoints="+strings.Join(l.EtcdEndpoints(), ","),
 			"--subnet-file="+h.SubnetFile(),
-			"--docker-opts-file="+filepath.Join(h.Dir, "docker"),
+			"--docker-opts-file="+h.DockerOptsFile(),
 			"--status-socket="+hs.StatusSocket,
 			"--ip-masq",
 		)
@@ -243,44 +243,46 @@ func startAgents(ctx context.Context, l *lab.Lab, st *labState, netagentBin stri
 // attaches each through the host's CNI chain; hosts in parallel, the
 // containers of one host one after the other.
 func attachContainers(ctx context.Context, l *lab.Lab, st *labState, binDir string, n int) ([]containerState, error) {
-	hosts := l.Hosts()
+	return eachHost(l.Hosts(), func(i int, h *lab.Host) (out []containerState, _ error) {
+		a, err := newAttacher(h, binDir, st.Hosts[i].StatusSocket)
+		if err != nil {
+			return nil, err
+		}
+		for k := 1; k <= n; k++ {
+			c, err := l.AddContainerNS(ctx, h, fmt.Sprintf("c%d", k))
+			if err != nil {
+				return out, err
+			}
+			addrs, err := a.add(ctx, c)
+			if err != nil {
+				return out, fmt.Errorf("%s: %w", h.Name, err)
+			}
+			cs := containerState{Name: h.Name + "-" + c.Name, NS: c.NS, Host: h.Name}
+			for _, f := range st.families() {
+				p, ok := addrs[f]
+				if !ok {
+					return out, fmt.Errorf("%s: CNI ADD of %s: no %s address in the result", h.Name, c.NS, f)
+				}
+				if f == ipv6 {
+					cs.IPv6 = p.Addr().String()
+				} else {
+					cs.IP = p.Addr().String()
+				}
+			}
+			out = append(out, cs)
+		}
+		return out, nil
+	})
+}
+
+// eachHost runs f for every host (i its index) in parallel, and returns
+// the containers of every host, h1's first, and their errors joined.
+func eachHost(hosts []*lab.Host, f func(i int, h *lab.Host) ([]containerState, error)) ([]containerState, error) {
 	perHost := make([][]containerState, len(hosts))
 	errs := make([]error, len(hosts))
 	var wg sync.WaitGroup
 	for i, h := range hosts {
-		wg.Go(func() {
-			a, err := newAttacher(h, binDir, st.Hosts[i].StatusSocket)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			for k := 1; k <= n; k++ {
-				c, err := l.AddContainerNS(ctx, h, fmt.Sprintf("c%d", k))
-				if err != nil {
-					errs[i] = err
-					return
-				}
-				addrs, err := a.add(ctx, c)
-				if err != nil {
-					errs[i] = fmt.Errorf("%s: %w", h.Name, err)
-					return
-				}
-				cs := containerState{Name: h.Name + "-" + c.Name, NS: c.NS, Host: h.Name}
-				for _, f := range st.families() {
-					p, ok := addrs[f]
-					if !ok {
-						errs[i] = fmt.Errorf("%s: CNI ADD of %s: no %s address in the result", h.Name, c.NS, f)
-						return
-					}
-					if f == ipv6 {
-						cs.IPv6 = p.Addr().String()
-					} else {
-						cs.IP = p.Addr().String()
-					}
-				}
-				perHost[i] = append(perHost[i], cs)
-			}
-		})
+		wg.Go(func() { perHost[i], errs[i] = f(i, h) })
 	}
 	wg.Wait()
 	var all []containerState

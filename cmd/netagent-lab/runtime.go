@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"path/filepath"
-	"sync"
 
 	"github.com/netagent/netagent/internal/lab"
 )
@@ -28,35 +25,20 @@ const (
 // Each container's network namespace is a lab namespace (HOSTNS-cK), so
 // exec, status and the ping matrix reach it as they reach the others.
 func runContainers(ctx context.Context, l *lab.Lab, st *labState, runtime, binDir string, n int) ([]containerState, error) {
-	hosts := l.Hosts()
-	perHost := make([][]containerState, len(hosts))
-	errs := make([]error, len(hosts))
-	var wg sync.WaitGroup
-	for i, h := range hosts {
-		wg.Go(func() {
-			run, err := startRuntime(ctx, l, h, runtime, binDir, st.Hosts[i].StatusSocket)
+	return eachHost(l.Hosts(), func(i int, h *lab.Host) (out []containerState, _ error) {
+		run, err := startRuntime(ctx, l, h, runtime, binDir, st.Hosts[i].StatusSocket)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", h.Name, err)
+		}
+		for k := 1; k <= n; k++ {
+			c, err := run(ctx, fmt.Sprintf("c%d", k))
 			if err != nil {
-				errs[i] = fmt.Errorf("%s: %w", h.Name, err)
-				return
+				return out, fmt.Errorf("%s: %w", h.Name, err)
 			}
-			for k := 1; k <= n; k++ {
-				c, err := run(ctx, fmt.Sprintf("c%d", k))
-				if err != nil {
-					errs[i] = fmt.Errorf("%s: %w", h.Name, err)
-					return
-				}
-				perHost[i] = append(perHost[i], containerState{
-					Name: h.Name + "-" + c.Name, NS: c.NS, Host: h.Name, IP: c.Addr.Addr().String(),
-				})
-			}
-		})
-	}
-	wg.Wait()
-	var all []containerState
-	for _, cs := range perHost {
-		all = append(all, cs...)
-	}
-	return all, errors.Join(errs...)
+			out = append(out, containerState{Name: h.Name + "-" + c.Name, NS: c.NS, Host: h.Name, IP: c.Addr.Addr().String()})
+		}
+		return out, nil
+	})
 }
 
 // startRuntime starts runtime on host h and returns its function that
@@ -64,7 +46,7 @@ func runContainers(ctx context.Context, l *lab.Lab, st *labState, runtime, binDi
 func startRuntime(ctx context.Context, l *lab.Lab, h *lab.Host, runtime, binDir, statusSocket string) (func(context.Context, string) (*lab.Container, error), error) {
 	switch runtime {
 	case runtimeDocker:
-		opts, err := lab.DockerNetworkOptions(filepath.Join(h.Dir, "docker"))
+		opts, err := lab.AwaitDockerNetworkOptions(ctx, h)
 		if err != nil {
 			return nil, err
 		}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -80,6 +79,25 @@ func DockerNetworkOptions(path string) ([]string, error) {
 		return strings.Fields(v), nil
 	}
 	return nil, fmt.Errorf("lab: %s has no DOCKER_NETWORK_OPTIONS", path)
+}
+
+// DockerOptsFile is where the host's agent should write its Docker
+// options file (`--docker-opts-file`).
+func (h *Host) DockerOptsFile() string { return filepath.Join(h.Dir, "docker") }
+
+// AwaitDockerNetworkOptions waits until host h's agent has written its
+// Docker options file at h.DockerOptsFile() (after its subnet file), and
+// returns $DOCKER_NETWORK_OPTIONS.
+func AwaitDockerNetworkOptions(ctx context.Context, h *Host) ([]string, error) {
+	var opts []string
+	err := await.Poll(ctx, 100*time.Millisecond, func() (err error) {
+		opts, err = DockerNetworkOptions(h.DockerOptsFile())
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lab: waiting for %s's Docker options: %w", h.Name, err)
+	}
+	return opts, nil
 }
 
 // StartDocker starts a Docker engine in host h's network namespace with
@@ -285,33 +303,7 @@ func (d *Docker) Run(ctx context.Context, name string) (*Container, error) {
 	if err != nil {
 		return nil, errors.Join(err, d.rm(ctx, name))
 	}
-	pid, addr, gw, err := parseInspect(string(out))
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("lab: docker inspect %s on %s: %w", name, d.Host.Name, err), d.rm(ctx, name))
-	}
-	c, err := d.l.adoptContainer(ctx, d.Host, name, pid, addr, gw)
-	if err != nil {
-		return nil, errors.Join(err, d.rm(ctx, name))
-	}
-	return c, nil
-}
-
-// parseInspect reads "PID ADDR/LEN GATEWAY".
-func parseInspect(s string) (pid int, addr netip.Prefix, gw netip.Addr, err error) {
-	f := strings.Fields(s)
-	if len(f) != 3 {
-		return 0, addr, gw, fmt.Errorf("want PID ADDRESS/LEN GATEWAY, got %q", s)
-	}
-	if pid, err = strconv.Atoi(f[0]); err != nil || pid <= 0 {
-		return 0, addr, gw, fmt.Errorf("container not running: pid %q", f[0])
-	}
-	if addr, err = netip.ParsePrefix(f[1]); err != nil {
-		return 0, addr, gw, err
-	}
-	if gw, err = netip.ParseAddr(f[2]); err != nil {
-		return 0, addr, gw, err
-	}
-	return pid, addr, gw, nil
+	return d.l.adoptInspected(ctx, d.Host, name, string(out), func() error { return d.rm(ctx, name) })
 }
 
 // Remove removes container c (killing it) and its lab namespace name.

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // podmanBin is Debian's podman (4.3, whose CNI backend the lab uses).
@@ -33,13 +35,11 @@ var ErrNoPodman = errors.New("lab: Podman needs " + podmanBin + " and " + Podman
 // the host's network is a conflist in Dir/net.d, whose plugins podman
 // runs from PluginDirs. Podman has no daemon: every command is started
 // in the host's network namespace (with nsenter, keeping the cgroup
-// mounts), with every path of its own under Dir (storage, run and tmp
-// directories, locks as files, the network configuration), so that the
-// podmans of several hosts never see each other's state. Two paths stay
-// the machine's: the named namespaces podman makes for its containers
-// (/run/netns/netns-*, removed with each container) and libcni's cache
-// (/var/lib/cni/results, one file per container ID), for which podman
-// 4.3 has no setting.
+// mounts) and in a mount namespace of the host's podman (see
+// makeMountNS), with every path of its own under Dir (storage, run and
+// tmp directories, locks as files, the network configuration, libcni's
+// cache), so that the podmans of several hosts never see each other's
+// state.
 type Podman struct {
 	Host *Host
 	// Dir holds podman's state and configuration.
@@ -87,10 +87,14 @@ func (l *Lab) NewPodman(ctx context.Context, h *Host, pluginDirs []string, confl
 		return nil, err
 	}
 	if err := l.onClose(p.close); err != nil {
-		return nil, errors.Join(err, os.RemoveAll(p.Dir))
+		return nil, errors.Join(err, os.RemoveAll(p.Dir), os.RemoveAll(p.RunDir))
 	}
-	// podman import reads the tar stream itself: it needs no namespace.
-	if err := importBusybox(ctx, p.env, append([]string{podmanBin}, append(p.globalFlags(), "import", "-", BusyboxImage)...)...); err != nil {
+	if err := p.makeMountNS(ctx); err != nil {
+		return nil, err
+	}
+	// podman import reads the tar stream itself: it needs no network
+	// namespace.
+	if err := importBusybox(ctx, p.env, append(p.argv(), "import", "-", BusyboxImage)...); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -152,13 +156,63 @@ func (p *Podman) globalFlags() []string {
 	}
 }
 
-// Command runs podman with args in the host's network namespace and
-// returns its combined output.
+// cniCacheDir is libcni's cache, where podman 4.3 keeps each
+// container's CNI result and cannot be told to keep it elsewhere.
+const cniCacheDir = "/var/lib/cni"
+
+// makeMountNS makes the mount namespace every podman command of the host
+// runs in: a slave of the machine's (mounts made there, such as the
+// namespace files podman binds in /run/netns for its containers, stay
+// there), where the host's own DIR/cni-cache is bound over
+// /var/lib/cni. The namespace is kept by a bind mount of it on
+// DIR/mnt/ns, on a private mount of DIR/mnt (unshare refuses a shared
+// one); Close unmounts both, which ends the namespace.
 //
-// Equivalent to: `nsenter --net=/run/netns/HOSTNS env
-// CONTAINERS_CONF=DIR/containers.conf podman --root DIR/root ... ARGS...`.
+// Equivalent to:
+//
+//	mount --bind DIR/mnt DIR/mnt; mount --make-private DIR/mnt; touch DIR/mnt/ns
+//	unshare --mount=DIR/mnt/ns --propagation slave mount --bind DIR/cni-cache /var/lib/cni
+func (p *Podman) makeMountNS(ctx context.Context) error {
+	mnt := p.path("mnt")
+	for _, d := range []string{mnt, p.path("cni-cache"), cniCacheDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("lab: %w", err)
+		}
+	}
+	if err := syscall.Mount(mnt, mnt, "", syscall.MS_BIND, ""); err != nil {
+		return fmt.Errorf("lab: mount --bind %s: %w", mnt, err)
+	}
+	if err := syscall.Mount("", mnt, "", syscall.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("lab: mount --make-private %s: %w", mnt, err)
+	}
+	if err := os.WriteFile(p.mountNS(), nil, 0o644); err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	argv := []string{"unshare", "--mount=" + p.mountNS(), "--propagation", "slave", "mount", "--bind", p.path("cni-cache"), cniCacheDir}
+	if out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput(); err != nil {
+		return fmt.Errorf("lab: %s: %w: %s", strings.Join(argv, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// mountNS is the file that keeps the host's podman mount namespace.
+func (p *Podman) mountNS() string { return p.path("mnt/ns") }
+
+// argv is podman's command line, in the host's mount namespace, with the
+// global flags.
+func (p *Podman) argv() []string {
+	return append([]string{"nsenter", "--mount=" + p.mountNS(), podmanBin}, p.globalFlags()...)
+}
+
+// Command runs podman with args in the host's network namespace and
+// podman's mount namespace (see makeMountNS), and returns its combined
+// output.
+//
+// Equivalent to: `nsenter --net=/run/netns/HOSTNS nsenter
+// --mount=DIR/mnt/ns env CONTAINERS_CONF=DIR/containers.conf podman
+// --root DIR/root ... ARGS...`.
 func (p *Podman) Command(ctx context.Context, args ...string) ([]byte, error) {
-	return p.l.ExecNsenter(ctx, p.Host.NS, p.env, append(append([]string{podmanBin}, p.globalFlags()...), args...)...)
+	return p.l.ExecNsenter(ctx, p.Host.NS, p.env, append(p.argv(), args...)...)
 }
 
 // Run starts a container of the lab's busybox image, named name, that
@@ -189,15 +243,7 @@ func (p *Podman) Run(ctx context.Context, name string) (*Container, error) {
 		p.mu.Unlock()
 		fields = fields[:n-1]
 	}
-	pid, addr, gw, err := parseInspect(strings.Join(fields, " "))
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("lab: podman inspect %s on %s: %w", name, p.Host.Name, err), p.rm(ctx, name))
-	}
-	c, err := p.l.adoptContainer(ctx, p.Host, name, pid, addr, gw)
-	if err != nil {
-		return nil, errors.Join(err, p.rm(ctx, name))
-	}
-	return c, nil
+	return p.l.adoptInspected(ctx, p.Host, name, strings.Join(fields, " "), func() error { return p.rm(ctx, name) })
 }
 
 // Remove removes container c (killing it at once), which detaches it

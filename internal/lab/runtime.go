@@ -150,6 +150,39 @@ func (l *Lab) adoptContainer(ctx context.Context, h *Host, name string, pid int,
 	return c, nil
 }
 
+// adoptInspected adopts the container name of host h whose runtime
+// described it as "PID ADDR/LEN GATEWAY" (see adoptContainer); on error
+// it removes the container with rm.
+func (l *Lab) adoptInspected(ctx context.Context, h *Host, name, inspect string, rm func() error) (*Container, error) {
+	pid, addr, gw, err := parseInspect(inspect)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("lab: inspecting container %s on %s: %w", name, h.Name, err), rm())
+	}
+	c, err := l.adoptContainer(ctx, h, name, pid, addr, gw)
+	if err != nil {
+		return nil, errors.Join(err, rm())
+	}
+	return c, nil
+}
+
+// parseInspect reads "PID ADDR/LEN GATEWAY".
+func parseInspect(s string) (pid int, addr netip.Prefix, gw netip.Addr, err error) {
+	f := strings.Fields(s)
+	if len(f) != 3 {
+		return 0, addr, gw, fmt.Errorf("want PID ADDRESS/LEN GATEWAY, got %q", s)
+	}
+	if pid, err = strconv.Atoi(f[0]); err != nil || pid <= 0 {
+		return 0, addr, gw, fmt.Errorf("container not running: pid %q", f[0])
+	}
+	if addr, err = netip.ParsePrefix(f[1]); err != nil {
+		return 0, addr, gw, err
+	}
+	if gw, err = netip.ParseAddr(f[2]); err != nil {
+		return 0, addr, gw, err
+	}
+	return pid, addr, gw, nil
+}
+
 // removeAdopted removes the name adoptContainer gave a container's
 // namespace, and kills what still runs in it (the container's processes:
 // its runtime failed to stop them).
