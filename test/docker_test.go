@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -37,8 +39,9 @@ func testDocker(t *testing.T, config string) {
 	requireRoot(t)
 	requirePrograms(t, "docker.io", "/usr/sbin/dockerd", "/usr/bin/containerd", lab.DockerCLI)
 	requireBusybox(t)
-	checkRootNamespaceUntouched(t)
+	watch := checkRootNamespaceUntouched(t)
 	c := newCluster(t, clusterOptions{Hosts: 3, Config: config})
+	watch(c.lab)
 	infos := c.startAll()
 	c.awaitReady()
 
@@ -189,13 +192,16 @@ func lossAcross(t *testing.T, c *cluster, from, to *container, what string, disr
 
 // checkRootNamespaceUntouched snapshots the firewall of the machine's
 // initial network namespace (read only) and, when the test is over (its
-// runtimes stopped, its lab closed), asserts that nothing changed there
-// and that no docker0 or cni0 appeared: a runtime programs only the host
-// namespace it was started in. It must be called before the cluster is
-// made, so that its check runs after the lab's Close.
-func checkRootNamespaceUntouched(t *testing.T) {
+// runtimes stopped, its lab closed), asserts that nothing changed there,
+// that no docker0 or cni0 appeared (a runtime programs only the host
+// namespace it was started in), and that nothing of the lab it is given
+// (the returned function) is left: no mount under the lab's directory, no
+// cgroup named after its namespaces. It must be called before the cluster
+// is made, so that its check runs after the lab's Close.
+func checkRootNamespaceUntouched(t *testing.T) (watch func(*lab.Lab)) {
 	t.Helper()
 	before := rootFirewall(t)
+	var prefix, dir string
 	t.Cleanup(func() {
 		if after := rootFirewall(t); after != before {
 			t.Errorf("the initial namespace's firewall changed:\nbefore:\n%s\nafter:\n%s", before, after)
@@ -205,7 +211,25 @@ func checkRootNamespaceUntouched(t *testing.T) {
 				t.Errorf("%s exists in the initial namespace", dev)
 			}
 		}
+		if prefix == "" {
+			return
+		}
+		mounts, err := os.ReadFile("/proc/self/mountinfo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(mounts), "\n") {
+			if strings.Contains(line, dir+"/") || strings.Contains(line, "/"+prefix+"-") {
+				t.Errorf("mount left behind: %s", line)
+			}
+		}
+		cgroups, _ := filepath.Glob("/sys/fs/cgroup/*/" + prefix + "-*")
+		more, _ := filepath.Glob("/sys/fs/cgroup/" + prefix + "-*")
+		if left := append(cgroups, more...); len(left) > 0 {
+			t.Errorf("cgroups left behind: %v", left)
+		}
 	})
+	return func(l *lab.Lab) { prefix, dir = l.Prefix(), l.Dir() }
 }
 
 // rootFirewall is the initial namespace's iptables and ip6tables rules
