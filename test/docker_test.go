@@ -36,14 +36,8 @@ func TestDocker(t *testing.T) {
 }
 
 func testDocker(t *testing.T, config string) {
-	requireRoot(t)
 	requirePrograms(t, "docker.io", "/usr/sbin/dockerd", "/usr/bin/containerd", lab.DockerCLI)
-	requireBusybox(t)
-	watch := checkRootNamespaceUntouched(t)
-	c := newCluster(t, clusterOptions{Hosts: 3, Config: config})
-	watch(c.lab)
-	infos := c.startAll()
-	c.awaitReady()
+	c, infos := newRuntimeCluster(t, 3, config)
 
 	start := time.Now()
 	engines := map[string]*lab.Docker{}
@@ -102,6 +96,22 @@ func testDocker(t *testing.T, config string) {
 		t.Errorf("%s's lease after the agent's restart is %s, was %s (docker0 keeps the old one)", h2.Name, info.Subnet, infos[h2.Name].Subnet)
 	}
 	c.pingMatrix(ctns)
+}
+
+// newRuntimeCluster is newCluster for the runtime tests, with every
+// agent started and ready: it skips without root or the containers'
+// busybox, and checks, once the lab is closed, that the initial namespace
+// is untouched and that nothing of the lab is left.
+func newRuntimeCluster(t *testing.T, hosts int, config string) (*cluster, map[string]subnetfile.Info) {
+	t.Helper()
+	requireRoot(t)
+	requireBusybox(t)
+	watch := checkRootNamespaceUntouched(t)
+	c := newCluster(t, clusterOptions{Hosts: hosts, Config: config})
+	watch(c.lab)
+	infos := c.startAll()
+	c.awaitReady()
+	return c, infos
 }
 
 // requirePrograms skips the test when one of programs, which the Debian

@@ -20,15 +20,9 @@ import (
 // store. Timings are logged as figures.
 func TestPodman(t *testing.T) {
 	t.Parallel()
-	requireRoot(t)
 	requirePrograms(t, "podman", "/usr/bin/podman")
 	requirePrograms(t, "runc", lab.PodmanRuntime)
-	requireBusybox(t)
-	watch := checkRootNamespaceUntouched(t)
-	c := newCluster(t, clusterOptions{Hosts: 2, Config: vxlanConfig})
-	watch(c.lab)
-	infos := c.startAll()
-	c.awaitReady()
+	c, infos := newRuntimeCluster(t, 2, vxlanConfig)
 	pluginDir := filepath.Dir(binaries(t)["./cni-plugin/netagent-cni"])
 
 	engines := map[string]*lab.Podman{}
