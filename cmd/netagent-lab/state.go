@@ -290,5 +290,8 @@ func removeLeftovers(ctx context.Context, s *labState) error {
 			errs = append(errs, fmt.Errorf("ip netns del %s: %w: %s", ns, err, bytes.TrimSpace(out)))
 		}
 	}
+	if s.Runtime != "" && s.Runtime != runtimeNone {
+		errs = append(errs, lab.RemoveRuntimeLeftovers(s.Dir, s.Prefix))
+	}
 	return errors.Join(errs...)
 }

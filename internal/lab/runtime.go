@@ -384,3 +384,29 @@ func pidsWhere(match func(pid int) bool) []int {
 	}
 	return pids
 }
+
+// RemoveRuntimeLeftovers removes what the container runtimes of a lab
+// whose process died without closing it may have left on the machine:
+// the mounts under the lab directory dir, the cgroups of its hosts'
+// runtimes (named after the lab's namespace prefix) and podman's run
+// roots. Call it once the lab's namespaces, and so every process of its
+// runtimes and containers, are gone.
+func RemoveRuntimeLeftovers(dir, prefix string) error {
+	errs := []error{unmountUnder(dir)}
+	seen := map[string]bool{}
+	for _, pattern := range []string{"/*/" + prefix + "-*-docker", "/*/" + prefix + "-*-podman", "/" + prefix + "-*-docker", "/" + prefix + "-*-podman"} {
+		matches, _ := filepath.Glob(cgroupRoot + pattern)
+		for _, m := range matches {
+			if name := filepath.Base(m); !seen[name] {
+				seen[name] = true
+				errs = append(errs, removeCgroups("/"+name))
+			}
+		}
+	}
+	runDirs, _ := filepath.Glob(filepath.Join(podmanRunRoot, prefix+"-*"))
+	for _, d := range runDirs {
+		errs = append(errs, unmountUnder(d), os.RemoveAll(d))
+	}
+	_ = os.Remove(podmanRunRoot) // when no other lab's podman uses it
+	return errors.Join(errs...)
+}
