@@ -38,6 +38,7 @@ func TestDocker(t *testing.T) {
 func testDocker(t *testing.T, config string) {
 	requirePrograms(t, "docker.io", "/usr/sbin/dockerd", "/usr/bin/containerd", lab.DockerCLI)
 	c, infos := newRuntimeCluster(t, 3, config)
+	rctx := runtimeContext(t, c)
 
 	start := time.Now()
 	engines := map[string]*lab.Docker{}
@@ -49,12 +50,12 @@ func testDocker(t *testing.T, config string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d, err := c.lab.StartDocker(c.ctx, h, opts)
+		d, err := c.lab.StartDocker(rctx, h, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
 		engines[h.Name] = d
-		lc, err := d.Run(c.ctx, "d1")
+		lc, err := d.Run(rctx, "d1")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,7 +64,7 @@ func testDocker(t *testing.T, config string) {
 	t.Logf("figure: 3 Docker engines started and a container run on each in %v", time.Since(start).Round(time.Millisecond))
 
 	for i, h := range c.hosts() {
-		checkDockerHost(t, c, engines[h.Name], ctns[i], infos[h.Name])
+		checkDockerHost(rctx, t, c, engines[h.Name], ctns[i], infos[h.Name])
 	}
 	c.pingMatrix(ctns)
 	c.dfPing(ctns[0].NS, ctns[1].IP, infos[ctns[0].Host.Name].MTU-28)
@@ -75,12 +76,12 @@ func testDocker(t *testing.T, config string) {
 	h2 := c.hosts()[1]
 	// dockerd restarted on h2 while h1's container pings h2's.
 	lost := lossAcross(t, c, ctns[0], ctns[1], "dockerd restart on "+h2.Name, func() {
-		if err := engines[h2.Name].Restart(c.ctx); err != nil {
+		if err := engines[h2.Name].Restart(rctx); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Logf("figure: dockerd restart on %s: %s", h2.Name, lost)
-	checkDockerHost(t, c, engines[h2.Name], ctns[1], infos[h2.Name])
+	checkDockerHost(rctx, t, c, engines[h2.Name], ctns[1], infos[h2.Name])
 	c.pingMatrix(ctns)
 
 	// The agent restarted on h2 while the containers run.
@@ -114,6 +115,14 @@ func newRuntimeCluster(t *testing.T, hosts int, config string) (*cluster, map[st
 	return c, infos
 }
 
+// runtimeContext bounds the runtimes' commands of a test (an engine's
+// start included): the deadline only stops a hang.
+func runtimeContext(t *testing.T, c *cluster) context.Context {
+	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // requirePrograms skips the test when one of programs, which the Debian
 // package pkg installs (scripts/deps.sh does), is missing.
 func requirePrograms(t *testing.T, pkg string, programs ...string) {
@@ -138,7 +147,7 @@ func requireBusybox(t *testing.T) {
 // checkDockerHost asserts what the agent's options gave the engine of a
 // host: docker0 holds the lease's first address, the container an address
 // of the lease and, inside it, eth0 has the overlay's MTU (FLANNEL_MTU).
-func checkDockerHost(t *testing.T, c *cluster, d *lab.Docker, ctn *container, info subnetfile.Info) {
+func checkDockerHost(ctx context.Context, t *testing.T, c *cluster, d *lab.Docker, ctn *container, info subnetfile.Info) {
 	t.Helper()
 	h := d.Host
 	bip := netip.PrefixFrom(info.Subnet.Addr().Next(), info.Subnet.Bits())
@@ -148,7 +157,7 @@ func checkDockerHost(t *testing.T, c *cluster, d *lab.Docker, ctn *container, in
 	if !info.Subnet.Contains(ctn.IP) || ctn.Gateway != bip.Addr() {
 		t.Errorf("%s: container %s has %s via %s, want an address of the lease %s via %s", h.Name, ctn.Name, ctn.IP, ctn.Gateway, info.Subnet, bip.Addr())
 	}
-	out, err := d.CLI(c.ctx, "exec", ctn.Name, "cat", "/sys/class/net/eth0/mtu")
+	out, err := d.CLI(ctx, "exec", ctn.Name, "cat", "/sys/class/net/eth0/mtu")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,18 +23,19 @@ func TestPodman(t *testing.T) {
 	requirePrograms(t, "podman", "/usr/bin/podman")
 	requirePrograms(t, "runc", lab.PodmanRuntime)
 	c, infos := newRuntimeCluster(t, 2, vxlanConfig)
+	rctx := runtimeContext(t, c)
 	pluginDir := filepath.Dir(binaries(t)["./cni-plugin/netagent-cni"])
 
 	engines := map[string]*lab.Podman{}
 	var ctns []*container
 	for _, h := range c.hosts() {
-		p, err := c.lab.NewPodman(c.ctx, h, []string{pluginDir}, podmanConflist(t, h))
+		p, err := c.lab.NewPodman(rctx, h, []string{pluginDir}, podmanConflist(t, h))
 		if err != nil {
 			t.Fatal(err)
 		}
 		engines[h.Name] = p
 		start := time.Now()
-		lc, err := p.Run(c.ctx, "p1")
+		lc, err := p.Run(rctx, "p1")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,7 +62,7 @@ func TestPodman(t *testing.T) {
 		t.Fatalf("%s reaches %s with its eth0 deleted", ctns[0].NS, p2.IP)
 	}
 	start := time.Now()
-	if out, err := engines[h2.Name].Command(c.ctx, "network", "reload", p2.Name); err != nil {
+	if out, err := engines[h2.Name].Command(rctx, "network", "reload", p2.Name); err != nil {
 		t.Fatalf("podman network reload: %v: %s", err, out)
 	}
 	t.Logf("figure: podman network reload on %s: %v", h2.Name, time.Since(start).Round(time.Millisecond))
@@ -77,7 +78,7 @@ func TestPodman(t *testing.T) {
 		t.Fatalf("host-local's store %s has no file for %s while the container runs", ipam, p1.IP)
 	}
 	start = time.Now()
-	if err := engines[h1.Name].Remove(c.ctx, p1.Container); err != nil {
+	if err := engines[h1.Name].Remove(rctx, p1.Container); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("figure: podman rm on %s: %v", h1.Name, time.Since(start).Round(time.Millisecond))

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/netagent/netagent/internal/lab"
 )
@@ -13,6 +14,9 @@ const (
 	runtimeDocker = "docker"
 	runtimePodman = "podman"
 )
+
+// runtimeTimeout is up's default --timeout with a container runtime.
+const runtimeTimeout = 5 * time.Minute
 
 // runContainers starts the container runtime on every host and runs n
 // busybox containers with it, hosts in parallel:

@@ -29,7 +29,9 @@ func TestUpOnceRuntime(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "lab")
 			before := rootLinks(t)
 			start := time.Now()
-			out, err := runLab(t, 3*time.Minute, "up", "--once", "--runtime", tt.runtime, "--hosts", "2", "--dir", dir)
+			// The deadline only bounds a hang: the lab's own --timeout
+			// (5 minutes with a runtime) ends a slow start first.
+			out, err := runLab(t, 10*time.Minute, "up", "--once", "--runtime", tt.runtime, "--hosts", "2", "--dir", dir)
 			t.Logf("up --once --runtime %s took %v", tt.runtime, time.Since(start).Round(time.Millisecond))
 			if err != nil {
 				t.Fatalf("up --once --runtime %s: %v\n%s", tt.runtime, err, out)

@@ -165,7 +165,7 @@ func parseUp(args []string, stderr io.Writer) (*upOptions, error) {
 	fs.BoolVar(&o.once, "once", false, "come up, print, tear down; exit status 0 only if every ping passed")
 	fs.BoolVar(&o.wait, "wait", true, "stay up in the foreground until interrupted or `netagent-lab down` (the default)")
 	fs.BoolVar(&o.detach, "detach", false, "stay up in the background; return once the lab is up")
-	fs.DurationVar(&o.timeout, "timeout", 60*time.Second, "how long etcd, the agents and the containers may take to come up")
+	fs.DurationVar(&o.timeout, "timeout", 60*time.Second, "how long etcd, the agents and the containers may take to come up (with --runtime docker or podman, default 5m: engines and images start slowly on a loaded machine)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -175,10 +175,15 @@ func parseUp(args []string, stderr io.Writer) (*upOptions, error) {
 	if fs.NArg() > 0 {
 		return nil, usageError{fmt.Errorf("up: unexpected arguments %q", fs.Args())}
 	}
+	timeoutSet := false
 	fs.Visit(func(f *flag.Flag) {
 		o.networkSet = o.networkSet || f.Name == "network"
 		o.ipv6NetworkSet = o.ipv6NetworkSet || f.Name == "ipv6-network"
+		timeoutSet = timeoutSet || f.Name == "timeout"
 	})
+	if !timeoutSet && (o.runtime == runtimeDocker || o.runtime == runtimePodman) {
+		o.timeout = runtimeTimeout
+	}
 	if err := o.Validate(); err != nil {
 		return nil, usageError{fmt.Errorf("up: %w", err)}
 	}

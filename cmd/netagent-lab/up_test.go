@@ -420,4 +420,19 @@ func TestUpArguments(t *testing.T) {
 	if err != nil || string(cfg) != `{"Backend":{"Type":"host-gw"},"Network":"10.9.0.0/16"}` {
 		t.Errorf("config %s, %v", cfg, err)
 	}
+	for _, tt := range []struct {
+		args []string
+		want time.Duration
+	}{
+		{nil, 60 * time.Second},
+		{[]string{"--runtime", "docker"}, runtimeTimeout},
+		{[]string{"--runtime", "podman", "--timeout", "2m"}, 2 * time.Minute},
+	} {
+		o, err := parseUp(tt.args, &stderr)
+		if err != nil {
+			t.Errorf("up %q: %v", tt.args, err)
+		} else if o.timeout != tt.want {
+			t.Errorf("up %q: timeout %v, want %v", tt.args, o.timeout, tt.want)
+		}
+	}
 }
