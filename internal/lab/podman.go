@@ -9,8 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
-	"sync"
 	"syscall"
 )
 
@@ -53,9 +53,6 @@ type Podman struct {
 	l            *Lab
 	cgroupParent string
 	env          []string
-
-	mu        sync.Mutex
-	sandboxes []string // the namespace files podman made for its containers
 }
 
 // NewPodman prepares podman on host h: the conflist (its "name" is the
@@ -195,6 +192,34 @@ func (p *Podman) makeMountNS(ctx context.Context) error {
 	return nil
 }
 
+// podmanNetnsDir is where podman makes its containers' namespace files.
+const podmanNetnsDir = "/run/netns"
+
+// ownNetnsFiles returns the namespace files that podman has bound in
+// /run/netns inside its mount namespace: mount points there that the
+// machine's mount table lacks (the lab's own namespaces appear in both).
+func (p *Podman) ownNetnsFiles(ctx context.Context) ([]string, error) {
+	if _, err := os.Stat(p.mountNS()); err != nil {
+		return nil, nil // never made
+	}
+	inside, err := exec.CommandContext(ctx, "nsenter", "--mount="+p.mountNS(), "cat", "/proc/self/mountinfo").Output()
+	if err != nil {
+		return nil, fmt.Errorf("lab: podman's mount table: %w", err)
+	}
+	outside, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	machine := mountPoints(outside, podmanNetnsDir)
+	var own []string
+	for _, m := range mountPoints(inside, podmanNetnsDir) {
+		if m != podmanNetnsDir && !slices.Contains(machine, m) {
+			own = append(own, m)
+		}
+	}
+	return own, nil
+}
+
 // mountNS is the file that keeps the host's podman mount namespace.
 func (p *Podman) mountNS() string { return p.path("mnt/ns") }
 
@@ -232,18 +257,11 @@ func (p *Podman) Run(ctx context.Context, name string) (*Container, error) {
 	}
 	net := fmt.Sprintf("(index .NetworkSettings.Networks %q)", p.Network)
 	out, err := p.Command(ctx, "inspect", "--format",
-		"{{.State.Pid}} {{"+net+".IPAddress}}/{{"+net+".IPPrefixLen}} {{"+net+".Gateway}} {{.NetworkSettings.SandboxKey}}", name)
+		"{{.State.Pid}} {{"+net+".IPAddress}}/{{"+net+".IPPrefixLen}} {{"+net+".Gateway}}", name)
 	if err != nil {
 		return nil, errors.Join(err, p.rm(ctx, name))
 	}
-	fields := strings.Fields(string(out))
-	if n := len(fields); n == 4 && filepath.IsAbs(fields[n-1]) { // /run/netns/netns-UUID
-		p.mu.Lock()
-		p.sandboxes = append(p.sandboxes, fields[n-1])
-		p.mu.Unlock()
-		fields = fields[:n-1]
-	}
-	return p.l.adoptInspected(ctx, p.Host, name, strings.Join(fields, " "), func() error { return p.rm(ctx, name) })
+	return p.l.adoptInspected(ctx, p.Host, name, string(out), func() error { return p.rm(ctx, name) })
 }
 
 // Remove removes container c (killing it at once), which detaches it
@@ -275,15 +293,13 @@ func (p *Podman) close(ctx context.Context) error {
 		}
 	}
 	killCgroup(p.cgroupParent)
-	// The namespace files of containers whose removal failed.
-	p.mu.Lock()
-	sandboxes := p.sandboxes
-	p.mu.Unlock()
-	for _, sb := range sandboxes {
-		if err := unmountUnder(sb); err != nil {
-			errs = append(errs, err)
-		}
-		if err := os.Remove(sb); err != nil && !errors.Is(err, os.ErrNotExist) {
+	// The namespace files of containers whose removal failed (or whose
+	// podman run was killed): removing them detaches their mounts in
+	// podman's mount namespace.
+	files, err := p.ownNetnsFiles(ctx)
+	errs = append(errs, err)
+	for _, f := range files {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("lab: %w", err))
 		}
 	}

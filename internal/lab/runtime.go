@@ -2,7 +2,6 @@ package lab
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"context"
 	"debug/elf"
@@ -204,28 +203,11 @@ func (l *Lab) removeAdopted(ctx context.Context, c *Container) error {
 // Equivalent to: `umount -l` of each mount point under DIR in
 // /proc/self/mountinfo.
 func unmountUnder(dir string) error {
-	f, err := os.Open("/proc/self/mountinfo")
+	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
-	defer f.Close()
-	var points []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 ...": the
-		// mount point is the fifth field, with spaces escaped as \040.
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		p := unescapeMountinfo(fields[4])
-		if p == dir || strings.HasPrefix(p, dir+"/") {
-			points = append(points, p)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("lab: /proc/self/mountinfo: %w", err)
-	}
+	points := mountPoints(mountinfo, dir)
 	slices.SortFunc(points, func(a, b string) int { return len(b) - len(a) })
 	var errs []error
 	for _, p := range slices.Compact(points) {
@@ -234,6 +216,25 @@ func unmountUnder(dir string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// mountPoints returns the mount points at or below dir in the mount
+// table mountinfo (the text of /proc/PID/mountinfo).
+func mountPoints(mountinfo []byte, dir string) []string {
+	var points []string
+	for _, line := range strings.Split(string(mountinfo), "\n") {
+		// "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 ...": the
+		// mount point is the fifth field, with spaces escaped as \040.
+		fields := strings.Fields(line)
+		if len(fields) < 5 {
+			continue
+		}
+		p := unescapeMountinfo(fields[4])
+		if p == dir || strings.HasPrefix(p, dir+"/") {
+			points = append(points, p)
+		}
+	}
+	return points
 }
 
 // unescapeMountinfo undoes the octal escapes (\040 for a space) of a

@@ -130,3 +130,19 @@ func TestBusyboxRootfs(t *testing.T) {
 		t.Errorf("checkStatic(/bin/ls) = %v, want ErrNoBusybox (it is dynamically linked)", err)
 	}
 }
+
+func TestMountPoints(t *testing.T) {
+	mountinfo := []byte(`22 1 0:21 / /run rw,nosuid shared:5 - tmpfs tmpfs rw
+618 22 0:4 net:[4026532] /run/netns/na1234-h1 rw shared:5 - nsfs nsfs rw
+619 22 0:4 net:[4026533] /run/netns/netns-2f1c rw shared:5 - nsfs nsfs rw
+700 30 254:1 /tmp/lab/a\040b /tmp/lab/a\040b rw - ext4 /dev/vda rw
+701 30 254:1 /tmp/laboratory /tmp/laboratory rw - ext4 /dev/vda rw
+short line
+`)
+	if got, want := mountPoints(mountinfo, "/run/netns"), []string{"/run/netns/na1234-h1", "/run/netns/netns-2f1c"}; !slices.Equal(got, want) {
+		t.Errorf("mountPoints(/run/netns) = %q, want %q", got, want)
+	}
+	if got, want := mountPoints(mountinfo, "/tmp/lab"), []string{"/tmp/lab/a b"}; !slices.Equal(got, want) {
+		t.Errorf("mountPoints(/tmp/lab) = %q, want %q (not /tmp/laboratory)", got, want)
+	}
+}
