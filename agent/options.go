@@ -97,6 +97,13 @@ type Options struct {
 	// so (no trial).
 	TxCsumOffload   string
 	AutoCsumOffload bool
+	// WireGuardImpl is the wireguard backend's implementation: "auto"
+	// (the kernel's when it can create the device, else userspace),
+	// "kernel" or "userspace" (--wireguard-impl).
+	WireGuardImpl string
+	// WireGuardSocketDir holds the UAPI sockets of userspace WireGuard
+	// devices, where `wg` finds them (--wireguard-socket-dir).
+	WireGuardSocketDir string
 }
 
 // Values of Options.TxCsumOffload (--vxlan-tx-csum-offload).
@@ -131,6 +138,9 @@ func DefaultOptions() *Options {
 		ProbePort:       probe.DefaultPort,
 		TxCsumOffload:   OffloadAuto,
 		AutoCsumOffload: true,
+
+		WireGuardImpl:      "auto",
+		WireGuardSocketDir: "/var/run/wireguard",
 	}
 }
 
@@ -270,6 +280,11 @@ func (o *Options) Validate() error {
 	case OffloadAuto, OffloadOn, OffloadOff:
 	default:
 		errs = append(errs, fmt.Errorf("--vxlan-tx-csum-offload: %q is not auto, on or off", o.TxCsumOffload))
+	}
+	switch o.WireGuardImpl {
+	case "auto", "kernel", "userspace":
+	default:
+		errs = append(errs, fmt.Errorf("--wireguard-impl: %q is not auto, kernel or userspace", o.WireGuardImpl))
 	}
 	switch o.LogLevel {
 	case "debug", "info", "warn", "error":

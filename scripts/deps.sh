@@ -3,7 +3,9 @@
 # missing. Needs root (apt-get).
 set -euo pipefail
 # lintian: test/package_test.go checks the .deb with it.
-pkgs=(iproute2 iptables nftables iputils-ping iperf3 ethtool procps systemd lintian)
+# wireguard-tools, tcpdump: test/wireguard_test.go (wg show, the underlay capture);
+# wireguard-go: the benchmark against Debian's userspace WireGuard.
+pkgs=(iproute2 iptables nftables iputils-ping iperf3 ethtool procps systemd lintian wireguard-tools tcpdump wireguard-go)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
