@@ -99,6 +99,28 @@ type BackendReport struct {
 	// ForeignRoutes counts conflicts with routes the agent does not own
 	// over a peer's prefix (each left in place).
 	ForeignRoutes uint64 `json:"foreign_routes"`
+	// WireGuard lists the WireGuard devices (wireguard backend).
+	WireGuard []WireGuardReport `json:"wireguard,omitempty"`
+}
+
+// WireGuardReport is one WireGuard device: which implementation runs it
+// and why, its public key (never the private one) and listen port.
+type WireGuardReport struct {
+	Device     string `json:"device"`
+	Impl       string `json:"impl"`
+	ImplReason string `json:"impl_reason"`
+	PublicKey  string `json:"public_key"`
+	ListenPort int    `json:"listen_port"`
+}
+
+// WireGuardPeerReport is what the WireGuard device reports of a peer.
+type WireGuardPeerReport struct {
+	PublicKey string `json:"public_key"`
+	Endpoint  string `json:"endpoint,omitempty"`
+	// LatestHandshake is absent until a handshake has completed.
+	LatestHandshake *time.Time `json:"latest_handshake,omitempty"`
+	RxBytes         int64      `json:"rx_bytes"`
+	TxBytes         int64      `json:"tx_bytes"`
 }
 
 // RefusedReport is one lease key the data plane refuses.
@@ -131,6 +153,9 @@ type PeerReport struct {
 	// Probe is what the last probe round found; nil when the peer is not
 	// probed (probing off, IPv6).
 	Probe *PeerProbeReport `json:"probe,omitempty"`
+	// WireGuard is the WireGuard device's view of the peer (wireguard
+	// backend).
+	WireGuard *WireGuardPeerReport `json:"wireguard,omitempty"`
 }
 
 // PeerProbeReport is a peer's data-plane health as the probes see it.
@@ -309,10 +334,18 @@ func (s *state) report(ctx context.Context, o *Options) Report {
 			DeviceV6: st.DeviceV6, VtepMACV6: st.VtepMACV6,
 			LastPass: timePtr(st.LastPass), Passes: ct.Passes, Repairs: ct.Repairs,
 			NetlinkErrors: ct.NetlinkErrors, ForeignRoutes: ct.ForeignRoutes}
+		for _, d := range st.WireGuard {
+			r.Backend.WireGuard = append(r.Backend.WireGuard, WireGuardReport(d))
+		}
 		for _, p := range st.Peers {
-			r.Peers = append(r.Peers, PeerReport{Key: p.Key, Subnet: p.Subnet.String(), PublicIP: addrString(p.PublicIP),
+			pr := PeerReport{Key: p.Key, Subnet: p.Subnet.String(), PublicIP: addrString(p.PublicIP),
 				VtepMAC: p.VtepMAC, Mode: p.Mode, Programmed: p.Programmed, Error: p.LastError,
-				ForeignRoute: p.ForeignRoute})
+				ForeignRoute: p.ForeignRoute}
+			if w := p.WireGuard; w != nil {
+				pr.WireGuard = &WireGuardPeerReport{PublicKey: w.PublicKey, Endpoint: w.Endpoint,
+					LatestHandshake: timePtr(w.LatestHandshake), RxBytes: w.RxBytes, TxBytes: w.TxBytes}
+			}
+			r.Peers = append(r.Peers, pr)
 		}
 		for _, x := range st.Refused {
 			r.Refused = append(r.Refused, RefusedReport{Key: x.Key, Subnet: addrString(x.Subnet),
