@@ -40,6 +40,7 @@ type host struct {
 	stop    func()
 	keyFile string
 	sockDir string
+	impl    string
 }
 
 // netConfig is the IPv4 network 10.5.0.0/16 with /24 subnets.
@@ -55,20 +56,26 @@ func netConfig(backendJSON string) *lease.Config {
 // with resync period resync, each with the other as its peer.
 func pair(t *testing.T, backendJSON string, resync time.Duration) (a, b *host) {
 	t.Helper()
+	return pairImpl(t, ImplUserspace, backendJSON, resync)
+}
+
+// pairImpl is pair with the implementation impl.
+func pairImpl(t *testing.T, impl, backendJSON string, resync time.Duration) (a, b *host) {
+	t.Helper()
 	nsA, nsB := nstest.Underlay(t)
 	nsA.AddrAdd(t, "eth0", "192.168.77.1/24")
 	nsB.AddrAdd(t, "eth0", "192.168.77.2/24")
-	a = startHost(t, nsA, "10.5.1.0/24", "192.168.77.1", backendJSON, resync)
-	b = startHost(t, nsB, "10.5.2.0/24", "192.168.77.2", backendJSON, resync)
+	a = startHost(t, nsA, impl, "10.5.1.0/24", "192.168.77.1", backendJSON, resync)
+	b = startHost(t, nsB, impl, "10.5.2.0/24", "192.168.77.2", backendJSON, resync)
 	a.updates <- backend.Update{Own: a.lease(), Batch: snapshot(b.lease())}
 	b.updates <- backend.Update{Own: b.lease(), Batch: snapshot(a.lease())}
 	return a, b
 }
 
-func startHost(t *testing.T, ns *nstest.NS, subnet, pub, backendJSON string, resync time.Duration) *host {
+func startHost(t *testing.T, ns *nstest.NS, impl, subnet, pub, backendJSON string, resync time.Duration) *host {
 	t.Helper()
 	dir := t.TempDir()
-	h := &host{ns: ns, subnet: netip.MustParsePrefix(subnet), pub: netip.MustParseAddr(pub),
+	h := &host{ns: ns, impl: impl, subnet: netip.MustParsePrefix(subnet), pub: netip.MustParseAddr(pub),
 		keyFile: filepath.Join(dir, "wgkey"), sockDir: filepath.Join(dir, "sock")}
 	h.start(t, backendJSON, resync)
 	return h
@@ -84,7 +91,7 @@ func (h *host) start(t *testing.T, backendJSON string, resync time.Duration) {
 		Ext:            backendtest.Ext(t, h.ns, "eth0", h.pub),
 		Config:         netConfig(backendJSON),
 		ResyncInterval: resync,
-	}, Options{Impl: ImplUserspace, SocketDir: h.sockDir, KeyFile: h.keyFile})
+	}, Options{Impl: h.impl, SocketDir: h.sockDir, KeyFile: h.keyFile})
 	if err != nil {
 		t.Fatal(err)
 	}
