@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/netagent/netagent/probe"
@@ -356,6 +357,22 @@ func (s *state) report(ctx context.Context, o *Options) Report {
 	return r
 }
 
+// CauseNoHandshake is the probe cause of a WireGuard peer whose host
+// answers on the underlay but not through the overlay, and with which no
+// handshake ever completed: its lease's key is
+// not the one its host holds, or its port is blocked.
+const CauseNoHandshake = "wireguard-no-handshake"
+
+// noteNoHandshake makes the cause of an unreachable WireGuard peer
+// CauseNoHandshake when no handshake with it has completed.
+func noteNoHandshake(p *PeerReport) {
+	if p.Probe == nil || p.Probe.Cause != string(probe.CauseNoAnswer) || p.WireGuard == nil || p.WireGuard.LatestHandshake != nil {
+		return
+	}
+	p.Probe.Cause = CauseNoHandshake
+	p.Probe.Detail = fmt.Sprintf("no WireGuard handshake with %s has completed: the public key in its lease is not its host's, or UDP %s is blocked", p.PublicIP, p.WireGuard.Endpoint)
+}
+
 // probeReport builds the probe section and fills each peer's Probe; s.mu
 // is held.
 func (s *state) probeReport(o *Options, peers []PeerReport) ProbeReport {
@@ -372,6 +389,7 @@ func (s *state) probeReport(o *Options, peers []PeerReport) ProbeReport {
 		for i := range peers {
 			if h, ok := byNet[peers[i].Subnet]; ok {
 				peers[i].Probe = peerProbeReport(h)
+				noteNoHandshake(&peers[i])
 			}
 		}
 	}

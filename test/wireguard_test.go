@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netagent/netagent/agent"
 	"github.com/netagent/netagent/internal/await"
 	"github.com/netagent/netagent/internal/lab"
 )
@@ -34,7 +35,7 @@ const (
 // directory (the defaults are shared by every host of the lab).
 func newWGCluster(t *testing.T, opts clusterOptions) *cluster {
 	t.Helper()
-	opts.AgentArgs = append(append(opts.AgentArgs, "--wireguard-impl=userspace", "--resync-interval=2s"), healthzArgs...)
+	opts.AgentArgs = append(append(opts.AgentArgs, "--wireguard-impl=userspace", "--resync-interval=2s", "--probe-interval=1s"), healthzArgs...)
 	opts.Env = func(h *lab.Host) []string {
 		return []string{"WIREGUARD_KEY_FILE=" + filepath.Join(h.Dir, "wgkey"), "NETAGENT_WIREGUARD_SOCKET_DIR=" + wgSocketDir(h)}
 	}
@@ -273,18 +274,21 @@ func TestWireGuardFaults(t *testing.T) {
 	reach("c2 reachable after its peer was removed with wg set")
 
 	// Hostile leases: a malformed key, a port 0, another host's key.
-	good := fmt.Sprintf(`{"PublicIP":"192.168.77.50","BackendType":"wireguard","BackendData":{"PublicKey":"%s","Port":51820}}`, "Vw6cB3JdXqUcIaQbOHFr0vPJTjFbY0NqT6bqbQ0sZyc=")
+	// A well-formed key that no host holds, at h2's address (as if h2's
+	// lease held a wrong key): programmed, never a handshake, and the
+	// probes say so.
+	wrongKey := fmt.Sprintf(`{"PublicIP":%q,"BackendType":"wireguard","BackendData":{"PublicKey":"%s","Port":51820}}`,
+		h2.Underlay.Addr(), "Vw6cB3JdXqUcIaQbOHFr0vPJTjFbY0NqT6bqbQ0sZyc=")
 	hostile := map[string]string{
 		"10.5.201.0-24": `{"PublicIP":"192.168.77.51","BackendType":"wireguard","BackendData":{"PublicKey":"c2hvcnQ=","Port":51820}}`,
 		"10.5.202.0-24": `{"PublicIP":"192.168.77.52","BackendType":"wireguard","BackendData":{"PublicKey":"Vw6cB3JdXqUcIaQbOHFr0vPJTjFbY0NqT6bqbQ0sZyc=","Port":0}}`,
 		"10.5.203.0-24": fmt.Sprintf(`{"PublicIP":"192.168.77.53","BackendType":"wireguard","BackendData":{"PublicKey":"%s","Port":51820}}`, key2),
 	}
-	// A well-formed key that no host holds: programmed, never a handshake.
-	c.put(prefix+"/subnets/10.5.200.0-24", good)
+	c.put(prefix+"/subnets/10.5.200.0-24", wrongKey)
 	for k, v := range hostile {
 		c.put(prefix+"/subnets/"+k, v)
 	}
-	await.Eventually(t, time.Minute, "h1 refuses the key thief and reports the stranger without a handshake", func() error {
+	await.Eventually(t, 2*time.Minute, "h1 refuses the key thief and reports the wrong key without a handshake", func() error {
 		r, err := c.statusReport(h1)
 		if err != nil {
 			return err
@@ -295,12 +299,13 @@ func TestWireGuardFaults(t *testing.T) {
 		var subnets []string
 		for _, p := range r.Peers {
 			subnets = append(subnets, p.Subnet)
-			if p.Subnet == "10.5.200.0/24" && (p.WireGuard == nil || p.WireGuard.LatestHandshake != nil) {
-				return fmt.Errorf("stranger %+v: want programmed, no handshake", p.WireGuard)
+			if p.Subnet == "10.5.200.0/24" && (p.WireGuard == nil || p.WireGuard.LatestHandshake != nil ||
+				p.Probe == nil || p.Probe.Cause != agent.CauseNoHandshake) {
+				return fmt.Errorf("wrong key's peer %+v, probe %+v: want programmed, no handshake, probe cause %s", p.WireGuard, p.Probe, agent.CauseNoHandshake)
 			}
 		}
 		if len(subnets) != 2 {
-			return fmt.Errorf("peers %v: want h2 and the stranger", subnets)
+			return fmt.Errorf("peers %v: want h2 and the wrong key's", subnets)
 		}
 		return nil
 	})
@@ -311,7 +316,7 @@ func TestWireGuardFaults(t *testing.T) {
 		}
 	}
 	if m := metric(t, h1, "netagent_wireguard_peers_without_handshake"); m != 1 {
-		t.Errorf("%v peers without a handshake, want 1 (the stranger)", m)
+		t.Errorf("%v peers without a handshake, want 1 (the wrong key's)", m)
 	}
 	for _, sub := range []string{"10.5.201.0/24", "10.5.202.0/24"} {
 		await.Eventually(t, 30*time.Second, "h1 warns about "+sub, func() error {
@@ -321,7 +326,7 @@ func TestWireGuardFaults(t *testing.T) {
 
 	// The lease removed: its peer and AllowedIPs go.
 	deleteKey(t, c.etcd, prefix+"/subnets/10.5.200.0-24")
-	await.Eventually(t, time.Minute, "the stranger's peer gone from h1", func() error {
+	await.Eventually(t, time.Minute, "the wrong key's peer gone from h1", func() error {
 		out, err := c.wgShow(h1, "flannel-wg", "allowed-ips")
 		if err != nil || strings.Contains(out, "10.5.200.0/24") {
 			return fmt.Errorf("allowed-ips: %v\n%s", err, out)
