@@ -29,21 +29,26 @@ const wgBenchConfig = `{"Network":"10.5.0.0/16","Backend":{"Type":"wireguard"}}`
 // WireGuard, with the host's own key file and UAPI socket directory.
 func (al *agentLab) startWGAgent(h *lab.Host) *lab.Proc {
 	al.b.Helper()
-	p, err := al.lab.StartProcess(h.NS, []string{"WIREGUARD_KEY_FILE=" + filepath.Join(h.Dir, "wgkey")},
-		al.bins["./cmd/netagent"], "run",
-		"--etcd-endpoints="+strings.Join(al.lab.EtcdEndpoints(), ","),
-		"--subnet-file="+h.SubnetFile(),
-		"--docker-opts-file="+filepath.Join(h.Dir, "docker"),
-		"--status-socket="+agentStatusSocket(h),
-		"--wireguard-impl=userspace",
-		"--wireguard-socket-dir="+filepath.Join(h.Dir, "wireguard"),
-		"--ip-masq",
-	)
-	if err != nil {
-		al.b.Fatalf("start agent on %s: %v", h.Name, err)
+	return al.startAgentWith(h, []string{"WIREGUARD_KEY_FILE=" + filepath.Join(h.Dir, "wgkey")},
+		"--wireguard-impl=userspace", "--wireguard-socket-dir="+filepath.Join(h.Dir, "wireguard"))
+}
+
+// twoContainers starts the agents of the lab's first two hosts with
+// start, attaches a container to each, and waits until the first reaches
+// the second.
+func (al *agentLab) twoContainers(start func(*lab.Host) *lab.Proc) (c1, c2 *lab.Container, ip1, ip2 netip.Addr) {
+	al.b.Helper()
+	h1, h2 := al.lab.Hosts()[0], al.lab.Hosts()[1]
+	for _, h := range []*lab.Host{h1, h2} {
+		start(h)
 	}
-	al.agents[h.Name] = p
-	return p
+	for _, h := range []*lab.Host{h1, h2} {
+		al.awaitSubnetFile(h)
+	}
+	c1, ip1 = al.addContainer(h1, "c1")
+	c2, ip2 = al.addContainer(h2, "c1")
+	al.awaitPing(c1.NS, ip2)
+	return c1, c2, ip1, ip2
 }
 
 // privateMounts runs script in a private mount namespace whose /run is a
@@ -113,15 +118,7 @@ func BenchmarkWireGuardThroughput(b *testing.B) {
 		b.StopTimer()
 		al, closeLab := newAgentLab(b, 2, wgBenchConfig)
 		h1, h2 := al.lab.Hosts()[0], al.lab.Hosts()[1]
-		for _, h := range []*lab.Host{h1, h2} {
-			al.startWGAgent(h)
-		}
-		for _, h := range []*lab.Host{h1, h2} {
-			al.awaitSubnetFile(h)
-		}
-		c1, ip1 := al.addContainer(h1, "c1")
-		c2, ip2 := al.addContainer(h2, "c1")
-		al.awaitPing(c1.NS, ip2)
+		c1, c2, ip1, ip2 := al.twoContainers(al.startWGAgent)
 		b.StartTimer()
 		w := al.iperf(c2.NS, c1.NS, ip2)
 		u := al.iperf(h2.NS, h1.NS, h2.Underlay.Addr())
@@ -141,16 +138,7 @@ func BenchmarkWireGuardThroughput(b *testing.B) {
 		closeLab()
 
 		vl, closeVX := newAgentLab(b, 2, `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`)
-		v1, v2 := vl.lab.Hosts()[0], vl.lab.Hosts()[1]
-		for _, h := range []*lab.Host{v1, v2} {
-			vl.startAgent(h)
-		}
-		for _, h := range []*lab.Host{v1, v2} {
-			vl.awaitSubnetFile(h)
-		}
-		vc1, _ := vl.addContainer(v1, "c1")
-		vc2, vip2 := vl.addContainer(v2, "c1")
-		vl.awaitPing(vc1.NS, vip2)
+		vc1, vc2, _, vip2 := vl.twoContainers(vl.startAgent)
 		b.StartTimer()
 		v := vl.iperf(vc2.NS, vc1.NS, vip2)
 		b.StopTimer()
@@ -175,16 +163,8 @@ func BenchmarkWireGuardRestartGap(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		al, closeLab := newAgentLab(b, 2, wgBenchConfig)
-		h1, h2 := al.lab.Hosts()[0], al.lab.Hosts()[1]
-		for _, h := range []*lab.Host{h1, h2} {
-			al.startWGAgent(h)
-		}
-		for _, h := range []*lab.Host{h1, h2} {
-			al.awaitSubnetFile(h)
-		}
-		c1, _ := al.addContainer(h1, "c1")
-		_, ip2 := al.addContainer(h2, "c1")
-		al.awaitPing(c1.NS, ip2)
+		h1 := al.lab.Hosts()[0]
+		c1, _, _, ip2 := al.twoContainers(al.startWGAgent)
 		ping, err := al.lab.StartProcess(c1.NS, nil, "ping", "-n", "-q", "-i", "0.01", "-c", "500", "-W", "1", ip2.String())
 		if err != nil {
 			b.Fatal(err)

@@ -3,10 +3,8 @@ package wireguard
 import (
 	"errors"
 	"fmt"
-	"runtime"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -80,38 +78,4 @@ func linkType(h *netlink.Handle, name string) (string, error) {
 		return "", fmt.Errorf("look up %s: %w", name, err)
 	}
 	return l.Type(), nil
-}
-
-// inNetns runs fn on a thread switched into ns, or on the calling goroutine
-// when ns is not open (the caller's namespace): what fn creates (a TUN
-// device, sockets, a generic netlink client) lives in ns. The thread is
-// switched back afterwards, or discarded when it cannot be.
-func inNetns(ns netns.NsHandle, fn func() error) error {
-	if ns == 0 || !ns.IsOpen() {
-		return fn()
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("wireguard: current network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("wireguard: enter network namespace: %w", err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- fmt.Errorf("wireguard: leave network namespace: %w", err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
 }

@@ -10,6 +10,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/netagent/netagent/backend"
+	"github.com/netagent/netagent/internal/netnsexec"
 )
 
 // kernelImpl is the kernel's WireGuard: a link of type wireguard,
@@ -69,7 +70,7 @@ func (k *kernelImpl) wg() (*wgctrl.Client, error) {
 	if k.client != nil {
 		return k.client, nil
 	}
-	err := inNetns(k.netns, func() error {
+	err := netnsexec.Do(k.netns, func() error {
 		c, err := wgctrl.New()
 		k.client = c
 		return err

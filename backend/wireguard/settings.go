@@ -6,11 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/lease"
 )
 
@@ -101,19 +101,19 @@ func ParseSettings(raw json.RawMessage) (Settings, error) {
 		s.PSK = &k
 	}
 	var err error
-	if s.ListenPort, err = intField("ListenPort", j.ListenPort, DefaultListenPort, 1, 65535); err != nil {
+	if s.ListenPort, err = backend.IntField(ErrInvalidConfig, "ListenPort", j.ListenPort, DefaultListenPort, 1, 65535); err != nil {
 		return s, err
 	}
-	if s.ListenPortV6, err = intField("ListenPortV6", j.ListenPortV6, DefaultListenPortV6, 1, 65535); err != nil {
+	if s.ListenPortV6, err = backend.IntField(ErrInvalidConfig, "ListenPortV6", j.ListenPortV6, DefaultListenPortV6, 1, 65535); err != nil {
 		return s, err
 	}
-	if s.MTU, err = intField("MTU", j.MTU, 0, 0, 65535); err != nil {
+	if s.MTU, err = backend.IntField(ErrInvalidConfig, "MTU", j.MTU, 0, 0, 65535); err != nil {
 		return s, err
 	}
 	if s.MTU != 0 && s.MTU-overhead < 68 {
 		return s, fmt.Errorf("%w: MTU %d leaves less than 68 bytes after the %d bytes of WireGuard overhead", ErrInvalidConfig, s.MTU, overhead)
 	}
-	if s.PersistentKeepaliveInterval, err = intField("PersistentKeepaliveInterval", j.PersistentKeepaliveInterval, 0, 0, 65535); err != nil {
+	if s.PersistentKeepaliveInterval, err = backend.IntField(ErrInvalidConfig, "PersistentKeepaliveInterval", j.PersistentKeepaliveInterval, 0, 0, 65535); err != nil {
 		return s, err
 	}
 	if j.Mode != nil && *j.Mode != "" {
@@ -125,20 +125,6 @@ func ParseSettings(raw json.RawMessage) (Settings, error) {
 		}
 	}
 	return s, nil
-}
-
-func intField(name string, n *json.Number, def, lo, hi int) (int, error) {
-	if n == nil {
-		return def, nil
-	}
-	v, err := strconv.Atoi(n.String())
-	if err != nil {
-		return 0, fmt.Errorf("%w: %s %s is not an integer", ErrInvalidConfig, name, n)
-	}
-	if v < lo || v > hi {
-		return 0, fmt.Errorf("%w: %s %d is out of range [%d, %d]", ErrInvalidConfig, name, v, lo, hi)
-	}
-	return v, nil
 }
 
 // parseKey decodes a base64 WireGuard key (32 bytes); the error does not

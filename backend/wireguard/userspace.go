@@ -16,6 +16,8 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/netagent/netagent/internal/netnsexec"
 )
 
 // DefaultSocketDir is where wireguard-go devices answer `wg`: the UAPI
@@ -75,7 +77,7 @@ func (u *userspaceImpl) ensure(h *netlink.Handle) (netlink.Link, bool, error) {
 		return l, false, nil
 	}
 	u.stop()
-	if err := inNetns(u.netns, u.start); err != nil {
+	if err := netnsexec.Do(u.netns, u.start); err != nil {
 		u.stop()
 		return nil, false, err
 	}
@@ -193,7 +195,7 @@ func (u *userspaceImpl) configure(cfg wgtypes.Config) error {
 	}
 	var err error
 	// listen_port rebinds the sockets: in the device's namespace.
-	if cfgErr := inNetns(u.netns, func() error { err = dev.IpcSet(uapiConfig(cfg)); return nil }); cfgErr != nil {
+	if cfgErr := netnsexec.Do(u.netns, func() error { err = dev.IpcSet(uapiConfig(cfg)); return nil }); cfgErr != nil {
 		return cfgErr
 	}
 	return err
