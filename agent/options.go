@@ -115,6 +115,13 @@ type Options struct {
 	// not make the collector run continuously: so for the default, not
 	// for a limit given.
 	MemoryLimitFloor bool
+	// WireGuardImpl is the wireguard backend's implementation: "auto"
+	// (the kernel's when it can create the device, else userspace),
+	// "kernel" or "userspace" (--wireguard-impl).
+	WireGuardImpl string
+	// WireGuardSocketDir holds the UAPI sockets of userspace WireGuard
+	// devices, where `wg` finds them (--wireguard-socket-dir).
+	WireGuardSocketDir string
 }
 
 // Values of Options.TxCsumOffload (--vxlan-tx-csum-offload).
@@ -151,6 +158,9 @@ func DefaultOptions() *Options {
 		AutoCsumOffload:  true,
 		MemoryLimit:      DefaultMemoryLimit,
 		MemoryLimitFloor: true,
+
+		WireGuardImpl:      "auto",
+		WireGuardSocketDir: "/var/run/wireguard",
 	}
 }
 
@@ -293,6 +303,11 @@ func (o *Options) Validate() error {
 	case OffloadAuto, OffloadOn, OffloadOff:
 	default:
 		errs = append(errs, fmt.Errorf("--vxlan-tx-csum-offload: %q is not auto, on or off", o.TxCsumOffload))
+	}
+	switch o.WireGuardImpl {
+	case "auto", "kernel", "userspace":
+	default:
+		errs = append(errs, fmt.Errorf("--wireguard-impl: %q is not auto, kernel or userspace", o.WireGuardImpl))
 	}
 	switch o.LogLevel {
 	case "debug", "info", "warn", "error":

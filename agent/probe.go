@@ -109,7 +109,8 @@ func newProbeTarget(beType string, sn netip.Prefix, addr, public netip.Addr) (pr
 		local = append(local, public)
 	}
 	switch beType {
-	case "vxlan":
+	case "vxlan", "wireguard":
+		// Both: the lease's network address on the overlay device.
 		t.own = probe.OverlayAddr(beType, sn)
 		t.respond = append([]netip.Addr{t.own}, local...)
 		t.peerOverlay = func(p backend.PeerStatus) netip.Addr { return probe.OverlayAddr(beType, p.Subnet) }

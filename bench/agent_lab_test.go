@@ -156,14 +156,21 @@ func newAgentLab(b *testing.B, hosts int, config string) (al *agentLab, close fu
 // logs).
 func (al *agentLab) startAgent(h *lab.Host) *lab.Proc {
 	al.b.Helper()
-	p, err := al.lab.StartProcess(h.NS, nil,
-		al.bins["./cmd/netagent"], "run",
-		"--etcd-endpoints="+strings.Join(al.lab.EtcdEndpoints(), ","),
-		"--subnet-file="+h.SubnetFile(),
-		"--docker-opts-file="+filepath.Join(h.Dir, "docker"),
-		"--status-socket="+agentStatusSocket(h),
+	return al.startAgentWith(h, nil)
+}
+
+// startAgentWith is startAgent with env added to the agent's environment
+// and extra flags after the others.
+func (al *agentLab) startAgentWith(h *lab.Host, env []string, extra ...string) *lab.Proc {
+	al.b.Helper()
+	args := []string{al.bins["./cmd/netagent"], "run",
+		"--etcd-endpoints=" + strings.Join(al.lab.EtcdEndpoints(), ","),
+		"--subnet-file=" + h.SubnetFile(),
+		"--docker-opts-file=" + filepath.Join(h.Dir, "docker"),
+		"--status-socket=" + agentStatusSocket(h),
 		"--ip-masq",
-	)
+	}
+	p, err := al.lab.StartProcess(h.NS, env, append(args, extra...)...)
 	if err != nil {
 		al.b.Fatalf("start agent on %s: %v", h.Name, err)
 	}

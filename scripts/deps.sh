@@ -10,8 +10,10 @@ set -euo pipefail
 # busybox-static (the only program of the containers' image: no registry
 # is reachable): test/docker_test.go, test/podman_test.go and
 # `netagent-lab up --runtime`.
+# wireguard-tools, tcpdump: test/wireguard_test.go (wg show, the underlay capture);
+# wireguard-go: the benchmark against Debian's userspace WireGuard.
 pkgs=(iproute2 iptables nftables iputils-ping iperf3 ethtool procps systemd lintian
-  util-linux docker.io podman crun runc busybox-static)
+  util-linux docker.io podman crun runc busybox-static wireguard-tools tcpdump wireguard-go)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

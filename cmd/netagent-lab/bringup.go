@@ -193,11 +193,15 @@ func startAgents(ctx context.Context, l *lab.Lab, st *labState, netagentBin stri
 	var agents []*agentProc
 	for i, h := range l.Hosts() {
 		hs := &st.Hosts[i]
-		p, err := l.StartProcess(h.NS, nil, netagentBin, "run",
+		// Hosts share one filesystem: each gets its own WireGuard key
+		// file and UAPI socket directory (used by the wireguard backend).
+		env := []string{"WIREGUARD_KEY_FILE=" + filepath.Join(h.Dir, "wgkey")}
+		p, err := l.StartProcess(h.NS, env, netagentBin, "run",
 			"--etcd-endpoints="+strings.Join(l.EtcdEndpoints(), ","),
 			"--subnet-file="+h.SubnetFile(),
 			"--docker-opts-file="+h.DockerOptsFile(),
 			"--status-socket="+hs.StatusSocket,
+			"--wireguard-socket-dir="+filepath.Join(h.Dir, "wireguard"),
 			"--ip-masq",
 		)
 		if err != nil {

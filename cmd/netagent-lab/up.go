@@ -53,8 +53,8 @@ func (o *upOptions) Validate() error {
 		return fmt.Errorf("%d hosts: the lab takes at most 50", o.hosts+o.routedHosts)
 	case o.containers < 0 || o.containers > 20:
 		return fmt.Errorf("--containers-per-host %d: want 0 to 20", o.containers)
-	case o.backend != "vxlan" && o.backend != "host-gw":
-		return fmt.Errorf("--backend %q: want vxlan or host-gw", o.backend)
+	case o.backend != "vxlan" && o.backend != "host-gw" && o.backend != "wireguard":
+		return fmt.Errorf("--backend %q: want vxlan, host-gw or wireguard", o.backend)
 	case o.backend == "host-gw" && o.routedHosts > 0:
 		return errors.New("--backend host-gw needs every host on one L2 segment: use --routed-hosts 0, or vxlan")
 	case o.ipv6 != ipv6Off && o.ipv6 != ipv6Dual && o.ipv6 != ipv6Only:
@@ -155,7 +155,7 @@ func parseUp(args []string, stderr io.Writer) (*upOptions, error) {
 	fs.IntVar(&o.hosts, "hosts", 3, "number of hosts on the underlay")
 	fs.IntVar(&o.routedHosts, "routed-hosts", 0, "number of further hosts on a second underlay subnet, behind a router")
 	fs.IntVar(&o.containers, "containers-per-host", 2, "containers on each host (see --runtime)")
-	fs.StringVar(&o.backend, "backend", "vxlan", "backend: vxlan or host-gw")
+	fs.StringVar(&o.backend, "backend", "vxlan", "backend: vxlan, host-gw or wireguard")
 	fs.StringVar(&o.runtime, "runtime", runtimeNone, "what runs the containers: none (namespaces attached through netagent-cni), docker (a dockerd per host with the agent's Docker options) or podman (podman with its CNI backend and netagent-cni)")
 	fs.StringVar(&o.network, "network", "10.5.0.0/16", "IPv4 overlay network (a /24 per host)")
 	fs.StringVar(&o.ipv6, "ipv6", ipv6Off, "address families: off (IPv4 only), dual (dual stack) or only (IPv6 only), for the underlay, the overlay and the containers")

@@ -118,7 +118,7 @@ func (e *Engine) dump() (*kernelState, error) {
 	if _, err := backend.RetryDump(func() (struct{}, error) { return struct{}{}, e.dumpRoutes(k) }); err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
-	if e.devIndex == 0 {
+	if e.devIndex == 0 || e.isTunnel() {
 		return k, nil
 	}
 	if _, err := backend.RetryDump(func() (struct{}, error) {

@@ -87,6 +87,10 @@ type Config struct {
 	SubnetLen int
 	// Device is the VXLAN device; nil for host-gw.
 	Device *DeviceSpec
+	// Tunnel, when set (and Device nil), is a device whose peers the
+	// backend programs itself (wireguard, see Tunnel); Identity must be
+	// set too: it checks a lease's backend data before it is a peer.
+	Tunnel Tunnel
 	// DirectRouting routes to peers on a directly connected subnet of Ext
 	// via their public IP (vxlan only; host-gw always does).
 	DirectRouting bool
@@ -124,7 +128,9 @@ type peer struct {
 	subnet   netip.Prefix
 	publicIP netip.Addr
 	mac      net.HardwareAddr
-	mode     string
+	// data is the lease's backend data of the family (tunnel only).
+	data []byte
+	mode string
 	// reachable is false for a host-gw peer that is not on a directly
 	// connected subnet: nothing is installed for it.
 	reachable bool
@@ -200,6 +206,8 @@ type Engine struct {
 	// conflicts holds the peers whose prefix a foreign route holds, as
 	// last reported; guarded by mu.
 	conflicts map[netip.Prefix]string
+	// tunnelFailed holds, during a pass, the tunnel's errors by peer.
+	tunnelFailed map[netip.Prefix]error
 }
 
 // New returns an engine; it does not touch the kernel.
@@ -399,7 +407,7 @@ func newHandle(ns netns.NsHandle) (*netlink.Handle, error) {
 // leases measures nothing.
 func stamp(p, old *peer, now time.Time) {
 	if old != nil && old.mode == p.mode && old.publicIP == p.publicIP &&
-		macEqual(old.mac, p.mac) && old.reachable == p.reachable {
+		macEqual(old.mac, p.mac) && string(old.data) == string(p.data) && old.reachable == p.reachable {
 		p.since = old.since
 		return
 	}
@@ -437,6 +445,13 @@ func (e *Engine) parse(l *lease.Lease) *peer {
 		}
 		p.mac = mac
 	}
+	if e.isTunnel() {
+		if _, err := e.cfg.Identity(data); err != nil {
+			e.log.Warn("ignoring lease with malformed backend data", "lease", l.Key(), "err", err)
+			return nil
+		}
+		p.data = data
+	}
 	e.decideMode(p)
 	return p
 }
@@ -468,6 +483,8 @@ func (e *Engine) acceptSubnet(l *lease.Lease, sn netip.Prefix) bool {
 func (e *Engine) decideMode(p *peer) {
 	onLink := e.onLink(p.publicIP)
 	switch {
+	case e.isTunnel():
+		p.mode = backend.ModeWireGuard
 	case !e.isVXLAN():
 		p.mode = backend.ModeHostGW
 		p.reachable = onLink

@@ -189,6 +189,9 @@ func (e *Engine) program(todo []peerChange) {
 	e.logOps(todo[0].s, ops)
 	errs := e.exec(ops)
 	failed := make(map[netip.Prefix]error)
+	if e.isTunnel() {
+		failed = e.programTunnel(todo)
+	}
 	for i := range ops {
 		if errs[i] != nil {
 			failed[ops[i].peer] = errors.Join(failed[ops[i].peer], errs[i])

@@ -259,7 +259,7 @@ func fdbEntry(dev int, mac net.HardwareAddr, dst netip.Addr) *netlink.Neigh {
 // host-gw peer), the route last, and no route over a foreign one (see
 // ownsRoute).
 func (e *Engine) peerOps(p *peer) []op {
-	if !p.reachable {
+	if !p.reachable || p.mode == backend.ModeWireGuard {
 		return nil
 	}
 	var ops []op
@@ -279,7 +279,7 @@ func (e *Engine) peerOps(p *peer) []op {
 // removeOps returns the ops that take away what a was for subnet s and
 // next (nil: the peer is gone) no longer needs.
 func (e *Engine) removeOps(s netip.Prefix, a *applied, next *peer) []op {
-	if a == nil {
+	if a == nil || a.mode == backend.ModeWireGuard {
 		return nil
 	}
 	var ops []op

@@ -40,7 +40,7 @@ func (e *Engine) ownsRoute(r *netlink.Route) bool {
 	if r.Protocol != backend.RouteProtocol || r.Table != syscall.RT_TABLE_MAIN {
 		return false
 	}
-	if e.isVXLAN() && e.devIndex != 0 && r.LinkIndex == e.devIndex {
+	if e.hasDevice() && e.devIndex != 0 && r.LinkIndex == e.devIndex {
 		return true
 	}
 	n := e.cfg.Network

@@ -21,10 +21,14 @@ import (
 func (e *Engine) pass() error {
 	var errs []error
 	devErr := error(nil)
-	if e.isVXLAN() {
-		if devErr = e.ensureDevice(); devErr != nil {
-			errs = append(errs, devErr)
-		}
+	switch {
+	case e.isVXLAN():
+		devErr = e.ensureDevice()
+	case e.isTunnel():
+		devErr = e.ensureTunnel()
+	}
+	if devErr != nil {
+		errs = append(errs, devErr)
 	}
 	if err := e.refreshExtNets(); err != nil {
 		errs = append(errs, err)
@@ -44,18 +48,27 @@ func (e *Engine) pass() error {
 		}
 		ops = e.diffPeer(ops, p, kernel)
 	}
+	if e.isTunnel() && devErr == nil {
+		ops = e.tunnelRouteOps(ops, kernel)
+	}
 	ops = append(ops, e.orphans(kernel)...)
 	ops = e.holdRepairs(ops)
 	e.logOps(netip.Prefix{}, ops)
 	opErrs := e.exec(ops)
 	errs = append(errs, opErrs...)
+	e.tunnelFailed = nil
+	if e.isTunnel() && devErr == nil {
+		if err := e.syncTunnel(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	e.foreign = kernel.foreign
 	e.finishPass(ops, opErrs, e.heldPeers(), nil)
 	if devErr != nil {
 		e.mu.Lock()
 		e.peersGen++
 		for _, p := range e.peers {
-			if p.mode == backend.ModeVXLAN {
+			if p.mode == backend.ModeVXLAN || p.mode == backend.ModeWireGuard {
 				p.programmed, p.lastErr = false, devErr.Error()
 			}
 		}
@@ -69,7 +82,9 @@ func (e *Engine) pass() error {
 // entries it accounts for as seen (deleting them from k).
 func (e *Engine) diffPeer(ops []op, p *peer, k *kernelState) []op {
 	repair := p.programmed || p.leftBroken
-	if !p.reachable {
+	if !p.reachable || p.mode == backend.ModeWireGuard {
+		// A tunnel's peers are reached through the overlay route
+		// (tunnelRouteOps) and programmed by the tunnel.
 		return ops
 	}
 	var route []op
@@ -157,7 +172,7 @@ func (e *Engine) finishPass(ops []op, opErrs []error, held map[netip.Prefix]stri
 	for _, p := range e.peers {
 		prev := p.lastErr
 		broken := e.unrepaired[p.subnet]
-		e.settle(p, errors.Join(failed[p.subnet], broken, e.conflictErr(p.subnet)))
+		e.settle(p, errors.Join(failed[p.subnet], broken, e.conflictErr(p.subnet), e.tunnelFailed[p.subnet]))
 		p.leftBroken = broken != nil
 		if !p.reachable && prev != p.lastErr {
 			e.log.Warn("peer not programmed", "lease", p.key, "public_ip", p.publicIP, "err", p.lastErr)
@@ -200,7 +215,7 @@ func (e *Engine) holdRepairs(ops []op) []op {
 //
 // Equivalent to: `ip -4|-6 addr show dev <ext>`.
 func (e *Engine) refreshExtNets() error {
-	if !e.cfg.DirectRouting && e.isVXLAN() {
+	if !e.cfg.DirectRouting && e.hasDevice() {
 		return nil
 	}
 	link := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: e.cfg.Ext.Index}}

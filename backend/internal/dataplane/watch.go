@@ -163,12 +163,15 @@ func (e *Engine) wants(n notification) bool {
 }
 
 func (e *Engine) wantsLink(n notification) bool {
-	if !e.isVXLAN() {
+	if !e.hasDevice() {
 		return false
 	}
 	a := n.link.Link.Attrs()
-	if a.Name != e.cfg.Device.Name && a.Index != e.devIndex {
+	if a.Name != e.devName() && a.Index != e.devIndex {
 		return false
+	}
+	if e.isTunnel() {
+		return n.del || a.Index != e.devIndex || a.Flags&net.FlagUp == 0
 	}
 	if !n.del && e.deviceOK(a) {
 		return false
@@ -212,9 +215,9 @@ func (e *Engine) wantsAddr(n notification) bool {
 		return false
 	}
 	if idx == e.cfg.Ext.Index {
-		return e.cfg.DirectRouting || !e.isVXLAN()
+		return e.cfg.DirectRouting || !e.hasDevice()
 	}
-	if !e.isVXLAN() || idx != e.devIndex {
+	if !e.hasDevice() || idx != e.devIndex {
 		return false
 	}
 	ones, _ := n.addr.LinkAddress.Mask.Size()
@@ -230,6 +233,9 @@ func (e *Engine) wantsRoute(n notification) bool {
 	dst, ok := ipNetPrefix(r.Dst)
 	if !ok {
 		return false
+	}
+	if e.isTunnel() && dst == e.cfg.Network.Masked() {
+		return e.wantsTunnelRoute(n)
 	}
 	p := e.peers[dst]
 	if p == nil || !p.reachable {
