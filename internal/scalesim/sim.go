@@ -1,7 +1,8 @@
 // Package scalesim simulates thousands of hosts sharing one etcd cluster:
 // each simulated host runs the agent's own lease code (subnet.Registry's
-// Holder and WatchLeases) with its own etcd client connection, and a
-// counting Sink stands in for the kernel. The etcd cluster is a real
+// HoldAndWatch: the Holder and the lease watch started from its list) with
+// its own etcd client connection, and a counting Sink stands in for the
+// kernel. The etcd cluster is a real
 // 3-member cluster of `netagent-lab etcd` processes, each in its own
 // network namespace of a lab; the simulated hosts' connections are made
 // from the lab's host namespaces (several simulated hosts share one).
@@ -214,8 +215,8 @@ func (s *Sim) client(ns string, counted bool) (*clientv3.Client, error) {
 }
 
 // Run starts hosts[from:to]: each holds a lease (acquiring it), and once
-// it holds one, starts its watch if it has a sink — the agent's order. It
-// returns at once.
+// it holds one, starts its watch from the acquisition's list if it has a
+// sink (Registry.HoldAndWatch, as the agent does). It returns at once.
 func (s *Sim) Run(from, to int) {
 	for _, h := range s.Hosts[from:to] {
 		s.wg.Go(func() { s.runHost(h) })
@@ -226,7 +227,14 @@ func (s *Sim) runHost(h *Host) {
 	h.mu.Lock()
 	h.started = time.Now()
 	h.mu.Unlock()
-	hd, err := h.reg.Hold(s.ctx, s.Cfg, h.opts)
+	var hd *subnet.Holder
+	var watch <-chan lease.Batch
+	var err error
+	if h.Sink == nil {
+		hd, err = h.reg.Hold(s.ctx, s.Cfg, h.opts)
+	} else {
+		hd, watch, err = h.reg.HoldAndWatch(s.ctx, s.Cfg, h.opts)
+	}
 	if err != nil {
 		return // the simulation stopped
 	}
@@ -241,7 +249,7 @@ func (s *Sim) runHost(h *Host) {
 	if h.Sink == nil {
 		return
 	}
-	for b := range h.reg.WatchLeases(s.ctx) {
+	for b := range watch {
 		h.Sink.apply(b)
 	}
 	if s.ctx.Err() == nil {
