@@ -156,6 +156,10 @@ func runN(ctx context.Context, o options, n int, out io.Writer) (rows []string, 
 
 	// Boot storm.
 	before := s.Counter.Snapshot()
+	cpu0, err := bootCPU(s)
+	if err != nil {
+		return rows, err
+	}
 	start := time.Now()
 	s.Run(0, n)
 	progress := time.Now()
@@ -163,7 +167,9 @@ func runN(ctx context.Context, o options, n int, out io.Writer) (rows []string, 
 		h := s.Held()
 		if time.Since(progress) >= time.Minute {
 			progress = time.Now()
-			fmt.Fprintf(out, "# boot: %d of %d hold a lease after %v (load %s)\n", h, n, time.Since(start).Round(time.Second), load())
+			cpu, _ := bootCPU(s)
+			fmt.Fprintf(out, "# boot: %d of %d hold a lease after %v (load %s); CPU-seconds since the start: %s\n",
+				h, n, time.Since(start).Round(time.Second), load(), cpu.since(cpu0))
 		}
 		if h < n {
 			return fmt.Errorf("%d of %d hold a lease", h, n)
@@ -177,13 +183,17 @@ func runN(ctx context.Context, o options, n int, out io.Writer) (rows []string, 
 		return rows, err
 	}
 	converged := time.Since(start)
+	cpu1, err := bootCPU(s)
+	if err != nil {
+		return rows, err
+	}
 	d := s.Counter.Snapshot().Sub(before)
 	acq := d.Methods["Range"].Sent + d.Methods["Txn"].Sent + d.Methods["LeaseGrant"].Sent + d.Methods["LeaseRevoke"].Sent
-	row("boot", "all held %v (per host: %s), all watches converged %v; %.2f requests per acquisition (Range %d, Txn %d, LeaseGrant %d, LeaseRevoke %d); %d failed Txns (conflicts); mean wait per request: Range %v, LeaseGrant %v, Txn %v; %s received by the hosts; %d warnings",
+	row("boot", "all held %v (per host: %s), all watches converged %v; %.2f requests per acquisition (Range %d, Txn %d, LeaseGrant %d, LeaseRevoke %d); %d failed Txns (conflicts); mean wait per request: Range %v, LeaseGrant %v, Txn %v; %s received by the hosts; %d warnings; CPU-seconds: %s",
 		held.Round(time.Millisecond), s.HoldDelays(0, n), converged.Round(time.Millisecond), float64(acq)/float64(n),
 		d.Methods["Range"].Sent, d.Methods["Txn"].Sent, d.Methods["LeaseGrant"].Sent, d.Methods["LeaseRevoke"].Sent,
 		d.FailedTxns, d.Methods["Range"].MeanWait().Round(time.Millisecond), d.Methods["LeaseGrant"].MeanWait().Round(time.Millisecond), d.Methods["Txn"].MeanWait().Round(time.Millisecond),
-		mb(float64(d.Total().RecvBytes)), s.Warnings())
+		mb(float64(d.Total().RecvBytes)), s.Warnings(), cpu1.since(cpu0))
 
 	// Steady state.
 	if err := sleep(ctx, 5*time.Second); err != nil {
@@ -332,6 +342,24 @@ func runN(ctx context.Context, o options, n int, out io.Writer) (rows []string, 
 		return rows, fmt.Errorf("at the end: %w", err)
 	}
 	return rows, nil
+}
+
+// cpuUse is the CPU time used so far by the etcd members and by this
+// process (the simulated hosts).
+type cpuUse struct{ etcd, sim time.Duration }
+
+func bootCPU(s *scalesim.Sim) (cpuUse, error) {
+	u, err := s.Usage()
+	if err != nil {
+		return cpuUse{}, err
+	}
+	sim, _, err := scalesim.SelfUsage()
+	return cpuUse{u.CPU, sim}, err
+}
+
+// since says what was used between c0 and c.
+func (c cpuUse) since(c0 cpuUse) string {
+	return fmt.Sprintf("etcd %.1f (3 members), simulator %.1f", (c.etcd - c0.etcd).Seconds(), (c.sim - c0.sim).Seconds())
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
