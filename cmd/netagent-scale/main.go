@@ -168,8 +168,8 @@ func runN(ctx context.Context, o options, n int, out io.Writer) (rows []string, 
 		if time.Since(progress) >= time.Minute {
 			progress = time.Now()
 			cpu, _ := bootCPU(s)
-			fmt.Fprintf(out, "# boot: %d of %d hold a lease after %v (load %s); CPU-seconds since the start: %s\n",
-				h, n, time.Since(start).Round(time.Second), load(), cpu.since(cpu0))
+			fmt.Fprintf(out, "# boot: %d of %d hold a lease after %v (load %s); CPU-seconds since the start: %s; %d connections dialled\n",
+				h, n, time.Since(start).Round(time.Second), load(), cpu.since(cpu0), s.Counter.Snapshot().Sub(before).Dials)
 		}
 		if h < n {
 			return fmt.Errorf("%d of %d hold a lease", h, n)
@@ -189,11 +189,11 @@ func runN(ctx context.Context, o options, n int, out io.Writer) (rows []string, 
 	}
 	d := s.Counter.Snapshot().Sub(before)
 	acq := d.Methods["Range"].Sent + d.Methods["Txn"].Sent + d.Methods["LeaseGrant"].Sent + d.Methods["LeaseRevoke"].Sent
-	row("boot", "all held %v (per host: %s), all watches converged %v; %.2f requests per acquisition (Range %d, Txn %d, LeaseGrant %d, LeaseRevoke %d); %d failed Txns (conflicts); mean wait per request: Range %v, LeaseGrant %v, Txn %v; %s received by the hosts; %d warnings; CPU-seconds: %s",
+	row("boot", "all held %v (per host: %s), all watches converged %v; %.2f requests per acquisition (Range %d, Txn %d, LeaseGrant %d, LeaseRevoke %d); %d failed Txns (conflicts); mean wait per request: Range %v, LeaseGrant %v, Txn %v; %s received by the hosts; %d warnings; CPU-seconds: %s; %d connections dialled (3 per host to start with)",
 		held.Round(time.Millisecond), s.HoldDelays(0, n), converged.Round(time.Millisecond), float64(acq)/float64(n),
 		d.Methods["Range"].Sent, d.Methods["Txn"].Sent, d.Methods["LeaseGrant"].Sent, d.Methods["LeaseRevoke"].Sent,
 		d.FailedTxns, d.Methods["Range"].MeanWait().Round(time.Millisecond), d.Methods["LeaseGrant"].MeanWait().Round(time.Millisecond), d.Methods["Txn"].MeanWait().Round(time.Millisecond),
-		mb(float64(d.Total().RecvBytes)), s.Warnings(), cpu1.since(cpu0))
+		mb(float64(d.Total().RecvBytes)), s.Warnings(), cpu1.since(cpu0), d.Dials)
 
 	// Steady state.
 	if err := sleep(ctx, 5*time.Second); err != nil {

@@ -194,6 +194,9 @@ func (s *Sim) client(ns string, counted bool) (*clientv3.Client, error) {
 	dial := []grpc.DialOption{
 		grpc.WithConnectParams(reconnect),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			if counted {
+				s.Counter.dials.Add(1)
+			}
 			return lab.DialInNS(ctx, ns, "tcp", addr)
 		}),
 	}
