@@ -7,6 +7,7 @@
 // Usage:
 //
 //	netagent-scale [-n 500,1000] [-watchers W] [-ttl 24h] [-renew-margin 1h]
+//	               [-connect-timeout 3s] [-keepalive-timeout 5s]
 //	               [-steady 30s] [-cut 20s] [-lab-binary PATH]
 //
 // Scenarios, in order, for each N: boot (all N acquire at once), steady
@@ -50,6 +51,8 @@ type options struct {
 	ns          []int
 	watchers    int
 	ttl, margin time.Duration
+	connect     time.Duration
+	keepalive   time.Duration
 	steady, cut time.Duration
 	labBinary   string
 	verbose     bool
@@ -64,6 +67,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.IntVar(&o.watchers, "watchers", 0, "hosts that also run the lease watch (0: all)")
 	fs.DurationVar(&o.ttl, "ttl", 0, "lease TTL (0: the agent's default)")
 	fs.DurationVar(&o.margin, "renew-margin", 0, "renew margin (0: the agent's default)")
+	fs.DurationVar(&o.connect, "connect-timeout", 0, "time a client connection is given to be set up (0: the agent's 3s)")
+	fs.DurationVar(&o.keepalive, "keepalive-timeout", 0, "time a keepalive ping is given to be answered (0: the agent's 5s)")
 	fs.DurationVar(&o.steady, "steady", 30*time.Second, "steady-state measuring window")
 	fs.DurationVar(&o.cut, "cut", 20*time.Second, "how long a third of the hosts stay cut off")
 	fs.StringVar(&o.labBinary, "lab-binary", "", "netagent-lab executable (built when empty)")
@@ -139,7 +144,8 @@ func runN(ctx context.Context, o options, n int, out io.Writer) (rows []string, 
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()
 	s, err := scalesim.Start(ctx, scalesim.Options{Hosts: n, Watchers: o.watchers, Namespaces: 3,
-		TTL: o.ttl, RenewMargin: o.margin, LabBinary: o.labBinary, Log: log})
+		TTL: o.ttl, RenewMargin: o.margin, ConnectTimeout: o.connect, KeepAliveTimeout: o.keepalive,
+		LabBinary: o.labBinary, Log: log})
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +158,8 @@ func runN(ctx context.Context, o options, n int, out io.Writer) (rows []string, 
 		}
 		return nil
 	}
-	fmt.Fprintf(out, "# N=%d watchers=%d ttl=%v renew-margin=%v load=%s\n", n, s.Watchers(), o.ttl, o.margin, load())
+	fmt.Fprintf(out, "# N=%d watchers=%d ttl=%v renew-margin=%v connect-timeout=%v keepalive-timeout=%v load=%s\n",
+		n, s.Watchers(), o.ttl, o.margin, o.connect, o.keepalive, load())
 
 	// Boot storm.
 	before := s.Counter.Snapshot()

@@ -9,6 +9,7 @@
 package scalesim
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -56,6 +57,11 @@ type Options struct {
 	// TTL and RenewMargin are the lease settings (the agent's defaults
 	// when zero).
 	TTL, RenewMargin time.Duration
+	// ConnectTimeout and KeepAliveTimeout replace the agent's etcd client
+	// settings (3 s to set up a connection, 5 s for a keepalive ping's
+	// answer) when not zero: what a starved connection is given before it
+	// is dropped and dialled again.
+	ConnectTimeout, KeepAliveTimeout time.Duration
 	// LabBinary is the netagent-lab executable that runs etcd.
 	LabBinary string
 	// Log receives progress messages and the hosts' warnings; nil
@@ -191,8 +197,12 @@ func Start(ctx context.Context, opts Options) (_ *Sim, err error) {
 // in ns, set up as the agent's (keepalive 10 s/5 s, reconnect capped at
 // 3 s); counted adds the Counter's interceptors.
 func (s *Sim) client(ns string, counted bool) (*clientv3.Client, error) {
+	params := reconnect
+	if s.opts.ConnectTimeout > 0 {
+		params.MinConnectTimeout = s.opts.ConnectTimeout
+	}
 	dial := []grpc.DialOption{
-		grpc.WithConnectParams(reconnect),
+		grpc.WithConnectParams(params),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 			if counted {
 				s.Counter.dials.Add(1)
@@ -207,7 +217,7 @@ func (s *Sim) client(ns string, counted bool) (*clientv3.Client, error) {
 		Endpoints:            s.Cluster.Endpoints(),
 		DialTimeout:          5 * time.Second,
 		DialKeepAliveTime:    10 * time.Second,
-		DialKeepAliveTimeout: 5 * time.Second,
+		DialKeepAliveTimeout: cmp.Or(s.opts.KeepAliveTimeout, 5*time.Second),
 		Logger:               zap.NewNop(),
 		DialOptions:          dial,
 	})
