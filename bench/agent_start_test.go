@@ -126,6 +126,14 @@ func BenchmarkAgentStart(b *testing.B) {
 				left := hosts
 				for left > 0 {
 					if time.Since(t0) > agentColdStartTimeout {
+						if c, err := agentCPUSnapshot(al, procs); err == nil {
+							b.Log(agentCPUShares(cpu0, c, time.Since(t0), hosts))
+						}
+						for j, p := range procs {
+							if !done[j] {
+								b.Logf("agent %d, without a lease:\n%s", j, p.Tail(800))
+							}
+						}
 						b.Fatalf("%d of %d agents without a lease after %v", left, hosts, agentColdStartTimeout)
 					}
 					time.Sleep(20 * time.Millisecond)
