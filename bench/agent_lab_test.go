@@ -125,17 +125,17 @@ func (al *agentLab) startAgent(h *lab.Host) *lab.Proc {
 }
 
 // startAgentAs is startAgent with the netagent binary bin, started by
-// start (the lab's StartProcess or StartProcessInNet).
-func (al *agentLab) startAgentAs(h *lab.Host, bin string, start func(ns string, env []string, argv ...string) (*lab.Proc, error)) *lab.Proc {
+// start (the lab's StartProcess or StartProcessInNet), with extra flags.
+func (al *agentLab) startAgentAs(h *lab.Host, bin string, start func(ns string, env []string, argv ...string) (*lab.Proc, error), extra ...string) *lab.Proc {
 	al.b.Helper()
-	p, err := start(h.NS, nil,
+	p, err := start(h.NS, nil, append([]string{
 		bin, "run",
-		"--etcd-endpoints="+strings.Join(al.lab.EtcdEndpoints(), ","),
-		"--subnet-file="+h.SubnetFile(),
-		"--docker-opts-file="+filepath.Join(h.Dir, "docker"),
-		"--status-socket="+agentStatusSocket(h),
+		"--etcd-endpoints=" + strings.Join(al.lab.EtcdEndpoints(), ","),
+		"--subnet-file=" + h.SubnetFile(),
+		"--docker-opts-file=" + filepath.Join(h.Dir, "docker"),
+		"--status-socket=" + agentStatusSocket(h),
 		"--ip-masq",
-	)
+	}, extra...)...)
 	if err != nil {
 		al.b.Fatalf("start agent on %s: %v", h.Name, err)
 	}

@@ -87,8 +87,9 @@ func agentStartEnter(b *testing.B, al *agentLab) (string, func(ns string, env []
 }
 
 // BenchmarkAgentStart/hosts=N: N `netagent run` processes (startAgent's
-// flags; the binary and the way into the namespace as agentStartBinary
-// and agentStartEnter say) started at once, one per lab host, on an
+// flags and those of NETAGENT_BENCH_START_FLAGS, e.g. "--probe=false";
+// the binary and the way into the namespace as agentStartBinary and
+// agentStartEnter say) started at once, one per lab host, on an
 // empty network (10.0.0.0/8, /24s): from just before the first is
 // started to each process logging each of agentStartPhases, the agent's
 // CPU time when its "lease acquired" was seen (polled every 20 ms: an
@@ -110,7 +111,7 @@ func BenchmarkAgentStart(b *testing.B) {
 				build, bin := agentStartBinary(b)
 				enter, start := agentStartEnter(b, al)
 				if i == 0 {
-					b.Logf("netagent built as %q, started by %q", build, enter)
+					b.Logf("netagent built as %q, started by %q, extra flags %q", build, enter, os.Getenv("NETAGENT_BENCH_START_FLAGS"))
 				}
 				cpu0, err := agentCPUSnapshot(al, nil)
 				if err != nil {
@@ -119,7 +120,7 @@ func BenchmarkAgentStart(b *testing.B) {
 				t0 := time.Now()
 				procs := make([]*lab.Proc, hosts)
 				for j, h := range al.lab.Hosts() {
-					procs[j] = al.startAgentAs(h, bin, start)
+					procs[j] = al.startAgentAs(h, bin, start, strings.Fields(os.Getenv("NETAGENT_BENCH_START_FLAGS"))...)
 				}
 				done := make([]bool, hosts)
 				subnets := map[string]string{}
