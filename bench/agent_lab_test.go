@@ -156,21 +156,29 @@ func newAgentLab(b *testing.B, hosts int, config string) (al *agentLab, close fu
 // logs).
 func (al *agentLab) startAgent(h *lab.Host) *lab.Proc {
 	al.b.Helper()
-	return al.startAgentWith(h, nil)
+	return al.startAgentAs(h, al.bins["./cmd/netagent"], al.lab.StartProcess, nil)
 }
 
 // startAgentWith is startAgent with env added to the agent's environment
 // and extra flags after the others.
 func (al *agentLab) startAgentWith(h *lab.Host, env []string, extra ...string) *lab.Proc {
 	al.b.Helper()
-	args := []string{al.bins["./cmd/netagent"], "run",
+	return al.startAgentAs(h, al.bins["./cmd/netagent"], al.lab.StartProcess, env, extra...)
+}
+
+// startAgentAs is startAgent with the netagent binary bin, started by
+// start (the lab's StartProcess or StartProcessInNet), with env added to
+// its environment and extra flags after the others.
+func (al *agentLab) startAgentAs(h *lab.Host, bin string, start func(ns string, env []string, argv ...string) (*lab.Proc, error), env []string, extra ...string) *lab.Proc {
+	al.b.Helper()
+	p, err := start(h.NS, env, append([]string{
+		bin, "run",
 		"--etcd-endpoints=" + strings.Join(al.lab.EtcdEndpoints(), ","),
 		"--subnet-file=" + h.SubnetFile(),
 		"--docker-opts-file=" + filepath.Join(h.Dir, "docker"),
 		"--status-socket=" + agentStatusSocket(h),
 		"--ip-masq",
-	}
-	p, err := al.lab.StartProcess(h.NS, env, append(args, extra...)...)
+	}, extra...)...)
 	if err != nil {
 		al.b.Fatalf("start agent on %s: %v", h.Name, err)
 	}

@@ -53,7 +53,17 @@ func (l *Lab) StartNsenter(ns string, env []string, argv ...string) (*Proc, erro
 // namespace ns only.
 func nsenterArgv(ns string) []string { return []string{"nsenter", "--net=" + NSPath(ns)} }
 
-// start starts wrapper+argv, where wrapper enters the lab namespace ns.
+// StartProcessInNet is StartProcess without `ip netns exec`: argv is
+// forked from a thread switched into ns's network namespace, so it enters
+// that namespace only, as an agent on a real host runs — no private mount
+// namespace, /sys not remounted, no /etc/netns/NS files, and no `ip`
+// process exec'd first. For measuring what a process's start costs.
+func (l *Lab) StartProcessInNet(ns string, env []string, argv ...string) (*Proc, error) {
+	return l.start(ns, env, nil, argv)
+}
+
+// start starts wrapper+argv, where wrapper enters the lab namespace ns; with
+// no wrapper, argv itself is forked from a thread in ns's network namespace.
 func (l *Lab) start(ns string, env, wrapper, argv []string) (*Proc, error) {
 	if err := l.checkOwned(ns); err != nil {
 		return nil, err
@@ -77,7 +87,11 @@ func (l *Lab) start(ns string, env, wrapper, argv []string) (*Proc, error) {
 	defer f.Close() // the child has its own copy
 	fmt.Fprintf(f, "# in %s: %s\n", ns, strings.Join(argv, " "))
 
-	cmd := exec.Command(wrapper[0], append(slices.Clone(wrapper[1:]), argv...)...)
+	inNet := len(wrapper) == 0
+	cmd := exec.Command(argv[0], argv[1:]...)
+	if !inNet {
+		cmd = exec.Command(wrapper[0], append(slices.Clone(wrapper[1:]), argv...)...)
+	}
 	cmd.Env = append(append(os.Environ(), env...), netnsguard.EnvRefuse+"=1")
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -94,7 +108,11 @@ func (l *Lab) start(ns string, env, wrapper, argv []string) (*Proc, error) {
 	if l.closed {
 		return nil, errors.New("lab: closed")
 	}
-	if err := cmd.Start(); err != nil {
+	start := cmd.Start
+	if inNet {
+		start = func() error { return startInNS(ns, cmd) }
+	}
+	if err := start(); err != nil {
 		return nil, fmt.Errorf("lab: start %s in %s: %w", argv[0], ns, err)
 	}
 	l.procs[p] = struct{}{}
