@@ -156,8 +156,15 @@ func newAgentLab(b *testing.B, hosts int, config string) (al *agentLab, close fu
 // logs).
 func (al *agentLab) startAgent(h *lab.Host) *lab.Proc {
 	al.b.Helper()
-	p, err := al.lab.StartProcess(h.NS, nil,
-		al.bins["./cmd/netagent"], "run",
+	return al.startAgentAs(h, al.bins["./cmd/netagent"], al.lab.StartProcess)
+}
+
+// startAgentAs is startAgent with the netagent binary bin, started by
+// start (the lab's StartProcess or StartProcessInNet).
+func (al *agentLab) startAgentAs(h *lab.Host, bin string, start func(ns string, env []string, argv ...string) (*lab.Proc, error)) *lab.Proc {
+	al.b.Helper()
+	p, err := start(h.NS, nil,
+		bin, "run",
 		"--etcd-endpoints="+strings.Join(al.lab.EtcdEndpoints(), ","),
 		"--subnet-file="+h.SubnetFile(),
 		"--docker-opts-file="+filepath.Join(h.Dir, "docker"),

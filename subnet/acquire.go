@@ -112,7 +112,7 @@ func (r *Registry) TryAcquire(ctx context.Context, cfg *lease.Config, opts Acqui
 	if err != nil {
 		return lease.Lease{}, err
 	}
-	h, err := r.tryAcquire(ctx, cfg, opts)
+	h, _, err := r.tryAcquire(ctx, cfg, opts)
 	return h.lease, err
 }
 
@@ -124,21 +124,30 @@ func (r *Registry) Acquire(ctx context.Context, cfg *lease.Config, opts AcquireO
 	if err != nil {
 		return lease.Lease{}, err
 	}
-	h, err := r.acquire(ctx, cfg, opts)
+	h, _, err := r.acquire(ctx, cfg, opts)
 	return h.lease, err
 }
 
-func (r *Registry) acquire(ctx context.Context, cfg *lease.Config, opts AcquireOptions) (held, error) {
+// listing is one Range of every key under <prefix>/subnets/ and the store
+// revision it was read at: what an acquisition decided on.
+type listing struct {
+	entries []entry
+	rev     int64
+}
+
+// acquire is Acquire's loop; it also returns the list the successful
+// attempt decided on.
+func (r *Registry) acquire(ctx context.Context, cfg *lease.Config, opts AcquireOptions) (held, listing, error) {
 	bo := backoff.NewJittered(time.Second, 30*time.Second)
 	for {
-		h, err := r.tryAcquire(ctx, cfg, opts)
+		h, ls, err := r.tryAcquire(ctx, cfg, opts)
 		switch {
 		case err == nil:
-			return h, nil
+			return h, ls, nil
 		case ctx.Err() != nil:
-			return held{}, ctx.Err()
+			return held{}, listing{}, ctx.Err()
 		case errors.Is(err, ErrInvalidOptions):
-			return held{}, err
+			return held{}, listing{}, err
 		}
 		wait := bo.Next()
 		if errors.Is(err, ErrLeaseConflict) {
@@ -147,28 +156,28 @@ func (r *Registry) acquire(ctx context.Context, cfg *lease.Config, opts AcquireO
 			r.log.Warn("cannot acquire a subnet lease: retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
 		}
 		if err := sleepCtx(ctx, wait); err != nil {
-			return held{}, err
+			return held{}, listing{}, err
 		}
 	}
 }
 
-func (r *Registry) tryAcquire(ctx context.Context, cfg *lease.Config, opts AcquireOptions) (held, error) {
+func (r *Registry) tryAcquire(ctx context.Context, cfg *lease.Config, opts AcquireOptions) (held, listing, error) {
 	var err error
 	for range conflictRetries {
+		entries, rev, lerr := r.list(ctx)
+		if lerr != nil {
+			return held{}, listing{}, lerr
+		}
 		var h held
-		if h, err = r.attempt(ctx, cfg, opts); !errors.Is(err, ErrLeaseConflict) {
-			return h, err
+		if h, err = r.attempt(ctx, cfg, opts, entries, rev); !errors.Is(err, ErrLeaseConflict) {
+			return h, listing{entries, rev}, err
 		}
 	}
-	return held{}, err
+	return held{}, listing{}, err
 }
 
-// attempt is one list-decide-write round.
-func (r *Registry) attempt(ctx context.Context, cfg *lease.Config, opts AcquireOptions) (held, error) {
-	entries, rev, err := r.list(ctx)
-	if err != nil {
-		return held{}, err
-	}
+// attempt is one decide-write round on the leases listed at rev.
+func (r *Registry) attempt(ctx context.Context, cfg *lease.Config, opts AcquireOptions, entries []entry, rev int64) (held, error) {
 	value, err := opts.Attrs.MarshalJSON()
 	if err != nil {
 		return held{}, fmt.Errorf("subnet: encode lease value: %w", err)

@@ -268,6 +268,8 @@ func (r *Registry) Leases(ctx context.Context) ([]lease.Lease, int64, error) {
 // entry is one key under <prefix>/subnets/ whose key parses. err is set when
 // its value does not (the subnets still count as taken).
 type entry struct {
+	// key is the key relative to <prefix>/subnets/, as stored.
+	key   string
 	lease lease.Lease
 	value []byte
 	err   error
@@ -300,6 +302,7 @@ func (r *Registry) parseKV(kv *mvccpb.KeyValue) (e entry, ok bool) {
 		r.log.Warn("skipping malformed lease key", "key", string(kv.Key), "err", err)
 		return e, false
 	}
+	e.key = rel
 	e.lease = lease.Lease{
 		Subnet:         v4,
 		IPv6Subnet:     v6,

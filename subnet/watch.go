@@ -1,14 +1,12 @@
 package subnet
 
 import (
-	"bytes"
 	"context"
 	"maps"
 	"slices"
 	"strings"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/netagent/netagent/internal/backoff"
@@ -29,9 +27,15 @@ const pendingCompactAt = 4096
 // Keys and values that do not parse are skipped with a warning (a known
 // lease whose value turns malformed is delivered as removed).
 func (r *Registry) WatchLeases(ctx context.Context) <-chan lease.Batch {
+	return r.watchLeases(ctx, nil)
+}
+
+// watchLeases is WatchLeases; with first set, its first Snapshot is that
+// list instead of one of its own.
+func (r *Registry) watchLeases(ctx context.Context, first *listing) <-chan lease.Batch {
 	out := make(chan lease.Batch)
 	w := &leaseWatch{r: r, known: make(map[string]lease.Lease)}
-	go w.run(ctx, out)
+	go w.run(ctx, first, out)
 	return out
 }
 
@@ -48,10 +52,12 @@ type leaseWatch struct {
 	rev      int64
 }
 
-func (w *leaseWatch) run(ctx context.Context, out chan<- lease.Batch) {
+func (w *leaseWatch) run(ctx context.Context, first *listing, out chan<- lease.Batch) {
 	defer close(out)
 	w.snapshot = true
-	if !w.resync(ctx) {
+	if first != nil {
+		w.diff(first.entries, first.rev)
+	} else if !w.resync(ctx) {
 		return
 	}
 	for {
@@ -184,7 +190,7 @@ func (w *leaseWatch) resync(ctx context.Context) bool {
 	bo := backoff.NewJittered(500*time.Millisecond, 15*time.Second)
 	var lastErr string
 	for {
-		entries, rev, err := w.listKVs(ctx)
+		entries, rev, err := w.list(ctx)
 		if err == nil {
 			w.diff(entries, rev)
 			return true
@@ -202,24 +208,22 @@ func (w *leaseWatch) resync(ctx context.Context) bool {
 	}
 }
 
-func (w *leaseWatch) listKVs(ctx context.Context) ([]*mvccpb.KeyValue, int64, error) {
+// list is Registry.list bounded by requestTimeout, failing at once
+// without a leader.
+func (w *leaseWatch) list(ctx context.Context) ([]entry, int64, error) {
 	rctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), requestTimeout)
 	defer cancel()
-	resp, err := w.r.cli.Get(rctx, w.r.SubnetsPrefix(), clientv3.WithPrefix())
-	if err != nil {
-		return nil, 0, err
-	}
-	return resp.Kvs, resp.Header.GetRevision(), nil
+	return w.r.list(rctx)
 }
 
 // diff replaces known by the listed leases, queueing what changed: leases
 // that are new or whose key was rewritten as added, vanished ones as
 // removed.
-func (w *leaseWatch) diff(kvs []*mvccpb.KeyValue, rev int64) {
-	listed := make(map[string]lease.Lease, len(kvs))
-	for _, kv := range kvs {
-		if e, ok := w.r.parseKV(kv); ok && e.err == nil {
-			listed[string(bytes.TrimPrefix(kv.Key, []byte(w.r.SubnetsPrefix())))] = e.lease
+func (w *leaseWatch) diff(entries []entry, rev int64) {
+	listed := make(map[string]lease.Lease, len(entries))
+	for _, e := range entries {
+		if e.err == nil {
+			listed[e.key] = e.lease
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(w.known)) {

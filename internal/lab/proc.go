@@ -35,6 +35,19 @@ type Proc struct {
 // so Proc's PID is argv's. Close kills it if it is still running, and so
 // does the kernel if the lab process dies first.
 func (l *Lab) StartProcess(ns string, env []string, argv ...string) (*Proc, error) {
+	return l.startProcess(ns, false, env, argv)
+}
+
+// StartProcessInNet is StartProcess without `ip netns exec`: argv is
+// forked from a thread switched into ns's network namespace, so it enters
+// that namespace only, as an agent on a real host runs — no private mount
+// namespace, /sys not remounted, no /etc/netns/NS files, and no `ip`
+// process exec'd first. For measuring what a process's start costs.
+func (l *Lab) StartProcessInNet(ns string, env []string, argv ...string) (*Proc, error) {
+	return l.startProcess(ns, true, env, argv)
+}
+
+func (l *Lab) startProcess(ns string, inNet bool, env []string, argv []string) (*Proc, error) {
 	if err := l.checkOwned(ns); err != nil {
 		return nil, err
 	}
@@ -58,6 +71,9 @@ func (l *Lab) StartProcess(ns string, env []string, argv ...string) (*Proc, erro
 	fmt.Fprintf(f, "# in %s: %s\n", ns, strings.Join(argv, " "))
 
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, argv...)...)
+	if inNet {
+		cmd = exec.Command(argv[0], argv[1:]...)
+	}
 	cmd.Env = append(append(os.Environ(), env...), netnsguard.EnvRefuse+"=1")
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -74,7 +90,11 @@ func (l *Lab) StartProcess(ns string, env []string, argv ...string) (*Proc, erro
 	if l.closed {
 		return nil, errors.New("lab: closed")
 	}
-	if err := cmd.Start(); err != nil {
+	start := cmd.Start
+	if inNet {
+		start = func() error { return startInNS(ns, cmd) }
+	}
+	if err := start(); err != nil {
 		return nil, fmt.Errorf("lab: start %s in %s: %w", argv[0], ns, err)
 	}
 	l.procs[p] = struct{}{}
