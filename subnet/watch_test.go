@@ -331,7 +331,7 @@ func TestWatchLeasesCoalesces(t *testing.T) {
 	log := &regTestLog{}
 	r := NewRegistry(nil, "/test/coalesce", slog.New(log))
 	f := &regTestFeed{t: t, r: r, ch: make(chan clientv3.WatchResponse)}
-	w := &leaseWatch{r: r, known: make(map[string]lease.Lease), snapshot: true}
+	w := newLeaseWatch(r)
 	out := make(chan lease.Batch)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -439,6 +439,13 @@ func TestWatchLeasesCoalesces(t *testing.T) {
 	if len(w.pending) != 1 || w.pending[0].Lease.Key() != "10.5.5.0-24" {
 		t.Errorf("pending after the break: %v, want the change to 10.5.5.0-24", w.pending)
 	}
+	// The Snapshot taken, the watch keeps revisions only, not leases.
+	if w.snapshot || w.first != nil {
+		t.Errorf("after the Snapshot was taken the watch still holds it: snapshot %v, %d leases", w.snapshot, len(w.first))
+	}
+	if got, want := len(w.known), len(wantSet)+1; got != want {
+		t.Errorf("watch knows %d keys, want %d", got, want)
+	}
 }
 
 // TestWatchLeasesClosesWithContext: the channel closes when ctx ends.
@@ -452,7 +459,7 @@ func TestWatchLeasesClosesWithContext(t *testing.T) {
 }
 
 func TestCompactPending(t *testing.T) {
-	w := &leaseWatch{known: map[string]lease.Lease{}}
+	w := &leaseWatch{}
 	p := func(i int) lease.Lease {
 		return lease.Lease{Subnet: netip.MustParsePrefix(fmt.Sprintf("10.5.%d.0/24", i))}
 	}
