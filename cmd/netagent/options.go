@@ -160,7 +160,7 @@ func runFlags(o *agent.Options, passwordFile *string, out io.Writer) *flag.FlagS
 	fs.StringVar(&o.TxCsumOffload, "vxlan-tx-csum-offload", o.TxCsumOffload, "TX checksum offload of the vxlan device: auto (leave it, and try it off with --vxlan-auto-csum-offload), on or off")
 	fs.BoolVar(&o.AutoCsumOffload, "vxlan-auto-csum-offload", o.AutoCsumOffload, "turn TX checksum offload off on trial when peers answer on their public IP but not through the overlay; keep it off if that helps")
 	fs.Var(negBool{&o.NoRepair}, "dataplane-repair", "repair kernel entries found missing or wrong (false: report them only, for debugging)")
-	fs.Var(memoryLimit{&o.MemoryLimit}, "memory-limit", "the Go runtime's soft memory limit: a size (48MiB) or off (default: 28MiB, raised with the live heap); GOMEMLIMIT, when set, replaces the default")
+	fs.Var(memoryLimit{&o.MemoryLimit}, "memory-limit", "the Go runtime's soft memory limit: a size (48MiB) or off (default: 24MiB, raised with the live heap); GOMEMLIMIT, when set, replaces the default")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.LogFormat, "log-format", "text", "text or json")
 	return fs
