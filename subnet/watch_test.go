@@ -334,7 +334,7 @@ func TestWatchLeasesCoalesces(t *testing.T) {
 	log := &regTestLog{}
 	r := NewRegistry(nil, "/test/coalesce", slog.New(log))
 	f := &regTestFeed{t: t, r: r, ch: make(chan clientv3.WatchResponse)}
-	w := &leaseWatch{r: r, known: make(map[string]lease.Lease), snapshot: true}
+	w := newLeaseWatch(r)
 	out := make(chan lease.Batch)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -442,6 +442,13 @@ func TestWatchLeasesCoalesces(t *testing.T) {
 	if len(w.pending) != 1 || w.pending[0].Lease.Key() != "10.5.5.0-24" {
 		t.Errorf("pending after the break: %v, want the change to 10.5.5.0-24", w.pending)
 	}
+	// The Snapshot taken, the watch keeps revisions only, not leases.
+	if w.snapshot || w.first != nil {
+		t.Errorf("after the Snapshot was taken the watch still holds it: snapshot %v, %d leases", w.snapshot, len(w.first))
+	}
+	if got, want := len(w.known), len(wantSet)+1; got != want {
+		t.Errorf("watch knows %d keys, want %d", got, want)
+	}
 }
 
 // TestWatchLeasesClosesWithContext: the channel closes when ctx ends.
@@ -455,7 +462,7 @@ func TestWatchLeasesClosesWithContext(t *testing.T) {
 }
 
 func TestCompactPending(t *testing.T) {
-	w := &leaseWatch{known: map[string]lease.Lease{}}
+	w := &leaseWatch{}
 	p := func(i int) lease.Lease {
 		return lease.Lease{Subnet: netip.MustParsePrefix(fmt.Sprintf("10.5.%d.0/24", i))}
 	}
@@ -552,7 +559,12 @@ func TestHoldAndWatch(t *testing.T) {
 	// A peer that joins after the acquisition listed.
 	pr.after = func() { regTestPut(t, plain, r, "10.5.9.0-24", val(9), 60) }
 
-	holder, watch, err := r.HoldAndWatch(ctx, cfg, regTestOpts(0))
+	// The subnet is chosen (a previous one, free), so that the
+	// acquisition never draws 10.5.9.0/24, taken after its list: that
+	// conflict would make it list again (1 run in 16).
+	opts := regTestOpts(0)
+	opts.Previous = netip.MustParsePrefix("10.5.10.0/24")
+	holder, watch, err := r.HoldAndWatch(ctx, cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
