@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,11 @@ type Registry struct {
 	prefix string
 	log    *slog.Logger
 	stats  registryStats
+
+	// unsettled are the etcd leases of new keys whose write had its
+	// answer lost (see settle); mu guards it.
+	mu        sync.Mutex
+	unsettled []clientv3.LeaseID
 }
 
 // Stats count what the Registry's background loops did since it was made.
