@@ -41,6 +41,8 @@ type host struct {
 	keyFile string
 	sockDir string
 	impl    string
+	// warns counts the backend's warnings by lease key.
+	warns *warnCounter
 }
 
 // netConfig is the IPv4 network 10.5.0.0/16 with /24 subnets.
@@ -84,8 +86,11 @@ func startHost(t *testing.T, ns *nstest.NS, impl, subnet, pub, backendJSON strin
 // start runs (again) the backend of h.
 func (h *host) start(t *testing.T, backendJSON string, resync time.Duration) {
 	t.Helper()
+	if h.warns == nil {
+		h.warns = &warnCounter{n: make(map[string]int)}
+	}
 	b, err := New(backend.Options{
-		Log:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: testLogLevel})),
+		Log:            slog.New(slog.NewMultiHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: testLogLevel}), h.warns)),
 		Handle:         h.ns.Handle,
 		Netns:          h.ns.Netns,
 		Ext:            backendtest.Ext(t, h.ns, "eth0", h.pub),
