@@ -114,8 +114,8 @@ const (
 	// config does not enable (a dual-stack key with IPv6 off).
 	RefusedKeyForm = "key-form"
 	// RefusedBackendType: the key is of another backend type than the
-	// network's, on a backend that refuses a mixed network (wireguard: a
-	// peer that does not encrypt would get traffic in clear, or none).
+	// network's (on a wireguard network, a peer that does not encrypt
+	// would get traffic in clear, or none).
 	RefusedBackendType = "backend-type"
 )
 

@@ -230,16 +230,20 @@ func (e *Engine) ownClaim(l *lease.Lease) *claim {
 }
 
 // claimOf turns another host's lease into a claim, or nil when the lease
-// is none of this engine's business (another backend type on a network
-// that is not a tunnel's, no subnet of the family, malformed, this host's
-// public IP, outside the network).
+// is none of this engine's business (no subnet of the family, malformed,
+// this host's public IP, outside the network). A lease of another backend
+// type is a refused claim: a network has one type, and a host of another
+// cannot exchange traffic with this one (on a tunnel's network, its
+// traffic would go in clear text or nowhere).
 func (e *Engine) claimOf(l *lease.Lease) *claim {
 	if l.Attrs.BackendType != e.cfg.Type {
-		if !e.isTunnel() || !e.reportsForeign(l) {
+		if !e.reportsForeign(l) {
 			return nil
 		}
-		why := fmt.Sprintf("a host of backend type %q cannot be a peer on a %q network: its traffic would go in clear text or nowhere",
-			l.Attrs.BackendType, e.cfg.Type)
+		why := fmt.Sprintf("a host of backend type %q cannot be a peer on a %q network", l.Attrs.BackendType, e.cfg.Type)
+		if e.isTunnel() {
+			why += ": its traffic would go in clear text or nowhere"
+		}
 		return e.formClaim(l, why, backend.RefusedBackendType)
 	}
 	if why := e.keyForm(l); why != "" {

@@ -9,10 +9,10 @@ import (
 	"github.com/netagent/netagent/lease"
 )
 
-// TestClaimOfForeignBackendType: a tunnel engine refuses a lease of another
+// TestClaimOfForeignBackendType: an engine refuses a lease of another
 // backend type as a claim that never wins, named by its key and with a
 // detail naming its type; in a dual-stack network only one engine of the
-// two refuses it. Other engines ignore such a lease.
+// two refuses it.
 func TestClaimOfForeignBackendType(t *testing.T) {
 	v4 := netip.MustParsePrefix("10.5.8.0/24")
 	v6 := netip.MustParsePrefix("fd00:5:8::/64")
@@ -33,7 +33,8 @@ func TestClaimOfForeignBackendType(t *testing.T) {
 		{"tunnel, dual stack, IPv6 engine", Config{Type: "wireguard", Tunnel: tun, Family: 6, IPv4: true, IPv6: true}, foreign(v4, v6), netip.Prefix{}},
 		{"tunnel, dual stack, IPv6 engine, IPv6-only lease", Config{Type: "wireguard", Tunnel: tun, Family: 6, IPv4: true, IPv6: true}, foreign(netip.Prefix{}, v6), v6},
 		{"tunnel, dual stack, IPv4 engine, IPv6-only lease", Config{Type: "wireguard", Tunnel: tun, IPv4: true, IPv6: true}, foreign(netip.Prefix{}, v6), netip.Prefix{}},
-		{"host-gw", Config{Type: "host-gw", IPv4: true}, foreign(v4, netip.Prefix{}), netip.Prefix{}},
+		{"host-gw", Config{Type: "host-gw", IPv4: true}, foreign(v4, netip.Prefix{}), v4},
+		{"host-gw, dual stack, IPv6 engine", Config{Type: "host-gw", Family: 6, IPv4: true, IPv6: true}, foreign(v4, v6), netip.Prefix{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := &Engine{cfg: tc.cfg}
