@@ -113,10 +113,14 @@ const (
 	// RefusedKeyForm: the key names a subnet of an address family the
 	// config does not enable (a dual-stack key with IPv6 off).
 	RefusedKeyForm = "key-form"
+	// RefusedBackendType: the key is of another backend type than the
+	// network's (on a wireguard network, a peer that does not encrypt
+	// would get traffic in clear, or none).
+	RefusedBackendType = "backend-type"
 )
 
 // RefusedReasons lists every reason, in a stable order.
-var RefusedReasons = [...]string{RefusedSubnet, RefusedIdentity, RefusedKeyForm}
+var RefusedReasons = [...]string{RefusedSubnet, RefusedIdentity, RefusedKeyForm, RefusedBackendType}
 
 // RefusedLease is a lease key the data plane does not program.
 type RefusedLease struct {
@@ -131,7 +135,8 @@ type RefusedLease struct {
 	Reason string
 	Detail string
 	// Winner is the key that holds the subnet or identity instead; empty
-	// when no key holds the subnet of a refused form.
+	// when no key holds the subnet of a refused form, and for a refused
+	// backend type.
 	Winner string
 }
 

@@ -225,6 +225,34 @@ func TestWireGuardDualStack(t *testing.T) {
 	}
 }
 
+// TestWireGuardDualStackOneDevice: Mode auto on a dual-stack network puts
+// both families on flannel-wg alone (flannel's single device): containers
+// reach each other over both, each peer's AllowedIPs hold both subnets.
+func TestWireGuardDualStackOneDevice(t *testing.T) {
+	t.Parallel()
+	c := newWGCluster(t, clusterOptions{Hosts: 2, IPv6: lab.DualStack,
+		Config: strings.Replace(wgDualConfig, `"Type":"wireguard"`, `"Type":"wireguard","Mode":"auto"`, 1)})
+	ctns := c.startDual()
+	c.pingMatrixFamilies(ctns)
+	h1 := c.hosts()[0]
+	out, err := c.wgShow(h1, "flannel-wg")
+	if err != nil || !strings.Contains(out, "latest handshake") {
+		t.Errorf("wg show flannel-wg: %v\n%s", err, out)
+	}
+	allowed := ""
+	for _, line := range strings.Split(out, "\n") {
+		if a, ok := strings.CutPrefix(strings.TrimSpace(line), "allowed ips:"); ok {
+			allowed = a
+		}
+	}
+	if !strings.Contains(allowed, "10.5.") || !strings.Contains(allowed, "fc00:5:") {
+		t.Errorf("allowed ips %q: want the peer's subnets of both families on one peer", allowed)
+	}
+	if out, err := c.wgShow(h1, "flannel-wg-v6"); err == nil {
+		t.Errorf("wg show flannel-wg-v6 answered: want one device\n%s", out)
+	}
+}
+
 func TestWireGuardIPv6Only(t *testing.T) {
 	t.Parallel()
 	c := newWGCluster(t, clusterOptions{Hosts: 2, IPv6: lab.IPv6Only, Config: wgV6Config})

@@ -41,6 +41,11 @@ type host struct {
 	keyFile string
 	sockDir string
 	impl    string
+	// warns counts the backend's warnings by lease key.
+	warns *warnCounter
+	// subnet6 and pub6, when valid, make the network dual-stack.
+	subnet6 netip.Prefix
+	pub6    netip.Addr
 }
 
 // netConfig is the IPv4 network 10.5.0.0/16 with /24 subnets.
@@ -84,12 +89,20 @@ func startHost(t *testing.T, ns *nstest.NS, impl, subnet, pub, backendJSON strin
 // start runs (again) the backend of h.
 func (h *host) start(t *testing.T, backendJSON string, resync time.Duration) {
 	t.Helper()
+	if h.warns == nil {
+		h.warns = &warnCounter{n: make(map[string]int)}
+	}
+	cfg, addrs := netConfig(backendJSON), []netip.Addr{h.pub}
+	if h.pub6.IsValid() {
+		cfg.EnableIPv6, cfg.IPv6Network, cfg.IPv6SubnetLen = true, netip.MustParsePrefix("fd00:5::/48"), 64
+		addrs = append(addrs, h.pub6)
+	}
 	b, err := New(backend.Options{
-		Log:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: testLogLevel})),
+		Log:            slog.New(slog.NewMultiHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: testLogLevel}), h.warns)),
 		Handle:         h.ns.Handle,
 		Netns:          h.ns.Netns,
-		Ext:            backendtest.Ext(t, h.ns, "eth0", h.pub),
-		Config:         netConfig(backendJSON),
+		Ext:            backendtest.Ext(t, h.ns, "eth0", addrs...),
+		Config:         cfg,
 		ResyncInterval: resync,
 	}, Options{Impl: h.impl, SocketDir: h.sockDir, KeyFile: h.keyFile})
 	if err != nil {
@@ -102,8 +115,13 @@ func (h *host) start(t *testing.T, backendJSON string, resync time.Duration) {
 // lease is h's lease as the other hosts see it.
 func (h *host) lease() *lease.Lease {
 	data, _ := h.b.BackendData()
-	return &lease.Lease{Subnet: h.subnet, CreateRevision: int64(h.subnet.Addr().As4()[2]),
+	l := &lease.Lease{Subnet: h.subnet, CreateRevision: int64(h.subnet.Addr().As4()[2]),
 		Attrs: lease.LeaseAttrs{PublicIP: h.pub, BackendType: Type, BackendData: data}}
+	if h.subnet6.IsValid() {
+		l.IPv6Subnet, l.Attrs.PublicIPv6 = h.subnet6, h.pub6
+		l.Attrs.BackendV6Data, _ = h.b.BackendV6Data()
+	}
+	return l
 }
 
 func snapshot(leases ...*lease.Lease) *lease.Batch {
@@ -140,6 +158,7 @@ func (h *host) peers(t *testing.T) []string {
 		for _, n := range p.AllowedIPs {
 			allowed = append(allowed, n.String())
 		}
+		slices.Sort(allowed)
 		out = append(out, p.PublicKey.String()+" "+strings.Join(allowed, ","))
 	}
 	slices.Sort(out)

@@ -29,9 +29,11 @@ const (
 	// flannel-wg-v6), each with its own port.
 	ModeSeparate = "separate"
 	// ModeAuto, ModeIPv4, ModeIPv6: flannel's single device for both
-	// families. netagent takes them for a network of one family (where
-	// they are the same as separate) and refuses them for a dual-stack
-	// network.
+	// families on a dual-stack network (flannel-wg on ListenPort), a
+	// peer's endpoint its IPv4 public IP (ipv4), its IPv6 one (ipv6), or
+	// the IPv4 one unless it is private and both the peer's IPv6 and
+	// this host's are public (auto). On a network of one family they
+	// are the same as separate.
 	ModeAuto = "auto"
 	ModeIPv4 = "ipv4"
 	ModeIPv6 = "ipv6"
@@ -53,19 +55,8 @@ type Settings struct {
 
 // Validate checks the backend fields of cfg as New will.
 func Validate(cfg *lease.Config) error {
-	s, err := ParseSettings(cfg.Backend)
-	if err != nil {
-		return err
-	}
-	return s.checkFamilies(cfg)
-}
-
-// checkFamilies refuses a single-device Mode for a dual-stack network.
-func (s Settings) checkFamilies(cfg *lease.Config) error {
-	if s.Mode != ModeSeparate && cfg.EnableIPv4 && cfg.EnableIPv6 {
-		return fmt.Errorf("%w: Mode %q (one device for both families) is not supported on a dual-stack network; use %q", ErrInvalidConfig, s.Mode, ModeSeparate)
-	}
-	return nil
+	_, err := ParseSettings(cfg.Backend)
+	return err
 }
 
 // ParseSettings parses and validates the backend object of the network

@@ -64,8 +64,13 @@ func TestValidateModeDualStack(t *testing.T) {
 	if err := Validate(dual(`{"Mode":"separate"}`)); err != nil {
 		t.Errorf("dual stack, Mode separate: %v", err)
 	}
-	if err := Validate(dual(`{"Mode":"auto"}`)); !errors.Is(err, ErrInvalidConfig) {
-		t.Errorf("dual stack, Mode auto: %v, want ErrInvalidConfig", err)
+	for _, m := range []string{"auto", "ipv4", "ipv6"} {
+		if err := Validate(dual(`{"Mode":"` + m + `"}`)); err != nil {
+			t.Errorf("dual stack, Mode %s (one device): %v", m, err)
+		}
+	}
+	if err := Validate(dual(`{"Mode":"both"}`)); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("dual stack, Mode both: %v, want ErrInvalidConfig", err)
 	}
 	if err := Validate(&lease.Config{EnableIPv6: true, BackendType: Type, Backend: []byte(`{"Mode":"ipv6"}`)}); err != nil {
 		t.Errorf("IPv6 only, Mode ipv6: %v", err)

@@ -18,10 +18,14 @@ import (
 	"github.com/netagent/netagent/backend/internal/dataplane"
 )
 
-// tunnel is one WireGuard device (one address family) as the dataplane
-// engine drives it (dataplane.Tunnel): the device through the chosen
-// implementation, and a WireGuard peer per lease, with endpoint
-// PublicIP:Port, AllowedIPs its subnet, the PSK and the keepalive.
+// tunnel is one WireGuard device as the dataplane engine drives it
+// (dataplane.Tunnel): the device through the chosen implementation, and a
+// WireGuard peer per public key, with AllowedIPs the subnets of its
+// leases, an endpoint PublicIP:Port of one of them, the PSK and the
+// keepalive. A device of one address family (Mode separate, or a network
+// of one family) is its engine's Tunnel; the single device of both
+// families (Mode auto, ipv4, ipv6 on a dual-stack network) is shared by
+// the two engines through a familyTunnel each.
 type tunnel struct {
 	name      string
 	mtu       int
@@ -34,7 +38,16 @@ type tunnel struct {
 	h         *netlink.Handle
 	netns     netns.NsHandle
 	log       *slog.Logger
+	// mode is the Settings.Mode that picks a peer's endpoint when its
+	// leases give one of each family (selectEndpoint); extV6 is this
+	// host's public IPv6 (invalid: none).
+	mode  string
+	extV6 netip.Addr
 
+	// op serialises EnsureDevice, SyncPeers and UpdatePeers: on a shared
+	// device the two engines call them concurrently, and each computes a
+	// peer's full configuration from both families' leases.
+	op sync.Mutex
 	// mu guards what Status reads: the implementation and the desired
 	// peers.
 	mu     sync.Mutex
@@ -95,6 +108,8 @@ func (t *tunnel) pick() (impl, error) {
 // wireguard-go's TUN), `wg set flannel-wg private-key <file> listen-port
 // <port>`, `ip link set flannel-wg mtu <mtu> up`.
 func (t *tunnel) EnsureDevice() (netlink.Link, bool, error) {
+	t.op.Lock()
+	defer t.op.Unlock()
 	im, err := t.pick()
 	if err != nil {
 		return nil, false, err
@@ -132,6 +147,25 @@ func (t *tunnel) EnsureDevice() (netlink.Link, bool, error) {
 // SyncPeers diffs the device against every lease's peer and applies the
 // difference in one configuration (see dataplane.Tunnel).
 func (t *tunnel) SyncPeers(peers []dataplane.TunnelPeer) (map[netip.Prefix]error, int, error) {
+	return t.syncPeers(peers, nil)
+}
+
+// familyTunnel is one engine's view of the device both families share:
+// its SyncPeers replaces the leases of its family only.
+type familyTunnel struct {
+	*tunnel
+	v6 bool
+}
+
+func (f familyTunnel) SyncPeers(peers []dataplane.TunnelPeer) (map[netip.Prefix]error, int, error) {
+	return f.syncPeers(peers, func(s netip.Prefix) bool { return s.Addr().Is6() != f.v6 })
+}
+
+// syncPeers is SyncPeers; the leases of the subnets keep (nil: none) are
+// left as wanted, those of the others replaced by peers.
+func (t *tunnel) syncPeers(peers []dataplane.TunnelPeer, keep func(netip.Prefix) bool) (map[netip.Prefix]error, int, error) {
+	t.op.Lock()
+	defer t.op.Unlock()
 	desired := make(map[netip.Prefix]want, len(peers))
 	failed := make(map[netip.Prefix]error)
 	for _, p := range peers {
@@ -143,6 +177,13 @@ func (t *tunnel) SyncPeers(peers []dataplane.TunnelPeer) (map[netip.Prefix]error
 		desired[p.Subnet] = w
 	}
 	t.mu.Lock()
+	if keep != nil {
+		for s, w := range t.desired {
+			if keep(s) {
+				desired[s] = w
+			}
+		}
+	}
 	t.desired = desired
 	applied := t.applied
 	im := t.impl
@@ -205,6 +246,8 @@ func (t *tunnel) SyncPeers(peers []dataplane.TunnelPeer) (map[netip.Prefix]error
 // in one configuration, touching no other peer (see dataplane.Tunnel).
 func (t *tunnel) UpdatePeers(set []dataplane.TunnelPeer, removed []netip.Prefix) map[netip.Prefix]error {
 	failed := make(map[netip.Prefix]error)
+	t.op.Lock()
+	defer t.op.Unlock()
 	t.mu.Lock()
 	if t.desired == nil {
 		t.desired = make(map[netip.Prefix]want)
@@ -287,13 +330,21 @@ func groupByKey(desired map[netip.Prefix]want) map[wgtypes.Key][]netip.Prefix {
 }
 
 // peerConfig is the full configuration of the peer of key k: endpoint
-// from its first subnet's lease, AllowedIPs every subnet, the PSK (zero:
-// none) and the keepalive.
+// chosen among its subnets' leases (selectEndpoint), AllowedIPs every
+// subnet, the PSK (zero: none) and the keepalive.
 func (t *tunnel) peerConfig(k wgtypes.Key, subnets []netip.Prefix, desired map[netip.Prefix]want) wgtypes.PeerConfig {
 	psk, keepalive := t.psk, t.keepalive
+	var v4, v6 netip.AddrPort
+	for _, s := range subnets {
+		if s.Addr().Is6() && !v6.IsValid() {
+			v6 = desired[s].endpoint
+		} else if !s.Addr().Is6() && !v4.IsValid() {
+			v4 = desired[s].endpoint
+		}
+	}
 	pc := wgtypes.PeerConfig{
 		PublicKey:                   k,
-		Endpoint:                    net.UDPAddrFromAddrPort(desired[subnets[0]].endpoint),
+		Endpoint:                    net.UDPAddrFromAddrPort(selectEndpoint(t.mode, v4, v6, t.extV6)),
 		PresharedKey:                &psk,
 		PersistentKeepaliveInterval: &keepalive,
 		ReplaceAllowedIPs:           true,
@@ -302,6 +353,25 @@ func (t *tunnel) peerConfig(k wgtypes.Key, subnets []netip.Prefix, desired map[n
 		pc.AllowedIPs = append(pc.AllowedIPs, net.IPNet{IP: net.IP(s.Addr().AsSlice()), Mask: net.CIDRMask(s.Bits(), s.Addr().BitLen())})
 	}
 	return pc
+}
+
+// selectEndpoint picks a peer's endpoint of its IPv4 lease (v4) or its
+// IPv6 one (v6) as flannel's single device does: Mode ipv4 the IPv4 one,
+// ipv6 the IPv6 one; auto the IPv4 one, unless it is a private address
+// and both the peer's IPv6 and this host's (extV6) are public. When the
+// peer has one family only, that one.
+func selectEndpoint(mode string, v4, v6 netip.AddrPort, extV6 netip.Addr) netip.AddrPort {
+	switch {
+	case !v6.IsValid():
+		return v4
+	case !v4.IsValid():
+		return v6
+	case mode == ModeIPv6:
+		return v6
+	case mode == ModeAuto && v4.Addr().IsPrivate() && !v6.Addr().IsPrivate() && extV6.IsValid() && !extV6.IsPrivate():
+		return v6
+	}
+	return v4
 }
 
 // matches reports whether the device's peer is as pc configures it.

@@ -88,9 +88,6 @@ func New(opts backend.Options, wo Options) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.checkFamilies(opts.Config); err != nil {
-		return nil, err
-	}
 	if wo.SocketDir == "" {
 		wo.SocketDir = DefaultSocketDir
 	}
@@ -136,38 +133,50 @@ func New(opts backend.Options, wo Options) (*Backend, error) {
 		NoRepair:       opts.NoRepair,
 	}
 	newTunnel := func(name string, port int, tlog *slog.Logger) *tunnel {
-		return &tunnel{
+		t := &tunnel{
 			name: name, mtu: b.mtu, port: port, key: b.key,
 			keepalive: time.Duration(s.PersistentKeepaliveInterval) * time.Second,
 			implFlag:  wo.Impl, socketDir: wo.SocketDir,
 			h: opts.Handle, netns: opts.Netns, log: tlog,
+			mode: s.Mode, extV6: ext.PublicIPv6,
 		}
-	}
-	if b.v4 {
-		t := newTunnel(DeviceName, s.ListenPort, log)
 		if s.PSK != nil {
 			t.psk = *s.PSK
 		}
 		b.tunnels = append(b.tunnels, t)
+		return t
+	}
+	// One device for both families (flannel's Mode auto, ipv4, ipv6):
+	// flannel-wg on ListenPort, each engine programming its family's
+	// addresses, route and AllowedIPs on it.
+	var shared *tunnel
+	if b.v4 && b.v6 && s.Mode != ModeSeparate {
+		shared = newTunnel(DeviceName, s.ListenPort, log)
+	}
+	if b.v4 {
 		c := cfg
-		c.Family, c.Tunnel = 4, t
+		c.Family, c.Tunnel = 4, familyTunnel{shared, false}
+		if shared == nil {
+			c.Tunnel = newTunnel(DeviceName, s.ListenPort, log)
+		}
 		c.Network, c.SubnetLen = opts.Config.Network, opts.Config.SubnetLen
 		b.engines.Add(dataplane.New(c))
 	}
 	if b.v6 {
 		l6 := log.With("family", "ipv6")
-		t := newTunnel(DeviceNameV6, s.ListenPortV6, l6)
-		if s.PSK != nil {
-			t.psk = *s.PSK
-		}
-		b.tunnels = append(b.tunnels, t)
 		c := cfg
-		c.Family, c.Tunnel, c.Log = 6, t, l6
+		c.Family, c.Tunnel, c.Log = 6, familyTunnel{shared, true}, l6
+		if shared == nil {
+			c.Tunnel = newTunnel(DeviceNameV6, s.ListenPortV6, l6)
+		}
 		c.Network, c.SubnetLen = opts.Config.IPv6Network, opts.Config.IPv6SubnetLen
 		b.engines.Add(dataplane.New(c))
 	}
 	return b, nil
 }
+
+// single reports whether one device serves both families.
+func (b *Backend) single() bool { return b.v4 && b.v6 && b.settings.Mode != ModeSeparate }
 
 // Type returns "wireguard".
 func (b *Backend) Type() string { return Type }
@@ -192,12 +201,18 @@ func (b *Backend) BackendData() (json.RawMessage, error) {
 }
 
 // BackendV6Data returns {"PublicKey":"<base64>","Port":<ListenPortV6>},
-// or nil without IPv6.
+// or nil without IPv6. With one device for both families the port is
+// the one it listens on, ListenPort (flannel publishes ListenPortV6
+// there too, where nothing listens).
 func (b *Backend) BackendV6Data() (json.RawMessage, error) {
 	if !b.v6 {
 		return nil, nil
 	}
-	return json.Marshal(PeerData{PublicKey: b.key.public(), Port: b.settings.ListenPortV6})
+	port := b.settings.ListenPortV6
+	if b.single() {
+		port = b.settings.ListenPort
+	}
+	return json.Marshal(PeerData{PublicKey: b.key.public(), Port: port})
 }
 
 // Run programs the devices and peers until ctx is done (see
@@ -228,7 +243,7 @@ func (b *Backend) Status() backend.Status {
 		st.WireGuard = append(st.WireGuard, d)
 		v6 := t.name == DeviceNameV6
 		for j := range peers {
-			if peers[j].Subnet.Addr().Is6() == v6 {
+			if b.single() || peers[j].Subnet.Addr().Is6() == v6 {
 				peers[j].WireGuard = byNet[peers[j].Subnet]
 			}
 		}

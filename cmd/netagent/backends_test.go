@@ -32,7 +32,8 @@ func TestBackendKinds(t *testing.T) {
 		{`{"Network":"10.5.0.0/16","Backend":{"Type":"udp"}}`, lease.ErrInvalidConfig},
 		{`{"Network":"10.5.0.0/16","Backend":{"Type":"wireguard","ListenPort":51830,"PSK":"` + testPSK + `"}}`, nil},
 		{`{"Network":"10.5.0.0/16","Backend":{"Type":"wireguard","ListenPort":0}}`, wireguard.ErrInvalidConfig},
-		{`{"Network":"10.5.0.0/16","IPv6Network":"fd00:5::/48","EnableIPv6":true,"Backend":{"Type":"wireguard","Mode":"auto"}}`, wireguard.ErrInvalidConfig},
+		{`{"Network":"10.5.0.0/16","IPv6Network":"fd00:5::/48","EnableIPv6":true,"Backend":{"Type":"wireguard","Mode":"auto"}}`, nil},
+		{`{"Network":"10.5.0.0/16","Backend":{"Type":"wireguard","Mode":"both"}}`, wireguard.ErrInvalidConfig},
 	} {
 		_, _, err := validateConfig(kinds, []byte(tc.config), agent.HostEnv{})
 		if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {

@@ -29,9 +29,12 @@ type claim struct {
 	// revision (the host keeps its subnet).
 	own bool
 	// form, when set, is why the key's form is refused (a subnet of a
-	// family the config does not enable): such a claim never wins nor
-	// takes anything, and reports the key that holds its subnet.
-	form string
+	// family the config does not enable, another backend type): such a
+	// claim never wins nor takes anything. formReason is its
+	// backend.Refused* reason (empty: RefusedKeyForm); a refused key
+	// form reports the key that holds its subnet.
+	form       string
+	formReason string
 	// peer is what to program when the claim wins; nil for the own
 	// lease.
 	peer *peer
@@ -220,7 +223,10 @@ func (c *claims) decide(seeds []*claim) []*claim {
 		}
 	}
 	for _, cl := range comp {
-		if cl.form != "" {
+		switch {
+		case cl.formReason == backend.RefusedBackendType:
+			cl.reason, cl.winner = cl.formReason, ""
+		case cl.form != "":
 			cl.reason, cl.winner = backend.RefusedKeyForm, subnets[cl.subnet]
 		}
 	}

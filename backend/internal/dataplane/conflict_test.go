@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+
+	"github.com/netagent/netagent/backend"
 )
 
 // decision is what the table decided of one key: "" (wins) or
@@ -40,6 +42,8 @@ func TestClaimsDecide(t *testing.T) {
 	own.own = true
 	form := cl("10.5.2.0-24&fd00::-64", 1, "10.5.2.0/24", "mac-x")
 	form.form = "IPv6 is not enabled"
+	foreign := cl("10.5.3.0-24", 1, "10.5.3.0/24", "")
+	foreign.form, foreign.formReason = `a host of backend type "vxlan" cannot be a peer`, backend.RefusedBackendType
 	for _, tc := range []struct {
 		name   string
 		claims []*claim
@@ -86,6 +90,10 @@ func TestClaimsDecide(t *testing.T) {
 		name:   "refused form alone names none and takes nothing",
 		claims: []*claim{form, cl("z", 4, "10.5.9.0/24", "mac-x")},
 		want:   map[string]string{form.key: "key-form<", "z": ""},
+	}, {
+		name:   "another backend type takes nothing and names no winner",
+		claims: []*claim{foreign, cl("w", 4, "10.5.3.0/24", "m4")},
+		want:   map[string]string{foreign.key: "backend-type<", "w": ""},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClaims()
