@@ -17,6 +17,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/netagent/netagent/internal/memlimit"
 	"github.com/netagent/netagent/internal/netnsexec"
 )
 
@@ -40,6 +41,9 @@ type userspaceImpl struct {
 	tun  tun.Device
 	dev  *device.Device
 	uapi net.Listener
+	// release gives back the lift of the default memory limit the
+	// running device holds (internal/memlimit).
+	release func()
 }
 
 func (u *userspaceImpl) kind() string { return ImplUserspace }
@@ -118,6 +122,7 @@ func (u *userspaceImpl) start() error {
 	go serveUAPI(l, dev)
 	u.mu.Lock()
 	u.tun, u.dev, u.uapi = t, dev, l
+	u.release = memlimit.Lift()
 	u.mu.Unlock()
 	return nil
 }
@@ -177,9 +182,12 @@ func (u *userspaceImpl) logger() *device.Logger {
 // stop closes the device and its UAPI socket; the persistent TUN stays.
 func (u *userspaceImpl) stop() {
 	u.mu.Lock()
-	dev, l := u.dev, u.uapi
-	u.dev, u.uapi, u.tun = nil, nil, nil
+	dev, l, release := u.dev, u.uapi, u.release
+	u.dev, u.uapi, u.tun, u.release = nil, nil, nil, nil
 	u.mu.Unlock()
+	if release != nil {
+		release()
+	}
 	if l != nil {
 		l.Close()
 	}

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/netagent/netagent/internal/memlimit"
 )
 
 // The agent's memory limit (--memory-limit, NETAGENT_MEMORY_LIMIT): the Go
@@ -113,7 +115,9 @@ func applyMemoryLimit(ctx context.Context, log *slog.Logger, limit int64, floor 
 const memoryLimitCheck = 10 * time.Second
 
 // keepMemoryLimit sets the memory limit to memoryLimitFor(floor, the live
-// heap) every memoryLimitCheck until ctx is done.
+// heap) every memoryLimitCheck until ctx is done, and lifts it (no limit)
+// while a part of the agent asks so (internal/memlimit: userspace
+// WireGuard's packet buffers).
 func keepMemoryLimit(ctx context.Context, log *slog.Logger, floor int64) {
 	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	t := time.NewTicker(memoryLimitCheck)
@@ -124,17 +128,29 @@ func keepMemoryLimit(ctx context.Context, log *slog.Logger, floor int64) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-memlimit.Changed():
 		}
-		metrics.Read(sample)
-		if sample[0].Value.Kind() != metrics.KindUint64 {
-			return
+		next := int64(math.MaxInt64)
+		if !memlimit.Lifted() {
+			metrics.Read(sample)
+			if sample[0].Value.Kind() != metrics.KindUint64 {
+				return
+			}
+			next = memoryLimitFor(floor, int64(sample[0].Value.Uint64()))
 		}
-		next := memoryLimitFor(floor, int64(sample[0].Value.Uint64()))
-		if next != last {
-			debug.SetMemoryLimit(next)
+		if next == last {
+			continue
+		}
+		debug.SetMemoryLimit(next)
+		switch {
+		case next == math.MaxInt64:
+			log.Info("Go memory limit lifted while userspace WireGuard runs: its packet buffers need the room", "limit", formatMemoryLimit(next))
+		case last == math.MaxInt64:
+			log.Info("Go memory limit back", "limit", formatMemoryLimit(next))
+		default:
 			log.Debug("Go memory limit follows the live heap", "limit", formatMemoryLimit(next), "live_heap", sample[0].Value.Uint64())
-			last = next
 		}
+		last = next
 	}
 }
 

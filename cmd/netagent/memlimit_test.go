@@ -1,10 +1,17 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
 	"math"
+	"runtime/debug"
 	"testing"
+	"time"
 
 	"github.com/netagent/netagent/agent"
+	"github.com/netagent/netagent/internal/await"
+	"github.com/netagent/netagent/internal/memlimit"
 )
 
 func TestMemoryLimitOptions(t *testing.T) {
@@ -43,4 +50,31 @@ func TestMemoryLimitFollowsLiveHeap(t *testing.T) {
 			t.Errorf("memoryLimitFor(28MiB, %d) = %s, want %s", tc.live, formatMemoryLimit(got), formatMemoryLimit(tc.want))
 		}
 	}
+}
+
+// TestMemoryLimitLifted: the default limit is lifted while a part of the
+// agent asks so (userspace WireGuard) and comes back when it is done.
+func TestMemoryLimitLifted(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	const floor = 64 << 20
+	debug.SetMemoryLimit(floor)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { keepMemoryLimit(ctx, slog.New(slog.DiscardHandler), floor); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	limitIs := func(what string, want func(int64) bool) {
+		t.Helper()
+		await.Eventually(t, time.Minute, what, func() error {
+			if got := debug.SetMemoryLimit(-1); !want(got) {
+				return fmt.Errorf("limit %s", formatMemoryLimit(got))
+			}
+			return nil
+		})
+	}
+	release := memlimit.Lift()
+	limitIs("the limit lifted", func(l int64) bool { return l == math.MaxInt64 })
+	release()
+	limitIs("the default limit back", func(l int64) bool { return l >= floor && l != math.MaxInt64 })
 }
