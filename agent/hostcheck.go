@@ -8,6 +8,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/netagent/netagent/backend/vxlan"
+	"github.com/netagent/netagent/backend/wireguard"
 	"github.com/netagent/netagent/lease"
 )
 
@@ -78,6 +79,13 @@ func CheckHost(cfg *lease.Config, env HostEnv) []error {
 
 // backendPort is the UDP port the backend of cfg listens on, 0 for none.
 func backendPort(cfg *lease.Config) int {
+	if cfg.BackendType == wireguard.Type {
+		s, err := wireguard.ParseSettings(cfg.Backend)
+		if err != nil {
+			return 0 // refused by the backend itself
+		}
+		return s.ListenPort
+	}
 	if cfg.BackendType != "vxlan" {
 		return 0
 	}

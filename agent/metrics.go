@@ -29,6 +29,8 @@ const (
 	MetricEventLatency      = "netagent_lease_event_to_kernel_seconds"
 	MetricReady             = "netagent_ready"
 	MetricLeasesRefused     = "netagent_leases_refused"
+	MetricWGHandshakeAge    = "netagent_wireguard_latest_handshake_age_seconds"
+	MetricWGNoHandshake     = "netagent_wireguard_peers_without_handshake"
 )
 
 // collector exports the agent's state at each scrape: there is no second
@@ -40,7 +42,7 @@ type collector struct {
 	buildInfo, leaseTTL, renewals, renewalFailures, etcdContact, watchRestarts,
 	leaseLosses, leaseRestores,
 	peers, unprogrammed, foreign, passes, repairs, netlinkErrors, latency, ready,
-	unreachable, csumOffload, refused *prometheus.Desc
+	unreachable, csumOffload, refused, wgAge, wgNone *prometheus.Desc
 }
 
 // newMetricsRegistry returns a registry with the agent's metrics and the Go
@@ -81,6 +83,8 @@ func newCollector(s *state, version string) *collector {
 		ready:           d(MetricReady, "1 when the files are written and the data plane is programmed."),
 		unreachable:     d(MetricPeersUnreachable, "Peers whose last probe round found them unreachable (absent when not probing)."),
 		refused:         d(MetricLeasesRefused, "Other hosts' lease keys not programmed because they conflict with a key created earlier or have a form the config does not allow, by reason (subnet, identity, key-form).", "reason"),
+		wgAge:           d(MetricWGHandshakeAge, "Seconds since the latest WireGuard handshake with a peer, by subnet (absent until one completed; wireguard backend).", "subnet"),
+		wgNone:          d(MetricWGNoHandshake, "WireGuard peers with which no handshake has completed (wrong key, port blocked; wireguard backend)."),
 		csumOffload:     d(MetricTxCsumOffload, "1 when TX checksum offload of the vxlan device is on, 0 when off (absent when unknown).", "device"),
 	}
 }
@@ -89,7 +93,7 @@ func newCollector(s *state, version string) *collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.buildInfo, c.leaseTTL, c.renewals, c.renewalFailures, c.etcdContact,
 		c.watchRestarts, c.leaseLosses, c.leaseRestores, c.peers, c.unprogrammed, c.foreign, c.passes, c.repairs, c.netlinkErrors, c.latency, c.ready,
-		c.unreachable, c.csumOffload, c.refused} {
+		c.unreachable, c.csumOffload, c.refused, c.wgAge, c.wgNone} {
 		ch <- d
 	}
 }
@@ -141,6 +145,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for _, r := range st.Refused {
 			refused[r.Reason]++
 		}
+		c.collectWireGuard(ch, st, now)
 	}
 	for reason, n := range refused {
 		gauge(c.refused, float64(n), reason)
@@ -153,7 +158,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ct := s.counters()
 	counter(c.passes, ct.Passes)
 	counter(c.netlinkErrors, ct.NetlinkErrors)
-	for _, kind := range []string{"route", "neigh", "fdb", "device", "address"} {
+	for _, kind := range []string{"route", "neigh", "fdb", "device", "address", "peer"} {
 		if _, ok := ct.Repairs[kind]; !ok {
 			ct.Repairs[kind] = 0 // every kind is exported, from 0
 		}
@@ -181,4 +186,22 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if len(s.probers) > 0 {
 		gauge(c.unreachable, float64(len(s.probers.Status().Unreachable())))
 	}
+}
+
+// collectWireGuard exports each WireGuard peer's handshake age and the
+// number of peers without one.
+func (c *collector) collectWireGuard(ch chan<- prometheus.Metric, st backend.Status, now time.Time) {
+	if len(st.WireGuard) == 0 {
+		return
+	}
+	none := 0
+	for _, p := range st.Peers {
+		switch {
+		case p.WireGuard == nil || p.WireGuard.LatestHandshake.IsZero():
+			none++
+		default:
+			ch <- prometheus.MustNewConstMetric(c.wgAge, prometheus.GaugeValue, now.Sub(p.WireGuard.LatestHandshake).Seconds(), p.Subnet.String())
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(c.wgNone, prometheus.GaugeValue, float64(none))
 }

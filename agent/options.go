@@ -26,6 +26,15 @@ const (
 	DefaultLeaseTTL       = 24 * time.Hour
 	DefaultRenewMargin    = time.Hour
 	DefaultResync         = 30 * time.Second
+	// DefaultMemoryLimit is Options.MemoryLimit when nothing sets it, a
+	// floor (MemoryLimitFloor): above what an agent with 5,000 peers
+	// holds live with its stacks and the runtime's metadata, so that the
+	// collector holds the memory near it instead of letting the heap
+	// reach twice the live heap, without running much more often
+	// (bench/README.md, "Agent memory and start": ~10 MiB live and ~7
+	// MiB of stacks and metadata with 5,000 peers, leaving ~7 MiB for
+	// what a resync pass allocates).
+	DefaultMemoryLimit = 24 << 20
 )
 
 // EtcdOptions say how to reach the cluster store.
@@ -97,6 +106,24 @@ type Options struct {
 	// so (no trial).
 	TxCsumOffload   string
 	AutoCsumOffload bool
+	// MemoryLimit is the Go runtime's soft memory limit, in bytes, that
+	// `netagent run` sets for its process (runtime/debug.SetMemoryLimit;
+	// --memory-limit); 0 leaves the runtime's own: GOMEMLIMIT's, or none.
+	// The limit is the process's: Agent.Run does not apply it.
+	MemoryLimit int64
+	// MemoryLimitFloor makes MemoryLimit a floor that `netagent run`
+	// raises with the live heap (to 1.5 times it and 8 MiB, when that is
+	// more), so that a cluster larger than the default was set for does
+	// not make the collector run continuously: so for the default, not
+	// for a limit given.
+	MemoryLimitFloor bool
+	// WireGuardImpl is the wireguard backend's implementation: "auto"
+	// (the kernel's when it can create the device, else userspace),
+	// "kernel" or "userspace" (--wireguard-impl).
+	WireGuardImpl string
+	// WireGuardSocketDir holds the UAPI sockets of userspace WireGuard
+	// devices, where `wg` finds them (--wireguard-socket-dir).
+	WireGuardSocketDir string
 }
 
 // Values of Options.TxCsumOffload (--vxlan-tx-csum-offload).
@@ -125,12 +152,17 @@ func DefaultOptions() *Options {
 		StatusSocket:   DefaultStatusSocket,
 		HealthzIP:      netip.IPv4Unspecified(),
 
-		Probe:           true,
-		ProbeInterval:   probe.DefaultInterval,
-		ProbeRate:       probe.DefaultRate,
-		ProbePort:       probe.DefaultPort,
-		TxCsumOffload:   OffloadAuto,
-		AutoCsumOffload: true,
+		Probe:            true,
+		ProbeInterval:    probe.DefaultInterval,
+		ProbeRate:        probe.DefaultRate,
+		ProbePort:        probe.DefaultPort,
+		TxCsumOffload:    OffloadAuto,
+		AutoCsumOffload:  true,
+		MemoryLimit:      DefaultMemoryLimit,
+		MemoryLimitFloor: true,
+
+		WireGuardImpl:      "auto",
+		WireGuardSocketDir: "/var/run/wireguard",
 	}
 }
 
@@ -233,6 +265,9 @@ func (o *Options) Validate() error {
 	if o.SubnetFile == "" {
 		errs = append(errs, errors.New("--subnet-file: empty"))
 	}
+	if o.MemoryLimit < 0 {
+		errs = append(errs, fmt.Errorf("--memory-limit: %d bytes is negative", o.MemoryLimit))
+	}
 	if o.LeaseTTL < 2*time.Second {
 		errs = append(errs, fmt.Errorf("--subnet-lease-ttl: %v is too short (at least 2s)", o.LeaseTTL))
 	}
@@ -270,6 +305,11 @@ func (o *Options) Validate() error {
 	case OffloadAuto, OffloadOn, OffloadOff:
 	default:
 		errs = append(errs, fmt.Errorf("--vxlan-tx-csum-offload: %q is not auto, on or off", o.TxCsumOffload))
+	}
+	switch o.WireGuardImpl {
+	case "auto", "kernel", "userspace":
+	default:
+		errs = append(errs, fmt.Errorf("--wireguard-impl: %q is not auto, kernel or userspace", o.WireGuardImpl))
 	}
 	switch o.LogLevel {
 	case "debug", "info", "warn", "error":

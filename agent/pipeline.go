@@ -137,15 +137,14 @@ func (a *Agent) holdLease(ctx context.Context, reg *subnet.Registry, p *pipeline
 	}
 	a.state.update(func(s *state) { s.ext = p.ext })
 	a.notifyStatus("acquiring a lease (%s, interface %s)", p.cfg, p.ext.Name)
-	// The lease watch lists the peers while the lease is being acquired, so
-	// that the first data-plane pass programs the device and every peer at
-	// once.
-	p.watch = reg.WatchLeases(ctx)
-	holder, err := reg.Hold(ctx, p.cfg, opts)
+	// The lease watch starts from the list of peers the acquisition read
+	// (one list per start, not two), so that the first data-plane pass
+	// programs the device and every peer at once.
+	holder, watch, err := reg.HoldAndWatch(ctx, p.cfg, opts)
 	if err != nil {
 		return err
 	}
-	p.holder, p.lease = holder, holder.Lease()
+	p.holder, p.watch, p.lease = holder, watch, holder.Lease()
 	l := p.lease
 	a.state.update(func(s *state) { s.lease, s.holder = &l, holder })
 	a.log.Info("lease acquired", "subnet", l.Key(), "public_ip", p.ext.PublicIP, "reservation", l.Reservation)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -109,7 +108,8 @@ func newProbeTarget(beType string, sn netip.Prefix, addr, public netip.Addr) (pr
 		local = append(local, public)
 	}
 	switch beType {
-	case "vxlan":
+	case "vxlan", "wireguard":
+		// Both: the lease's network address on the overlay device.
 		t.own = probe.OverlayAddr(beType, sn)
 		t.respond = append([]netip.Addr{t.own}, local...)
 		t.peerOverlay = func(p backend.PeerStatus) netip.Addr { return probe.OverlayAddr(beType, p.Subnet) }
@@ -124,26 +124,22 @@ func newProbeTarget(beType string, sn netip.Prefix, addr, public netip.Addr) (pr
 
 // probePeers returns the peers of the target's family to probe from the
 // backend's status (which lists a dual-stack peer once per family, with
-// the public IP of that family), and whether each is programmed.
-func (t probeTarget) probePeers(st backend.Status) ([]probe.Peer, map[netip.Prefix]bool) {
+// the public IP of that family).
+func (t probeTarget) probePeers(st backend.Status) []probe.Peer {
 	var peers []probe.Peer
-	programmed := make(map[netip.Prefix]bool, len(st.Peers))
 	for _, p := range st.Peers {
 		if p.Subnet.Addr().Is6() != t.v6 || !p.PublicIP.IsValid() || p.PublicIP.Is6() != t.v6 || p.PublicIP.Is4In6() {
 			continue
 		}
 		peers = append(peers, probe.Peer{Subnet: p.Subnet, Overlay: t.peerOverlay(p), PublicIP: p.PublicIP})
-		programmed[p.Subnet] = p.Programmed
 	}
-	return peers, programmed
+	return peers
 }
 
-// familyProbe is the prober of one address family and the peers it was
-// last given.
+// familyProbe is the prober of one address family.
 type familyProbe struct {
-	t     probeTarget
-	p     *probe.Prober
-	peers []probe.Peer
+	t probeTarget
+	p *probe.Prober
 }
 
 // startProbe starts, for the pipeline of cfg, the probe responders and
@@ -196,7 +192,6 @@ func (a *Agent) startProbe(ctx context.Context, cfg *lease.Config, be backend.Ba
 		}
 	}
 	for i, peers := range prog.peersOf(be.Status(), fps) {
-		fps[i].peers = peers
 		fps[i].p.SetPeers(peers)
 	}
 	set := make(proberSet, 0, len(fps))
@@ -330,30 +325,51 @@ type familyResponder struct {
 	k      *probe.ResponderKeeper
 }
 
-// programmedSet is the subnets whose kernel entries the backend reports
-// programmed, for every family at once (a peer's subnets of two families
-// differ); the probers read it from their goroutines.
+// programmedSet is the backend's peers (Status.Peers, sorted by subnet),
+// which say whether the kernel entries of each subnet are programmed, for
+// every family at once (a peer's subnets of two families differ); the
+// probers read it from their goroutines. It is the backend's own
+// read-only list, not a copy: with 5,000 peers a map of their subnets
+// would hold 0.4 MB more.
 type programmedSet struct {
-	m atomic.Pointer[map[netip.Prefix]bool]
+	peers atomic.Pointer[[]backend.PeerStatus]
+}
+
+// comparePeerSubnet orders peers by subnet, as Status.Peers is sorted.
+func comparePeerSubnet(p backend.PeerStatus, sn netip.Prefix) int {
+	if c := p.Subnet.Addr().Compare(sn.Addr()); c != 0 {
+		return c
+	}
+	return p.Subnet.Bits() - sn.Bits()
+}
+
+// store makes peers the set (sorted first if a backend did not sort them).
+func (ps *programmedSet) store(peers []backend.PeerStatus) {
+	bySubnet := func(a, b backend.PeerStatus) int { return comparePeerSubnet(a, b.Subnet) }
+	if !slices.IsSortedFunc(peers, bySubnet) {
+		peers = slices.SortedFunc(slices.Values(peers), bySubnet)
+	}
+	ps.peers.Store(&peers)
 }
 
 // has reports whether p's subnet is programmed.
 func (ps *programmedSet) has(p probe.Peer) bool {
-	m := ps.m.Load()
-	return m != nil && (*m)[p.Subnet]
+	peers := ps.peers.Load()
+	if peers == nil {
+		return false
+	}
+	i, ok := slices.BinarySearchFunc(*peers, p.Subnet, comparePeerSubnet)
+	return ok && (*peers)[i].Programmed
 }
 
 // peersOf returns the peers of each family probe in st, and records which
 // are programmed.
 func (ps *programmedSet) peersOf(st backend.Status, fps []*familyProbe) [][]probe.Peer {
-	all := map[netip.Prefix]bool{}
-	var out [][]probe.Peer
+	ps.store(st.Peers)
+	out := make([][]probe.Peer, 0, len(fps))
 	for _, fp := range fps {
-		peers, prog := fp.t.probePeers(st)
-		maps.Copy(all, prog)
-		out = append(out, peers)
+		out = append(out, fp.t.probePeers(st))
 	}
-	ps.m.Store(&all)
 	return out
 }
 
@@ -375,11 +391,11 @@ func peerSync(be backend.Backend, own lease.Lease, ext iface.External, fps []*fa
 			return
 		}
 		seen = st.Peers
+		// The probers keep what they were given and leave a peer
+		// whose addresses did not change as it is: no copy is kept
+		// here to compare with.
 		for i, next := range prog.peersOf(st, fps) {
-			if fp := fps[i]; !slices.Equal(next, fp.peers) {
-				fp.peers = next
-				fp.p.SetPeers(next)
-			}
+			fps[i].p.SetPeers(next)
 		}
 		if next := responderSources(st, own, ext); !next.Equal(src) {
 			src = next

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/netagent/netagent/probe"
@@ -99,6 +100,28 @@ type BackendReport struct {
 	// ForeignRoutes counts conflicts with routes the agent does not own
 	// over a peer's prefix (each left in place).
 	ForeignRoutes uint64 `json:"foreign_routes"`
+	// WireGuard lists the WireGuard devices (wireguard backend).
+	WireGuard []WireGuardReport `json:"wireguard,omitempty"`
+}
+
+// WireGuardReport is one WireGuard device: which implementation runs it
+// and why, its public key (never the private one) and listen port.
+type WireGuardReport struct {
+	Device     string `json:"device"`
+	Impl       string `json:"impl"`
+	ImplReason string `json:"impl_reason"`
+	PublicKey  string `json:"public_key"`
+	ListenPort int    `json:"listen_port"`
+}
+
+// WireGuardPeerReport is what the WireGuard device reports of a peer.
+type WireGuardPeerReport struct {
+	PublicKey string `json:"public_key"`
+	Endpoint  string `json:"endpoint,omitempty"`
+	// LatestHandshake is absent until a handshake has completed.
+	LatestHandshake *time.Time `json:"latest_handshake,omitempty"`
+	RxBytes         int64      `json:"rx_bytes"`
+	TxBytes         int64      `json:"tx_bytes"`
 }
 
 // RefusedReport is one lease key the data plane refuses.
@@ -131,6 +154,9 @@ type PeerReport struct {
 	// Probe is what the last probe round found; nil when the peer is not
 	// probed (probing off, IPv6).
 	Probe *PeerProbeReport `json:"probe,omitempty"`
+	// WireGuard is the WireGuard device's view of the peer (wireguard
+	// backend).
+	WireGuard *WireGuardPeerReport `json:"wireguard,omitempty"`
 }
 
 // PeerProbeReport is a peer's data-plane health as the probes see it.
@@ -309,10 +335,18 @@ func (s *state) report(ctx context.Context, o *Options) Report {
 			DeviceV6: st.DeviceV6, VtepMACV6: st.VtepMACV6,
 			LastPass: timePtr(st.LastPass), Passes: ct.Passes, Repairs: ct.Repairs,
 			NetlinkErrors: ct.NetlinkErrors, ForeignRoutes: ct.ForeignRoutes}
+		for _, d := range st.WireGuard {
+			r.Backend.WireGuard = append(r.Backend.WireGuard, WireGuardReport(d))
+		}
 		for _, p := range st.Peers {
-			r.Peers = append(r.Peers, PeerReport{Key: p.Key, Subnet: p.Subnet.String(), PublicIP: addrString(p.PublicIP),
+			pr := PeerReport{Key: p.Key, Subnet: p.Subnet.String(), PublicIP: addrString(p.PublicIP),
 				VtepMAC: p.VtepMAC, Mode: p.Mode, Programmed: p.Programmed, Error: p.LastError,
-				ForeignRoute: p.ForeignRoute})
+				ForeignRoute: p.ForeignRoute}
+			if w := p.WireGuard; w != nil {
+				pr.WireGuard = &WireGuardPeerReport{PublicKey: w.PublicKey, Endpoint: w.Endpoint,
+					LatestHandshake: timePtr(w.LatestHandshake), RxBytes: w.RxBytes, TxBytes: w.TxBytes}
+			}
+			r.Peers = append(r.Peers, pr)
 		}
 		for _, x := range st.Refused {
 			r.Refused = append(r.Refused, RefusedReport{Key: x.Key, Subnet: addrString(x.Subnet),
@@ -321,6 +355,22 @@ func (s *state) report(ctx context.Context, o *Options) Report {
 	}
 	r.Probe = s.probeReport(o, r.Peers)
 	return r
+}
+
+// CauseNoHandshake is the probe cause of a WireGuard peer whose host
+// answers on the underlay but not through the overlay, and with which no
+// handshake ever completed: its lease's key is
+// not the one its host holds, or its port is blocked.
+const CauseNoHandshake = "wireguard-no-handshake"
+
+// noteNoHandshake makes the cause of an unreachable WireGuard peer
+// CauseNoHandshake when no handshake with it has completed.
+func noteNoHandshake(p *PeerReport) {
+	if p.Probe == nil || p.Probe.Cause != string(probe.CauseNoAnswer) || p.WireGuard == nil || p.WireGuard.LatestHandshake != nil {
+		return
+	}
+	p.Probe.Cause = CauseNoHandshake
+	p.Probe.Detail = fmt.Sprintf("no WireGuard handshake with %s has completed: the public key in its lease is not its host's, or UDP %s is blocked", p.PublicIP, p.WireGuard.Endpoint)
 }
 
 // probeReport builds the probe section and fills each peer's Probe; s.mu
@@ -339,6 +389,7 @@ func (s *state) probeReport(o *Options, peers []PeerReport) ProbeReport {
 		for i := range peers {
 			if h, ok := byNet[peers[i].Subnet]; ok {
 				peers[i].Probe = peerProbeReport(h)
+				noteNoHandshake(&peers[i])
 			}
 		}
 	}

@@ -14,6 +14,9 @@ const (
 	ModeDirect = "direct"
 	// ModeHostGW: a route via the peer's public IP (host-gw backend).
 	ModeHostGW = "host-gw"
+	// ModeWireGuard: a peer of the WireGuard device, reached through the
+	// one route of the overlay network (wireguard backend).
+	ModeWireGuard = "wireguard"
 )
 
 // Status is a snapshot of a backend's data plane, for status reports.
@@ -45,6 +48,32 @@ type Status struct {
 	// the first).
 	LastPass time.Time
 	Counters Counters
+	// WireGuard describes the WireGuard devices, IPv4's first (wireguard
+	// backend only).
+	WireGuard []WireGuardDevice
+}
+
+// WireGuardDevice is one WireGuard device of the wireguard backend.
+type WireGuardDevice struct {
+	Device string
+	// Impl is "kernel" or "userspace"; ImplReason says why it was chosen.
+	Impl       string
+	ImplReason string
+	// PublicKey is the device's public key (base64); the private key is
+	// never reported.
+	PublicKey  string
+	ListenPort int
+}
+
+// WireGuardPeer is what a WireGuard device reports of one peer.
+type WireGuardPeer struct {
+	PublicKey string
+	// Endpoint is the peer's current UDP endpoint ("192.0.2.1:51820").
+	Endpoint string
+	// LatestHandshake is zero until a handshake has completed.
+	LatestHandshake time.Time
+	RxBytes         int64
+	TxBytes         int64
 }
 
 // PeerStatus is one remote lease as the backend sees it.
@@ -55,7 +84,7 @@ type PeerStatus struct {
 	PublicIP netip.Addr
 	// VtepMAC is the peer's VTEP MAC (vxlan only).
 	VtepMAC string
-	// Mode is ModeVXLAN, ModeDirect or ModeHostGW.
+	// Mode is ModeVXLAN, ModeDirect, ModeHostGW or ModeWireGuard.
 	Mode string
 	// Programmed is true when the kernel held the peer's entries as
 	// desired after the last pass or event that touched them.
@@ -68,6 +97,9 @@ type PeerStatus struct {
 	// (`10.5.2.0/24 proto boot via 192.168.1.9 dev index 3`); empty when
 	// there is none.
 	ForeignRoute string
+	// WireGuard is the device's view of the peer (wireguard backend; nil
+	// when the device does not hold it).
+	WireGuard *WireGuardPeer
 }
 
 // Reasons a lease key is refused, as RefusedLease.Reason and the
@@ -81,10 +113,14 @@ const (
 	// RefusedKeyForm: the key names a subnet of an address family the
 	// config does not enable (a dual-stack key with IPv6 off).
 	RefusedKeyForm = "key-form"
+	// RefusedBackendType: the key is of another backend type than the
+	// network's (on a wireguard network, a peer that does not encrypt
+	// would get traffic in clear, or none).
+	RefusedBackendType = "backend-type"
 )
 
 // RefusedReasons lists every reason, in a stable order.
-var RefusedReasons = [...]string{RefusedSubnet, RefusedIdentity, RefusedKeyForm}
+var RefusedReasons = [...]string{RefusedSubnet, RefusedIdentity, RefusedKeyForm, RefusedBackendType}
 
 // RefusedLease is a lease key the data plane does not program.
 type RefusedLease struct {
@@ -99,7 +135,8 @@ type RefusedLease struct {
 	Reason string
 	Detail string
 	// Winner is the key that holds the subnet or identity instead; empty
-	// when no key holds the subnet of a refused form.
+	// when no key holds the subnet of a refused form, and for a refused
+	// backend type.
 	Winner string
 }
 

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/netagent/netagent/internal/lab"
 )
 
 // The agent benchmarks run the real binaries (`netagent run` on lab hosts,
@@ -229,15 +227,7 @@ func BenchmarkAgentThroughput(b *testing.B) {
 				b.StopTimer()
 				al, closeLab := newAgentLab(b, 2, fmt.Sprintf(`{"Network":"10.5.0.0/16","Backend":{"Type":%q}}`, backend))
 				h1, h2 := al.lab.Hosts()[0], al.lab.Hosts()[1]
-				for _, h := range []*lab.Host{h1, h2} {
-					al.startAgent(h)
-				}
-				for _, h := range []*lab.Host{h1, h2} {
-					al.awaitSubnetFile(h)
-				}
-				c1, _ := al.addContainer(h1, "c1")
-				c2, ip2 := al.addContainer(h2, "c1")
-				al.awaitPing(c1.NS, ip2)
+				c1, c2, _, ip2 := al.twoContainers(al.startAgent)
 				b.StartTimer()
 				o := al.iperf(c2.NS, c1.NS, ip2)
 				u := al.iperf(h2.NS, h1.NS, h2.Underlay.Addr())

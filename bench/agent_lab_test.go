@@ -3,7 +3,9 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -49,14 +51,47 @@ func agentBinaries(b *testing.B) map[string]string {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
 		agentBin.bins, agentBin.err = lab.BuildBinaries(ctx, agentBin.dir,
-			"./cmd/netagent", "./cmd/netagent-lab", "./cni-plugin/netagent-cni",
+			"./cmd/netagent-lab", "./cni-plugin/netagent-cni",
 			"github.com/containernetworking/plugins/plugins/main/bridge",
 			"github.com/containernetworking/plugins/plugins/ipam/host-local")
+		if agentBin.err == nil {
+			agentBin.bins["./cmd/netagent"], agentBin.err = agentShippedBinary(ctx, agentBin.dir)
+		}
 	})
 	if agentBin.err != nil {
 		b.Fatalf("build: %v", agentBin.err)
 	}
 	return agentBin.bins
+}
+
+// agentBinaryEnv, set to the path of a netagent binary, makes the agent
+// benchmarks run it instead of the one they build: to compare builds
+// (another -buildmode, cgo) on the same benchmark.
+const agentBinaryEnv = "NETAGENT_BENCH_BINARY"
+
+// agentShippedBinary builds netagent into dir the way scripts/package.sh
+// builds the packaged binary (static, PIE, stripped): its resident pages
+// are part of the figures the memory benchmarks report. With
+// agentBinaryEnv set it returns that path instead.
+//
+// Equivalent to: `CGO_ENABLED=0 go build -trimpath -buildmode=pie
+// -ldflags "-s -w" -o DIR/netagent ./cmd/netagent`.
+func agentShippedBinary(ctx context.Context, dir string) (string, error) {
+	if p := os.Getenv(agentBinaryEnv); p != "" {
+		return p, nil
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "netagent")
+	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-buildmode=pie", "-ldflags", "-s -w",
+		"-o", bin, "github.com/netagent/netagent/cmd/netagent")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build netagent: %w\n%s", err, out)
+	}
+	return bin, nil
 }
 
 // agentLab is a lab with etcd running and the network config written.
@@ -121,14 +156,29 @@ func newAgentLab(b *testing.B, hosts int, config string) (al *agentLab, close fu
 // logs).
 func (al *agentLab) startAgent(h *lab.Host) *lab.Proc {
 	al.b.Helper()
-	p, err := al.lab.StartProcess(h.NS, nil,
-		al.bins["./cmd/netagent"], "run",
-		"--etcd-endpoints="+strings.Join(al.lab.EtcdEndpoints(), ","),
-		"--subnet-file="+h.SubnetFile(),
-		"--docker-opts-file="+filepath.Join(h.Dir, "docker"),
-		"--status-socket="+agentStatusSocket(h),
+	return al.startAgentAs(h, al.bins["./cmd/netagent"], al.lab.StartProcess, nil)
+}
+
+// startAgentWith is startAgent with env added to the agent's environment
+// and extra flags after the others.
+func (al *agentLab) startAgentWith(h *lab.Host, env []string, extra ...string) *lab.Proc {
+	al.b.Helper()
+	return al.startAgentAs(h, al.bins["./cmd/netagent"], al.lab.StartProcess, env, extra...)
+}
+
+// startAgentAs is startAgent with the netagent binary bin, started by
+// start (the lab's StartProcess or StartProcessInNet), with env added to
+// its environment and extra flags after the others.
+func (al *agentLab) startAgentAs(h *lab.Host, bin string, start func(ns string, env []string, argv ...string) (*lab.Proc, error), env []string, extra ...string) *lab.Proc {
+	al.b.Helper()
+	p, err := start(h.NS, env, append([]string{
+		bin, "run",
+		"--etcd-endpoints=" + strings.Join(al.lab.EtcdEndpoints(), ","),
+		"--subnet-file=" + h.SubnetFile(),
+		"--docker-opts-file=" + filepath.Join(h.Dir, "docker"),
+		"--status-socket=" + agentStatusSocket(h),
 		"--ip-masq",
-	)
+	}, extra...)...)
 	if err != nil {
 		al.b.Fatalf("start agent on %s: %v", h.Name, err)
 	}

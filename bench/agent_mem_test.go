@@ -351,11 +351,16 @@ func agentMemAdd(a, s agentMemSnapshot) agentMemSnapshot {
 // cannot be profiled: VmRSS, RssAnon, RssFile once the kernel holds every
 // entry and after agentIdleWindow, VmHWM after it, and from the gctrace
 // lines the largest heap the runtime reached (MB, the middle of "A->B->C
-// MB") and the live heap after the last collection.
+// MB"), the live heap after the last collection and the number of
+// collections; and the agent's CPU time (user+system) at the end of the
+// cold start and over the idle window, which a memory limit
+// (--memory-limit) raises when it makes the collector run more often.
 func BenchmarkAgentMemoryBinary(b *testing.B) {
 	b.Logf("load average before: %s", agentLoad())
 	var rssCold, anonCold, fileCold, rssIdle, anonIdle, hwm int64
 	var peakHeap, live float64
+	var cpuCold, cpuIdle time.Duration
+	var gcsTotal int
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		al, _, closeLab := agentPeersLab(b)
@@ -379,6 +384,10 @@ func BenchmarkAgentMemoryBinary(b *testing.B) {
 			return v
 		}
 		rc, ac, fc := kb("VmRSS"), kb("RssAnon"), kb("RssFile")
+		cpu0, err := agentProcCPU(pid)
+		if err != nil {
+			b.Fatal(err)
+		}
 		b.StartTimer()
 		select {
 		case <-cs.proc.Done():
@@ -387,6 +396,10 @@ func BenchmarkAgentMemoryBinary(b *testing.B) {
 		}
 		b.StopTimer()
 		ri, ai, h := kb("VmRSS"), kb("RssAnon"), kb("VmHWM")
+		cpu1, err := agentProcCPU(pid)
+		if err != nil {
+			b.Fatal(err)
+		}
 		log, err := os.ReadFile(cs.proc.LogPath)
 		if err != nil {
 			b.Fatal(err)
@@ -398,8 +411,9 @@ func BenchmarkAgentMemoryBinary(b *testing.B) {
 		if gcs == 0 {
 			b.Fatalf("no gctrace line in the agent's log")
 		}
-		b.Logf("run %d: cold VmRSS %.1f MiB (anon %.1f, file %.1f); idle VmRSS %.1f MiB (anon %.1f), VmHWM %.1f MiB; %d GCs, largest heap %.0f MB, live %.0f MB (load %s)",
-			i+1, float64(rc)/1024, float64(ac)/1024, float64(fc)/1024, float64(ri)/1024, float64(ai)/1024, float64(h)/1024, gcs, pk, lv, agentLoad())
+		b.Logf("run %d: cold VmRSS %.1f MiB (anon %.1f, file %.1f); idle VmRSS %.1f MiB (anon %.1f), VmHWM %.1f MiB; %d GCs, largest heap %.0f MB, live %.0f MB; CPU %v cold, %v idle (load %s)",
+			i+1, float64(rc)/1024, float64(ac)/1024, float64(fc)/1024, float64(ri)/1024, float64(ai)/1024, float64(h)/1024, gcs, pk, lv, cpu0, cpu1-cpu0, agentLoad())
+		cpuCold, cpuIdle, gcsTotal = cpuCold+cpu0, cpuIdle+cpu1-cpu0, gcsTotal+gcs
 		rssCold, anonCold, fileCold, rssIdle, anonIdle, hwm = rssCold+rc, anonCold+ac, fileCold+fc, rssIdle+ri, anonIdle+ai, hwm+h
 		peakHeap, live = peakHeap+pk, live+lv
 		closeLab()
@@ -415,6 +429,9 @@ func BenchmarkAgentMemoryBinary(b *testing.B) {
 	b.ReportMetric(mib(hwm), "MiB-peak-rss")
 	b.ReportMetric(peakHeap/n, "MB-peak-heap")
 	b.ReportMetric(live/n, "MB-live-heap")
+	b.ReportMetric(float64(gcsTotal)/n, "GCs")
+	b.ReportMetric(agentMS(cpuCold)/n, "ms-cpu/coldstart")
+	b.ReportMetric(agentMS(cpuIdle)/n, "ms-cpu/idle")
 }
 
 // agentGCTrace reads the runtime's gctrace lines in log: the largest heap

@@ -2,8 +2,12 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
+	"context"
 	"fmt"
+	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -21,14 +25,78 @@ import (
 // leases, Grant, Txn, and any retry) to "lease acquired".
 var agentStartPhases = []string{"starting netagent", "network config", "external interface", "lease acquired"}
 
+// agentStartBuild is how BenchmarkAgentStart builds netagent: the go
+// command's environment and flags.
+type agentStartBuild struct {
+	env, flags []string
+}
+
+// agentStartBuilds are the builds NETAGENT_BENCH_START_BUILD chooses from:
+// "package" (the default) as scripts/package.sh builds the binary a host
+// runs (no cgo, no gRPC tracing, position-independent, stripped);
+// "static", the same without PIE (no dynamic loader, no relocations at
+// start); "trace", the package's build with gRPC's tracing (and its
+// html/template) linked in, as before; "go-build", a plain `go build`
+// (cgo's resolver, dynamically linked: the other benchmarks' binary).
+var agentStartBuilds = map[string]agentStartBuild{
+	"package":  {[]string{"CGO_ENABLED=0"}, []string{"-tags=grpcnotrace", "-trimpath", "-buildmode=pie", "-ldflags=-s -w"}},
+	"static":   {[]string{"CGO_ENABLED=0"}, []string{"-tags=grpcnotrace", "-trimpath", "-ldflags=-s -w"}},
+	"trace":    {[]string{"CGO_ENABLED=0"}, []string{"-trimpath", "-buildmode=pie", "-ldflags=-s -w"}},
+	"go-build": {nil, nil},
+}
+
+// agentStartBinary builds netagent as NETAGENT_BENCH_START_BUILD says, in
+// the benchmarks' binary directory, once per build.
+func agentStartBinary(b *testing.B) (name, path string) {
+	b.Helper()
+	name = cmp.Or(os.Getenv("NETAGENT_BENCH_START_BUILD"), "package")
+	build, ok := agentStartBuilds[name]
+	if !ok {
+		b.Fatalf("NETAGENT_BENCH_START_BUILD=%s: not one of %v", name, slices.Sorted(maps.Keys(agentStartBuilds)))
+	}
+	path = filepath.Join(agentBin.dir, "netagent-"+name)
+	if _, err := os.Stat(path); err == nil {
+		return name, path
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", append(append([]string{"build", "-o", path}, build.flags...), "./cmd/netagent")...)
+	cmd.Dir = ".." // the module root, from the bench package
+	cmd.Env = append(os.Environ(), build.env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("build netagent (%s): %v\n%s", name, err, out)
+	}
+	return name, path
+}
+
+// agentStartEnter is how BenchmarkAgentStart starts each agent in its
+// host's namespace (NETAGENT_BENCH_START_ENTER): "setns" (the default)
+// forks it from a thread in the namespace (lab.StartProcessInNet), which
+// costs what a host's agent pays: nothing; "ip" runs `ip netns exec`,
+// which execs ip first and remounts /sys in a new mount namespace.
+func agentStartEnter(b *testing.B, al *agentLab) (string, func(ns string, env []string, argv ...string) (*lab.Proc, error)) {
+	switch e := cmp.Or(os.Getenv("NETAGENT_BENCH_START_ENTER"), "setns"); e {
+	case "setns":
+		return e, al.lab.StartProcessInNet
+	case "ip":
+		return e, al.lab.StartProcess
+	default:
+		b.Fatalf("NETAGENT_BENCH_START_ENTER=%s: not setns or ip", e)
+		return "", nil
+	}
+}
+
 // BenchmarkAgentStart/hosts=N: N `netagent run` processes (startAgent's
-// flags) started at once, one per lab host, on an empty network
-// (10.0.0.0/8, /24s): from just before the first is started to each
-// process logging each of agentStartPhases, the agent's CPU time when its
-// "lease acquired" was seen (polled every 20 ms: an upper bound), and the
-// time until all N held a lease, and how many acquisitions backed off
-// (agentAcquireRetry). Fails if two hosts hold the same subnet
-// or an agent exits.
+// flags and those of NETAGENT_BENCH_START_FLAGS, e.g. "--probe=false";
+// the binary and the way into the namespace as agentStartBinary and
+// agentStartEnter say) started at once, one per lab host, on an
+// empty network (10.0.0.0/8, /24s): from just before the first is
+// started to each process logging each of agentStartPhases, the agent's
+// CPU time when its "lease acquired" was seen (polled every 20 ms: an
+// upper bound), and the time until all N held a lease, and how many
+// acquisitions backed off (agentAcquireRetry); and where the machine's
+// CPU time went meanwhile (agentCPUShares). Fails if two hosts hold the
+// same subnet or an agent exits.
 func BenchmarkAgentStart(b *testing.B) {
 	for _, hosts := range []int{1, 10, 20, 50, 100} {
 		b.Run(fmt.Sprintf("hosts=%d", hosts), func(b *testing.B) {
@@ -40,16 +108,33 @@ func BenchmarkAgentStart(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
 				al, closeLab := newAgentLab(b, hosts, agentConfig)
+				build, bin := agentStartBinary(b)
+				enter, start := agentStartEnter(b, al)
+				if i == 0 {
+					b.Logf("netagent built as %q, started by %q, extra flags %q", build, enter, os.Getenv("NETAGENT_BENCH_START_FLAGS"))
+				}
+				cpu0, err := agentCPUSnapshot(al, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
 				t0 := time.Now()
 				procs := make([]*lab.Proc, hosts)
 				for j, h := range al.lab.Hosts() {
-					procs[j] = al.startAgent(h)
+					procs[j] = al.startAgentAs(h, bin, start, nil, strings.Fields(os.Getenv("NETAGENT_BENCH_START_FLAGS"))...)
 				}
 				done := make([]bool, hosts)
 				subnets := map[string]string{}
 				left := hosts
 				for left > 0 {
 					if time.Since(t0) > agentColdStartTimeout {
+						if c, err := agentCPUSnapshot(al, procs); err == nil {
+							b.Log(agentCPUShares(cpu0, c, time.Since(t0), hosts))
+						}
+						for j, p := range procs {
+							if !done[j] {
+								b.Logf("agent %d, without a lease:\n%s", j, p.Tail(800))
+							}
+						}
 						b.Fatalf("%d of %d agents without a lease after %v", left, hosts, agentColdStartTimeout)
 					}
 					time.Sleep(20 * time.Millisecond)
@@ -92,8 +177,13 @@ func BenchmarkAgentStart(b *testing.B) {
 					}
 				}
 				total := time.Since(t0)
+				cpu1, err := agentCPUSnapshot(al, procs)
+				if err != nil {
+					b.Fatal(err)
+				}
 				all += total
 				b.Logf("run %d: %d leases, all after %v (load %s)", i+1, hosts, total.Round(time.Millisecond), agentLoad())
+				b.Logf("run %d: %s", i+1, agentCPUShares(cpu0, cpu1, total, hosts))
 				closeLab()
 			}
 			b.Logf("load average after: %s", agentLoad())

@@ -35,7 +35,7 @@ func TestAllPeersReachable(t *testing.T) {
 		}
 		// A round lost to a loaded machine fails a peer until its next
 		// round: wait for every peer to be reachable at once.
-		await.Eventually(t, within, "the expected state", func() error {
+		await.Eventually(t, within, "every peer reachable", func() error {
 			if st := p.Status(); st.Sent == 0 || st.Answered == 0 || len(st.Unreachable()) != 0 {
 				return fmt.Errorf("host %d: sent %d answered %d unreachable %v", i+1, st.Sent, st.Answered, st.Unreachable())
 			}
@@ -151,7 +151,7 @@ func testCauses(t *testing.T, v6 bool) {
 			// Host 2 is not hit by the break: it is (again, if a round
 			// was lost to a loaded machine) reachable while the victim
 			// is still broken.
-			await.Eventually(t, within, "the expected state", func() error {
+			await.Eventually(t, within, "only the victim unreachable", func() error {
 				st := p.Status()
 				if un := st.Unreachable(); len(un) != 1 || un[0].Subnet != victim.subnet() {
 					return fmt.Errorf("unreachable %+v, want only %s", un, victim.subnet())
@@ -215,7 +215,7 @@ func TestOffloadTrialRestores(t *testing.T) {
 		got       []OffloadEvent
 		gotKernel []bool
 	)
-	await.Eventually(t, within, "the expected state", func() error {
+	await.Eventually(t, within, "the offload change and its restore", func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		got, gotKernel = append([]OffloadEvent(nil), events...), append([]bool(nil), kernel...)
@@ -320,7 +320,7 @@ func TestResponderIgnoresNonProbes(t *testing.T) {
 	}
 	// The counters move after the datagrams are handled, so the reply can
 	// arrive before Replies counts it.
-	await.Eventually(t, within, "the expected state", func() error {
+	await.Eventually(t, within, "one reply and three drops counted", func() error {
 		if b.resp.Dropped() != 3 || b.resp.Replies() != 1 {
 			return fmt.Errorf("replies %d dropped %d, want 1 and 3", b.resp.Replies(), b.resp.Dropped())
 		}

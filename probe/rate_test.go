@@ -112,7 +112,7 @@ func TestRateBound(t *testing.T) {
 		}
 	}
 	queued := false
-	await.Eventually(t, 120*time.Second, "the expected state", func() error {
+	await.Eventually(t, 120*time.Second, "every peer probed within the rate bound", func() error {
 		check()
 		// Tokens below zero: sends are waiting for their turn.
 		queued = queued || p.lim.Tokens() < 0
@@ -149,7 +149,7 @@ func TestRateBound(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	sent := p.Status().Sent
-	await.Eventually(t, 30*time.Second, "the expected state", func() error {
+	await.Eventually(t, 30*time.Second, "the sink's count equal to the prober's", func() error {
 		if arrived := e.arrived(t); arrived != sent {
 			return fmt.Errorf("sink counted %d, prober sent %d: they should agree", arrived, sent)
 		}

@@ -117,7 +117,7 @@ func TestResponderAnswersClusterOnly(t *testing.T) {
 	// A source of no lease is refused, and nothing is sent back.
 	replies := h2.resp.Replies()
 	forged := sendProbe(t, h1.ns.Netns, stranger, h2.public(), 2)
-	await.Eventually(t, time.Minute, "the expected state", func() error {
+	await.Eventually(t, time.Minute, "the forged probe refused", func() error {
 		if n := h2.resp.Refused(); n != 1 {
 			return fmt.Errorf("refused %d, want 1", n)
 		}
@@ -203,14 +203,14 @@ func TestResponderKeeperRetries(t *testing.T) {
 	k := NewResponderKeeper(ResponderConfig{Log: testLog(t), Netns: ns.Netns, Addrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}},
 		10*time.Millisecond, 50*time.Millisecond)
 	serve(t, func(ctx context.Context) error { k.Run(ctx); return nil })
-	await.Eventually(t, time.Minute, "the expected state", func() error {
+	await.Eventually(t, time.Minute, "the keeper retrying on a busy port", func() error {
 		if st := k.State(); st.Serving || st.Failures < 2 || !strings.Contains(st.Err, "address already in use") {
 			return fmt.Errorf("state %+v, want not serving, retried, address in use", st)
 		}
 		return nil
 	})
 	free()
-	await.Eventually(t, time.Minute, "the expected state", func() error {
+	await.Eventually(t, time.Minute, "the keeper serving once the port is free", func() error {
 		if st := k.State(); !st.Serving || st.Err != "" {
 			return fmt.Errorf("state %+v, want serving", st)
 		}
@@ -234,7 +234,7 @@ func TestResponderRestartRebinds(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { k.Run(ctx); close(done) }()
-		await.Eventually(t, time.Minute, "the expected state", func() error {
+		await.Eventually(t, time.Minute, "the keeper serving at its first attempt", func() error {
 			if st := k.State(); !st.Serving || st.Failures != 0 {
 				return fmt.Errorf("attempt %d: state %+v, want serving at the first attempt", i, st)
 			}

@@ -5,48 +5,16 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"syscall"
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/netagent/netagent/internal/netnsexec"
 )
 
-// inNetns runs fn on a thread switched into ns, or on the calling goroutine
-// when ns is not open (0 or netns.None(): the caller's namespace). A socket
-// keeps the namespace it was created in, so fn creates sockets and returns;
-// the thread is switched back afterwards, or discarded when it cannot be.
-func inNetns(ns netns.NsHandle, fn func() error) error {
-	if ns == 0 || !ns.IsOpen() {
-		return fn()
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("probe: current network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("probe: enter network namespace: %w", err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: the runtime ends it with the
-			// goroutine instead of reusing it in the wrong namespace.
-			errc <- fmt.Errorf("probe: leave network namespace: %w", err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+// inNetns runs fn on a thread switched into ns (see netnsexec.Do).
+func inNetns(ns netns.NsHandle, fn func() error) error { return netnsexec.Do(ns, fn) }
 
 // listenUDP opens a UDP socket of addr's family (IPv6 when addr is
 // invalid and v6 is set) bound to addr:port, or to the wildcard address

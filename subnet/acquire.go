@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/netagent/netagent/internal/backoff"
@@ -112,7 +113,7 @@ func (r *Registry) TryAcquire(ctx context.Context, cfg *lease.Config, opts Acqui
 	if err != nil {
 		return lease.Lease{}, err
 	}
-	h, err := r.tryAcquire(ctx, cfg, opts)
+	h, _, err := r.tryAcquire(ctx, cfg, opts)
 	return h.lease, err
 }
 
@@ -124,21 +125,30 @@ func (r *Registry) Acquire(ctx context.Context, cfg *lease.Config, opts AcquireO
 	if err != nil {
 		return lease.Lease{}, err
 	}
-	h, err := r.acquire(ctx, cfg, opts)
+	h, _, err := r.acquire(ctx, cfg, opts)
 	return h.lease, err
 }
 
-func (r *Registry) acquire(ctx context.Context, cfg *lease.Config, opts AcquireOptions) (held, error) {
+// listing is one Range of every key under <prefix>/subnets/ and the store
+// revision it was read at: what an acquisition decided on.
+type listing struct {
+	entries []entry
+	rev     int64
+}
+
+// acquire is Acquire's loop; it also returns the list the successful
+// attempt decided on.
+func (r *Registry) acquire(ctx context.Context, cfg *lease.Config, opts AcquireOptions) (held, listing, error) {
 	bo := backoff.NewJittered(time.Second, 30*time.Second)
 	for {
-		h, err := r.tryAcquire(ctx, cfg, opts)
+		h, ls, err := r.tryAcquire(ctx, cfg, opts)
 		switch {
 		case err == nil:
-			return h, nil
+			return h, ls, nil
 		case ctx.Err() != nil:
-			return held{}, ctx.Err()
+			return held{}, listing{}, ctx.Err()
 		case errors.Is(err, ErrInvalidOptions):
-			return held{}, err
+			return held{}, listing{}, err
 		}
 		wait := bo.Next()
 		if errors.Is(err, ErrLeaseConflict) {
@@ -147,28 +157,31 @@ func (r *Registry) acquire(ctx context.Context, cfg *lease.Config, opts AcquireO
 			r.log.Warn("cannot acquire a subnet lease: retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
 		}
 		if err := sleepCtx(ctx, wait); err != nil {
-			return held{}, err
+			return held{}, listing{}, err
 		}
 	}
 }
 
-func (r *Registry) tryAcquire(ctx context.Context, cfg *lease.Config, opts AcquireOptions) (held, error) {
+func (r *Registry) tryAcquire(ctx context.Context, cfg *lease.Config, opts AcquireOptions) (held, listing, error) {
+	if err := r.settle(ctx); err != nil {
+		return held{}, listing{}, err
+	}
 	var err error
 	for range conflictRetries {
+		entries, rev, lerr := r.list(ctx)
+		if lerr != nil {
+			return held{}, listing{}, lerr
+		}
 		var h held
-		if h, err = r.attempt(ctx, cfg, opts); !errors.Is(err, ErrLeaseConflict) {
-			return h, err
+		if h, err = r.attempt(ctx, cfg, opts, entries, rev); !errors.Is(err, ErrLeaseConflict) {
+			return h, listing{entries, rev}, err
 		}
 	}
-	return held{}, err
+	return held{}, listing{}, err
 }
 
-// attempt is one list-decide-write round.
-func (r *Registry) attempt(ctx context.Context, cfg *lease.Config, opts AcquireOptions) (held, error) {
-	entries, rev, err := r.list(ctx)
-	if err != nil {
-		return held{}, err
-	}
+// attempt is one decide-write round on the leases listed at rev.
+func (r *Registry) attempt(ctx context.Context, cfg *lease.Config, opts AcquireOptions, entries []entry, rev int64) (held, error) {
 	value, err := opts.Attrs.MarshalJSON()
 	if err != nil {
 		return held{}, fmt.Errorf("subnet: encode lease value: %w", err)
@@ -272,6 +285,11 @@ func (r *Registry) create(ctx context.Context, v4, v6 netip.Prefix, listRev int6
 	key := r.SubnetsPrefix() + lease.LeaseKey(v4, v6)
 	cmps := r.freeCmps(key, v4, v6)
 	h, err := r.grantAndPut(ctx, key, clientv3.Compare(clientv3.Version(key), "=", 0), opts, value, cmps[1:]...)
+	if uw := (*unsettledWrite)(nil); errors.As(err, &uw) {
+		r.mu.Lock()
+		r.unsettled = append(r.unsettled, uw.id)
+		r.mu.Unlock()
+	}
 	if err != nil {
 		return held{}, err
 	}
@@ -346,7 +364,7 @@ func (r *Registry) grantAndPut(ctx context.Context, key string, guard clientv3.C
 		}
 		r.log.Debug("lease write failed; its etcd lease is left to expire", "key", key,
 			"lease_id", fmt.Sprintf("%x", int64(grant.ID)), "ttl", granted)
-		return held{}, fmt.Errorf("subnet: write lease %s: %w", key, err)
+		return held{}, &unsettledWrite{key: key, id: grant.ID, err: err}
 	}
 	if !resp.Succeeded {
 		r.revoke(ctx, grant.ID)
@@ -354,6 +372,51 @@ func (r *Registry) grantAndPut(ctx context.Context, key string, guard clientv3.C
 	}
 	h.lease.ModRevision = resp.Header.GetRevision()
 	return h, nil
+}
+
+// unsettledWrite is a lease write whose answer was lost: it may have been
+// applied, or be applied later, with the etcd lease id.
+type unsettledWrite struct {
+	key string
+	id  clientv3.LeaseID
+	err error
+}
+
+func (e *unsettledWrite) Error() string {
+	return fmt.Sprintf("subnet: write lease %s: %v", e.key, e.err)
+}
+func (e *unsettledWrite) Unwrap() error { return e.err }
+
+// settle revokes the etcd leases of the new keys whose write had its
+// answer lost, before the next attempt lists. Such a write can still be
+// applied after that list (a request held up in a member that lost its
+// leader, or on its way when the client gave up), and the host would then
+// hold two keys: the one the next attempt writes, and that one, a subnet
+// nobody renews or releases until its etcd lease's TTL (a day) ends.
+// Revoked, the etcd lease deletes the key if it was applied, and a write
+// applied later fails: the lease it names is gone. Deleting such a key is
+// safe, as this host never took it as its own; a key this host already
+// held (renewOwn) is never handled this way, since deleting it would take
+// the host's routes away on every peer. A revocation that fails is
+// returned, so that the attempt waits and tries again.
+func (r *Registry) settle(ctx context.Context) error {
+	r.mu.Lock()
+	ids := r.unsettled
+	r.unsettled = nil
+	r.mu.Unlock()
+	for i, id := range ids {
+		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		_, err := r.cli.Revoke(rctx, id)
+		cancel()
+		if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			r.mu.Lock()
+			r.unsettled = append(r.unsettled, ids[i:]...)
+			r.mu.Unlock()
+			return fmt.Errorf("subnet: revoke the etcd lease %x of a lease write whose answer was lost: %w", int64(id), err)
+		}
+		r.log.Info("revoked the etcd lease of a lease write whose answer was lost", "lease_id", fmt.Sprintf("%x", int64(id)))
+	}
+	return nil
 }
 
 // keyOnLease reports whether key is attached to the etcd lease id, and its

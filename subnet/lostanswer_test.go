@@ -3,6 +3,8 @@ package subnet
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -156,5 +158,48 @@ func TestLostTxnAnswer(t *testing.T) {
 				t.Errorf("next acquisition: %s, %v; want %s", l.Subnet, err, first.Subnet)
 			}
 		})
+	}
+}
+
+// TestLostCreateAnswer: when the answer to the Txn that writes a new key
+// for this host is lost and the Txn lands only later, the host still ends
+// up with one key, and the etcd lease of the lost write does not outlive
+// the next attempt: without the revocation, the late key would hold a
+// second subnet for a day.
+func TestLostCreateAnswer(t *testing.T) {
+	srv := etcdtest.Start(t)
+	plain := srv.Client(t)
+	la := &lostAnswers{}
+	cli := etcdtest.NewClient(t, srv.Endpoints(), func(c *clientv3.Config) {
+		c.DialOptions = append(c.DialOptions, grpc.WithChainUnaryInterceptor(la.intercept))
+	})
+	r := NewRegistry(cli, "/test/"+t.Name(), slog.New(&regTestLog{}))
+	cfg := regTestConfig("10.5.0.0/16", 24, "10.5.1.0", "10.5.20.0")
+	ctx := regTestCtx(t, 2*regTestWait)
+
+	la.arm(true)
+	if l, err := r.TryAcquire(ctx, cfg, regTestOpts(1)); err == nil {
+		t.Fatalf("TryAcquire with its Txn held back = %s; want an error", l.Subnet)
+	}
+	held, err := r.TryAcquire(ctx, cfg, regTestOpts(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Whatever was held back lands now, if it has not yet.
+	la.release()
+
+	kvs := regTestKVs(t, plain, r)
+	if len(kvs) != 1 {
+		t.Fatalf("keys %v; want only this host's one", slices.Collect(maps.Keys(kvs)))
+	}
+	if kv := kvs[lease.LeaseKey(held.Subnet, held.IPv6Subnet)]; kv == nil {
+		t.Fatalf("keys %v; want %s", slices.Collect(maps.Keys(kvs)), held.Subnet)
+	}
+	leases, err := plain.Leases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leases.Leases) != 1 {
+		t.Errorf("%d etcd leases; want the held key's only", len(leases.Leases))
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,11 @@ type Registry struct {
 	prefix string
 	log    *slog.Logger
 	stats  registryStats
+
+	// unsettled are the etcd leases of new keys whose write had its
+	// answer lost (see settle); mu guards it.
+	mu        sync.Mutex
+	unsettled []clientv3.LeaseID
 }
 
 // Stats count what the Registry's background loops did since it was made.
@@ -268,6 +274,8 @@ func (r *Registry) Leases(ctx context.Context) ([]lease.Lease, int64, error) {
 // entry is one key under <prefix>/subnets/ whose key parses. err is set when
 // its value does not (the subnets still count as taken).
 type entry struct {
+	// key is the key relative to <prefix>/subnets/, as stored.
+	key   string
 	lease lease.Lease
 	value []byte
 	err   error
@@ -300,6 +308,7 @@ func (r *Registry) parseKV(kv *mvccpb.KeyValue) (e entry, ok bool) {
 		r.log.Warn("skipping malformed lease key", "key", string(kv.Key), "err", err)
 		return e, false
 	}
+	e.key = rel
 	e.lease = lease.Lease{
 		Subnet:         v4,
 		IPv6Subnet:     v6,

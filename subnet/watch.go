@@ -1,14 +1,12 @@
 package subnet
 
 import (
-	"bytes"
 	"context"
 	"maps"
 	"slices"
 	"strings"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/netagent/netagent/internal/backoff"
@@ -29,9 +27,14 @@ const pendingCompactAt = 4096
 // Keys and values that do not parse are skipped with a warning (a known
 // lease whose value turns malformed is delivered as removed).
 func (r *Registry) WatchLeases(ctx context.Context) <-chan lease.Batch {
+	return r.watchLeases(ctx, nil)
+}
+
+// watchLeases is WatchLeases; with first set, its first Snapshot is that
+// list instead of one of its own.
+func (r *Registry) watchLeases(ctx context.Context, first *listing) <-chan lease.Batch {
 	out := make(chan lease.Batch)
-	w := &leaseWatch{r: r, known: make(map[string]lease.Lease)}
-	go w.run(ctx, out)
+	go newLeaseWatch(r).run(ctx, first, out)
 	return out
 }
 
@@ -39,19 +42,37 @@ func (r *Registry) WatchLeases(ctx context.Context) <-chan lease.Batch {
 type leaseWatch struct {
 	r *Registry
 	// known is the receiver's set once it has taken everything pending,
-	// by relative key.
-	known map[string]lease.Lease
-	// pending is what the receiver has not taken yet; while snapshot is
-	// set it is the first Snapshot, built from known when sent.
-	pending  []lease.Event
+	// by relative key: only the revisions that tell a changed lease from
+	// the same one (an event carries the lease from etcd's answer, and a
+	// removal needs only the key's subnets), so that 5,000 leases held by
+	// the receiver are not held here twice.
+	known map[string]revisions
+	// snapshot is set until the receiver has taken the first Snapshot;
+	// meanwhile first holds its leases, by relative key, and pending is
+	// unused.
 	snapshot bool
-	rev      int64
+	first    map[string]lease.Lease
+	// pending is what the receiver has not taken yet.
+	pending []lease.Event
+	rev     int64
 }
 
-func (w *leaseWatch) run(ctx context.Context, out chan<- lease.Batch) {
+// revisions are a lease key's create and last modification revisions.
+type revisions struct{ create, mod int64 }
+
+func revisionsOf(l *lease.Lease) revisions {
+	return revisions{create: l.CreateRevision, mod: l.ModRevision}
+}
+
+func newLeaseWatch(r *Registry) *leaseWatch {
+	return &leaseWatch{r: r, known: map[string]revisions{}, snapshot: true, first: map[string]lease.Lease{}}
+}
+
+func (w *leaseWatch) run(ctx context.Context, first *listing, out chan<- lease.Batch) {
 	defer close(out)
-	w.snapshot = true
-	if !w.resync(ctx) {
+	if first != nil {
+		w.diff(first.entries, first.rev)
+	} else if !w.resync(ctx) {
 		return
 	}
 	for {
@@ -85,7 +106,9 @@ func (w *leaseWatch) stream(ctx context.Context, wch clientv3.WatchChan, out cha
 		case <-ctx.Done():
 			return false
 		case send <- cached:
-			w.pending, w.snapshot, cachedOK = nil, false, false
+			// The receiver owns the batch now: nothing here keeps it.
+			w.pending, w.snapshot, w.first = nil, false, nil
+			cached, cachedOK = lease.Batch{}, false
 		case wr, ok := <-wch:
 			if !ok || wr.Err() != nil {
 				if ctx.Err() != nil {
@@ -114,19 +137,42 @@ func (w *leaseWatch) batch() lease.Batch {
 	if !w.snapshot {
 		return lease.Batch{Events: w.pending, Revision: w.rev}
 	}
-	evs := make([]lease.Event, 0, len(w.known))
-	for _, k := range slices.Sorted(maps.Keys(w.known)) {
-		evs = append(evs, lease.Event{Type: lease.EventAdded, Lease: w.known[k]})
+	evs := make([]lease.Event, 0, len(w.first))
+	for _, k := range slices.Sorted(maps.Keys(w.first)) {
+		evs = append(evs, lease.Event{Type: lease.EventAdded, Lease: w.first[k]})
 	}
 	return lease.Batch{Snapshot: true, Events: evs, Revision: w.rev}
 }
 
-// emit queues an event for the receiver (unless a Snapshot is pending,
-// which is rebuilt from known).
-func (w *leaseWatch) emit(ev lease.Event) {
+// added records l under key k and queues its event for the receiver (or
+// folds it into the pending Snapshot).
+func (w *leaseWatch) added(k string, l lease.Lease) {
+	w.known[k] = revisionsOf(&l)
 	if w.snapshot {
+		w.first[k] = l
 		return
 	}
+	w.emit(lease.Event{Type: lease.EventAdded, Lease: l})
+}
+
+// removed forgets key k, when known, and queues its removal at revision
+// rev for the receiver (or drops it from the pending Snapshot).
+func (w *leaseWatch) removed(k string, rev int64) {
+	if _, ok := w.known[k]; !ok {
+		return
+	}
+	delete(w.known, k)
+	if w.snapshot {
+		delete(w.first, k)
+		return
+	}
+	// Every known key parsed when it was listed or watched.
+	v4, v6, _ := lease.ParseLeaseKey(k)
+	w.emit(lease.Event{Type: lease.EventRemoved, Lease: lease.Lease{Subnet: v4, IPv6Subnet: v6, ModRevision: rev}})
+}
+
+// emit queues an event for the receiver.
+func (w *leaseWatch) emit(ev lease.Event) {
 	w.pending = append(w.pending, ev)
 	if len(w.pending) > pendingCompactAt && len(w.pending) > 2*len(w.known) {
 		w.compactPending()
@@ -154,11 +200,7 @@ func (w *leaseWatch) apply(ev *clientv3.Event) {
 	w.rev = max(w.rev, ev.Kv.ModRevision)
 	rel := strings.TrimPrefix(string(ev.Kv.Key), w.r.SubnetsPrefix())
 	if ev.Type == clientv3.EventTypeDelete {
-		if l, ok := w.known[rel]; ok {
-			delete(w.known, rel)
-			l.ModRevision = ev.Kv.ModRevision
-			w.emit(lease.Event{Type: lease.EventRemoved, Lease: l})
-		}
+		w.removed(rel, ev.Kv.ModRevision)
 		return
 	}
 	e, ok := w.r.parseKV(ev.Kv)
@@ -166,15 +208,10 @@ func (w *leaseWatch) apply(ev *clientv3.Event) {
 		return
 	}
 	if e.err != nil {
-		if l, known := w.known[rel]; known {
-			delete(w.known, rel)
-			l.ModRevision = ev.Kv.ModRevision
-			w.emit(lease.Event{Type: lease.EventRemoved, Lease: l})
-		}
+		w.removed(rel, ev.Kv.ModRevision)
 		return
 	}
-	w.known[rel] = e.lease
-	w.emit(lease.Event{Type: lease.EventAdded, Lease: e.lease})
+	w.added(rel, e.lease)
 }
 
 // resync lists the leases (retrying with backoff while etcd cannot be
@@ -184,7 +221,7 @@ func (w *leaseWatch) resync(ctx context.Context) bool {
 	bo := backoff.NewJittered(500*time.Millisecond, 15*time.Second)
 	var lastErr string
 	for {
-		entries, rev, err := w.listKVs(ctx)
+		entries, rev, err := w.list(ctx)
 		if err == nil {
 			w.diff(entries, rev)
 			return true
@@ -202,39 +239,38 @@ func (w *leaseWatch) resync(ctx context.Context) bool {
 	}
 }
 
-func (w *leaseWatch) listKVs(ctx context.Context) ([]*mvccpb.KeyValue, int64, error) {
+// list is Registry.list bounded by requestTimeout, failing at once
+// without a leader.
+func (w *leaseWatch) list(ctx context.Context) ([]entry, int64, error) {
 	rctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), requestTimeout)
 	defer cancel()
-	resp, err := w.r.cli.Get(rctx, w.r.SubnetsPrefix(), clientv3.WithPrefix())
-	if err != nil {
-		return nil, 0, err
-	}
-	return resp.Kvs, resp.Header.GetRevision(), nil
+	return w.r.list(rctx)
 }
 
 // diff replaces known by the listed leases, queueing what changed: leases
 // that are new or whose key was rewritten as added, vanished ones as
-// removed.
-func (w *leaseWatch) diff(kvs []*mvccpb.KeyValue, rev int64) {
-	listed := make(map[string]lease.Lease, len(kvs))
-	for _, kv := range kvs {
-		if e, ok := w.r.parseKV(kv); ok && e.err == nil {
-			listed[string(bytes.TrimPrefix(kv.Key, []byte(w.r.SubnetsPrefix())))] = e.lease
+// removed. While the first Snapshot is pending, it becomes the list.
+func (w *leaseWatch) diff(entries []entry, rev int64) {
+	listed := make(map[string]int, len(entries))
+	for i, e := range entries {
+		if e.err == nil {
+			listed[e.key] = i
 		}
+	}
+	if w.snapshot {
+		clear(w.known)
+		w.first = make(map[string]lease.Lease, len(listed))
 	}
 	for _, k := range slices.Sorted(maps.Keys(w.known)) {
 		if _, ok := listed[k]; !ok {
-			l := w.known[k]
-			l.ModRevision = rev
-			w.emit(lease.Event{Type: lease.EventRemoved, Lease: l})
+			w.removed(k, rev)
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(listed)) {
-		l := listed[k]
-		if old, ok := w.known[k]; !ok || old.ModRevision != l.ModRevision || old.CreateRevision != l.CreateRevision {
-			w.emit(lease.Event{Type: lease.EventAdded, Lease: l})
+		l := &entries[listed[k]].lease
+		if old, ok := w.known[k]; !ok || old != revisionsOf(l) {
+			w.added(k, *l)
 		}
 	}
-	w.known = listed
 	w.rev = max(w.rev, rev)
 }

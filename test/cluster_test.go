@@ -97,6 +97,8 @@ type clusterOptions struct {
 	AgentArgs []string
 	// IPv6 is the underlay's families (lab.Options.IPv6).
 	IPv6 string
+	// Env, if set, is added to the environment of h's agent.
+	Env func(h *lab.Host) []string
 }
 
 // cluster is a lab with etcd, the network config, and one agent per host.
@@ -184,7 +186,11 @@ func statusSocket(h *lab.Host) string { return filepath.Join(h.Dir, "netagent.so
 // startAgent starts h's agent.
 func (c *cluster) startAgent(h *lab.Host) *lab.Proc {
 	c.t.Helper()
-	p, err := c.lab.StartProcess(h.NS, nil, c.agentArgs(h)...)
+	var env []string
+	if c.opts.Env != nil {
+		env = c.opts.Env(h)
+	}
+	p, err := c.lab.StartProcess(h.NS, env, c.agentArgs(h)...)
 	if err != nil {
 		c.t.Fatalf("start agent on %s: %v", h.Name, err)
 	}

@@ -34,7 +34,7 @@ func TestKeyFormRefused(t *testing.T) {
 	bad.CreateRevision = 5
 	updates <- backend.Update{Own: &own, Batch: &lease.Batch{Snapshot: true, Events: []lease.Event{{Lease: own}, {Lease: honest}}}}
 	want := []string{"10.5.2.0/24 via 192.168.77.2 dev eth0"}
-	await.Eventually(t, 5*time.Second, "the expected state", routesAre(a, want, nil))
+	await.Eventually(t, 5*time.Second, "the honest peer's route", routesAre(a, want, nil))
 
 	refused := func(want ...string) func() error {
 		return func() error {
@@ -49,10 +49,10 @@ func TestKeyFormRefused(t *testing.T) {
 		}
 	}
 	updates <- backend.Update{Batch: &lease.Batch{Events: []lease.Event{{Lease: bad}}}}
-	await.Eventually(t, 5*time.Second, "the expected state", refused(bad.Key()+" key-form<10.5.2.0-24"))
-	await.Eventually(t, 5*time.Second, "the expected state", routesAre(a, want, nil))
+	await.Eventually(t, 5*time.Second, "the conflicting lease refused", refused(bad.Key()+" key-form<10.5.2.0-24"))
+	await.Eventually(t, 5*time.Second, "the honest peer's route kept", routesAre(a, want, nil))
 	updates <- backend.Update{Batch: &lease.Batch{Events: []lease.Event{{Type: lease.EventRemoved, Lease: bad}}}}
-	await.Eventually(t, 5*time.Second, "the expected state", refused())
+	await.Eventually(t, 5*time.Second, "no lease refused once the conflict is gone", refused())
 
 	// A batch of 70 events: 69 new peers and the bad key again.
 	big := &lease.Batch{}
@@ -64,9 +64,9 @@ func TestKeyFormRefused(t *testing.T) {
 	big.Events = append(big.Events, lease.Event{Lease: bad})
 	slices.Sort(want)
 	updates <- backend.Update{Batch: big}
-	await.Eventually(t, 10*time.Second, "the expected state", refused(bad.Key()+" key-form<10.5.2.0-24"))
-	await.Eventually(t, 10*time.Second, "the expected state", routesAre(a, want, nil))
+	await.Eventually(t, 10*time.Second, "the conflicting lease refused in a large batch", refused(bad.Key()+" key-form<10.5.2.0-24"))
+	await.Eventually(t, 10*time.Second, "every honest route of the large batch", routesAre(a, want, nil))
 	updates <- backend.Update{Batch: &lease.Batch{Events: []lease.Event{{Type: lease.EventRemoved, Lease: bad}}}}
-	await.Eventually(t, 5*time.Second, "the expected state", refused())
-	await.Eventually(t, 5*time.Second, "the expected state", routesAre(a, want, nil))
+	await.Eventually(t, 5*time.Second, "no lease refused once the conflict is gone", refused())
+	await.Eventually(t, 5*time.Second, "every honest route kept", routesAre(a, want, nil))
 }

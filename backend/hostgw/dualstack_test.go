@@ -39,8 +39,8 @@ func TestDualStackRoutes(t *testing.T) {
 	}}}
 	want4 := []string{"10.5.2.0/24 via 192.168.77.2 dev eth0"}
 	want6 := []string{"fc00:0:0:2::/64 via fd77::2 dev eth0"}
-	await.Eventually(t, settle, "the expected state", routesAre(a, want4, want6))
-	await.Eventually(t, settle, "the expected state", func() error {
+	await.Eventually(t, settle, "the reachable peers' routes", routesAre(a, want4, want6))
+	await.Eventually(t, settle, "status: the unreachable IPv6 peer not programmed", func() error {
 		st := bk.Status()
 		if len(st.Peers) != 3 || st.LastPass.IsZero() {
 			return fmt.Errorf("status %+v", st)
@@ -53,18 +53,18 @@ func TestDualStackRoutes(t *testing.T) {
 
 	// Repair: a deleted IPv6 route is back.
 	a.IP(t, "-6", "route", "del", "fc00:0:0:2::/64")
-	await.Eventually(t, settle, "the expected state", routesAre(a, want4, want6))
+	await.Eventually(t, settle, "the deleted IPv6 route repaired", routesAre(a, want4, want6))
 
 	// The unreachable IPv6 peer becomes reachable when ext gets an
 	// address on its subnet.
 	a.AddrAdd(t, "eth0", "fd88::1/64")
 	want6 = append(want6, "fc00:0:0:3::/64 via fd88::5 dev eth0")
-	await.Eventually(t, settle, "the expected state", routesAre(a, want4, want6))
+	await.Eventually(t, settle, "the IPv6 peer's route once reachable", routesAre(a, want4, want6))
 
 	// A removed dual-stack lease takes both routes along.
 	updates <- backend.Update{Batch: &lease.Batch{Events: []lease.Event{{Type: lease.EventRemoved,
 		Lease: dualLease("10.5.2.0/24", "192.168.77.2", "fc00:0:0:2::/64", "fd77::2")}}}}
-	await.Eventually(t, settle, "the expected state", routesAre(a, nil, want6[1:]))
+	await.Eventually(t, settle, "both routes of the removed lease gone", routesAre(a, nil, want6[1:]))
 }
 
 func TestNewIPv6Checks(t *testing.T) {

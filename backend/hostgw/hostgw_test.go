@@ -84,8 +84,8 @@ func TestRoutesViaPublicIP(t *testing.T) {
 		{Lease: v4Lease("10.5.3.0/24", "192.168.88.5")}, // not directly connected
 	}}}
 	want := []string{"10.5.2.0/24 via 192.168.77.2 dev eth0"}
-	await.Eventually(t, settle, "the expected state", routesAre(a, want, nil))
-	await.Eventually(t, settle, "the expected state", func() error {
+	await.Eventually(t, settle, "the reachable peer's route", routesAre(a, want, nil))
+	await.Eventually(t, settle, "status: the unreachable peer not programmed", func() error {
 		st := bk.Status()
 		if len(st.Peers) != 2 {
 			return fmt.Errorf("status peers %+v", st.Peers)
@@ -99,16 +99,16 @@ func TestRoutesViaPublicIP(t *testing.T) {
 
 	// Repair: a deleted route is back.
 	a.IP(t, "route", "del", "10.5.2.0/24")
-	await.Eventually(t, settle, "the expected state", routesAre(a, want, nil))
+	await.Eventually(t, settle, "the deleted route repaired", routesAre(a, want, nil))
 
 	// The unreachable peer becomes reachable when ext gets an address there.
 	a.AddrAdd(t, "eth0", "192.168.88.1/24")
 	want = append(want, "10.5.3.0/24 via 192.168.88.5 dev eth0")
-	await.Eventually(t, settle, "the expected state", routesAre(a, want, nil))
+	await.Eventually(t, settle, "the peer's route once reachable", routesAre(a, want, nil))
 
 	// A removed lease takes its route along.
 	updates <- backend.Update{Batch: &lease.Batch{Events: []lease.Event{{Type: lease.EventRemoved, Lease: v4Lease("10.5.2.0/24", "192.168.77.2")}}}}
-	await.Eventually(t, settle, "the expected state", routesAre(a, want[1:], nil))
+	await.Eventually(t, settle, "the removed lease's route gone", routesAre(a, want[1:], nil))
 }
 
 func TestNewRefusesNAT(t *testing.T) {

@@ -26,7 +26,7 @@ func withRev(l lease.Lease, rev int64) lease.Lease {
 func waitRefused(t *testing.T, r *running, want ...string) {
 	t.Helper()
 	slices.Sort(want)
-	await.Eventually(t, 5*time.Second, "the expected state", func() error {
+	await.Eventually(t, 5*time.Second, "the refused leases in status", func() error {
 		var got []string
 		for _, x := range r.Status().Refused {
 			got = append(got, fmt.Sprintf("%s %s<%s", x.Key, x.Reason, x.Winner))
@@ -153,7 +153,7 @@ func TestNeighbourBeforeRoute(t *testing.T) {
 // before its neighbour or fdb entry.
 func waitOrder(t *testing.T, ord *backendtest.Order, n int) {
 	t.Helper()
-	await.Eventually(t, 20*time.Second, "the expected state", func() error {
+	await.Eventually(t, 20*time.Second, "routes programmed after their neighbour and fdb entry", func() error {
 		if err := ord.Err(); err != nil {
 			t.Fatalf("route watch: %v", err)
 		}
@@ -200,7 +200,7 @@ func TestOneHostTwoKeys(t *testing.T) {
 		st := r.Status().Counters
 		dst := strings.Fields(gone.left.routes[0])[0]
 		e.a.IP(t, "route", "del", dst)
-		await.Eventually(t, 5*time.Second, "the expected state", func() error {
+		await.Eventually(t, 5*time.Second, "a pass that repaired the deleted route", func() error {
 			now := r.Status().Counters
 			if now.Passes <= st.Passes || now.Repairs["route"] <= st.Repairs["route"] {
 				return fmt.Errorf("no pass has repaired the route yet")

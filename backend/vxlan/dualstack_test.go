@@ -69,7 +69,7 @@ func TestDualStackDevicesAndPeers(t *testing.T) {
 	if out := e.a.IP(t, "-6", "addr", "show", "dev", "flannel-v6.1", "scope", "global"); !strings.Contains(out, "fc00:0:0:1::/128") {
 		t.Errorf("flannel-v6.1 addresses:\n%s\nwant fc00:0:0:1::/128", out)
 	}
-	await.Eventually(t, settle, "the expected state", func() error {
+	await.Eventually(t, settle, "status with both devices and 3 peers", func() error {
 		if st := r.Status(); st.Device != "flannel.1" || st.DeviceV6 != "flannel-v6.1" || len(st.Peers) != 3 || st.LastPass.IsZero() {
 			return fmt.Errorf("Status = %+v, want both devices and 3 peers", st)
 		}

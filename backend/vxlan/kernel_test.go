@@ -2,6 +2,7 @@ package vxlan
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -285,7 +286,7 @@ func TestSnapshotProgramsDeviceAndPeers(t *testing.T) {
 
 	// The pass records what it did after the kernel has it.
 	var st backend.Status
-	await.Eventually(t, settle, "the expected state", func() error {
+	await.Eventually(t, settle, "status of the first pass", func() error {
 		st = r.Status()
 		if st.Device != "flannel.1" || st.MTU != 1450 || len(st.Peers) != 2 || !st.Peers[0].Programmed || st.Peers[0].Mode != backend.ModeVXLAN {
 			return fmt.Errorf("Status = %+v", st)
@@ -296,7 +297,7 @@ func TestSnapshotProgramsDeviceAndPeers(t *testing.T) {
 	// The same input again changes nothing.
 	passes := st.Counters.Passes
 	r.updates <- backend.Update{Batch: snapshot(leases...)}
-	await.Eventually(t, settle, "the expected state", func() error {
+	await.Eventually(t, settle, "another pass over the same input", func() error {
 		if p := r.Status().Counters.Passes; p <= passes {
 			return fmt.Errorf("passes %d, want > %d", p, passes)
 		}
@@ -407,7 +408,7 @@ func TestRepairs(t *testing.T) {
 		t.Run(d.name, func(t *testing.T) {
 			e.a.Cmd(t, d.cmd[0], d.cmd[1:]...)
 			waitEntries(t, e.a, "flannel.1", want, settle)
-			await.Eventually(t, settle, "the expected state", func() error {
+			await.Eventually(t, settle, "the repaired device's MAC, MTU and address", func() error {
 				l, err := e.a.Handle.LinkByName("flannel.1")
 				if err != nil {
 					return err
@@ -423,7 +424,7 @@ func TestRepairs(t *testing.T) {
 		})
 	}
 	// The last repair's pass counts it after the kernel has it.
-	await.Eventually(t, settle, "the expected state", func() error {
+	await.Eventually(t, settle, "every kind of repair counted", func() error {
 		c := r.Status().Counters
 		for _, kind := range []string{"route", "neigh", "fdb", "device", "address"} {
 			if c.Repairs[kind] == 0 {
@@ -432,6 +433,34 @@ func TestRepairs(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestRepairKeepsStatusPeers: a pass that repairs a peer's entry and leaves
+// every peer as it was shown (programmed, no error) does not build Status's
+// peers again: the agent's probers compare them after every pass, and
+// rebuilding 5,000 of them each resync was garbage for nothing.
+func TestRepairKeepsStatusPeers(t *testing.T) {
+	e := newEnv(t)
+	r := e.startWithPeerB(t)
+	var before backend.Status
+	await.Eventually(t, settle, "peer B programmed", func() error {
+		before = r.Status()
+		if len(before.Peers) != 1 || !before.Peers[0].Programmed {
+			return fmt.Errorf("peers %+v", before.Peers)
+		}
+		return nil
+	})
+	e.a.Cmd(t, "ip", "neigh", "del", "10.5.2.0", "dev", "flannel.1")
+	await.Eventually(t, settle, "the neighbour's repair counted", func() error {
+		if n := r.Status().Counters.Repairs["neigh"]; n == 0 {
+			return errors.New("no neighbour repair counted")
+		}
+		return nil
+	})
+	after := r.Status()
+	if len(after.Peers) != 1 || &after.Peers[0] != &before.Peers[0] {
+		t.Errorf("Status's peers were built again by a pass that changed none of them: %+v", after.Peers)
+	}
 }
 
 func TestMACStableAcrossRestart(t *testing.T) {
@@ -460,7 +489,7 @@ func TestDirectRouting(t *testing.T) {
 	e.a.AddrAdd(t, "eth0", "192.168.88.1/24")
 	both := entries{routes: []string{"10.5.2.0/24 via 192.168.77.2 dev eth0", "10.5.3.0/24 via 192.168.88.5 dev eth0"}}
 	waitEntries(t, e.a, "flannel.1", both, settle)
-	await.Eventually(t, settle, "the expected state", func() error {
+	await.Eventually(t, settle, "peer 2 in direct mode", func() error {
 		if st := r.Status(); len(st.Peers) != 2 || st.Peers[1].Mode != backend.ModeDirect {
 			return fmt.Errorf("peers %+v, want peer 2 direct", st.Peers)
 		}

@@ -29,7 +29,7 @@ func startNetwork(t *testing.T, e *env, backendJSON string) *running {
 // peerStatus waits for the status of subnet sub to satisfy ok.
 func peerStatus(t *testing.T, r *running, sub string, ok func(backend.PeerStatus) error) {
 	t.Helper()
-	await.Eventually(t, 5*time.Second, "the expected state", func() error {
+	await.Eventually(t, 5*time.Second, "the peer's status", func() error {
 		for _, p := range r.Status().Peers {
 			if p.Subnet.String() == sub {
 				return ok(p)
@@ -56,7 +56,7 @@ func TestOwnershipLeavesOtherInstances(t *testing.T) {
 	r := startNetwork(t, e, `{"Type":"vxlan","DirectRouting":true}`)
 	r.updates <- backend.Update{Own: own(), Batch: snapshot(peerLease("10.5.2.0/24", "192.168.77.2", macB))}
 	others := []string{"10.6.2.0/24 via 192.168.77.2 dev eth0", "10.6.3.0/24 via 10.6.3.0 dev flannel.2 onlink"}
-	await.Eventually(t, 5*time.Second, "the expected state", func() error {
+	await.Eventually(t, 5*time.Second, "own routes only, foreign ones untouched", func() error {
 		got, err := backendtest.OwnRoutes(e.a.Handle, netlink.FAMILY_V4)
 		if err != nil {
 			return err
@@ -73,7 +73,7 @@ func TestOwnershipLeavesOtherInstances(t *testing.T) {
 	// A stray neighbour inside the network is the engine's and pruned;
 	// once it is gone, a pass has run after the foreign one was added.
 	e.a.IP(t, "neigh", "add", "10.5.88.0", "lladdr", "02:00:00:00:88:00", "dev", "flannel.1", "nud", "permanent")
-	await.Eventually(t, 5*time.Second, "the expected state", func() error {
+	await.Eventually(t, 5*time.Second, "the stray neighbour pruned", func() error {
 		if out := e.a.IP(t, "neigh", "show", "dev", "flannel.1"); strings.Contains(out, "10.5.88.0") {
 			return fmt.Errorf("stray neighbour kept:\n%s", out)
 		}
@@ -192,7 +192,7 @@ func TestOwnershipIPv6(t *testing.T) {
 	r.updates <- backend.Update{Own: &own, Batch: snapshot(
 		dualLease("10.5.2.0/24", "192.168.77.2", macB, "fc00:0:0:2::/64", "fd77::2", macC))}
 	want := "fc00:0:0:2::/64 via fd77::2 dev eth0\nfd00:6:0:2::/64 via fd77::2 dev eth0"
-	await.Eventually(t, 5*time.Second, "the expected state", func() error {
+	await.Eventually(t, 5*time.Second, "own IPv6 routes only", func() error {
 		got, err := backendtest.OwnRoutes(e.a.Handle, netlink.FAMILY_V6)
 		if err != nil {
 			return err

@@ -99,17 +99,17 @@ func ParseSettings(raw json.RawMessage) (Settings, error) {
 		return s, fmt.Errorf("%w: Type %q is not %q", ErrInvalidConfig, j.Type, Type)
 	}
 	var err error
-	if s.VNI, err = intField("VNI", j.VNI, 1, 0, 1<<24-1); err != nil {
+	if s.VNI, err = backend.IntField(ErrInvalidConfig, "VNI", j.VNI, 1, 0, 1<<24-1); err != nil {
 		return s, err
 	}
 	if name := DeviceName(s.VNI); len(name) > maxLinkName {
 		// VNIs of 8 digits would need a device name the kernel refuses.
 		return s, fmt.Errorf("%w: VNI %d: the device name %q is longer than %d bytes", ErrInvalidConfig, s.VNI, name, maxLinkName)
 	}
-	if s.Port, err = intField("Port", j.Port, 0, 0, 65535); err != nil {
+	if s.Port, err = backend.IntField(ErrInvalidConfig, "Port", j.Port, 0, 0, 65535); err != nil {
 		return s, err
 	}
-	if s.MTU, err = intField("MTU", j.MTU, 0, 0, 65535); err != nil {
+	if s.MTU, err = backend.IntField(ErrInvalidConfig, "MTU", j.MTU, 0, 0, 65535); err != nil {
 		return s, err
 	}
 	if s.MTU != 0 && s.MTU-overhead < 68 {
@@ -119,20 +119,6 @@ func ParseSettings(raw json.RawMessage) (Settings, error) {
 	s.Learning = j.Learning != nil && *j.Learning
 	s.DirectRouting = j.DirectRouting != nil && *j.DirectRouting
 	return s, nil
-}
-
-func intField(name string, n *json.Number, def, lo, hi int) (int, error) {
-	if n == nil {
-		return def, nil
-	}
-	v, err := strconv.Atoi(n.String())
-	if err != nil {
-		return 0, fmt.Errorf("%w: %s %s is not an integer", ErrInvalidConfig, name, n)
-	}
-	if v < lo || v > hi {
-		return 0, fmt.Errorf("%w: %s %d is out of range [%d, %d]", ErrInvalidConfig, name, v, lo, hi)
-	}
-	return v, nil
 }
 
 // VtepMAC derives the device's MAC from the public IP and VNI, so that it

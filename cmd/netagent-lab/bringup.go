@@ -34,7 +34,7 @@ func up(ctx context.Context, o *upOptions, bins map[string]string, binDir string
 		return err
 	}
 	st := &labState{
-		PID: os.Getpid(), StartedAt: start, Dir: o.dir, Backend: o.backend, IPv6: o.ipv6,
+		PID: os.Getpid(), StartedAt: start, Dir: o.dir, Backend: o.backend, Runtime: o.runtime, IPv6: o.ipv6,
 		Binaries: bins, BinDir: binDir,
 	}
 	if o.ipv6 != ipv6Only {
@@ -43,8 +43,8 @@ func up(ctx context.Context, o *upOptions, bins map[string]string, binDir string
 	if o.ipv6 != ipv6Off {
 		st.IPv6Network = o.ipv6Network
 	}
-	say("bringing up a lab in %s: %d hosts, backend %s, network %s, %d containers per host",
-		o.dir, o.hosts+o.routedHosts, o.backend, joinSet(st.Network, st.IPv6Network), o.containers)
+	say("bringing up a lab in %s: %d hosts, backend %s, network %s, %d containers per host (runtime %s)",
+		o.dir, o.hosts+o.routedHosts, o.backend, joinSet(st.Network, st.IPv6Network), o.containers, o.runtime)
 	l, err := lab.New(ctx, lab.Options{
 		Hosts: o.hosts, RoutedHosts: o.routedHosts, Dir: o.dir, LabBinary: bins["netagent-lab"],
 		IPv6: labIPv6(o.ipv6),
@@ -102,14 +102,22 @@ func up(ctx context.Context, o *upOptions, bins map[string]string, binDir string
 	say("agents up (%.1fs)", time.Since(t).Seconds())
 
 	t = time.Now()
-	if st.Containers, err = attachContainers(stepCtx, l, st, binDir, o.containers); err != nil {
+	how := "attached through netagent-cni"
+	switch o.runtime {
+	case runtimeDocker, runtimePodman:
+		how = "run by " + o.runtime
+		st.Containers, err = runContainers(stepCtx, l, st, o.runtime, binDir, o.containers)
+	default:
+		st.Containers, err = attachContainers(stepCtx, l, st, binDir, o.containers)
+	}
+	if err != nil {
 		return upError(ctx, "containers", err)
 	}
 	for _, c := range st.Containers {
 		say("%s: %s on %s", c.Name, joinSet(c.IP, c.IPv6), c.Host)
 	}
-	if o.containers > 0 {
-		say("containers attached through netagent-cni (%.1fs)", time.Since(t).Seconds())
+	if o.containers > 0 || o.runtime != runtimeNone {
+		say("containers %s (%.1fs)", how, time.Since(t).Seconds())
 	}
 	st.Namespaces = l.Namespaces()
 	if err := st.write(); err != nil {
@@ -185,11 +193,15 @@ func startAgents(ctx context.Context, l *lab.Lab, st *labState, netagentBin stri
 	var agents []*agentProc
 	for i, h := range l.Hosts() {
 		hs := &st.Hosts[i]
-		p, err := l.StartProcess(h.NS, nil, netagentBin, "run",
+		// Hosts share one filesystem: each gets its own WireGuard key
+		// file and UAPI socket directory (used by the wireguard backend).
+		env := []string{"WIREGUARD_KEY_FILE=" + filepath.Join(h.Dir, "wgkey")}
+		p, err := l.StartProcess(h.NS, env, netagentBin, "run",
 			"--etcd-endpoints="+strings.Join(l.EtcdEndpoints(), ","),
 			"--subnet-file="+h.SubnetFile(),
-			"--docker-opts-file="+filepath.Join(h.Dir, "docker"),
+			"--docker-opts-file="+h.DockerOptsFile(),
 			"--status-socket="+hs.StatusSocket,
+			"--wireguard-socket-dir="+filepath.Join(h.Dir, "wireguard"),
 			"--ip-masq",
 		)
 		if err != nil {
@@ -235,44 +247,46 @@ func startAgents(ctx context.Context, l *lab.Lab, st *labState, netagentBin stri
 // attaches each through the host's CNI chain; hosts in parallel, the
 // containers of one host one after the other.
 func attachContainers(ctx context.Context, l *lab.Lab, st *labState, binDir string, n int) ([]containerState, error) {
-	hosts := l.Hosts()
+	return eachHost(l.Hosts(), func(i int, h *lab.Host) (out []containerState, _ error) {
+		a, err := newAttacher(h, binDir, st.Hosts[i].StatusSocket)
+		if err != nil {
+			return nil, err
+		}
+		for k := 1; k <= n; k++ {
+			c, err := l.AddContainerNS(ctx, h, fmt.Sprintf("c%d", k))
+			if err != nil {
+				return out, err
+			}
+			addrs, err := a.add(ctx, c)
+			if err != nil {
+				return out, fmt.Errorf("%s: %w", h.Name, err)
+			}
+			cs := containerState{Name: h.Name + "-" + c.Name, NS: c.NS, Host: h.Name}
+			for _, f := range st.families() {
+				p, ok := addrs[f]
+				if !ok {
+					return out, fmt.Errorf("%s: CNI ADD of %s: no %s address in the result", h.Name, c.NS, f)
+				}
+				if f == ipv6 {
+					cs.IPv6 = p.Addr().String()
+				} else {
+					cs.IP = p.Addr().String()
+				}
+			}
+			out = append(out, cs)
+		}
+		return out, nil
+	})
+}
+
+// eachHost runs f for every host (i its index) in parallel, and returns
+// the containers of every host, h1's first, and their errors joined.
+func eachHost(hosts []*lab.Host, f func(i int, h *lab.Host) ([]containerState, error)) ([]containerState, error) {
 	perHost := make([][]containerState, len(hosts))
 	errs := make([]error, len(hosts))
 	var wg sync.WaitGroup
 	for i, h := range hosts {
-		wg.Go(func() {
-			a, err := newAttacher(h, binDir, st.Hosts[i].StatusSocket)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			for k := 1; k <= n; k++ {
-				c, err := l.AddContainerNS(ctx, h, fmt.Sprintf("c%d", k))
-				if err != nil {
-					errs[i] = err
-					return
-				}
-				addrs, err := a.add(ctx, c)
-				if err != nil {
-					errs[i] = fmt.Errorf("%s: %w", h.Name, err)
-					return
-				}
-				cs := containerState{Name: h.Name + "-" + c.Name, NS: c.NS, Host: h.Name}
-				for _, f := range st.families() {
-					p, ok := addrs[f]
-					if !ok {
-						errs[i] = fmt.Errorf("%s: CNI ADD of %s: no %s address in the result", h.Name, c.NS, f)
-						return
-					}
-					if f == ipv6 {
-						cs.IPv6 = p.Addr().String()
-					} else {
-						cs.IP = p.Addr().String()
-					}
-				}
-				perHost[i] = append(perHost[i], cs)
-			}
-		})
+		wg.Go(func() { perHost[i], errs[i] = f(i, h) })
 	}
 	wg.Wait()
 	var all []containerState

@@ -22,10 +22,11 @@ import (
 // conflist is the CNI network configuration of a lab host: the one that
 // dist/10-netagent.conflist ships (netagent-cni chained with portmap),
 // with the host's subnet file, status socket and data directories inside
-// the lab directory instead of /run and /var/lib.
-func conflist(h *lab.Host, statusSocket string) ([]byte, error) {
+// the lab directory instead of /run and /var/lib, for CNI version
+// cniVersion (dist's names 1.1.0; podman 4.3's libcni knows up to 1.0.0).
+func conflist(h *lab.Host, statusSocket, cniVersion string) ([]byte, error) {
 	list := map[string]any{
-		"cniVersion": "1.1.0",
+		"cniVersion": cniVersion,
 		"name":       "netagent",
 		"plugins": []any{
 			map[string]any{
@@ -56,7 +57,7 @@ type attacher struct {
 // newAttacher prepares the CNI chain of host h: plugins are looked up in
 // binDir, libcni's cache lives in the host's directory.
 func newAttacher(h *lab.Host, binDir, statusSocket string) (*attacher, error) {
-	b, err := conflist(h, statusSocket)
+	b, err := conflist(h, statusSocket, "1.1.0")
 	if err != nil {
 		return nil, err
 	}

@@ -40,6 +40,9 @@ type labState struct {
 	Prefix  string `json:"prefix"`
 	Dir     string `json:"dir"`
 	Backend string `json:"backend"`
+	// Runtime runs the containers: "" or "none" for namespaces attached
+	// through netagent-cni, "docker" or "podman".
+	Runtime string `json:"runtime,omitempty"`
 	// Network is the IPv4 overlay ("" in an IPv6-only lab); IPv6 the
 	// --ipv6 mode (off, dual or only; "" reads as off) and IPv6Network the
 	// IPv6 overlay when it is not off.
@@ -286,6 +289,9 @@ func removeLeftovers(ctx context.Context, s *labState) error {
 		if out, err := exec.CommandContext(ctx, "ip", "netns", "del", ns).CombinedOutput(); err != nil {
 			errs = append(errs, fmt.Errorf("ip netns del %s: %w: %s", ns, err, bytes.TrimSpace(out)))
 		}
+	}
+	if s.Runtime != "" && s.Runtime != runtimeNone {
+		errs = append(errs, lab.RemoveRuntimeLeftovers(s.Dir, s.Prefix))
 	}
 	return errors.Join(errs...)
 }

@@ -20,7 +20,10 @@ type upOptions struct {
 	hosts, routedHosts int
 	containers         int
 	backend            string
-	network            string
+	// runtime is what runs the containers: runtimeNone (namespaces the
+	// lab attaches through netagent-cni), runtimeDocker or runtimePodman.
+	runtime string
+	network string
 	// ipv6 is ipv6Off, ipv6Dual or ipv6Only; ipv6Network the IPv6 overlay
 	// when it is not off.
 	ipv6, ipv6Network string
@@ -50,8 +53,8 @@ func (o *upOptions) Validate() error {
 		return fmt.Errorf("%d hosts: the lab takes at most 50", o.hosts+o.routedHosts)
 	case o.containers < 0 || o.containers > 20:
 		return fmt.Errorf("--containers-per-host %d: want 0 to 20", o.containers)
-	case o.backend != "vxlan" && o.backend != "host-gw":
-		return fmt.Errorf("--backend %q: want vxlan or host-gw", o.backend)
+	case o.backend != "vxlan" && o.backend != "host-gw" && o.backend != "wireguard":
+		return fmt.Errorf("--backend %q: want vxlan, host-gw or wireguard", o.backend)
 	case o.backend == "host-gw" && o.routedHosts > 0:
 		return errors.New("--backend host-gw needs every host on one L2 segment: use --routed-hosts 0, or vxlan")
 	case o.ipv6 != ipv6Off && o.ipv6 != ipv6Dual && o.ipv6 != ipv6Only:
@@ -60,6 +63,10 @@ func (o *upOptions) Validate() error {
 		return errors.New("--ipv6-network needs --ipv6 dual or --ipv6 only")
 	case o.ipv6 == ipv6Only && o.networkSet:
 		return errors.New("--network is the IPv4 overlay, which an --ipv6 only lab does not have: drop it, or use --ipv6 dual")
+	case o.runtime != runtimeNone && o.runtime != runtimeDocker && o.runtime != runtimePodman:
+		return fmt.Errorf("--runtime %q: want %s, %s or %s", o.runtime, runtimeNone, runtimeDocker, runtimePodman)
+	case o.runtime != runtimeNone && o.ipv6 != ipv6Off:
+		return fmt.Errorf("--runtime %s: the lab runs its containers on IPv4 only: use --ipv6 off", o.runtime)
 	case o.once && o.detach:
 		return errors.New("--once and --detach exclude each other")
 	case o.dir == "":
@@ -147,8 +154,9 @@ func parseUp(args []string, stderr io.Writer) (*upOptions, error) {
 	o := &upOptions{}
 	fs.IntVar(&o.hosts, "hosts", 3, "number of hosts on the underlay")
 	fs.IntVar(&o.routedHosts, "routed-hosts", 0, "number of further hosts on a second underlay subnet, behind a router")
-	fs.IntVar(&o.containers, "containers-per-host", 2, "containers attached through netagent-cni on each host")
-	fs.StringVar(&o.backend, "backend", "vxlan", "backend: vxlan or host-gw")
+	fs.IntVar(&o.containers, "containers-per-host", 2, "containers on each host (see --runtime)")
+	fs.StringVar(&o.backend, "backend", "vxlan", "backend: vxlan, host-gw or wireguard")
+	fs.StringVar(&o.runtime, "runtime", runtimeNone, "what runs the containers: none (namespaces attached through netagent-cni), docker (a dockerd per host with the agent's Docker options) or podman (podman with its CNI backend and netagent-cni)")
 	fs.StringVar(&o.network, "network", "10.5.0.0/16", "IPv4 overlay network (a /24 per host)")
 	fs.StringVar(&o.ipv6, "ipv6", ipv6Off, "address families: off (IPv4 only), dual (dual stack) or only (IPv6 only), for the underlay, the overlay and the containers")
 	fs.StringVar(&o.ipv6Network, "ipv6-network", "fd00:5::/48", "IPv6 overlay network with --ipv6 dual or only (a /64 per host)")
@@ -157,7 +165,7 @@ func parseUp(args []string, stderr io.Writer) (*upOptions, error) {
 	fs.BoolVar(&o.once, "once", false, "come up, print, tear down; exit status 0 only if every ping passed")
 	fs.BoolVar(&o.wait, "wait", true, "stay up in the foreground until interrupted or `netagent-lab down` (the default)")
 	fs.BoolVar(&o.detach, "detach", false, "stay up in the background; return once the lab is up")
-	fs.DurationVar(&o.timeout, "timeout", 60*time.Second, "how long etcd, the agents and the containers may take to come up")
+	fs.DurationVar(&o.timeout, "timeout", 60*time.Second, "how long etcd, the agents and the containers may take to come up (with --runtime docker or podman, default 5m: engines and images start slowly on a loaded machine)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -167,10 +175,15 @@ func parseUp(args []string, stderr io.Writer) (*upOptions, error) {
 	if fs.NArg() > 0 {
 		return nil, usageError{fmt.Errorf("up: unexpected arguments %q", fs.Args())}
 	}
+	timeoutSet := false
 	fs.Visit(func(f *flag.Flag) {
 		o.networkSet = o.networkSet || f.Name == "network"
 		o.ipv6NetworkSet = o.ipv6NetworkSet || f.Name == "ipv6-network"
+		timeoutSet = timeoutSet || f.Name == "timeout"
 	})
+	if !timeoutSet && (o.runtime == runtimeDocker || o.runtime == runtimePodman) {
+		o.timeout = runtimeTimeout
+	}
 	if err := o.Validate(); err != nil {
 		return nil, usageError{fmt.Errorf("up: %w", err)}
 	}

@@ -395,6 +395,8 @@ func TestUpArguments(t *testing.T) {
 		{[]string{"--ipv6", "only", "--ipv6-network", "fd00:5::/125"}, "--ipv6-network fd00:5::/125"},
 		{[]string{"--ipv6", "dual", "--ipv6-network", "fd00:5::/120", "--hosts", "4"}, "--ipv6-network fd00:5::/120 leases 3 subnets of /122, fewer than the 4 hosts"},
 		{[]string{"--ipv6", "dual", "--network", "10.5.0.1/16"}, "--network 10.5.0.1/16"},
+		{[]string{"--runtime", "lxc"}, `--runtime "lxc": want none, docker or podman`},
+		{[]string{"--runtime", "docker", "--ipv6", "dual"}, "--runtime docker: the lab runs its containers on IPv4 only"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -417,5 +419,20 @@ func TestUpArguments(t *testing.T) {
 	cfg, _, err := o.config()
 	if err != nil || string(cfg) != `{"Backend":{"Type":"host-gw"},"Network":"10.9.0.0/16"}` {
 		t.Errorf("config %s, %v", cfg, err)
+	}
+	for _, tt := range []struct {
+		args []string
+		want time.Duration
+	}{
+		{nil, 60 * time.Second},
+		{[]string{"--runtime", "docker"}, runtimeTimeout},
+		{[]string{"--runtime", "podman", "--timeout", "2m"}, 2 * time.Minute},
+	} {
+		o, err := parseUp(tt.args, &stderr)
+		if err != nil {
+			t.Errorf("up %q: %v", tt.args, err)
+		} else if o.timeout != tt.want {
+			t.Errorf("up %q: timeout %v, want %v", tt.args, o.timeout, tt.want)
+		}
 	}
 }

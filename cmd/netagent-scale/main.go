@@ -7,6 +7,7 @@
 // Usage:
 //
 //	netagent-scale [-n 500,1000] [-watchers W] [-ttl 24h] [-renew-margin 1h]
+//	               [-connect-timeout 3s] [-keepalive-timeout 5s]
 //	               [-steady 30s] [-cut 20s] [-lab-binary PATH]
 //
 // Scenarios, in order, for each N: boot (all N acquire at once), steady
@@ -50,6 +51,8 @@ type options struct {
 	ns          []int
 	watchers    int
 	ttl, margin time.Duration
+	connect     time.Duration
+	keepalive   time.Duration
 	steady, cut time.Duration
 	labBinary   string
 	verbose     bool
@@ -64,6 +67,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.IntVar(&o.watchers, "watchers", 0, "hosts that also run the lease watch (0: all)")
 	fs.DurationVar(&o.ttl, "ttl", 0, "lease TTL (0: the agent's default)")
 	fs.DurationVar(&o.margin, "renew-margin", 0, "renew margin (0: the agent's default)")
+	fs.DurationVar(&o.connect, "connect-timeout", 0, "time a client connection is given to be set up (0: the agent's 3s)")
+	fs.DurationVar(&o.keepalive, "keepalive-timeout", 0, "time a keepalive ping is given to be answered (0: the agent's 5s)")
 	fs.DurationVar(&o.steady, "steady", 30*time.Second, "steady-state measuring window")
 	fs.DurationVar(&o.cut, "cut", 20*time.Second, "how long a third of the hosts stay cut off")
 	fs.StringVar(&o.labBinary, "lab-binary", "", "netagent-lab executable (built when empty)")
@@ -139,7 +144,8 @@ func runN(ctx context.Context, o options, n int, out io.Writer) (rows []string, 
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()
 	s, err := scalesim.Start(ctx, scalesim.Options{Hosts: n, Watchers: o.watchers, Namespaces: 3,
-		TTL: o.ttl, RenewMargin: o.margin, LabBinary: o.labBinary, Log: log})
+		TTL: o.ttl, RenewMargin: o.margin, ConnectTimeout: o.connect, KeepAliveTimeout: o.keepalive,
+		LabBinary: o.labBinary, Log: log})
 	if err != nil {
 		return nil, err
 	}
@@ -152,10 +158,15 @@ func runN(ctx context.Context, o options, n int, out io.Writer) (rows []string, 
 		}
 		return nil
 	}
-	fmt.Fprintf(out, "# N=%d watchers=%d ttl=%v renew-margin=%v load=%s\n", n, s.Watchers(), o.ttl, o.margin, load())
+	fmt.Fprintf(out, "# N=%d watchers=%d ttl=%v renew-margin=%v connect-timeout=%v keepalive-timeout=%v load=%s\n",
+		n, s.Watchers(), o.ttl, o.margin, o.connect, o.keepalive, load())
 
 	// Boot storm.
 	before := s.Counter.Snapshot()
+	cpu0, err := bootCPU(s)
+	if err != nil {
+		return rows, err
+	}
 	start := time.Now()
 	s.Run(0, n)
 	progress := time.Now()
@@ -163,7 +174,9 @@ func runN(ctx context.Context, o options, n int, out io.Writer) (rows []string, 
 		h := s.Held()
 		if time.Since(progress) >= time.Minute {
 			progress = time.Now()
-			fmt.Fprintf(out, "# boot: %d of %d hold a lease after %v (load %s)\n", h, n, time.Since(start).Round(time.Second), load())
+			cpu, _ := bootCPU(s)
+			fmt.Fprintf(out, "# boot: %d of %d hold a lease after %v (load %s); CPU-seconds since the start: %s; %d connections dialled\n",
+				h, n, time.Since(start).Round(time.Second), load(), cpu.since(cpu0), s.Counter.Snapshot().Sub(before).Dials)
 		}
 		if h < n {
 			return fmt.Errorf("%d of %d hold a lease", h, n)
@@ -177,13 +190,17 @@ func runN(ctx context.Context, o options, n int, out io.Writer) (rows []string, 
 		return rows, err
 	}
 	converged := time.Since(start)
+	cpu1, err := bootCPU(s)
+	if err != nil {
+		return rows, err
+	}
 	d := s.Counter.Snapshot().Sub(before)
 	acq := d.Methods["Range"].Sent + d.Methods["Txn"].Sent + d.Methods["LeaseGrant"].Sent + d.Methods["LeaseRevoke"].Sent
-	row("boot", "all held %v (per host: %s), all watches converged %v; %.2f requests per acquisition (Range %d, Txn %d, LeaseGrant %d, LeaseRevoke %d); %d failed Txns (conflicts); mean wait per request: Range %v, LeaseGrant %v, Txn %v; %s received by the hosts; %d warnings",
+	row("boot", "all held %v (per host: %s), all watches converged %v; %.2f requests per acquisition (Range %d, Txn %d, LeaseGrant %d, LeaseRevoke %d); %d failed Txns (conflicts); mean wait per request: Range %v, LeaseGrant %v, Txn %v; %s received by the hosts; %d warnings; CPU-seconds: %s; %d connections dialled (3 per host to start with)",
 		held.Round(time.Millisecond), s.HoldDelays(0, n), converged.Round(time.Millisecond), float64(acq)/float64(n),
 		d.Methods["Range"].Sent, d.Methods["Txn"].Sent, d.Methods["LeaseGrant"].Sent, d.Methods["LeaseRevoke"].Sent,
 		d.FailedTxns, d.Methods["Range"].MeanWait().Round(time.Millisecond), d.Methods["LeaseGrant"].MeanWait().Round(time.Millisecond), d.Methods["Txn"].MeanWait().Round(time.Millisecond),
-		mb(float64(d.Total().RecvBytes)), s.Warnings())
+		mb(float64(d.Total().RecvBytes)), s.Warnings(), cpu1.since(cpu0), d.Dials)
 
 	// Steady state.
 	if err := sleep(ctx, 5*time.Second); err != nil {
@@ -332,6 +349,24 @@ func runN(ctx context.Context, o options, n int, out io.Writer) (rows []string, 
 		return rows, fmt.Errorf("at the end: %w", err)
 	}
 	return rows, nil
+}
+
+// cpuUse is the CPU time used so far by the etcd members and by this
+// process (the simulated hosts).
+type cpuUse struct{ etcd, sim time.Duration }
+
+func bootCPU(s *scalesim.Sim) (cpuUse, error) {
+	u, err := s.Usage()
+	if err != nil {
+		return cpuUse{}, err
+	}
+	sim, _, err := scalesim.SelfUsage()
+	return cpuUse{u.CPU, sim}, err
+}
+
+// since says what was used between c0 and c.
+func (c cpuUse) since(c0 cpuUse) string {
+	return fmt.Sprintf("etcd %.1f (3 members), simulator %.1f", (c.etcd - c0.etcd).Seconds(), (c.sim - c0.sim).Seconds())
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -6,11 +6,15 @@ import (
 
 	"github.com/netagent/netagent/agent"
 	"github.com/netagent/netagent/backend/vxlan"
+	"github.com/netagent/netagent/backend/wireguard"
 	"github.com/netagent/netagent/lease"
 )
 
+// testPSK is a preshared key as `wg genpsk` prints one.
+const testPSK = "ZmFrZS1wc2stZm9yLXRlc3RzLW9ubHktMzItYnl0ZXM="
+
 func TestBackendKinds(t *testing.T) {
-	kinds := backendKinds()
+	kinds := backendKinds(wireguard.Options{})
 	seen := map[string]bool{}
 	for _, k := range kinds {
 		if k.Type == "" || k.New == nil || seen[k.Type] {
@@ -26,6 +30,10 @@ func TestBackendKinds(t *testing.T) {
 		{`{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}`, nil},
 		{`{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":"x"}}`, vxlan.ErrInvalidConfig},
 		{`{"Network":"10.5.0.0/16","Backend":{"Type":"udp"}}`, lease.ErrInvalidConfig},
+		{`{"Network":"10.5.0.0/16","Backend":{"Type":"wireguard","ListenPort":51830,"PSK":"` + testPSK + `"}}`, nil},
+		{`{"Network":"10.5.0.0/16","Backend":{"Type":"wireguard","ListenPort":0}}`, wireguard.ErrInvalidConfig},
+		{`{"Network":"10.5.0.0/16","IPv6Network":"fd00:5::/48","EnableIPv6":true,"Backend":{"Type":"wireguard","Mode":"auto"}}`, nil},
+		{`{"Network":"10.5.0.0/16","Backend":{"Type":"wireguard","Mode":"both"}}`, wireguard.ErrInvalidConfig},
 	} {
 		_, _, err := validateConfig(kinds, []byte(tc.config), agent.HostEnv{})
 		if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {

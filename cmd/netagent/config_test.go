@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/netagent/netagent/agent"
+	"github.com/netagent/netagent/backend/wireguard"
 	"github.com/netagent/netagent/lease"
 )
 
@@ -35,7 +36,7 @@ func TestValidateConfigHost(t *testing.T) {
 			"Network 192.168.90.64/26 overlaps 192.168.90.0/24, a subnet of eth0 (the underlay): the overlay's routes would override the connected route on this machine"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, warnings, err := validateConfig(backendKinds(), []byte(tc.config), env)
+			_, warnings, err := validateConfig(backendKinds(wireguard.Options{}), []byte(tc.config), env)
 			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.errText)) {
 				t.Errorf("validateConfig = %v; want %v containing %q", err, tc.wantErr, tc.errText)
 			}

@@ -30,6 +30,7 @@ import (
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/backend/hostgw"
 	"github.com/netagent/netagent/backend/vxlan"
+	"github.com/netagent/netagent/backend/wireguard"
 )
 
 func main() {
@@ -69,7 +70,7 @@ NETAGENT_ETCD_ENDPOINTS (flanneld's FLANNELD_* and FLANNEL_* names too).
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, environ []string, stdout, stderr io.Writer) error {
-	backends := backendKinds()
+	backends := backendKinds(wireguard.Options{})
 	var cmd string
 	switch {
 	case len(args) == 0:
@@ -86,7 +87,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	}
 	switch cmd {
 	case "run":
-		return runAgent(ctx, backends, args, getenv, environ, stderr)
+		return runAgent(ctx, args, getenv, environ, stderr)
 	case "status":
 		return runStatus(ctx, args, getenv, stdout, stderr)
 	case "config":
@@ -103,7 +104,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	}
 }
 
-func runAgent(ctx context.Context, backends backend.Kinds, args []string, getenv func(string) string, environ []string, stderr io.Writer) error {
+func runAgent(ctx context.Context, args []string, getenv func(string) string, environ []string, stderr io.Writer) error {
 	opts, warnings, err := parseRun(args, getenv, environ, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -116,16 +117,23 @@ func runAgent(ctx context.Context, backends backend.Kinds, args []string, getenv
 	for _, w := range warnings {
 		log.Warn(w)
 	}
+	applyMemoryLimit(ctx, log, opts.MemoryLimit, opts.MemoryLimitFloor)
+	backends := backendKinds(wireguard.Options{
+		Impl:      opts.WireGuardImpl,
+		SocketDir: opts.WireGuardSocketDir,
+		KeyFile:   getenv(wireguard.KeyFileEnv),
+	})
 	return agent.New(opts, log, backends).Run(ctx)
 }
 
 // backendKinds is every backend netagent can run: `run` builds the one the
 // network config names, and `config check/set` validate against the same
-// list.
-func backendKinds() backend.Kinds {
+// list. wg is the wireguard backend's settings from the command line.
+func backendKinds(wg wireguard.Options) backend.Kinds {
 	return backend.Kinds{
 		{Type: vxlan.Type, Validate: vxlan.Validate, New: backend.Construct(vxlan.New)},
 		{Type: hostgw.Type, New: backend.Construct(hostgw.New)},
+		{Type: wireguard.Type, Validate: wireguard.Validate, New: backend.Construct(wireguard.Factory(wg))},
 	}
 }
 

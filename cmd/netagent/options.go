@@ -159,7 +159,10 @@ func runFlags(o *agent.Options, passwordFile *string, out io.Writer) *flag.FlagS
 	fs.IntVar(&o.ProbePort, "probe-port", o.ProbePort, "UDP port of the probe responder, the same on every host (default for another --etcd-prefix: derived from it, in 8474-9473)")
 	fs.StringVar(&o.TxCsumOffload, "vxlan-tx-csum-offload", o.TxCsumOffload, "TX checksum offload of the vxlan device: auto (leave it, and try it off with --vxlan-auto-csum-offload), on or off")
 	fs.BoolVar(&o.AutoCsumOffload, "vxlan-auto-csum-offload", o.AutoCsumOffload, "turn TX checksum offload off on trial when peers answer on their public IP but not through the overlay; keep it off if that helps")
+	fs.StringVar(&o.WireGuardImpl, "wireguard-impl", o.WireGuardImpl, "WireGuard implementation of the wireguard backend: auto (the kernel's if it can create the device, else userspace), kernel or userspace")
+	fs.StringVar(&o.WireGuardSocketDir, "wireguard-socket-dir", o.WireGuardSocketDir, "directory of the userspace WireGuard devices' UAPI sockets, where wg finds them")
 	fs.Var(negBool{&o.NoRepair}, "dataplane-repair", "repair kernel entries found missing or wrong (false: report them only, for debugging)")
+	fs.Var(memoryLimit{&o.MemoryLimit}, "memory-limit", "the Go runtime's soft memory limit: a size (48MiB) or off (default: 24MiB, raised with the live heap); GOMEMLIMIT, when set, replaces the default")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.LogFormat, "log-format", "text", "text or json")
 	return fs
@@ -206,7 +209,15 @@ func parseRun(args []string, getenv func(string) string, environ []string, out i
 	if err := fromEnv(fs, getenv, flannelOpts); err != nil {
 		return nil, nil, err
 	}
-	instanceDefaults(o, explicitFlags(fs, getenv))
+	given := explicitFlags(fs, getenv)
+	instanceDefaults(o, given)
+	switch {
+	case given["memory-limit"]:
+		o.MemoryLimitFloor = false
+	case getenv("GOMEMLIMIT") != "":
+		// The runtime has read it before main.
+		o.MemoryLimit, o.MemoryLimitFloor = 0, false
+	}
 	warnings = append(warnings, unknownEnv(fs, environ)...)
 	if err := readPasswordFile(&o.Etcd, passwordFile); err != nil {
 		return nil, nil, err

@@ -139,6 +139,10 @@ func TestParseRunErrors(t *testing.T) {
 		{"missing certfile", []string{"--etcd-certfile=/nonexistent/c.pem", "--etcd-keyfile=/nonexistent/k.pem"}, nil, "--etcd-certfile: open /nonexistent/c.pem"},
 		{"missing keyfile", []string{"--etcd-certfile=/nonexistent/c.pem", "--etcd-keyfile=/nonexistent/k.pem"}, nil, "--etcd-keyfile: open /nonexistent/k.pem"},
 		{"cafile a directory", []string{"--etcd-cafile=/"}, nil, "--etcd-cafile: read /: is a directory"},
+		{"memory limit not a size", []string{"--memory-limit=lots"}, nil, "memory-limit"},
+		{"memory limit zero", []string{"--memory-limit=0"}, nil, "memory-limit"},
+		{"memory limit negative", nil, map[string]string{"NETAGENT_MEMORY_LIMIT": "-1MiB"}, "NETAGENT_MEMORY_LIMIT"},
+		{"memory limit too large", []string{"--memory-limit=9000000TiB"}, nil, "too large"},
 		{"missing password file", []string{"--etcd-username=root", "--etcd-password-file=/nonexistent/pw"}, nil, "--etcd-password-file: open /nonexistent/pw"},
 	}
 	for _, tt := range tests {

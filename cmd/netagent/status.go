@@ -205,6 +205,9 @@ func printReport(w io.Writer, r *agent.Report) {
 		if b.DeviceV6 != "" {
 			p("backend ipv6", fmt.Sprintf("device %s  vtep %s", b.DeviceV6, orDash(b.VtepMACV6)))
 		}
+		for _, d := range b.WireGuard {
+			p("wireguard", fmt.Sprintf("%s  %s (%s)  public key %s  port %d", d.Device, d.Impl, d.ImplReason, d.PublicKey, d.ListenPort))
+		}
 		last := "never"
 		if b.LastPass != nil {
 			last = ago(*b.LastPass)
@@ -236,15 +239,40 @@ func printReport(w io.Writer, r *agent.Report) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", pr.Subnet, pr.PublicIP, orDash(pr.VtepMAC), reach, rtt, cause, pr.Mode, k)
 	}
 	tw.Flush()
+	printWireGuardPeers(w, r.Peers)
 	for _, x := range r.Refused {
 		fmt.Fprintf(w, "refused lease %s (%s): %s\n", x.Key, x.Reason, x.Detail)
 	}
 	printErrors(w, r.RecentErrors)
 }
 
+// printWireGuardPeers lists, for a wireguard backend, each peer's key,
+// endpoint, latest handshake and bytes.
+func printWireGuardPeers(w io.Writer, peers []agent.PeerReport) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	header := false
+	for _, pr := range peers {
+		wg := pr.WireGuard
+		if wg == nil {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w, "\nwireguard peers:")
+			fmt.Fprintln(tw, "SUBNET\tPUBLIC KEY\tENDPOINT\tLATEST HANDSHAKE\tRX\tTX")
+			header = true
+		}
+		hs := "never"
+		if wg.LatestHandshake != nil {
+			hs = ago(*wg.LatestHandshake)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", pr.Subnet, wg.PublicKey, orDash(wg.Endpoint), hs, wg.RxBytes, wg.TxBytes)
+	}
+	tw.Flush()
+}
+
 func repairs(m map[string]uint64) string {
 	var parts []string
-	for _, k := range []string{"route", "neigh", "fdb", "device", "address"} {
+	for _, k := range []string{"route", "neigh", "fdb", "device", "address", "peer"} {
 		if m[k] > 0 {
 			parts = append(parts, fmt.Sprintf("%s=%d", k, m[k]))
 		}

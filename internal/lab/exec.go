@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/netagent/netagent/internal/netnsguard"
 )
 
 // Exec runs argv inside the lab namespace ns and returns its combined
@@ -24,6 +27,28 @@ func (l *Lab) Exec(ctx context.Context, ns string, argv ...string) ([]byte, erro
 		return nil, errors.New("lab: Exec: empty command")
 	}
 	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns}, argv...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("lab: in %s: %s: %w: %s", ns, strings.Join(argv, " "), err, bytes.TrimSpace(out))
+	}
+	return out, nil
+}
+
+// ExecNsenter is Exec for programs that need the machine's own mounts
+// (see StartNsenter), with env added to the lab process's environment
+// and NETAGENT_REFUSE_INITIAL_NETNS=1.
+//
+// Equivalent to: `nsenter --net=/run/netns/NS env ENV... ARGV...`.
+func (l *Lab) ExecNsenter(ctx context.Context, ns string, env []string, argv ...string) ([]byte, error) {
+	if err := l.checkOwned(ns); err != nil {
+		return nil, err
+	}
+	if len(argv) == 0 {
+		return nil, errors.New("lab: ExecNsenter: empty command")
+	}
+	wrapper := nsenterArgv(ns)
+	cmd := exec.CommandContext(ctx, wrapper[0], append(wrapper[1:], argv...)...)
+	cmd.Env = append(append(os.Environ(), env...), netnsguard.EnvRefuse+"=1")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return out, fmt.Errorf("lab: in %s: %s: %w: %s", ns, strings.Join(argv, " "), err, bytes.TrimSpace(out))

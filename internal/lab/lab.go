@@ -161,7 +161,8 @@ type Lab struct {
 	procs      map[*Proc]struct{} // started and not yet reaped by Close
 	containers map[string]*Container
 	etcd       *Proc
-	seq        int // log file numbering
+	closers    []func(context.Context) error // run first by Close, last added first
+	seq        int                           // log file numbering
 	closed     bool
 }
 
@@ -344,13 +345,28 @@ func (l *Lab) checkOwned(ns string) error {
 func (l *Lab) Close() error {
 	l.mu.Lock()
 	l.closed = true
+	closers := l.closers
+	l.closers = nil
+	l.mu.Unlock()
+
+	var errs []error
+	// Container runtimes first: they remove their containers, mounts and
+	// cgroups while their daemons still run.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for i := len(closers) - 1; i >= 0; i-- {
+		if err := closers[i](ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+
+	l.mu.Lock()
 	procs := make([]*Proc, 0, len(l.procs))
 	for p := range l.procs {
 		procs = append(procs, p)
 	}
 	l.mu.Unlock()
 
-	var errs []error
 	var wg sync.WaitGroup
 	for _, p := range procs {
 		wg.Go(func() { p.stop(closeGrace) })
@@ -365,8 +381,6 @@ func (l *Lab) Close() error {
 	// Delete in reverse order: containers before their hosts, hosts before
 	// the switch. Deleting a namespace removes its links, and a veth dies
 	// with either end.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	namespaces := l.Namespaces()
 	for i := len(namespaces) - 1; i >= 0; i-- {
 		if err := l.deleteNS(ctx, namespaces[i]); err != nil {
@@ -382,6 +396,19 @@ func (l *Lab) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// onClose registers f to run at the start of Close, before the lab's
+// processes are stopped; the last registered runs first. It fails once
+// the lab is closed.
+func (l *Lab) onClose(f func(context.Context) error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return errors.New("lab: closed")
+	}
+	l.closers = append(l.closers, f)
+	return nil
 }
 
 // closeGrace is how long Close waits for a process to exit after SIGTERM.

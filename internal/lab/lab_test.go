@@ -7,13 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/vishvananda/netns"
 )
 
 // binDir holds the binaries built once for this test run.
@@ -291,44 +288,14 @@ func TestNewCleansUpAfterFailure(t *testing.T) {
 	}
 }
 
-// inNS runs f on a thread switched into the namespace ns, and returns its
-// results. The thread is discarded if it cannot be switched back.
+// inNS runs f on a thread switched into the namespace ns (doInNS), and
+// returns its results.
 func inNS[T any](t *testing.T, ns string, f func() (T, error)) (T, error) {
 	t.Helper()
-	type result struct {
-		v   T
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: err}
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(NSPath(ns))
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: err}
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: err}
-			return
-		}
-		v, ferr := f()
-		if err := netns.Set(orig); err != nil {
-			ch <- result{err: err} // stays locked: the thread ends with us
-			return
-		}
-		runtime.UnlockOSThread()
-		ch <- result{v, ferr}
-	}()
-	r := <-ch
-	return r.v, r.err
+	var v T
+	err := doInNS(ns, func() (err error) {
+		v, err = f()
+		return err
+	}, func() {})
+	return v, err
 }

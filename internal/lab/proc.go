@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -35,6 +36,35 @@ type Proc struct {
 // so Proc's PID is argv's. Close kills it if it is still running, and so
 // does the kernel if the lab process dies first.
 func (l *Lab) StartProcess(ns string, env []string, argv ...string) (*Proc, error) {
+	return l.start(ns, env, []string{"ip", "netns", "exec", ns}, argv)
+}
+
+// StartNsenter is StartProcess for programs that need the machine's own
+// mounts: it enters only the network namespace, as `nsenter
+// --net=/run/netns/NS ARGV...`, where `ip netns exec` would also mount a
+// new /sys that hides the cgroup hierarchies (a container runtime then
+// fails with "Devices cgroup isn't mounted"). nsenter execs into argv, so
+// Proc's PID is argv's.
+func (l *Lab) StartNsenter(ns string, env []string, argv ...string) (*Proc, error) {
+	return l.start(ns, env, nsenterArgv(ns), argv)
+}
+
+// nsenterArgv is the command prefix that runs a program in the network
+// namespace ns only.
+func nsenterArgv(ns string) []string { return []string{"nsenter", "--net=" + NSPath(ns)} }
+
+// StartProcessInNet is StartProcess without `ip netns exec`: argv is
+// forked from a thread switched into ns's network namespace, so it enters
+// that namespace only, as an agent on a real host runs — no private mount
+// namespace, /sys not remounted, no /etc/netns/NS files, and no `ip`
+// process exec'd first. For measuring what a process's start costs.
+func (l *Lab) StartProcessInNet(ns string, env []string, argv ...string) (*Proc, error) {
+	return l.start(ns, env, nil, argv)
+}
+
+// start starts wrapper+argv, where wrapper enters the lab namespace ns; with
+// no wrapper, argv itself is forked from a thread in ns's network namespace.
+func (l *Lab) start(ns string, env, wrapper, argv []string) (*Proc, error) {
 	if err := l.checkOwned(ns); err != nil {
 		return nil, err
 	}
@@ -57,7 +87,11 @@ func (l *Lab) StartProcess(ns string, env []string, argv ...string) (*Proc, erro
 	defer f.Close() // the child has its own copy
 	fmt.Fprintf(f, "# in %s: %s\n", ns, strings.Join(argv, " "))
 
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, argv...)...)
+	inNet := len(wrapper) == 0
+	cmd := exec.Command(argv[0], argv[1:]...)
+	if !inNet {
+		cmd = exec.Command(wrapper[0], append(slices.Clone(wrapper[1:]), argv...)...)
+	}
 	cmd.Env = append(append(os.Environ(), env...), netnsguard.EnvRefuse+"=1")
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -74,7 +108,11 @@ func (l *Lab) StartProcess(ns string, env []string, argv ...string) (*Proc, erro
 	if l.closed {
 		return nil, errors.New("lab: closed")
 	}
-	if err := cmd.Start(); err != nil {
+	start := cmd.Start
+	if inNet {
+		start = func() error { return startInNS(ns, cmd) }
+	}
+	if err := start(); err != nil {
 		return nil, fmt.Errorf("lab: start %s in %s: %w", argv[0], ns, err)
 	}
 	l.procs[p] = struct{}{}

@@ -129,3 +129,62 @@ func assertGone(t *testing.T, pid int) {
 		return i > 0 && len(s) > i+2 && s[i+2] == 'Z'
 	}))
 }
+
+// TestStartProcessInNet: a process started with StartProcessInNet is born
+// in the host's network namespace (no `ip netns exec` in between: already
+// there when Start returns), shares the lab process's mount namespace,
+// has the lab's environment, and is killed by Close; the lab process's
+// own namespace is unchanged.
+func TestStartProcessInNet(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	l, err := New(testCtx(t, 30*time.Second), Options{Hosts: 1, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	h := l.Hosts()[0]
+	ownNet, err := netnsguard.Stat("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	sleeper, err := l.StartProcessInNet(h.NS, []string{"LAB_TEST=1"}, "sleep", "60")
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc := func(f string) string { return fmt.Sprintf("/proc/%d/%s", sleeper.PID(), f) }
+	got, err1 := netnsguard.Stat(proc("ns/net"))
+	want, err2 := netnsguard.Stat(NSPath(h.NS))
+	if err1 != nil || err2 != nil || got != want {
+		t.Errorf("started process's network namespace %v (%v), want the host's %v (%v)", got, err1, want, err2)
+	}
+	mnt, err1 := netnsguard.Stat(proc("ns/mnt"))
+	ownMnt, err2 := netnsguard.Stat("/proc/self/ns/mnt")
+	if err1 != nil || err2 != nil || mnt != ownMnt {
+		t.Errorf("started process's mount namespace %v (%v), want the lab's %v (%v)", mnt, err1, ownMnt, err2)
+	}
+	await.Eventually(t, 30*time.Second, "sleep with the lab's environment", func() error {
+		env, err := os.ReadFile(proc("environ"))
+		if err != nil {
+			return err
+		}
+		for _, want := range []string{"NETAGENT_REFUSE_INITIAL_NETNS=1", "LAB_TEST=1"} {
+			if !strings.Contains("\x00"+string(env)+"\x00", "\x00"+want+"\x00") {
+				return fmt.Errorf("process environment lacks %s: %q", want, env)
+			}
+		}
+		return nil
+	})
+	if after, err := netnsguard.Stat("/proc/self/ns/net"); err != nil || after != ownNet {
+		t.Errorf("the lab process's network namespace changed: %v (%v), was %v", after, err, ownNet)
+	}
+	if _, err := l.StartProcessInNet("some-other-ns", nil, "true"); !errors.Is(err, ErrForeignNamespace) {
+		t.Errorf("StartProcessInNet in a foreign namespace = %v, want ErrForeignNamespace", err)
+	}
+
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	assertGone(t, sleeper.PID())
+}

@@ -23,6 +23,9 @@ type Counter struct {
 	// failedTxns counts transactions whose compares failed: for the
 	// lease code, an acquisition that lost a race.
 	failedTxns atomic.Uint64
+	// dials counts the TCP connections the clients opened (or tried to):
+	// one per client and member, plus every reconnection.
+	dials atomic.Uint64
 }
 
 type methodCount struct {
@@ -52,6 +55,8 @@ func (m MethodStats) MeanWait() time.Duration {
 type Snapshot struct {
 	Methods    map[string]MethodStats
 	FailedTxns uint64
+	// Dials is the number of connections the clients dialled.
+	Dials uint64
 }
 
 // Total is the sum over every method.
@@ -68,7 +73,7 @@ func (s Snapshot) Total() MethodStats {
 
 // Sub is s minus an earlier snapshot.
 func (s Snapshot) Sub(old Snapshot) Snapshot {
-	d := Snapshot{Methods: make(map[string]MethodStats), FailedTxns: s.FailedTxns - old.FailedTxns}
+	d := Snapshot{Methods: make(map[string]MethodStats), FailedTxns: s.FailedTxns - old.FailedTxns, Dials: s.Dials - old.Dials}
 	for k, m := range s.Methods {
 		o := old.Methods[k]
 		d.Methods[k] = MethodStats{m.Sent - o.Sent, m.Recv - o.Recv, m.SentBytes - o.SentBytes, m.RecvBytes - o.RecvBytes, m.Wait - o.Wait}
@@ -83,7 +88,7 @@ func NewCounter() *Counter { return &Counter{methods: make(map[string]*methodCou
 func (c *Counter) Snapshot() Snapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := Snapshot{Methods: make(map[string]MethodStats, len(c.methods)), FailedTxns: c.failedTxns.Load()}
+	s := Snapshot{Methods: make(map[string]MethodStats, len(c.methods)), FailedTxns: c.failedTxns.Load(), Dials: c.dials.Load()}
 	for k, m := range c.methods {
 		s.Methods[k] = MethodStats{m.sent.Load(), m.recv.Load(), m.sentBytes.Load(), m.recvBytes.Load(), time.Duration(m.wait.Load())}
 	}

@@ -1,13 +1,15 @@
 // Package scalesim simulates thousands of hosts sharing one etcd cluster:
 // each simulated host runs the agent's own lease code (subnet.Registry's
-// Holder and WatchLeases) with its own etcd client connection, and a
-// counting Sink stands in for the kernel. The etcd cluster is a real
+// HoldAndWatch: the Holder and the lease watch started from its list) with
+// its own etcd client connection, and a counting Sink stands in for the
+// kernel. The etcd cluster is a real
 // 3-member cluster of `netagent-lab etcd` processes, each in its own
 // network namespace of a lab; the simulated hosts' connections are made
 // from the lab's host namespaces (several simulated hosts share one).
 package scalesim
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -55,6 +57,11 @@ type Options struct {
 	// TTL and RenewMargin are the lease settings (the agent's defaults
 	// when zero).
 	TTL, RenewMargin time.Duration
+	// ConnectTimeout and KeepAliveTimeout replace the agent's etcd client
+	// settings (3 s to set up a connection, 5 s for a keepalive ping's
+	// answer) when not zero: what a starved connection is given before it
+	// is dropped and dialled again.
+	ConnectTimeout, KeepAliveTimeout time.Duration
 	// LabBinary is the netagent-lab executable that runs etcd.
 	LabBinary string
 	// Log receives progress messages and the hosts' warnings; nil
@@ -190,9 +197,16 @@ func Start(ctx context.Context, opts Options) (_ *Sim, err error) {
 // in ns, set up as the agent's (keepalive 10 s/5 s, reconnect capped at
 // 3 s); counted adds the Counter's interceptors.
 func (s *Sim) client(ns string, counted bool) (*clientv3.Client, error) {
+	params := reconnect
+	if s.opts.ConnectTimeout > 0 {
+		params.MinConnectTimeout = s.opts.ConnectTimeout
+	}
 	dial := []grpc.DialOption{
-		grpc.WithConnectParams(reconnect),
+		grpc.WithConnectParams(params),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			if counted {
+				s.Counter.dials.Add(1)
+			}
 			return lab.DialInNS(ctx, ns, "tcp", addr)
 		}),
 	}
@@ -203,7 +217,7 @@ func (s *Sim) client(ns string, counted bool) (*clientv3.Client, error) {
 		Endpoints:            s.Cluster.Endpoints(),
 		DialTimeout:          5 * time.Second,
 		DialKeepAliveTime:    10 * time.Second,
-		DialKeepAliveTimeout: 5 * time.Second,
+		DialKeepAliveTimeout: cmp.Or(s.opts.KeepAliveTimeout, 5*time.Second),
 		Logger:               zap.NewNop(),
 		DialOptions:          dial,
 	})
@@ -214,8 +228,8 @@ func (s *Sim) client(ns string, counted bool) (*clientv3.Client, error) {
 }
 
 // Run starts hosts[from:to]: each holds a lease (acquiring it), and once
-// it holds one, starts its watch if it has a sink — the agent's order. It
-// returns at once.
+// it holds one, starts its watch from the acquisition's list if it has a
+// sink (Registry.HoldAndWatch, as the agent does). It returns at once.
 func (s *Sim) Run(from, to int) {
 	for _, h := range s.Hosts[from:to] {
 		s.wg.Go(func() { s.runHost(h) })
@@ -226,7 +240,14 @@ func (s *Sim) runHost(h *Host) {
 	h.mu.Lock()
 	h.started = time.Now()
 	h.mu.Unlock()
-	hd, err := h.reg.Hold(s.ctx, s.Cfg, h.opts)
+	var hd *subnet.Holder
+	var watch <-chan lease.Batch
+	var err error
+	if h.Sink == nil {
+		hd, err = h.reg.Hold(s.ctx, s.Cfg, h.opts)
+	} else {
+		hd, watch, err = h.reg.HoldAndWatch(s.ctx, s.Cfg, h.opts)
+	}
 	if err != nil {
 		return // the simulation stopped
 	}
@@ -241,7 +262,7 @@ func (s *Sim) runHost(h *Host) {
 	if h.Sink == nil {
 		return
 	}
-	for b := range h.reg.WatchLeases(s.ctx) {
+	for b := range watch {
 		h.Sink.apply(b)
 	}
 	if s.ctx.Err() == nil {

@@ -29,9 +29,12 @@ type claim struct {
 	// revision (the host keeps its subnet).
 	own bool
 	// form, when set, is why the key's form is refused (a subnet of a
-	// family the config does not enable): such a claim never wins nor
-	// takes anything, and reports the key that holds its subnet.
-	form string
+	// family the config does not enable, another backend type): such a
+	// claim never wins nor takes anything. formReason is its
+	// backend.Refused* reason (empty: RefusedKeyForm); a refused key
+	// form reports the key that holds its subnet.
+	form       string
+	formReason string
 	// peer is what to program when the claim wins; nil for the own
 	// lease.
 	peer *peer
@@ -47,18 +50,35 @@ type claim struct {
 // the keys connected to a changed key by a shared subnet or identity are
 // decided again; the outcome depends on the set of claims alone, not on
 // the order they came in.
+//
+// bySubnet and byIdent list the claims of each subnet and identity: one,
+// almost always (several only where keys contend), so a list, not a map
+// per subnet: with 5,000 leases a map each was ~3 MB of the agent's heap.
 type claims struct {
 	byKey    map[string]*claim
-	bySubnet map[netip.Prefix]map[string]*claim
-	byIdent  map[string]map[string]*claim
+	bySubnet map[netip.Prefix]claimList
+	byIdent  map[string]claimList
 }
 
 func newClaims() *claims {
 	return &claims{
 		byKey:    make(map[string]*claim),
-		bySubnet: make(map[netip.Prefix]map[string]*claim),
-		byIdent:  make(map[string]map[string]*claim),
+		bySubnet: make(map[netip.Prefix]claimList),
+		byIdent:  make(map[string]claimList),
 	}
+}
+
+// claimList is the claims of one subnet or identity, at most one per key,
+// in no particular order.
+type claimList []*claim
+
+// without returns l without key's claim; nil when nothing is left.
+func (l claimList) without(key string) claimList {
+	l = slices.DeleteFunc(l, func(cl *claim) bool { return cl.key == key })
+	if len(l) == 0 {
+		return nil
+	}
+	return l
 }
 
 // get returns the claim of key, or nil.
@@ -117,17 +137,12 @@ func (c *claims) neighbours(old *claim) []*claim {
 	return out
 }
 
+// link adds cl to the lists of its subnet and identity; unlink has taken
+// out any claim of the same key.
 func (c *claims) link(cl *claim) {
-	add := func(m map[string]*claim) map[string]*claim {
-		if m == nil {
-			m = make(map[string]*claim, 1)
-		}
-		m[cl.key] = cl
-		return m
-	}
-	c.bySubnet[cl.subnet] = add(c.bySubnet[cl.subnet])
+	c.bySubnet[cl.subnet] = append(c.bySubnet[cl.subnet], cl)
 	if cl.identity != "" && cl.form == "" {
-		c.byIdent[cl.identity] = add(c.byIdent[cl.identity])
+		c.byIdent[cl.identity] = append(c.byIdent[cl.identity], cl)
 	}
 }
 
@@ -135,14 +150,17 @@ func (c *claims) unlink(cl *claim) {
 	if cl == nil {
 		return
 	}
-	drop := func(m map[string]*claim) bool {
-		delete(m, cl.key)
-		return len(m) == 0
-	}
-	if drop(c.bySubnet[cl.subnet]) {
+	if l := c.bySubnet[cl.subnet].without(cl.key); l != nil {
+		c.bySubnet[cl.subnet] = l
+	} else {
 		delete(c.bySubnet, cl.subnet)
 	}
-	if cl.identity != "" && cl.form == "" && drop(c.byIdent[cl.identity]) {
+	if cl.identity == "" || cl.form != "" {
+		return
+	}
+	if l := c.byIdent[cl.identity].without(cl.key); l != nil {
+		c.byIdent[cl.identity] = l
+	} else {
 		delete(c.byIdent, cl.identity)
 	}
 }
@@ -205,7 +223,10 @@ func (c *claims) decide(seeds []*claim) []*claim {
 		}
 	}
 	for _, cl := range comp {
-		if cl.form != "" {
+		switch {
+		case cl.formReason == backend.RefusedBackendType:
+			cl.reason, cl.winner = cl.formReason, ""
+		case cl.form != "":
 			cl.reason, cl.winner = backend.RefusedKeyForm, subnets[cl.subnet]
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+
+	"github.com/netagent/netagent/backend"
 )
 
 // decision is what the table decided of one key: "" (wins) or
@@ -40,6 +42,8 @@ func TestClaimsDecide(t *testing.T) {
 	own.own = true
 	form := cl("10.5.2.0-24&fd00::-64", 1, "10.5.2.0/24", "mac-x")
 	form.form = "IPv6 is not enabled"
+	foreign := cl("10.5.3.0-24", 1, "10.5.3.0/24", "")
+	foreign.form, foreign.formReason = `a host of backend type "vxlan" cannot be a peer`, backend.RefusedBackendType
 	for _, tc := range []struct {
 		name   string
 		claims []*claim
@@ -86,6 +90,10 @@ func TestClaimsDecide(t *testing.T) {
 		name:   "refused form alone names none and takes nothing",
 		claims: []*claim{form, cl("z", 4, "10.5.9.0/24", "mac-x")},
 		want:   map[string]string{form.key: "key-form<", "z": ""},
+	}, {
+		name:   "another backend type takes nothing and names no winner",
+		claims: []*claim{foreign, cl("w", 4, "10.5.3.0/24", "m4")},
+		want:   map[string]string{foreign.key: "backend-type<", "w": ""},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClaims()
@@ -220,4 +228,35 @@ func FuzzClaimsOrder(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestClaimsIndexesEmptyAfterRemoval: the lists by subnet and identity
+// hold each key once, a contested subnet or identity several, and nothing
+// is left of a subnet or identity once its last key is gone.
+func TestClaimsIndexesEmptyAfterRemoval(t *testing.T) {
+	c := newClaims()
+	keys := []*claim{
+		cl("a", 1, "10.5.2.0/24", "m1"), cl("b", 2, "10.5.2.0/24", "m2"),
+		cl("c", 3, "10.5.3.0/24", "m1"), cl("d", 4, "10.5.4.0/24", "m4"),
+	}
+	for _, x := range keys {
+		c.set(x)
+	}
+	// A key replaced by itself is still listed once.
+	c.set(cl("d", 4, "10.5.4.0/24", "m4"))
+	if n := len(c.bySubnet[netip.MustParsePrefix("10.5.2.0/24")]); n != 2 {
+		t.Fatalf("contested subnet lists %d claims, want 2", n)
+	}
+	if n := len(c.byIdent["m1"]); n != 2 {
+		t.Fatalf("contested identity lists %d claims, want 2", n)
+	}
+	if n := len(c.bySubnet[netip.MustParsePrefix("10.5.4.0/24")]); n != 1 {
+		t.Fatalf("subnet of a replaced key lists %d claims, want 1", n)
+	}
+	for _, x := range keys {
+		c.remove(x.key)
+	}
+	if len(c.byKey)+len(c.bySubnet)+len(c.byIdent) != 0 {
+		t.Fatalf("left after removing every key: %d keys, subnets %v, identities %v", len(c.byKey), c.bySubnet, c.byIdent)
+	}
 }

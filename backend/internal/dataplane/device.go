@@ -154,7 +154,7 @@ func (e *Engine) ensureAddress(link netlink.Link) error {
 	want := netip.PrefixFrom(e.own.Addr(), e.hostBits())
 	addrs, err := backend.RetryDump(func() ([]netlink.Addr, error) { return h.AddrList(link, e.nlFamily()) })
 	if err != nil {
-		return fmt.Errorf("list addresses of %s: %w", e.cfg.Device.Name, err)
+		return fmt.Errorf("list addresses of %s: %w", e.devName(), err)
 	}
 	have := false
 	var errs []error
@@ -167,9 +167,9 @@ func (e *Engine) ensureAddress(link netlink.Link) error {
 		if ok && p.Addr().IsLinkLocalUnicast() {
 			continue
 		}
-		e.log.Info("removing stray address", "device", e.cfg.Device.Name, "addr", addrs[i].IPNet)
+		e.log.Info("removing stray address", "device", e.devName(), "addr", addrs[i].IPNet)
 		if err := h.AddrDel(link, &addrs[i]); err != nil && !backend.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("remove %s from %s: %w", addrs[i].IPNet, e.cfg.Device.Name, err))
+			errs = append(errs, fmt.Errorf("remove %s from %s: %w", addrs[i].IPNet, e.devName(), err))
 			continue
 		}
 		e.countRepair(kindAddress)
@@ -182,7 +182,7 @@ func (e *Engine) ensureAddress(link netlink.Link) error {
 			addr.Flags = unix.IFA_F_NODAD
 		}
 		if err := h.AddrReplace(link, addr); err != nil {
-			errs = append(errs, fmt.Errorf("add %s to %s: %w", want, e.cfg.Device.Name, err))
+			errs = append(errs, fmt.Errorf("add %s to %s: %w", want, e.devName(), err))
 		} else {
 			e.countRepair(kindAddress)
 		}

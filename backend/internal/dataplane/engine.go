@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -38,6 +39,16 @@ const (
 	bigBatch = 64
 	// minRetry is the first retry delay after a pass with errors.
 	minRetry = time.Second
+	// notifyQueue is how many parsed netlink notifications wait for the
+	// Run goroutine, and subscriptionQueue how many each subscription
+	// holds before that. A cold start's pass notifies about every entry
+	// it programs while Run is busy with it: queued here, parsed, they
+	// were ~4 MB of heap at the agent's peak with 5,000 peers; the rest
+	// of the backlog waits in the subscription sockets' receive buffers
+	// (rcvBuf, kernel memory), and one that overflows is a lost
+	// subscription, which a full pass makes up for.
+	notifyQueue       = 1 << 10
+	subscriptionQueue = 256
 )
 
 // DeviceSpec describes the VXLAN device (docs/compatibility.md §5.1, §5.4).
@@ -76,6 +87,10 @@ type Config struct {
 	SubnetLen int
 	// Device is the VXLAN device; nil for host-gw.
 	Device *DeviceSpec
+	// Tunnel, when set (and Device nil), is a device whose peers the
+	// backend programs itself (wireguard, see Tunnel); Identity must be
+	// set too: it checks a lease's backend data before it is a peer.
+	Tunnel Tunnel
 	// DirectRouting routes to peers on a directly connected subnet of Ext
 	// via their public IP (vxlan only; host-gw always does).
 	DirectRouting bool
@@ -113,7 +128,9 @@ type peer struct {
 	subnet   netip.Prefix
 	publicIP netip.Addr
 	mac      net.HardwareAddr
-	mode     string
+	// data is the lease's backend data of the family (tunnel only).
+	data []byte
+	mode string
 	// reachable is false for a host-gw peer that is not on a directly
 	// connected subnet: nothing is installed for it.
 	reachable bool
@@ -173,10 +190,9 @@ type Engine struct {
 	devIndex int
 	extNets  []netip.Prefix
 	byGW     map[netip.Addr]netip.Prefix
-	byMAC    map[[6]byte]netip.Prefix
-	// macPeers is every peer in vxlan mode by MAC: more than one only
-	// for keys of one host (§3.8).
-	macPeers  map[[6]byte]map[netip.Prefix]bool
+	// byMAC is every peer in vxlan mode by MAC: more than one only for
+	// keys of one host (§3.8).
+	byMAC     map[[6]byte]macUsers
 	firstDone bool
 	// unrepaired holds, during a pass with Config.NoRepair, what was
 	// found wrong per peer and left as it was.
@@ -190,6 +206,8 @@ type Engine struct {
 	// conflicts holds the peers whose prefix a foreign route holds, as
 	// last reported; guarded by mu.
 	conflicts map[netip.Prefix]string
+	// tunnelFailed holds, during a pass, the tunnel's errors by peer.
+	tunnelFailed map[netip.Prefix]error
 }
 
 // New returns an engine; it does not touch the kernel.
@@ -205,8 +223,7 @@ func New(cfg Config) *Engine {
 		log:      cfg.Log,
 		peers:    make(map[netip.Prefix]*peer),
 		byGW:     make(map[netip.Addr]netip.Prefix),
-		byMAC:    make(map[[6]byte]netip.Prefix),
-		macPeers: make(map[[6]byte]map[netip.Prefix]bool),
+		byMAC:    make(map[[6]byte]macUsers),
 		table:    newClaims(),
 		warned:   make(map[string]string),
 		refused:  make(map[string]backend.RefusedLease),
@@ -285,7 +302,7 @@ func (e *Engine) Run(ctx context.Context, updates <-chan backend.Update) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	notifs := make(chan notification, 1<<14)
+	notifs := make(chan notification, notifyQueue)
 	if err := e.watch(ctx, notifs); err != nil {
 		return fmt.Errorf("dataplane: subscribe to netlink: %w", err)
 	}
@@ -390,7 +407,7 @@ func newHandle(ns netns.NsHandle) (*netlink.Handle, error) {
 // leases measures nothing.
 func stamp(p, old *peer, now time.Time) {
 	if old != nil && old.mode == p.mode && old.publicIP == p.publicIP &&
-		macEqual(old.mac, p.mac) && old.reachable == p.reachable {
+		macEqual(old.mac, p.mac) && string(old.data) == string(p.data) && old.reachable == p.reachable {
 		p.since = old.since
 		return
 	}
@@ -428,6 +445,13 @@ func (e *Engine) parse(l *lease.Lease) *peer {
 		}
 		p.mac = mac
 	}
+	if e.isTunnel() {
+		if _, err := e.cfg.Identity(data); err != nil {
+			e.log.Warn("ignoring lease with malformed backend data", "lease", l.Key(), "err", err)
+			return nil
+		}
+		p.data = data
+	}
 	e.decideMode(p)
 	return p
 }
@@ -459,6 +483,8 @@ func (e *Engine) acceptSubnet(l *lease.Lease, sn netip.Prefix) bool {
 func (e *Engine) decideMode(p *peer) {
 	onLink := e.onLink(p.publicIP)
 	switch {
+	case e.isTunnel():
+		p.mode = backend.ModeWireGuard
 	case !e.isVXLAN():
 		p.mode = backend.ModeHostGW
 		p.reachable = onLink
@@ -488,19 +514,10 @@ func (e *Engine) setPeer(s netip.Prefix, p *peer) {
 		delete(e.byGW, s.Addr())
 		if len(old.mac) == 6 {
 			mac := [6]byte(old.mac)
-			users := e.macPeers[mac]
-			delete(users, s)
-			if len(users) == 0 {
-				delete(e.macPeers, mac)
-			}
-			if e.byMAC[mac] == s {
-				// Keys of one host (same public IP) may share a MAC
-				// (§3.8): the fdb entry passes to another of them.
+			if u, ok := e.byMAC[mac].without(s); ok {
+				e.byMAC[mac] = u
+			} else {
 				delete(e.byMAC, mac)
-				for other := range users {
-					e.byMAC[mac] = other
-					break
-				}
 			}
 		}
 		if p != nil {
@@ -515,10 +532,44 @@ func (e *Engine) setPeer(s netip.Prefix, p *peer) {
 	if p.mode == backend.ModeVXLAN {
 		mac := [6]byte(p.mac)
 		e.byGW[s.Addr()] = s
-		e.byMAC[mac] = s
-		if e.macPeers[mac] == nil {
-			e.macPeers[mac] = make(map[netip.Prefix]bool, 1)
-		}
-		e.macPeers[mac][s] = true
+		e.byMAC[mac] = e.byMAC[mac].with(s)
 	}
+}
+
+// macUsers are the subnets of the peers in vxlan mode that have one VTEP
+// MAC: owner, whose fdb entry the kernel holds, and the others, almost
+// always none (keys of one host, §3.8). Inline, not a set per MAC: with
+// 5,000 peers a map each was ~2 MB of the agent's heap.
+type macUsers struct {
+	owner  netip.Prefix
+	others []netip.Prefix
+}
+
+// fdbOwner is the subnet whose fdb entry for mac the kernel holds.
+func (e *Engine) fdbOwner(mac [6]byte) (netip.Prefix, bool) {
+	u, ok := e.byMAC[mac]
+	return u.owner, ok
+}
+
+// with returns u with s added as the owner: the latest peer with a MAC
+// takes its fdb entry.
+func (u macUsers) with(s netip.Prefix) macUsers {
+	if !u.owner.IsValid() {
+		return macUsers{owner: s}
+	}
+	return macUsers{owner: s, others: append(slices.Clip(u.others), u.owner)}
+}
+
+// without returns u without s, and false when no subnet is left. Keys of
+// one host (same public IP) may share a MAC (§3.8): when the owner goes,
+// the fdb entry passes to another of them.
+func (u macUsers) without(s netip.Prefix) (macUsers, bool) {
+	others := slices.DeleteFunc(slices.Clone(u.others), func(o netip.Prefix) bool { return o == s })
+	if u.owner != s {
+		return macUsers{owner: u.owner, others: others}, true
+	}
+	if len(others) == 0 {
+		return macUsers{}, false
+	}
+	return macUsers{owner: others[0], others: others[1:]}, true
 }

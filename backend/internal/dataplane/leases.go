@@ -5,6 +5,7 @@ package dataplane
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -189,6 +190,9 @@ func (e *Engine) program(todo []peerChange) {
 	e.logOps(todo[0].s, ops)
 	errs := e.exec(ops)
 	failed := make(map[netip.Prefix]error)
+	if e.isTunnel() {
+		failed = e.programTunnel(todo)
+	}
 	for i := range ops {
 		if errs[i] != nil {
 			failed[ops[i].peer] = errors.Join(failed[ops[i].peer], errs[i])
@@ -226,15 +230,24 @@ func (e *Engine) ownClaim(l *lease.Lease) *claim {
 }
 
 // claimOf turns another host's lease into a claim, or nil when the lease
-// is none of this engine's business (another backend type, no subnet of
-// the family, malformed, this host's public IP, outside the network).
+// is none of this engine's business (no subnet of the family, malformed,
+// this host's public IP, outside the network). A lease of another backend
+// type is a refused claim: a network has one type, and a host of another
+// cannot exchange traffic with this one (on a tunnel's network, its
+// traffic would go in clear text or nowhere).
 func (e *Engine) claimOf(l *lease.Lease) *claim {
 	if l.Attrs.BackendType != e.cfg.Type {
-		return nil
+		if !e.reportsForeign(l) {
+			return nil
+		}
+		why := fmt.Sprintf("a host of backend type %q cannot be a peer on a %q network", l.Attrs.BackendType, e.cfg.Type)
+		if e.isTunnel() {
+			why += ": its traffic would go in clear text or nowhere"
+		}
+		return e.formClaim(l, why, backend.RefusedBackendType)
 	}
 	if why := e.keyForm(l); why != "" {
-		return &claim{key: l.Key(), rev: l.CreateRevision, subnet: e.leaseSubnet(l).Masked(), form: why,
-			peer: &peer{key: l.Key(), publicIP: e.leasePublicIP(l)}}
+		return e.formClaim(l, why, backend.RefusedKeyForm)
 	}
 	p := e.parse(l)
 	if p == nil {
@@ -245,6 +258,22 @@ func (e *Engine) claimOf(l *lease.Lease) *claim {
 		cl.identity = id
 	}
 	return cl
+}
+
+// formClaim is the claim of a key refused for its form: why, as reason.
+func (e *Engine) formClaim(l *lease.Lease, why, reason string) *claim {
+	return &claim{key: l.Key(), rev: l.CreateRevision, subnet: e.leaseSubnet(l).Masked(), form: why, formReason: reason,
+		peer: &peer{key: l.Key(), publicIP: e.leasePublicIP(l)}}
+}
+
+// reportsForeign says whether this engine is the one of its group to
+// refuse l for its backend type, so that a dual-stack network reports it
+// once: the IPv4 engine when l has an IPv4 subnet, else the IPv6 one.
+func (e *Engine) reportsForeign(l *lease.Lease) bool {
+	if !e.cfg.IPv4 || !e.cfg.IPv6 {
+		return true
+	}
+	return l.Subnet.IsValid() != e.v6()
 }
 
 // keyForm says why a lease's key has a form the config does not allow

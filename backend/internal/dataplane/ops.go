@@ -259,7 +259,7 @@ func fdbEntry(dev int, mac net.HardwareAddr, dst netip.Addr) *netlink.Neigh {
 // host-gw peer), the route last, and no route over a foreign one (see
 // ownsRoute).
 func (e *Engine) peerOps(p *peer) []op {
-	if !p.reachable {
+	if !p.reachable || p.mode == backend.ModeWireGuard {
 		return nil
 	}
 	var ops []op
@@ -279,7 +279,7 @@ func (e *Engine) peerOps(p *peer) []op {
 // removeOps returns the ops that take away what a was for subnet s and
 // next (nil: the peer is gone) no longer needs.
 func (e *Engine) removeOps(s netip.Prefix, a *applied, next *peer) []op {
-	if a == nil {
+	if a == nil || a.mode == backend.ModeWireGuard {
 		return nil
 	}
 	var ops []op
@@ -301,16 +301,27 @@ func (e *Engine) removeOps(s netip.Prefix, a *applied, next *peer) []op {
 	}
 	if !stillVXLAN || !macEqual(a.mac, next.mac) {
 		// The MAC may have moved to another peer meanwhile: leave it.
-		if owner, ok := e.byMAC[[6]byte(a.mac)]; !ok || owner == s {
+		if owner, ok := e.fdbOwner([6]byte(a.mac)); !ok || owner == s {
 			ops = append(ops, op{kind: kindFDB, del: true, peer: s, neigh: fdbEntry(a.devIndex, a.mac, a.publicIP)})
 		}
 	}
 	return ops
 }
 
-// settle records the outcome of programming p; e.mu is held.
+// settle records the outcome of programming p; e.mu is held. Status's
+// peers are built again only when what they show changed: a resync pass
+// that finds everything in place leaves them (and whoever compares them,
+// the probers' peer lists) as they were.
 func (e *Engine) settle(p *peer, err error) {
-	e.peersGen++
+	shown := struct {
+		programmed bool
+		lastErr    string
+	}{p.programmed, p.lastErr}
+	defer func() {
+		if p.programmed != shown.programmed || p.lastErr != shown.lastErr {
+			e.peersGen++
+		}
+	}()
 	switch {
 	case err != nil:
 		p.programmed = false

@@ -40,7 +40,7 @@ func (e *Engine) ownsRoute(r *netlink.Route) bool {
 	if r.Protocol != backend.RouteProtocol || r.Table != syscall.RT_TABLE_MAIN {
 		return false
 	}
-	if e.isVXLAN() && e.devIndex != 0 && r.LinkIndex == e.devIndex {
+	if e.hasDevice() && e.devIndex != 0 && r.LinkIndex == e.devIndex {
 		return true
 	}
 	n := e.cfg.Network
@@ -137,6 +137,10 @@ func foreignConflict(desc string) error {
 // noteConflicts logs, once per conflict, the peers whose prefix a foreign
 // route holds, and when a conflict ends; e.mu is held.
 func (e *Engine) noteConflicts(found map[netip.Prefix]string) {
+	if !maps.Equal(found, e.conflicts) {
+		// Status shows them.
+		e.peersGen++
+	}
 	for s, desc := range found {
 		if e.conflicts[s] != desc {
 			e.counters.ForeignRoutes++

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -22,10 +21,14 @@ import (
 func (e *Engine) pass() error {
 	var errs []error
 	devErr := error(nil)
-	if e.isVXLAN() {
-		if devErr = e.ensureDevice(); devErr != nil {
-			errs = append(errs, devErr)
-		}
+	switch {
+	case e.isVXLAN():
+		devErr = e.ensureDevice()
+	case e.isTunnel():
+		devErr = e.ensureTunnel()
+	}
+	if devErr != nil {
+		errs = append(errs, devErr)
 	}
 	if err := e.refreshExtNets(); err != nil {
 		errs = append(errs, err)
@@ -45,18 +48,27 @@ func (e *Engine) pass() error {
 		}
 		ops = e.diffPeer(ops, p, kernel)
 	}
+	if e.isTunnel() && devErr == nil {
+		ops = e.tunnelRouteOps(ops, kernel)
+	}
 	ops = append(ops, e.orphans(kernel)...)
 	ops = e.holdRepairs(ops)
 	e.logOps(netip.Prefix{}, ops)
 	opErrs := e.exec(ops)
 	errs = append(errs, opErrs...)
+	e.tunnelFailed = nil
+	if e.isTunnel() && devErr == nil {
+		if err := e.syncTunnel(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	e.foreign = kernel.foreign
 	e.finishPass(ops, opErrs, e.heldPeers(), nil)
 	if devErr != nil {
 		e.mu.Lock()
 		e.peersGen++
 		for _, p := range e.peers {
-			if p.mode == backend.ModeVXLAN {
+			if p.mode == backend.ModeVXLAN || p.mode == backend.ModeWireGuard {
 				p.programmed, p.lastErr = false, devErr.Error()
 			}
 		}
@@ -65,75 +77,14 @@ func (e *Engine) pass() error {
 	return errors.Join(errs...)
 }
 
-// kernelState is what a pass found in the kernel.
-type kernelState struct {
-	routes map[netip.Prefix]*netlink.Route
-	// foreign holds the routes over prefixes of the network that are
-	// not the engine's (see ownsRoute).
-	foreign map[netip.Prefix]*netlink.Route
-	neighs  map[netip.Addr]*netlink.Neigh
-	fdbs    map[[6]byte]*netlink.Neigh
-}
-
-// dump reads the main table's routes of the engine's family, sorted into
-// its own and foreign ones over prefixes of its network (see ownsRoute),
-// and the neighbours and fdb entries of its device.
-//
-// Equivalent to: `ip [-6] route show table main`, `ip [-6] neigh
-// show dev flannel.N`, `bridge fdb show dev flannel.N`.
-func (e *Engine) dump() (*kernelState, error) {
-	h := e.cfg.Handle
-	k := &kernelState{}
-	routes, err := backend.RetryDump(func() ([]netlink.Route, error) {
-		return h.RouteListFiltered(e.nlFamily(), &netlink.Route{Table: syscall.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list routes: %w", err)
-	}
-	k.routes = make(map[netip.Prefix]*netlink.Route, len(routes))
-	k.foreign = make(map[netip.Prefix]*netlink.Route)
-	for i := range routes {
-		r := &routes[i]
-		if e.ownsRoute(r) {
-			if p, ok := ipNetPrefix(r.Dst); ok {
-				k.routes[p] = r
-			}
-		} else if p, ok := e.foreignKey(r); ok {
-			k.foreign[p] = r
-		}
-	}
-	if e.devIndex == 0 {
-		return k, nil
-	}
-	neighs, err := backend.RetryDump(func() ([]netlink.Neigh, error) { return h.NeighList(e.devIndex, e.nlFamily()) })
-	if err != nil {
-		return nil, fmt.Errorf("list neighbours: %w", err)
-	}
-	k.neighs = make(map[netip.Addr]*netlink.Neigh, len(neighs))
-	for i := range neighs {
-		if ip, ok := netip.AddrFromSlice(neighs[i].IP); ok {
-			k.neighs[ip.Unmap()] = &neighs[i]
-		}
-	}
-	fdbs, err := backend.RetryDump(func() ([]netlink.Neigh, error) { return h.NeighList(e.devIndex, syscall.AF_BRIDGE) })
-	if err != nil {
-		return nil, fmt.Errorf("list fdb: %w", err)
-	}
-	k.fdbs = make(map[[6]byte]*netlink.Neigh, len(fdbs))
-	for i := range fdbs {
-		if len(fdbs[i].HardwareAddr) == 6 {
-			k.fdbs[[6]byte(fdbs[i].HardwareAddr)] = &fdbs[i]
-		}
-	}
-	return k, nil
-}
-
 // diffPeer appends to ops those that make the kernel hold p's entries,
 // the route after the neighbour and fdb entry (§5.2), and marks the
 // entries it accounts for as seen (deleting them from k).
 func (e *Engine) diffPeer(ops []op, p *peer, k *kernelState) []op {
 	repair := p.programmed || p.leftBroken
-	if !p.reachable {
+	if !p.reachable || p.mode == backend.ModeWireGuard {
+		// A tunnel's peers are reached through the overlay route
+		// (tunnelRouteOps) and programmed by the tunnel.
 		return ops
 	}
 	var route []op
@@ -143,10 +94,10 @@ func (e *Engine) diffPeer(ops []op, p *peer, k *kernelState) []op {
 	// (another metric) is pruned as unwanted, so that the foreign one is
 	// the one used.
 	if _, held := e.heldBy(k.foreign, p); !held {
-		if r := k.routes[p.subnet]; r == nil || !routeMatches(r, want) {
-			if r != nil && e.v6() && r.LinkIndex != want.LinkIndex {
+		if r, ok := k.routes[p.subnet]; !ok || !r.matches(want) {
+			if ok && e.v6() && r.link != want.LinkIndex {
 				// See op.pre.
-				ops = append(ops, op{kind: kindRoute, del: true, pre: true, route: r, peer: p.subnet})
+				ops = append(ops, op{kind: kindRoute, del: true, pre: true, route: r.route(p.subnet), peer: p.subnet})
 			}
 			route = append(route, op{kind: kindRoute, route: want, peer: p.subnet, repair: repair})
 		}
@@ -156,13 +107,13 @@ func (e *Engine) diffPeer(ops []op, p *peer, k *kernelState) []op {
 		return append(ops, route...)
 	}
 	gw := p.subnet.Addr()
-	if n := k.neighs[gw]; n == nil || n.State != netlink.NUD_PERMANENT || !macEqual(n.HardwareAddr, p.mac) {
+	if n, ok := k.neighs[gw]; !ok || n.state != netlink.NUD_PERMANENT || !n.hasMAC(p.mac) {
 		ops = append(ops, op{kind: kindNeigh, neigh: neighEntry(e.devIndex, gw, p.mac), peer: p.subnet, repair: repair})
 	}
 	delete(k.neighs, gw)
 	key := [6]byte(p.mac)
-	if e.byMAC[key] == p.subnet {
-		if f := k.fdbs[key]; f == nil || f.State != netlink.NUD_PERMANENT || !ipEqual(f.IP, p.publicIP) {
+	if owner, _ := e.fdbOwner(key); owner == p.subnet {
+		if f, ok := k.fdbs[key]; !ok || f.state != netlink.NUD_PERMANENT || f.ip != p.publicIP {
 			ops = append(ops, op{kind: kindFDB, neigh: fdbEntry(e.devIndex, p.mac, p.publicIP), peer: p.subnet, repair: repair})
 		}
 		delete(k.fdbs, key)
@@ -176,18 +127,17 @@ func (e *Engine) diffPeer(ops []op, p *peer, k *kernelState) []op {
 // destination on the device.
 func (e *Engine) orphans(k *kernelState) []op {
 	var ops []op
-	for _, r := range k.routes {
-		ops = append(ops, op{kind: kindRoute, del: true, route: r, repair: e.firstDone})
+	for dst, r := range k.routes {
+		ops = append(ops, op{kind: kindRoute, del: true, route: r.route(dst), repair: e.firstDone})
 	}
 	for ip, n := range k.neighs {
-		if n.State == netlink.NUD_PERMANENT && e.ownsNeighAddr(ip) {
-			ops = append(ops, op{kind: kindNeigh, del: true, neigh: n, repair: e.firstDone})
+		if n.state == netlink.NUD_PERMANENT && e.ownsNeighAddr(ip) {
+			ops = append(ops, op{kind: kindNeigh, del: true, neigh: n.neigh(e.devIndex), repair: e.firstDone})
 		}
 	}
-	for _, f := range k.fdbs {
-		mac := f.HardwareAddr
-		if f.State == netlink.NUD_PERMANENT && f.IP != nil && mac[0]&1 == 0 && !isZero(mac) {
-			ops = append(ops, op{kind: kindFDB, del: true, neigh: f, repair: e.firstDone})
+	for mac, f := range k.fdbs {
+		if f.state == netlink.NUD_PERMANENT && f.ip.IsValid() && mac[0]&1 == 0 && mac != [6]byte{} {
+			ops = append(ops, op{kind: kindFDB, del: true, neigh: f.neigh(e.devIndex), repair: e.firstDone})
 		}
 	}
 	return ops
@@ -222,7 +172,7 @@ func (e *Engine) finishPass(ops []op, opErrs []error, held map[netip.Prefix]stri
 	for _, p := range e.peers {
 		prev := p.lastErr
 		broken := e.unrepaired[p.subnet]
-		e.settle(p, errors.Join(failed[p.subnet], broken, e.conflictErr(p.subnet)))
+		e.settle(p, errors.Join(failed[p.subnet], broken, e.conflictErr(p.subnet), e.tunnelFailed[p.subnet]))
 		p.leftBroken = broken != nil
 		if !p.reachable && prev != p.lastErr {
 			e.log.Warn("peer not programmed", "lease", p.key, "public_ip", p.publicIP, "err", p.lastErr)
@@ -265,7 +215,7 @@ func (e *Engine) holdRepairs(ops []op) []op {
 //
 // Equivalent to: `ip -4|-6 addr show dev <ext>`.
 func (e *Engine) refreshExtNets() error {
-	if !e.cfg.DirectRouting && e.isVXLAN() {
+	if !e.cfg.DirectRouting && e.hasDevice() {
 		return nil
 	}
 	link := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: e.cfg.Ext.Index}}
@@ -318,15 +268,6 @@ func ipNetPrefix(n *net.IPNet) (netip.Prefix, bool) {
 func ipEqual(ip net.IP, a netip.Addr) bool {
 	b, ok := netip.AddrFromSlice(ip)
 	return ok && b.Unmap() == a
-}
-
-func isZero(mac net.HardwareAddr) bool {
-	for _, b := range mac {
-		if b != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // logOps logs, at debug level, the kernel changes a full pass (lease

@@ -44,8 +44,11 @@ func (e *Engine) noteRefused(ch changes) {
 		sig := fmt.Sprintf("%s|%s|%s|%s", r.Reason, r.Winner, r.PublicIP, cl.identity)
 		if e.warned[cl.key] != sig {
 			e.warned[cl.key] = sig
-			e.log.Warn("refusing lease key: it conflicts with another key; the older key wins",
-				"lease", cl.key, "reason", r.Reason, "detail", r.Detail, "winner", r.Winner, "public_ip", r.PublicIP)
+			msg := "refusing lease key: it conflicts with another key; the older key wins"
+			if r.Reason == backend.RefusedBackendType {
+				msg = "refusing lease key: its backend type is not the network's"
+			}
+			e.log.Warn(msg, "lease", cl.key, "reason", r.Reason, "detail", r.Detail, "winner", r.Winner, "public_ip", r.PublicIP)
 		}
 	}
 }
@@ -69,7 +72,7 @@ func (e *Engine) refusal(cl *claim) backend.RefusedLease {
 			name = "backend identity"
 		}
 		r.Detail = fmt.Sprintf("%s %s is held by %s", name, cl.identity, holder)
-	case backend.RefusedKeyForm:
+	case backend.RefusedKeyForm, backend.RefusedBackendType:
 		r.Detail = cl.form
 	}
 	return r

@@ -24,6 +24,8 @@ func (e *Engine) Status() backend.Status {
 	if d := e.cfg.Device; d != nil {
 		st.Device = d.Name
 		st.VtepMAC = d.MAC.String()
+	} else if e.isTunnel() {
+		st.Device = e.devName()
 	}
 	if e.statusPeers == nil || e.statusGen != e.peersGen {
 		e.statusPeers, e.statusRefused, e.statusGen = e.peerStatus(), e.refusedStatus(), e.peersGen

@@ -56,7 +56,7 @@ func (e *Engine) watch(ctx context.Context, out chan<- notification) error {
 			}), err
 		},
 		func(done <-chan struct{}, errc func(error)) (<-chan notification, error) {
-			ch := make(chan netlink.RouteUpdate, 1024)
+			ch := make(chan netlink.RouteUpdate, subscriptionQueue)
 			err := netlink.RouteSubscribeWithOptions(ch, done, netlink.RouteSubscribeOptions{
 				Namespace: nsp, ErrorCallback: errc, ReceiveBufferSize: rcvBuf, ReceiveBufferForceSize: true})
 			return forward(ch, func(u netlink.RouteUpdate) notification {
@@ -64,7 +64,7 @@ func (e *Engine) watch(ctx context.Context, out chan<- notification) error {
 			}), err
 		},
 		func(done <-chan struct{}, errc func(error)) (<-chan notification, error) {
-			ch := make(chan netlink.NeighUpdate, 1024)
+			ch := make(chan netlink.NeighUpdate, subscriptionQueue)
 			err := netlink.NeighSubscribeWithOptions(ch, done, netlink.NeighSubscribeOptions{
 				Namespace: nsp, ErrorCallback: errc, ReceiveBufferSize: rcvBuf, ReceiveBufferForceSize: true})
 			return forward(ch, func(u netlink.NeighUpdate) notification {
@@ -163,12 +163,15 @@ func (e *Engine) wants(n notification) bool {
 }
 
 func (e *Engine) wantsLink(n notification) bool {
-	if !e.isVXLAN() {
+	if !e.hasDevice() {
 		return false
 	}
 	a := n.link.Link.Attrs()
-	if a.Name != e.cfg.Device.Name && a.Index != e.devIndex {
+	if a.Name != e.devName() && a.Index != e.devIndex {
 		return false
+	}
+	if e.isTunnel() {
+		return n.del || a.Index != e.devIndex || a.Flags&net.FlagUp == 0
 	}
 	if !n.del && e.deviceOK(a) {
 		return false
@@ -212,9 +215,9 @@ func (e *Engine) wantsAddr(n notification) bool {
 		return false
 	}
 	if idx == e.cfg.Ext.Index {
-		return e.cfg.DirectRouting || !e.isVXLAN()
+		return e.cfg.DirectRouting || !e.hasDevice()
 	}
-	if !e.isVXLAN() || idx != e.devIndex {
+	if !e.hasDevice() || idx != e.devIndex {
 		return false
 	}
 	ones, _ := n.addr.LinkAddress.Mask.Size()
@@ -230,6 +233,9 @@ func (e *Engine) wantsRoute(n notification) bool {
 	dst, ok := ipNetPrefix(r.Dst)
 	if !ok {
 		return false
+	}
+	if e.isTunnel() && dst == e.cfg.Network.Masked() {
+		return e.wantsTunnelRoute(n)
 	}
 	p := e.peers[dst]
 	if p == nil || !p.reachable {
@@ -280,7 +286,7 @@ func (e *Engine) wantsNeigh(n notification) bool {
 		if len(nb.HardwareAddr) != 6 {
 			return false
 		}
-		s, wanted := e.byMAC[[6]byte(nb.HardwareAddr)]
+		s, wanted := e.fdbOwner([6]byte(nb.HardwareAddr))
 		if !wanted {
 			return !n.del && nb.State == netlink.NUD_PERMANENT && nb.IP != nil && nb.HardwareAddr[0]&1 == 0
 		}

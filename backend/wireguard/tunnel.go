@@ -1,0 +1,449 @@
+package wireguard
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/netagent/netagent/backend"
+	"github.com/netagent/netagent/backend/internal/dataplane"
+)
+
+// tunnel is one WireGuard device as the dataplane engine drives it
+// (dataplane.Tunnel): the device through the chosen implementation, and a
+// WireGuard peer per public key, with AllowedIPs the subnets of its
+// leases, an endpoint PublicIP:Port of one of them, the PSK and the
+// keepalive. A device of one address family (Mode separate, or a network
+// of one family) is its engine's Tunnel; the single device of both
+// families (Mode auto, ipv4, ipv6 on a dual-stack network) is shared by
+// the two engines through a familyTunnel each.
+type tunnel struct {
+	name      string
+	mtu       int
+	port      int
+	key       privateKey
+	psk       wgtypes.Key
+	keepalive time.Duration
+	implFlag  string
+	socketDir string
+	h         *netlink.Handle
+	netns     netns.NsHandle
+	log       *slog.Logger
+	// mode is the Settings.Mode that picks a peer's endpoint when its
+	// leases give one of each family (selectEndpoint); extV6 is this
+	// host's public IPv6 (invalid: none).
+	mode  string
+	extV6 netip.Addr
+
+	// op serialises EnsureDevice, SyncPeers and UpdatePeers: on a shared
+	// device the two engines call them concurrently, and each computes a
+	// peer's full configuration from both families' leases.
+	op sync.Mutex
+	// mu guards what Status reads: the implementation and the desired
+	// peers.
+	mu     sync.Mutex
+	impl   impl
+	chosen choice
+	// desired is the peer wanted for each subnet; applied the keys the
+	// device was last configured with.
+	desired map[netip.Prefix]want
+	applied map[wgtypes.Key]bool
+}
+
+var _ dataplane.Tunnel = (*tunnel)(nil)
+
+// want is one lease's peer.
+type want struct {
+	key      wgtypes.Key
+	endpoint netip.AddrPort
+}
+
+func (t *tunnel) Name() string { return t.name }
+
+// current is the implementation, nil before the first pass chose it.
+func (t *tunnel) current() impl {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.impl
+}
+
+// pick chooses the implementation, the first time the device is needed.
+func (t *tunnel) pick() (impl, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.impl != nil {
+		return t.impl, nil
+	}
+	existing, err := linkType(t.h, t.name)
+	if err != nil {
+		return nil, err
+	}
+	c, err := choose(t.implFlag, existing, func() error { return createKernelLink(t.h, t.name, t.mtu) })
+	if err != nil {
+		return nil, err
+	}
+	t.chosen = c
+	if c.impl == ImplKernel {
+		t.impl = &kernelImpl{name: t.name, mtu: t.mtu, netns: t.netns}
+	} else {
+		t.impl = &userspaceImpl{name: t.name, mtu: t.mtu, socketDir: t.socketDir, netns: t.netns, log: t.log}
+	}
+	t.log.Info("WireGuard implementation chosen", "device", t.name, "impl", c.impl, "reason", c.reason)
+	return t.impl, nil
+}
+
+// EnsureDevice makes the device run with this host's key and port, its
+// MTU and up (see dataplane.Tunnel).
+//
+// Equivalent to: `ip link add flannel-wg type wireguard` (or
+// wireguard-go's TUN), `wg set flannel-wg private-key <file> listen-port
+// <port>`, `ip link set flannel-wg mtu <mtu> up`.
+func (t *tunnel) EnsureDevice() (netlink.Link, bool, error) {
+	t.op.Lock()
+	defer t.op.Unlock()
+	im, err := t.pick()
+	if err != nil {
+		return nil, false, err
+	}
+	link, created, err := im.ensure(t.h)
+	if err != nil {
+		return nil, false, err
+	}
+	repaired := created
+	if created {
+		t.mu.Lock()
+		t.applied = nil
+		t.mu.Unlock()
+		port := t.port
+		if err := im.configure(wgtypes.Config{PrivateKey: t.key.key(), ListenPort: &port}); err != nil {
+			return nil, false, fmt.Errorf("configure %s: %w", t.name, err)
+		}
+	}
+	a := link.Attrs()
+	if a.MTU != t.mtu {
+		if err := t.h.LinkSetMTU(link, t.mtu); err != nil {
+			return nil, false, fmt.Errorf("set MTU of %s: %w", t.name, err)
+		}
+		repaired = true
+	}
+	if a.Flags&net.FlagUp == 0 {
+		if err := t.h.LinkSetUp(link); err != nil {
+			return nil, false, fmt.Errorf("set %s up: %w", t.name, err)
+		}
+		repaired = true
+	}
+	return link, repaired, nil
+}
+
+// SyncPeers diffs the device against every lease's peer and applies the
+// difference in one configuration (see dataplane.Tunnel).
+func (t *tunnel) SyncPeers(peers []dataplane.TunnelPeer) (map[netip.Prefix]error, int, error) {
+	return t.syncPeers(peers, nil)
+}
+
+// familyTunnel is one engine's view of the device both families share:
+// its SyncPeers replaces the leases of its family only.
+type familyTunnel struct {
+	*tunnel
+	v6 bool
+}
+
+func (f familyTunnel) SyncPeers(peers []dataplane.TunnelPeer) (map[netip.Prefix]error, int, error) {
+	return f.syncPeers(peers, func(s netip.Prefix) bool { return s.Addr().Is6() != f.v6 })
+}
+
+// syncPeers is SyncPeers; the leases of the subnets keep (nil: none) are
+// left as wanted, those of the others replaced by peers.
+func (t *tunnel) syncPeers(peers []dataplane.TunnelPeer, keep func(netip.Prefix) bool) (map[netip.Prefix]error, int, error) {
+	t.op.Lock()
+	defer t.op.Unlock()
+	desired := make(map[netip.Prefix]want, len(peers))
+	failed := make(map[netip.Prefix]error)
+	for _, p := range peers {
+		w, err := wantOf(p)
+		if err != nil {
+			failed[p.Subnet] = err
+			continue
+		}
+		desired[p.Subnet] = w
+	}
+	t.mu.Lock()
+	if keep != nil {
+		for s, w := range t.desired {
+			if keep(s) {
+				desired[s] = w
+			}
+		}
+	}
+	t.desired = desired
+	applied := t.applied
+	im := t.impl
+	t.mu.Unlock()
+
+	dev, err := im.device()
+	if err != nil {
+		return failAll(failed, desired, err), 0, err
+	}
+	cfg := wgtypes.Config{}
+	if dev.PrivateKey != t.key.k {
+		cfg.PrivateKey = t.key.key()
+	}
+	if dev.ListenPort != t.port {
+		port := t.port
+		cfg.ListenPort = &port
+	}
+	byKey := groupByKey(desired)
+	repairs := 0
+	seen := make(map[wgtypes.Key]bool, len(dev.Peers))
+	for i := range dev.Peers {
+		have := &dev.Peers[i]
+		seen[have.PublicKey] = true
+		subnets, ok := byKey[have.PublicKey]
+		if !ok {
+			cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: have.PublicKey, Remove: true})
+			repairs++
+			continue
+		}
+		pc := t.peerConfig(have.PublicKey, subnets, desired)
+		if !t.matches(have, &pc) {
+			cfg.Peers = append(cfg.Peers, pc)
+			repairs++
+		}
+	}
+	for k, subnets := range byKey {
+		if !seen[k] {
+			cfg.Peers = append(cfg.Peers, t.peerConfig(k, subnets, desired))
+			if applied[k] {
+				repairs++
+			}
+		}
+	}
+	if cfg.PrivateKey != nil || cfg.ListenPort != nil || len(cfg.Peers) > 0 {
+		if err := im.configure(cfg); err != nil {
+			err = fmt.Errorf("configure %d peers: %w", len(cfg.Peers), err)
+			return failAll(failed, desired, err), repairs, err
+		}
+	}
+	t.mu.Lock()
+	t.applied = make(map[wgtypes.Key]bool, len(byKey))
+	for k := range byKey {
+		t.applied[k] = true
+	}
+	t.mu.Unlock()
+	return failed, repairs, nil
+}
+
+// UpdatePeers configures the peers of set and removes those of removed
+// in one configuration, touching no other peer (see dataplane.Tunnel).
+func (t *tunnel) UpdatePeers(set []dataplane.TunnelPeer, removed []netip.Prefix) map[netip.Prefix]error {
+	failed := make(map[netip.Prefix]error)
+	t.op.Lock()
+	defer t.op.Unlock()
+	t.mu.Lock()
+	if t.desired == nil {
+		t.desired = make(map[netip.Prefix]want)
+	}
+	touched := make(map[wgtypes.Key]bool)
+	for _, s := range removed {
+		if old, ok := t.desired[s]; ok {
+			touched[old.key] = true
+			delete(t.desired, s)
+		}
+	}
+	for _, p := range set {
+		if old, ok := t.desired[p.Subnet]; ok {
+			touched[old.key] = true
+		}
+		w, err := wantOf(p)
+		if err != nil {
+			delete(t.desired, p.Subnet)
+			failed[p.Subnet] = err
+			continue
+		}
+		t.desired[p.Subnet] = w
+		touched[w.key] = true
+	}
+	byKey := groupByKey(t.desired)
+	var cfg wgtypes.Config
+	for k := range touched {
+		if subnets, ok := byKey[k]; ok {
+			cfg.Peers = append(cfg.Peers, t.peerConfig(k, subnets, t.desired))
+		} else {
+			cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: k, Remove: true})
+		}
+	}
+	im := t.impl
+	t.mu.Unlock()
+	if len(cfg.Peers) == 0 {
+		return failed
+	}
+	if err := im.configure(cfg); err != nil {
+		err = fmt.Errorf("configure %s: %w", t.name, err)
+		for _, p := range set {
+			failed[p.Subnet] = errors.Join(failed[p.Subnet], err)
+		}
+		return failed
+	}
+	t.mu.Lock()
+	if t.applied == nil {
+		t.applied = make(map[wgtypes.Key]bool)
+	}
+	for k := range touched {
+		_, ok := byKey[k]
+		t.applied[k] = ok
+	}
+	t.mu.Unlock()
+	return failed
+}
+
+// wantOf parses a lease's backend data into its peer.
+func wantOf(p dataplane.TunnelPeer) (want, error) {
+	d, err := ParseBackendData(p.Data)
+	if err != nil {
+		return want{}, err
+	}
+	return want{key: d.PublicKey, endpoint: netip.AddrPortFrom(p.PublicIP, uint16(d.Port))}, nil
+}
+
+// groupByKey lists, per public key, the subnets that name it, sorted
+// (keys of one host may share a key: §3.8).
+func groupByKey(desired map[netip.Prefix]want) map[wgtypes.Key][]netip.Prefix {
+	out := make(map[wgtypes.Key][]netip.Prefix, len(desired))
+	for s, w := range desired {
+		out[w.key] = append(out[w.key], s)
+	}
+	for _, subnets := range out {
+		if len(subnets) > 1 {
+			slices.SortFunc(subnets, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+		}
+	}
+	return out
+}
+
+// peerConfig is the full configuration of the peer of key k: endpoint
+// chosen among its subnets' leases (selectEndpoint), AllowedIPs every
+// subnet, the PSK (zero: none) and the keepalive.
+func (t *tunnel) peerConfig(k wgtypes.Key, subnets []netip.Prefix, desired map[netip.Prefix]want) wgtypes.PeerConfig {
+	psk, keepalive := t.psk, t.keepalive
+	var v4, v6 netip.AddrPort
+	for _, s := range subnets {
+		if s.Addr().Is6() && !v6.IsValid() {
+			v6 = desired[s].endpoint
+		} else if !s.Addr().Is6() && !v4.IsValid() {
+			v4 = desired[s].endpoint
+		}
+	}
+	pc := wgtypes.PeerConfig{
+		PublicKey:                   k,
+		Endpoint:                    net.UDPAddrFromAddrPort(selectEndpoint(t.mode, v4, v6, t.extV6)),
+		PresharedKey:                &psk,
+		PersistentKeepaliveInterval: &keepalive,
+		ReplaceAllowedIPs:           true,
+	}
+	for _, s := range subnets {
+		pc.AllowedIPs = append(pc.AllowedIPs, net.IPNet{IP: net.IP(s.Addr().AsSlice()), Mask: net.CIDRMask(s.Bits(), s.Addr().BitLen())})
+	}
+	return pc
+}
+
+// selectEndpoint picks a peer's endpoint of its IPv4 lease (v4) or its
+// IPv6 one (v6) as flannel's single device does: Mode ipv4 the IPv4 one,
+// ipv6 the IPv6 one; auto the IPv4 one, unless it is a private address
+// and both the peer's IPv6 and this host's (extV6) are public. When the
+// peer has one family only, that one.
+func selectEndpoint(mode string, v4, v6 netip.AddrPort, extV6 netip.Addr) netip.AddrPort {
+	switch {
+	case !v6.IsValid():
+		return v4
+	case !v4.IsValid():
+		return v6
+	case mode == ModeIPv6:
+		return v6
+	case mode == ModeAuto && v4.Addr().IsPrivate() && !v6.Addr().IsPrivate() && extV6.IsValid() && !extV6.IsPrivate():
+		return v6
+	}
+	return v4
+}
+
+// matches reports whether the device's peer is as pc configures it.
+func (t *tunnel) matches(have *wgtypes.Peer, pc *wgtypes.PeerConfig) bool {
+	if have.Endpoint == nil || have.Endpoint.AddrPort() != pc.Endpoint.AddrPort() {
+		return false
+	}
+	if have.PresharedKey != *pc.PresharedKey || have.PersistentKeepaliveInterval != *pc.PersistentKeepaliveInterval {
+		return false
+	}
+	if len(have.AllowedIPs) != len(pc.AllowedIPs) {
+		return false
+	}
+	for _, a := range have.AllowedIPs {
+		if !slices.ContainsFunc(pc.AllowedIPs, func(b net.IPNet) bool { return a.String() == b.String() }) {
+			return false
+		}
+	}
+	return true
+}
+
+// failAll records err for every desired subnet.
+func failAll(failed map[netip.Prefix]error, desired map[netip.Prefix]want, err error) map[netip.Prefix]error {
+	for s := range desired {
+		failed[s] = err
+	}
+	return failed
+}
+
+// status reports the device and, per subnet, its peer as the device sees
+// it. It reads the device (one UAPI or generic netlink request).
+func (t *tunnel) status() (backend.WireGuardDevice, map[netip.Prefix]*backend.WireGuardPeer) {
+	t.mu.Lock()
+	im, c := t.impl, t.chosen
+	desired := make(map[netip.Prefix]wgtypes.Key, len(t.desired))
+	for s, w := range t.desired {
+		desired[s] = w.key
+	}
+	t.mu.Unlock()
+	d := backend.WireGuardDevice{Device: t.name, Impl: c.impl, ImplReason: c.reason, PublicKey: t.key.public().String(), ListenPort: t.port}
+	if im == nil {
+		return d, nil
+	}
+	dev, err := im.device()
+	if err != nil {
+		return d, nil
+	}
+	byKey := make(map[wgtypes.Key]*backend.WireGuardPeer, len(dev.Peers))
+	for i := range dev.Peers {
+		p := &dev.Peers[i]
+		wp := &backend.WireGuardPeer{PublicKey: p.PublicKey.String(), LatestHandshake: p.LastHandshakeTime, RxBytes: p.ReceiveBytes, TxBytes: p.TransmitBytes}
+		if p.Endpoint != nil {
+			wp.Endpoint = p.Endpoint.String()
+		}
+		byKey[p.PublicKey] = wp
+	}
+	out := make(map[netip.Prefix]*backend.WireGuardPeer, len(desired))
+	for s, k := range desired {
+		if wp, ok := byKey[k]; ok {
+			out[s] = wp
+		}
+	}
+	return d, out
+}
+
+// close releases the implementation; the device stays.
+func (t *tunnel) close() error {
+	t.mu.Lock()
+	im := t.impl
+	t.mu.Unlock()
+	if im == nil {
+		return nil
+	}
+	return im.close()
+}
