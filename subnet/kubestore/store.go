@@ -59,20 +59,25 @@ type Options struct {
 // Store is the cluster store on the Kubernetes API. It is safe for
 // concurrent use.
 type Store struct {
-	nodes    coreclient.NodeInterface
-	names    annotations
-	nodeName string
-	cfgPath  string
-	cfg      *lease.Config
-	log      *slog.Logger
-	informer cache.SharedIndexInformer
-	cancel   context.CancelFunc
-	done     chan struct{}
-	stats    storeStats
+	nodes     coreclient.NodeInterface
+	names     annotations
+	apiServer string
+	prefix    string
+	nodeName  string
+	cfgPath   string
+	cfg       *lease.Config
+	log       *slog.Logger
+	informer  cache.SharedIndexInformer
+	cancel    context.CancelFunc
+	done      chan struct{}
+	stats     storeStats
 }
 
 type storeStats struct {
-	patches, patchFailures, losses, restores, watchErrors atomic.Uint64
+	events, patches, patchFailures, losses, restores, watchErrors atomic.Uint64
+	// lastEvent is when the informer last delivered a Node (Unix
+	// nanoseconds; 0 before the first).
+	lastEvent atomic.Int64
 }
 
 // NewRESTConfig returns the API server's client configuration as flanneld
@@ -123,17 +128,26 @@ func Open(ctx context.Context, restCfg *rest.Config, opts Options) (*Store, erro
 		return nil, err
 	}
 	s := &Store{
-		nodes:    core.Nodes(),
-		names:    names,
-		nodeName: opts.NodeName,
-		cfgPath:  opts.NetConfigPath,
-		cfg:      cfg,
-		log:      opts.Log,
-		done:     make(chan struct{}),
+		nodes:     core.Nodes(),
+		names:     names,
+		apiServer: serverURL(restCfg.Host),
+		prefix:    opts.AnnotationPrefix,
+		nodeName:  opts.NodeName,
+		cfgPath:   opts.NetConfigPath,
+		cfg:       cfg,
+		log:       opts.Log,
+		done:      make(chan struct{}),
 	}
 	lw := cache.NewListWatchFromClient(core.RESTClient(), "nodes", "", fields.Everything())
 	s.informer = cache.NewSharedIndexInformer(lw, &corev1.Node{}, opts.ResyncPeriod, cache.Indexers{})
 	if err := s.informer.SetWatchErrorHandler(s.watchError); err != nil {
+		return nil, fmt.Errorf("kubestore: %w", err)
+	}
+	if _, err := s.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { s.event() },
+		UpdateFunc: func(_, _ any) { s.event() },
+		DeleteFunc: func(any) { s.event() },
+	}); err != nil {
 		return nil, fmt.Errorf("kubestore: %w", err)
 	}
 	ictx, cancel := context.WithCancel(context.WithoutCancel(ctx))
