@@ -15,7 +15,7 @@ import (
 
 	"github.com/netagent/netagent/masq"
 	"github.com/netagent/netagent/probe"
-	"github.com/netagent/netagent/subnet/kubestore"
+	"github.com/netagent/netagent/subnet/kubestore/kubeinfo"
 )
 
 // Instances (docs/compatibility.md §11). Several agents may serve one host,
@@ -185,7 +185,7 @@ func (o *Options) InstanceKey() string {
 	if !o.Kube.Enabled {
 		return o.Etcd.Prefix
 	}
-	if o.Kube.AnnotationPrefix == kubestore.DefaultAnnotationPrefix {
+	if o.Kube.AnnotationPrefix == kubeinfo.DefaultAnnotationPrefix {
 		return DefaultEtcdPrefix
 	}
 	return "kube:" + o.Kube.AnnotationPrefix

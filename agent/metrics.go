@@ -7,7 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/netagent/netagent/backend"
-	"github.com/netagent/netagent/subnet/kubestore"
+	"github.com/netagent/netagent/subnet/kubestore/kubeinfo"
 )
 
 // Metric names, as /metrics exports them. Counters only grow while the
@@ -209,7 +209,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // collectKube exports the Kubernetes store's state.
-func (c *collector) collectKube(ch chan<- prometheus.Metric, i kubestore.Info) {
+func (c *collector) collectKube(ch chan<- prometheus.Metric, i kubeinfo.Info) {
 	ch <- prometheus.MustNewConstMetric(c.storeInfo, prometheus.GaugeValue, 1, StoreKubernetes)
 	ch <- prometheus.MustNewConstMetric(c.kubeSynced, prometheus.GaugeValue, map[bool]float64{true: 1}[i.Synced])
 	ch <- prometheus.MustNewConstMetric(c.kubeEvents, prometheus.CounterValue, float64(i.Counters.Events))

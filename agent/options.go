@@ -15,7 +15,7 @@ import (
 
 	"github.com/netagent/netagent/iface"
 	"github.com/netagent/netagent/probe"
-	"github.com/netagent/netagent/subnet/kubestore"
+	"github.com/netagent/netagent/subnet/kubestore/kubeinfo"
 	"github.com/netagent/netagent/subnetfile"
 )
 
@@ -146,8 +146,8 @@ func DefaultOptions() *Options {
 			Prefix:    DefaultEtcdPrefix,
 		},
 		Kube: KubeOptions{
-			AnnotationPrefix: kubestore.DefaultAnnotationPrefix,
-			NetConfigPath:    kubestore.DefaultNetConfigPath,
+			AnnotationPrefix: kubeinfo.DefaultAnnotationPrefix,
+			NetConfigPath:    kubeinfo.DefaultNetConfigPath,
 		},
 		SubnetFile:     subnetfile.DefaultPath,
 		DockerOptsFile: DefaultDockerOptsFile,

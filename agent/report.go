@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/netagent/netagent/probe"
-	"github.com/netagent/netagent/subnet/kubestore"
+	"github.com/netagent/netagent/subnet/kubestore/kubeinfo"
 )
 
 // Report is the agent's status as `netagent status --json` prints it and
@@ -67,7 +67,7 @@ type StoreReport struct {
 	*KubeStoreReport
 }
 
-// KubeStoreReport is the Kubernetes store (kubestore.Info).
+// KubeStoreReport is the Kubernetes store (kubeinfo.Info).
 type KubeStoreReport struct {
 	APIServer        string `json:"api_server"`
 	Node             string `json:"node"`
@@ -75,9 +75,9 @@ type KubeStoreReport struct {
 	NetConfigPath    string `json:"net_config_path"`
 	// Synced is true once the Node informer has listed the Nodes;
 	// LastEvent is when it last delivered a Node.
-	Synced    bool                   `json:"synced"`
-	LastEvent *time.Time             `json:"last_event,omitempty"`
-	Counters  kubestore.InfoCounters `json:"counters"`
+	Synced    bool                  `json:"synced"`
+	LastEvent *time.Time            `json:"last_event,omitempty"`
+	Counters  kubeinfo.InfoCounters `json:"counters"`
 }
 
 // LeaseReport is this host's lease.

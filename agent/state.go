@@ -10,7 +10,6 @@ import (
 	"github.com/netagent/netagent/masq"
 	"github.com/netagent/netagent/probe"
 	"github.com/netagent/netagent/subnet"
-	"github.com/netagent/netagent/subnet/kubestore"
 )
 
 // maxRecentErrors bounds the errors kept for `netagent status`.
@@ -33,7 +32,7 @@ type state struct {
 	// storeKind is StoreEtcd or StoreKubernetes; kube is the Kubernetes
 	// store in kube mode, else nil.
 	storeKind string
-	kube      *kubestore.Store
+	kube      KubeStore
 	// etcdContact is the last time the store (etcd, the API server)
 	// answered a request of the agent, and etcdErr the error of the last
 	// request that failed since then.

@@ -113,6 +113,9 @@ func runAgent(ctx context.Context, args []string, getenv func(string) string, en
 		return usageError{err}
 	}
 	opts.Version = version
+	if err := runKubeBinary(opts); err != nil {
+		return err
+	}
 	log := newJournalLogger(stderr, opts.LogLevel, opts.LogFormat, getenv("JOURNAL_STREAM") != "")
 	for _, w := range warnings {
 		log.Warn(w)

@@ -9,13 +9,15 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/netagent/netagent/subnet/kubestore/kubeinfo"
+
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/netagent/netagent/lease"
 )
 
 // DefaultAnnotationPrefix is flannel's --kube-annotation-prefix default.
-const DefaultAnnotationPrefix = "flannel.alpha.coreos.com"
+const DefaultAnnotationPrefix = kubeinfo.DefaultAnnotationPrefix
 
 // ErrInvalidPrefix is wrapped by the error of an annotation prefix that
 // cannot form annotation names.

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/netagent/netagent/subnet/kubestore/kubeinfo"
+
 	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -21,7 +23,7 @@ import (
 )
 
 // DefaultNetConfigPath is flannel's --net-config-path default.
-const DefaultNetConfigPath = "/etc/kube-flannel/net-conf.json"
+const DefaultNetConfigPath = kubeinfo.DefaultNetConfigPath
 
 // ErrForbidden is wrapped by the error of a request the API server
 // refused for lack of RBAC permission; the error names the verb and the
