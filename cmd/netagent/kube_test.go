@@ -63,6 +63,8 @@ type kubeHost struct {
 	dir     string
 	netConf string
 	socket  string
+	// apiArgs say how the agent reaches the API server.
+	apiArgs []string
 }
 
 func newKubeHost(t *testing.T) *kubeHost {
@@ -72,7 +74,8 @@ func newKubeHost(t *testing.T) *kubeHost {
 	c := kubetest.Start(t, kubetest.Options{NS: ns.Name})
 	nstest.Veth(t, ns, "eth0", nstest.NewNS(t, "kpeer"), "eth0")
 	ns.AddrAdd(t, "eth0", "192.168.90.1/24")
-	k := &kubeHost{c: c, admin: c.Client(t, kubetest.AdminUser), h: ns.Handle, dir: t.TempDir()}
+	k := &kubeHost{c: c, admin: c.Client(t, kubetest.AdminUser), h: ns.Handle, dir: t.TempDir(),
+		apiArgs: []string{"--kubeconfig-file", c.AgentKubeconfig}}
 	k.netConf = filepath.Join(k.dir, "net-conf.json")
 	k.socket = filepath.Join(k.dir, "status.sock")
 	if err := os.WriteFile(k.netConf, []byte(kubeNetConf), 0o644); err != nil {
@@ -113,11 +116,10 @@ func (k *kubeHost) startAgent(t *testing.T, node string) *agentProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"netns", "exec", k.c.NS, exe, "run", "--kube-subnet-mgr",
-		"--kubeconfig-file", k.c.AgentKubeconfig, "--net-config-path", k.netConf,
-		"--iface", "eth0", "--ip-masq", "--probe=false",
+	args := append([]string{"netns", "exec", k.c.NS, exe, "run", "--kube-subnet-mgr", "--net-config-path", k.netConf}, k.apiArgs...)
+	args = append(args, "--iface", "eth0", "--ip-masq", "--probe=false",
 		"--subnet-file", filepath.Join(k.dir, "subnet.env"), "--docker-opts-file", "",
-		"--status-socket", k.socket}
+		"--status-socket", k.socket)
 	p := &agentProc{cmd: exec.Command("ip", args...), log: filepath.Join(k.dir, "agent.log"), done: make(chan struct{})}
 	p.cmd.Env = append(os.Environ(), runMainEnv+"=1", netnsguard.EnvRefuse+"=1", "NODE_NAME="+node)
 	f, err := os.Create(p.log)
@@ -404,5 +406,33 @@ func TestKubeAgentForbidden(t *testing.T) {
 	}
 	if msg := p.output(); !strings.Contains(msg, "patch nodes/status node-a") || !strings.Contains(msg, "forbidden") {
 		t.Errorf("the agent's error does not name the verb and resource refused:\n%s", msg)
+	}
+}
+
+// TestKubeAgentBadNetConf: a network config file that is missing or
+// broken stops the agent at start with an error naming the file, before
+// it asks the API server anything (none runs here).
+func TestKubeAgentBadNetConf(t *testing.T) {
+	ns := nstest.NewNS(t, "kconf")
+	dir := t.TempDir()
+	broken := filepath.Join(dir, "broken.json")
+	if err := os.WriteFile(broken, []byte(`{"Network": "10.244.0.0/33"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k := &kubeHost{c: &kubetest.Cluster{NS: ns.Name}, dir: dir, socket: filepath.Join(dir, "status.sock"),
+		apiArgs: []string{"--kube-api-url", "https://127.0.0.1:6443"}}
+	for _, path := range []string{broken, filepath.Join(dir, "missing.json")} {
+		k.netConf = path
+		p := k.startAgent(t, "node-a")
+		select {
+		case <-p.done:
+		case <-time.After(kubeWait):
+			t.Fatalf("the agent did not stop with --net-config-path %s", path)
+		}
+		if msg := p.output(); p.err == nil || !strings.Contains(msg, path) {
+			t.Errorf("--net-config-path %s: agent exited with %v, its error does not name the file:\n%s", path, p.err, msg)
+		} else {
+			t.Logf("%s", strings.TrimSpace(msg[strings.LastIndex(strings.TrimSpace(msg), "\n")+1:]))
+		}
 	}
 }
