@@ -304,10 +304,21 @@ func TestKubeAgent(t *testing.T) {
 // and metrics) once the agent holds its lease.
 func (k *kubeHost) checkStatus(t *testing.T) {
 	t.Helper()
-	r, err := k.status()
-	if err != nil {
-		t.Fatal(err)
-	}
+	var r *agent.Report
+	await.Eventually(t, kubeWait, "health check kube-apiserver passing", func() (err error) {
+		if r, err = k.status(); err != nil {
+			return err
+		}
+		for _, c := range r.Health {
+			if c.Name == agent.CheckEtcd {
+				t.Fatalf("health check %s in kube mode: %+v", agent.CheckEtcd, r.Health)
+			}
+			if c.Name == agent.CheckKubeAPI && c.OK {
+				return nil
+			}
+		}
+		return fmt.Errorf("health %+v", r.Health)
+	})
 	st := r.Store
 	if st.Kind != agent.StoreKubernetes || st.KubeStoreReport == nil {
 		t.Fatalf("status store %+v, want kind kubernetes", st)
