@@ -203,7 +203,8 @@ func (k *kubeHost) status() (*agent.Report, error) {
 // for its Node's pod CIDR, holds it, writes the subnet file, publishes its
 // lease in the Node's annotations as flannel does, programs a peer Node as
 // vxlan route, neighbour and fdb entry, and drops it when the Node is
-// deleted.
+// deleted; with its RBAC rules narrowed, its status names the patch
+// refused.
 func TestKubeAgent(t *testing.T) {
 	k := newKubeHost(t)
 	k.c.GrantAgent(t, kubetest.AgentRules...)
@@ -298,7 +299,35 @@ func TestKubeAgent(t *testing.T) {
 	await.Eventually(t, kubeWait, "peer node-b removed from flannel.1", func() error {
 		return k.peerEntries(vtep, "10.244.2.0", peerMAC, "192.168.90.2", false)
 	})
+
+	// RBAC narrowed while the agent runs: the annotations removed from
+	// its Node cannot be written back, and the status says why.
+	k.c.GrantAgent(t, readNodesOnly)
+	k.awaitAllowed(t, "patch", "nodes", "status", false)
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{kubePrefix + "backend-type": nil}}})
+	if _, err := k.admin.CoreV1().Nodes().Patch(context.Background(), "node-a", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	await.Eventually(t, kubeWait, "status naming the refused patch of nodes/status", func() error {
+		r, err := k.status()
+		if err != nil {
+			return err
+		}
+		for _, e := range r.RecentErrors {
+			if strings.Contains(e.Message, "patch nodes/status node-a") && strings.Contains(e.Message, "forbidden") {
+				if r.Store.Counters.PatchFailures == 0 {
+					t.Fatalf("recent error %q without a patch failure counted", e.Message)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("recent errors %+v", r.RecentErrors)
+	})
 }
+
+// readNodesOnly is the deployment's RBAC rules without the patch of
+// nodes/status.
+var readNodesOnly = rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}}
 
 // checkStatus checks what the status socket says of the store (JSON, text
 // and metrics) once the agent holds its lease.
@@ -402,7 +431,7 @@ func (k *kubeHost) peerEntries(vtep netlink.Link, gw, mac, public string, want b
 // names the verb and resource it may not use.
 func TestKubeAgentForbidden(t *testing.T) {
 	k := newKubeHost(t)
-	k.c.GrantAgent(t, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}})
+	k.c.GrantAgent(t, readNodesOnly)
 	k.awaitAllowed(t, "watch", "nodes", "", true)
 	k.createNode(t, "node-a", nil, "10.244.1.0/24")
 	p := k.startAgent(t, "node-a")
