@@ -34,7 +34,8 @@ import (
 // runMainEnv makes the test binary run main (the netagent command) with
 // its arguments instead of the tests: the kube tests start the agent this
 // way inside a test namespace, as a separate process.
-const runMainEnv = "NETAGENT_TEST_RUN_MAIN"
+// (Not NETAGENT_*: the agent warns about those that name no flag.)
+const runMainEnv = "TEST_RUN_NETAGENT_MAIN"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(runMainEnv) == "1" {
@@ -55,7 +56,8 @@ const (
 
 // kubeHost is a real API server, and a host for the agent: the agent runs
 // in the API server's namespace (it reaches it on 127.0.0.1), with eth0,
-// 192.168.90.1/24, a veth to a neighbour namespace as its underlay.
+// 192.168.90.1/24 and fd90::1/64, a veth to a neighbour namespace as its
+// underlay.
 type kubeHost struct {
 	c       *kubetest.Cluster
 	admin   kubernetes.Interface
@@ -67,18 +69,18 @@ type kubeHost struct {
 	apiArgs []string
 }
 
-func newKubeHost(t *testing.T) *kubeHost {
+func newKubeHost(t *testing.T, netConf string) *kubeHost {
 	t.Helper()
 	nstest.RequireRoot(t)
 	ns := nstest.NewNS(t, "kagent")
 	c := kubetest.Start(t, kubetest.Options{NS: ns.Name})
 	nstest.Veth(t, ns, "eth0", nstest.NewNS(t, "kpeer"), "eth0")
-	ns.AddrAdd(t, "eth0", "192.168.90.1/24")
+	ns.AddrAdd(t, "eth0", "192.168.90.1/24", "fd90::1/64")
 	k := &kubeHost{c: c, admin: c.Client(t, kubetest.AdminUser), h: ns.Handle, dir: t.TempDir(),
 		apiArgs: []string{"--kubeconfig-file", c.AgentKubeconfig}}
 	k.netConf = filepath.Join(k.dir, "net-conf.json")
 	k.socket = filepath.Join(k.dir, "status.sock")
-	if err := os.WriteFile(k.netConf, []byte(kubeNetConf), 0o644); err != nil {
+	if err := os.WriteFile(k.netConf, []byte(netConf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return k
@@ -170,11 +172,11 @@ func (k *kubeHost) awaitAllowed(t *testing.T, verb, resource, sub string, want b
 	})
 }
 
-func (k *kubeHost) createNode(t *testing.T, name string, annotations map[string]string, cidr string) {
+func (k *kubeHost) createNode(t *testing.T, name string, annotations map[string]string, cidrs ...string) {
 	t.Helper()
 	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annotations}}
-	if cidr != "" {
-		n.Spec.PodCIDR, n.Spec.PodCIDRs = cidr, []string{cidr}
+	if len(cidrs) > 0 {
+		n.Spec.PodCIDR, n.Spec.PodCIDRs = cidrs[0], cidrs
 	}
 	if _, err := k.admin.CoreV1().Nodes().Create(context.Background(), n, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create Node %s: %v", name, err)
@@ -184,11 +186,11 @@ func (k *kubeHost) createNode(t *testing.T, name string, annotations map[string]
 // allocate sets a Node's pod CIDR as the controller manager's node IPAM
 // controller does (--allocate-node-cidrs: a strategic merge patch of
 // spec.podCIDR and spec.podCIDRs); the controller manager is not run.
-func (k *kubeHost) allocate(t *testing.T, name, cidr string) {
+func (k *kubeHost) allocate(t *testing.T, name string, cidrs ...string) {
 	t.Helper()
-	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"podCIDR": cidr, "podCIDRs": []string{cidr}}})
+	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"podCIDR": cidrs[0], "podCIDRs": cidrs}})
 	if _, err := k.admin.CoreV1().Nodes().Patch(context.Background(), name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
-		t.Fatalf("allocate %s to Node %s: %v", cidr, name, err)
+		t.Fatalf("allocate %v to Node %s: %v", cidrs, name, err)
 	}
 }
 
@@ -206,10 +208,10 @@ func (k *kubeHost) status() (*agent.Report, error) {
 // deleted; with its RBAC rules narrowed, its status names the patch
 // refused.
 func TestKubeAgent(t *testing.T) {
-	k := newKubeHost(t)
+	k := newKubeHost(t, kubeNetConf)
 	k.c.GrantAgent(t, kubetest.AgentRules...)
 	k.awaitAllowed(t, "patch", "nodes", "status", true)
-	k.createNode(t, "node-a", nil, "")
+	k.createNode(t, "node-a", nil)
 	p := k.startAgent(t, "node-a")
 
 	// No pod CIDR yet: the agent serves its status, holds nothing, is
@@ -290,14 +292,14 @@ func TestKubeAgent(t *testing.T) {
 		kubePrefix + "public-ip":           "192.168.90.2",
 	}, "10.244.2.0/24")
 	await.Eventually(t, kubeWait, "peer node-b programmed on flannel.1", func() error {
-		return k.peerEntries(vtep, "10.244.2.0", peerMAC, "192.168.90.2", true)
+		return k.peerEntries(vtep, "10.244.2.0/24", peerMAC, "192.168.90.2", true)
 	})
 
 	if err := k.admin.CoreV1().Nodes().Delete(context.Background(), "node-b", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	await.Eventually(t, kubeWait, "peer node-b removed from flannel.1", func() error {
-		return k.peerEntries(vtep, "10.244.2.0", peerMAC, "192.168.90.2", false)
+		return k.peerEntries(vtep, "10.244.2.0/24", peerMAC, "192.168.90.2", false)
 	})
 
 	// RBAC narrowed while the agent runs: the annotations removed from
@@ -385,22 +387,27 @@ func (k *kubeHost) checkStatus(t *testing.T) {
 }
 
 // peerEntries checks that the vxlan route, neighbour and fdb entry of a
-// peer whose subnet starts at gw are all there (want) or all gone.
+// peer's subnet are all there (want) or all gone.
 //
-// Equivalent to: `ip route show 10.244.2.0/24; ip neigh show dev
-// flannel.1; bridge fdb show dev flannel.1`.
-func (k *kubeHost) peerEntries(vtep netlink.Link, gw, mac, public string, want bool) error {
-	routes, err := k.h.RouteList(vtep, netlink.FAMILY_V4)
+// Equivalent to: `ip route show SUBNET; ip neigh show dev flannel.1;
+// bridge fdb show dev flannel.1` (flannel-v6.1 for IPv6).
+func (k *kubeHost) peerEntries(vtep netlink.Link, subnet, mac, public string, want bool) error {
+	gw := strings.Split(subnet, "/")[0]
+	family := netlink.FAMILY_V4
+	if strings.Contains(gw, ":") {
+		family = netlink.FAMILY_V6
+	}
+	routes, err := k.h.RouteList(vtep, family)
 	if err != nil {
 		return err
 	}
 	route := false
 	for _, r := range routes {
-		if r.Dst != nil && r.Dst.String() == gw+"/24" && r.Gw.String() == gw {
+		if r.Dst != nil && r.Dst.String() == subnet && r.Gw.String() == gw {
 			route = true
 		}
 	}
-	neighs, err := k.h.NeighList(vtep.Attrs().Index, netlink.FAMILY_V4)
+	neighs, err := k.h.NeighList(vtep.Attrs().Index, family)
 	if err != nil {
 		return err
 	}
@@ -430,7 +437,7 @@ func (k *kubeHost) peerEntries(vtep netlink.Link, gw, mac, public string, want b
 // (no patch of nodes/status), the agent stops at start with an error that
 // names the verb and resource it may not use.
 func TestKubeAgentForbidden(t *testing.T) {
-	k := newKubeHost(t)
+	k := newKubeHost(t, kubeNetConf)
 	k.c.GrantAgent(t, readNodesOnly)
 	k.awaitAllowed(t, "watch", "nodes", "", true)
 	k.createNode(t, "node-a", nil, "10.244.1.0/24")
@@ -475,4 +482,75 @@ func TestKubeAgentBadNetConf(t *testing.T) {
 			t.Logf("%s", strings.TrimSpace(msg[strings.LastIndex(strings.TrimSpace(msg), "\n")+1:]))
 		}
 	}
+}
+
+// TestKubeAgentDualStack: on a dual-stack network the agent holds its
+// Node's pod CIDR of each family, writes both in the subnet file, publishes the
+// IPv6 public address and VTEP as flannel does, and programs a dual-stack
+// peer Node on both vxlan devices.
+func TestKubeAgentDualStack(t *testing.T) {
+	k := newKubeHost(t, `{"Network": "10.244.0.0/16", "EnableIPv6": true, "IPv6Network": "fd00:244::/56", "Backend": {"Type": "vxlan"}}`)
+	k.c.GrantAgent(t, kubetest.AgentRules...)
+	k.awaitAllowed(t, "patch", "nodes", "status", true)
+	k.createNode(t, "node-a", nil)
+	p := k.startAgent(t, "node-a")
+	await.Eventually(t, kubeWait, "agent status answering", func() error {
+		if p.exited() {
+			t.Fatalf("agent exited: %v", p.err)
+		}
+		_, err := k.status()
+		return err
+	})
+	k.allocate(t, "node-a", "10.244.1.0/24", "fd00:244:0:1::/64")
+	await.Eventually(t, kubeWait, "agent ready with both pod CIDRs", func() error {
+		r, err := k.status()
+		if err != nil {
+			return err
+		}
+		if r.Lease == nil || r.Lease.Subnet != "10.244.1.0/24" || r.Lease.IPv6Subnet != "fd00:244:0:1::/64" || !r.Ready {
+			return fmt.Errorf("lease %+v ready %v", r.Lease, r.Ready)
+		}
+		return nil
+	})
+	env, err := os.ReadFile(filepath.Join(k.dir, "subnet.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{"FLANNEL_SUBNET=10.244.1.1/24", "FLANNEL_IPV6_NETWORK=fd00:244::/56", "FLANNEL_IPV6_SUBNET=fd00:244:0:1::1/64"} {
+		if !strings.Contains(string(env), line+"\n") {
+			t.Errorf("subnet file lacks %s:\n%s", line, env)
+		}
+	}
+	vtep6, err := k.h.LinkByName("flannel-v6.1")
+	if err != nil {
+		t.Fatalf("flannel-v6.1: %v", err)
+	}
+	node, err := k.admin.CoreV1().Nodes().Get(context.Background(), "node-a", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := node.Annotations[kubePrefix+"public-ipv6"]; got != "fd90::1" {
+		t.Errorf("annotation public-ipv6 = %q, want fd90::1", got)
+	}
+	if data := node.Annotations[kubePrefix+"backend-v6-data"]; !strings.Contains(data, vtep6.Attrs().HardwareAddr.String()) {
+		t.Errorf("annotation backend-v6-data = %q, want flannel-v6.1's MAC %s", data, vtep6.Attrs().HardwareAddr)
+	}
+
+	const mac4, mac6 = "3e:5b:b9:8d:d6:02", "3e:5b:b9:8d:d6:62"
+	k.createNode(t, "node-b", map[string]string{
+		kubePrefix + "kube-subnet-manager": "true",
+		kubePrefix + "backend-type":        "vxlan",
+		kubePrefix + "backend-data":        `{"VNI":1,"VtepMAC":"` + mac4 + `"}`,
+		kubePrefix + "backend-v6-data":     `{"VNI":1,"VtepMAC":"` + mac6 + `"}`,
+		kubePrefix + "public-ip":           "192.168.90.2",
+		kubePrefix + "public-ipv6":         "fd90::2",
+	}, "10.244.2.0/24", "fd00:244:0:2::/64")
+	vtep, err := k.h.LinkByName("flannel.1")
+	if err != nil {
+		t.Fatalf("flannel.1: %v", err)
+	}
+	await.Eventually(t, kubeWait, "peer node-b programmed on flannel.1 and flannel-v6.1", func() error {
+		return errors.Join(k.peerEntries(vtep, "10.244.2.0/24", mac4, "192.168.90.2", true),
+			k.peerEntries(vtep6, "fd00:244:0:2::/64", mac6, "fd90::2", true))
+	})
 }
