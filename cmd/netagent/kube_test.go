@@ -209,41 +209,15 @@ func (k *kubeHost) status() (*agent.Report, error) {
 // refused.
 func TestKubeAgent(t *testing.T) {
 	k := newKubeHost(t, kubeNetConf)
-	k.c.GrantAgent(t, kubetest.AgentRules...)
-	k.awaitAllowed(t, "patch", "nodes", "status", true)
-	k.createNode(t, "node-a", nil)
-	p := k.startAgent(t, "node-a")
-
 	// No pod CIDR yet: the agent serves its status, holds nothing, is
 	// not ready.
-	await.Eventually(t, kubeWait, "agent status answering with the Node informer synced", func() error {
-		if p.exited() {
-			t.Fatalf("agent exited: %v", p.err)
-		}
-		r, err := k.status()
-		if err != nil {
-			return err
-		}
-		if r.Lease != nil || r.Ready {
-			t.Fatalf("lease %+v ready %v before the Node has a pod CIDR", r.Lease, r.Ready)
-		}
-		return nil
-	})
+	k.startOnNode(t, "node-a")
 	if _, err := os.Stat(filepath.Join(k.dir, "subnet.env")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("subnet file before the Node has a pod CIDR: %v", err)
 	}
 
 	k.allocate(t, "node-a", "10.244.1.0/24")
-	await.Eventually(t, kubeWait, "agent ready with lease 10.244.1.0/24", func() error {
-		r, err := k.status()
-		if err != nil {
-			return err
-		}
-		if r.Lease == nil || r.Lease.Subnet != "10.244.1.0/24" || !r.Ready {
-			return fmt.Errorf("lease %+v ready %v", r.Lease, r.Ready)
-		}
-		return nil
-	})
+	k.awaitLease(t, "10.244.1.0/24", "")
 	env, err := os.ReadFile(filepath.Join(k.dir, "subnet.env"))
 	if err != nil {
 		t.Fatal(err)
@@ -330,6 +304,46 @@ func TestKubeAgent(t *testing.T) {
 // readNodesOnly is the deployment's RBAC rules without the patch of
 // nodes/status.
 var readNodesOnly = rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}}
+
+// startOnNode grants the agent the deployment's RBAC rules, registers its
+// Node without a pod CIDR and starts the agent, and waits until its status
+// answers, holding no lease and not ready.
+func (k *kubeHost) startOnNode(t *testing.T, node string) {
+	t.Helper()
+	k.c.GrantAgent(t, kubetest.AgentRules...)
+	k.awaitAllowed(t, "patch", "nodes", "status", true)
+	k.createNode(t, node, nil)
+	p := k.startAgent(t, node)
+	await.Eventually(t, kubeWait, "agent status answering", func() error {
+		if p.exited() {
+			t.Fatalf("agent exited: %v", p.err)
+		}
+		r, err := k.status()
+		if err != nil {
+			return err
+		}
+		if r.Lease != nil || r.Ready {
+			t.Fatalf("lease %+v ready %v before the Node has a pod CIDR", r.Lease, r.Ready)
+		}
+		return nil
+	})
+}
+
+// awaitLease waits until the agent is ready holding the subnets v4 and v6
+// ("" for none).
+func (k *kubeHost) awaitLease(t *testing.T, v4, v6 string) {
+	t.Helper()
+	await.Eventually(t, kubeWait, "agent ready with lease "+strings.TrimSpace(v4+" "+v6), func() error {
+		r, err := k.status()
+		if err != nil {
+			return err
+		}
+		if r.Lease == nil || r.Lease.Subnet != v4 || r.Lease.IPv6Subnet != v6 || !r.Ready {
+			return fmt.Errorf("lease %+v ready %v", r.Lease, r.Ready)
+		}
+		return nil
+	})
+}
 
 // checkStatus checks what the status socket says of the store (JSON, text
 // and metrics) once the agent holds its lease.
@@ -490,28 +504,9 @@ func TestKubeAgentBadNetConf(t *testing.T) {
 // peer Node on both vxlan devices.
 func TestKubeAgentDualStack(t *testing.T) {
 	k := newKubeHost(t, `{"Network": "10.244.0.0/16", "EnableIPv6": true, "IPv6Network": "fd00:244::/56", "Backend": {"Type": "vxlan"}}`)
-	k.c.GrantAgent(t, kubetest.AgentRules...)
-	k.awaitAllowed(t, "patch", "nodes", "status", true)
-	k.createNode(t, "node-a", nil)
-	p := k.startAgent(t, "node-a")
-	await.Eventually(t, kubeWait, "agent status answering", func() error {
-		if p.exited() {
-			t.Fatalf("agent exited: %v", p.err)
-		}
-		_, err := k.status()
-		return err
-	})
+	k.startOnNode(t, "node-a")
 	k.allocate(t, "node-a", "10.244.1.0/24", "fd00:244:0:1::/64")
-	await.Eventually(t, kubeWait, "agent ready with both pod CIDRs", func() error {
-		r, err := k.status()
-		if err != nil {
-			return err
-		}
-		if r.Lease == nil || r.Lease.Subnet != "10.244.1.0/24" || r.Lease.IPv6Subnet != "fd00:244:0:1::/64" || !r.Ready {
-			return fmt.Errorf("lease %+v ready %v", r.Lease, r.Ready)
-		}
-		return nil
-	})
+	k.awaitLease(t, "10.244.1.0/24", "fd00:244:0:1::/64")
 	env, err := os.ReadFile(filepath.Join(k.dir, "subnet.env"))
 	if err != nil {
 		t.Fatal(err)
