@@ -218,27 +218,13 @@ func TestKubeAgent(t *testing.T) {
 
 	k.allocate(t, "node-a", "10.244.1.0/24")
 	k.awaitLease(t, "10.244.1.0/24", "")
-	env, err := os.ReadFile(filepath.Join(k.dir, "subnet.env"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range []string{"FLANNEL_NETWORK=10.244.0.0/16", "FLANNEL_SUBNET=10.244.1.1/24", "FLANNEL_MTU=1450", "FLANNEL_IPMASQ=true"} {
-		if !strings.Contains(string(env), line+"\n") {
-			t.Errorf("subnet file lacks %s:\n%s", line, env)
-		}
-	}
+	k.checkSubnetFile(t, "FLANNEL_NETWORK=10.244.0.0/16", "FLANNEL_SUBNET=10.244.1.1/24", "FLANNEL_MTU=1450", "FLANNEL_IPMASQ=true")
 
 	k.checkStatus(t)
 
 	// The lease in the Node's annotations, in flannel's form.
-	vtep, err := k.h.LinkByName("flannel.1")
-	if err != nil {
-		t.Fatalf("flannel.1: %v", err)
-	}
-	node, err := k.admin.CoreV1().Nodes().Get(context.Background(), "node-a", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	vtep := k.link(t, "flannel.1")
+	node := k.node(t, "node-a")
 	want := map[string]string{
 		kubePrefix + "kube-subnet-manager": "true",
 		kubePrefix + "backend-type":        "vxlan",
@@ -259,12 +245,7 @@ func TestKubeAgent(t *testing.T) {
 
 	// A peer Node, as a flannel host publishes it.
 	const peerMAC = "3e:5b:b9:8d:d6:02"
-	k.createNode(t, "node-b", map[string]string{
-		kubePrefix + "kube-subnet-manager": "true",
-		kubePrefix + "backend-type":        "vxlan",
-		kubePrefix + "backend-data":        `{"VNI":1,"VtepMAC":"` + peerMAC + `"}`,
-		kubePrefix + "public-ip":           "192.168.90.2",
-	}, "10.244.2.0/24")
+	k.createNode(t, "node-b", peerAnnotations(peerMAC, "192.168.90.2"), "10.244.2.0/24")
 	await.Eventually(t, kubeWait, "peer node-b programmed on flannel.1", func() error {
 		return k.peerEntries(vtep, "10.244.2.0/24", peerMAC, "192.168.90.2", true)
 	})
@@ -305,6 +286,23 @@ func TestKubeAgent(t *testing.T) {
 // nodes/status.
 var readNodesOnly = rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}}
 
+// peerAnnotations are the annotations a flannel host publishes for a vxlan
+// lease: its VTEP MAC and public address of each family (IPv4's first,
+// then optionally IPv6's).
+func peerAnnotations(macAndIPs ...string) map[string]string {
+	a := map[string]string{
+		kubePrefix + "kube-subnet-manager": "true",
+		kubePrefix + "backend-type":        "vxlan",
+		kubePrefix + "backend-data":        `{"VNI":1,"VtepMAC":"` + macAndIPs[0] + `"}`,
+		kubePrefix + "public-ip":           macAndIPs[1],
+	}
+	if len(macAndIPs) == 4 {
+		a[kubePrefix+"backend-v6-data"] = `{"VNI":1,"VtepMAC":"` + macAndIPs[2] + `"}`
+		a[kubePrefix+"public-ipv6"] = macAndIPs[3]
+	}
+	return a
+}
+
 // startOnNode grants the agent the deployment's RBAC rules, registers its
 // Node without a pod CIDR and starts the agent, and waits until its status
 // answers, holding no lease and not ready.
@@ -343,6 +341,40 @@ func (k *kubeHost) awaitLease(t *testing.T, v4, v6 string) {
 		}
 		return nil
 	})
+}
+
+// link returns the host's link called name.
+func (k *kubeHost) link(t *testing.T, name string) netlink.Link {
+	t.Helper()
+	l, err := k.h.LinkByName(name)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return l
+}
+
+// node returns the Node called name as the API server has it.
+func (k *kubeHost) node(t *testing.T, name string) *corev1.Node {
+	t.Helper()
+	n, err := k.admin.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("get Node %s: %v", name, err)
+	}
+	return n
+}
+
+// checkSubnetFile checks that the agent's subnet file has each of lines.
+func (k *kubeHost) checkSubnetFile(t *testing.T, lines ...string) {
+	t.Helper()
+	env, err := os.ReadFile(filepath.Join(k.dir, "subnet.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range lines {
+		if !strings.Contains(string(env), line+"\n") {
+			t.Errorf("subnet file lacks %s:\n%s", line, env)
+		}
+	}
 }
 
 // checkStatus checks what the status socket says of the store (JSON, text
@@ -507,23 +539,9 @@ func TestKubeAgentDualStack(t *testing.T) {
 	k.startOnNode(t, "node-a")
 	k.allocate(t, "node-a", "10.244.1.0/24", "fd00:244:0:1::/64")
 	k.awaitLease(t, "10.244.1.0/24", "fd00:244:0:1::/64")
-	env, err := os.ReadFile(filepath.Join(k.dir, "subnet.env"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range []string{"FLANNEL_SUBNET=10.244.1.1/24", "FLANNEL_IPV6_NETWORK=fd00:244::/56", "FLANNEL_IPV6_SUBNET=fd00:244:0:1::1/64"} {
-		if !strings.Contains(string(env), line+"\n") {
-			t.Errorf("subnet file lacks %s:\n%s", line, env)
-		}
-	}
-	vtep6, err := k.h.LinkByName("flannel-v6.1")
-	if err != nil {
-		t.Fatalf("flannel-v6.1: %v", err)
-	}
-	node, err := k.admin.CoreV1().Nodes().Get(context.Background(), "node-a", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	k.checkSubnetFile(t, "FLANNEL_SUBNET=10.244.1.1/24", "FLANNEL_IPV6_NETWORK=fd00:244::/56", "FLANNEL_IPV6_SUBNET=fd00:244:0:1::1/64")
+	vtep6 := k.link(t, "flannel-v6.1")
+	node := k.node(t, "node-a")
 	if got := node.Annotations[kubePrefix+"public-ipv6"]; got != "fd90::1" {
 		t.Errorf("annotation public-ipv6 = %q, want fd90::1", got)
 	}
@@ -532,18 +550,8 @@ func TestKubeAgentDualStack(t *testing.T) {
 	}
 
 	const mac4, mac6 = "3e:5b:b9:8d:d6:02", "3e:5b:b9:8d:d6:62"
-	k.createNode(t, "node-b", map[string]string{
-		kubePrefix + "kube-subnet-manager": "true",
-		kubePrefix + "backend-type":        "vxlan",
-		kubePrefix + "backend-data":        `{"VNI":1,"VtepMAC":"` + mac4 + `"}`,
-		kubePrefix + "backend-v6-data":     `{"VNI":1,"VtepMAC":"` + mac6 + `"}`,
-		kubePrefix + "public-ip":           "192.168.90.2",
-		kubePrefix + "public-ipv6":         "fd90::2",
-	}, "10.244.2.0/24", "fd00:244:0:2::/64")
-	vtep, err := k.h.LinkByName("flannel.1")
-	if err != nil {
-		t.Fatalf("flannel.1: %v", err)
-	}
+	k.createNode(t, "node-b", peerAnnotations(mac4, "192.168.90.2", mac6, "fd90::2"), "10.244.2.0/24", "fd00:244:0:2::/64")
+	vtep := k.link(t, "flannel.1")
 	await.Eventually(t, kubeWait, "peer node-b programmed on flannel.1 and flannel-v6.1", func() error {
 		return errors.Join(k.peerEntries(vtep, "10.244.2.0/24", mac4, "192.168.90.2", true),
 			k.peerEntries(vtep6, "fd00:244:0:2::/64", mac6, "fd90::2", true))
