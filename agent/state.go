@@ -29,8 +29,13 @@ type state struct {
 	started time.Time
 	// registry counts renewals and watch restarts; nil before Run made it.
 	registry interface{ Stats() subnet.Stats }
-	// etcdContact is the last time etcd answered a request of the agent,
-	// and etcdErr the error of the last request that failed since then.
+	// storeKind is StoreEtcd or StoreKubernetes; kube is the Kubernetes
+	// store in kube mode, else nil.
+	storeKind string
+	kube      KubeStore
+	// etcdContact is the last time the store (etcd, the API server)
+	// answered a request of the agent, and etcdErr the error of the last
+	// request that failed since then.
 	etcdContact time.Time
 	etcdErr     string
 

@@ -70,12 +70,13 @@ func agentBinaries(b *testing.B) map[string]string {
 const agentBinaryEnv = "NETAGENT_BENCH_BINARY"
 
 // agentShippedBinary builds netagent into dir the way scripts/package.sh
-// builds the packaged binary (static, PIE, stripped): its resident pages
-// are part of the figures the memory benchmarks report. With
-// agentBinaryEnv set it returns that path instead.
+// builds the packaged binary (static, PIE, stripped, without gRPC's tracing
+// and the Kubernetes store): its resident pages are part of the figures
+// the memory benchmarks report. With agentBinaryEnv set it returns that
+// path instead.
 //
-// Equivalent to: `CGO_ENABLED=0 go build -trimpath -buildmode=pie
-// -ldflags "-s -w" -o DIR/netagent ./cmd/netagent`.
+// Equivalent to: `CGO_ENABLED=0 go build -tags grpcnotrace,netagent_nokube
+// -trimpath -buildmode=pie -ldflags "-s -w" -o DIR/netagent ./cmd/netagent`.
 func agentShippedBinary(ctx context.Context, dir string) (string, error) {
 	if p := os.Getenv(agentBinaryEnv); p != "" {
 		return p, nil
@@ -85,7 +86,7 @@ func agentShippedBinary(ctx context.Context, dir string) (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "netagent")
-	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-buildmode=pie", "-ldflags", "-s -w",
+	cmd := exec.CommandContext(ctx, goBin, "build", "-tags", "grpcnotrace,netagent_nokube", "-trimpath", "-buildmode=pie", "-ldflags", "-s -w",
 		"-o", bin, "github.com/netagent/netagent/cmd/netagent")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -33,14 +33,15 @@ type agentStartBuild struct {
 
 // agentStartBuilds are the builds NETAGENT_BENCH_START_BUILD chooses from:
 // "package" (the default) as scripts/package.sh builds the binary a host
-// runs (no cgo, no gRPC tracing, position-independent, stripped);
+// runs (no cgo, no gRPC tracing, no Kubernetes store, position-independent,
+// stripped);
 // "static", the same without PIE (no dynamic loader, no relocations at
 // start); "trace", the package's build with gRPC's tracing (and its
 // html/template) linked in, as before; "go-build", a plain `go build`
 // (cgo's resolver, dynamically linked: the other benchmarks' binary).
 var agentStartBuilds = map[string]agentStartBuild{
-	"package":  {[]string{"CGO_ENABLED=0"}, []string{"-tags=grpcnotrace", "-trimpath", "-buildmode=pie", "-ldflags=-s -w"}},
-	"static":   {[]string{"CGO_ENABLED=0"}, []string{"-tags=grpcnotrace", "-trimpath", "-ldflags=-s -w"}},
+	"package":  {[]string{"CGO_ENABLED=0"}, []string{"-tags=grpcnotrace,netagent_nokube", "-trimpath", "-buildmode=pie", "-ldflags=-s -w"}},
+	"static":   {[]string{"CGO_ENABLED=0"}, []string{"-tags=grpcnotrace,netagent_nokube", "-trimpath", "-ldflags=-s -w"}},
 	"trace":    {[]string{"CGO_ENABLED=0"}, []string{"-trimpath", "-buildmode=pie", "-ldflags=-s -w"}},
 	"go-build": {nil, nil},
 }

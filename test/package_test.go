@@ -84,6 +84,7 @@ func TestDebInstall(t *testing.T) {
 		same string // the tree's file it must equal, if any
 	}{
 		{"usr/bin/netagent", 0o755, ""},
+		{"usr/bin/netagent-kube", 0o755, ""},
 		{"opt/cni/bin/netagent-cni", 0o755, ""},
 		{"usr/lib/systemd/system/netagent.service", 0o644, "dist/netagent.service"},
 		{"etc/default/netagent", 0o644, "dist/netagent.sysconfig"},
@@ -142,14 +143,16 @@ func TestDebInstall(t *testing.T) {
 		t.Errorf("conffiles = %q, want /etc/default/netagent", conffiles)
 	}
 
-	// The installed binary reports the package's version.
+	// The installed binaries report the package's version.
 	version := debField(t, deb, "Version")
-	out, err := exec.Command(filepath.Join(root, "usr/bin/netagent"), "version").Output()
-	if err != nil {
-		t.Fatalf("installed netagent version: %v", err)
-	}
-	if !strings.HasPrefix(string(out), "netagent "+version+"\n") || strings.Contains(string(out), "commit:  unknown") {
-		t.Errorf("installed netagent version printed\n%s\nwant version %s and a commit", out, version)
+	for _, bin := range []string{"netagent", "netagent-kube"} {
+		out, err := exec.Command(filepath.Join(root, "usr/bin", bin), "version").Output()
+		if err != nil {
+			t.Fatalf("installed %s version: %v", bin, err)
+		}
+		if !strings.HasPrefix(string(out), "netagent "+version+"\n") || strings.Contains(string(out), "commit:  unknown") {
+			t.Errorf("installed %s version printed\n%s\nwant version %s and a commit", bin, out, version)
+		}
 	}
 
 	t.Run("systemd-analyze verify", func(t *testing.T) {

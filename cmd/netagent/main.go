@@ -1,5 +1,6 @@
 // Command netagent is the overlay network agent of a container host: it
-// leases this host's subnet from etcd, programs the kernel so that containers
+// leases this host's subnet from etcd (or, with --kube-subnet-mgr, takes its
+// Node's pod CIDR from the Kubernetes API), programs the kernel so that containers
 // on all hosts reach each other, and writes the files Docker and CNI read.
 //
 // Usage:
@@ -113,6 +114,9 @@ func runAgent(ctx context.Context, args []string, getenv func(string) string, en
 		return usageError{err}
 	}
 	opts.Version = version
+	if err := runKubeBinary(opts); err != nil {
+		return err
+	}
 	log := newJournalLogger(stderr, opts.LogLevel, opts.LogFormat, getenv("JOURNAL_STREAM") != "")
 	for _, w := range warnings {
 		log.Warn(w)

@@ -1,0 +1,223 @@
+package kubestore
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/netagent/netagent/subnet/kubestore/kubeinfo"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/netagent/netagent/lease"
+)
+
+// DefaultAnnotationPrefix is flannel's --kube-annotation-prefix default.
+const DefaultAnnotationPrefix = kubeinfo.DefaultAnnotationPrefix
+
+// ErrInvalidPrefix is wrapped by the error of an annotation prefix that
+// cannot form annotation names.
+var ErrInvalidPrefix = errors.New("kubestore: invalid annotation prefix")
+
+// prefixPattern is the form of a full prefix: a DNS name, a slash, and
+// optionally a name part ending in "-" (flannel's rule).
+var prefixPattern = regexp.MustCompile(`^(?:[a-z0-9_-]+\.)+[a-z0-9_-]+/(?:[a-z0-9_-]+-)?$`)
+
+// annotations are the names of the annotations a lease is published
+// under, as flannel names them (pkg/subnet/kube/annotations.go).
+type annotations struct {
+	managed, backendType, backendData, backendV6Data, publicIP, publicIPv6 string
+	// publicIPOverwrite and publicIPv6Overwrite, set by an operator on a
+	// Node, replace the public addresses the host publishes.
+	publicIPOverwrite, publicIPv6Overwrite string
+}
+
+// newAnnotations derives the names from prefix as flannel does: a prefix
+// without a slash gets one ("example.com" → "example.com/backend-type"), a
+// prefix with a name part gets a "-" ("example.com/net" →
+// "example.com/net-backend-type").
+func newAnnotations(prefix string) (annotations, error) {
+	p := prefix
+	switch strings.Count(p, "/") {
+	case 0:
+		p += "/"
+	case 1:
+	default:
+		return annotations{}, fmt.Errorf("%w %q: more than one slash", ErrInvalidPrefix, prefix)
+	}
+	if !strings.HasSuffix(p, "/") && !strings.HasSuffix(p, "-") {
+		p += "-"
+	}
+	if !prefixPattern.MatchString(p) {
+		return annotations{}, fmt.Errorf("%w %q: want a DNS name, optionally /name", ErrInvalidPrefix, prefix)
+	}
+	return annotations{
+		managed:             p + "kube-subnet-manager",
+		backendType:         p + "backend-type",
+		backendData:         p + "backend-data",
+		backendV6Data:       p + "backend-v6-data",
+		publicIP:            p + "public-ip",
+		publicIPv6:          p + "public-ipv6",
+		publicIPOverwrite:   p + "public-ip-overwrite",
+		publicIPv6Overwrite: p + "public-ipv6-overwrite",
+	}, nil
+}
+
+// podCIDRs returns the Node's IPv4 and IPv6 pod subnets (spec.podCIDRs,
+// or spec.podCIDR when that is empty); either is invalid when absent.
+func podCIDRs(n *corev1.Node) (v4, v6 netip.Prefix, err error) {
+	cidrs := n.Spec.PodCIDRs
+	if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
+		cidrs = []string{n.Spec.PodCIDR}
+	}
+	if len(cidrs) > 2 {
+		return v4, v6, fmt.Errorf("node %s has %d pod CIDRs, want one per address family", n.Name, len(cidrs))
+	}
+	for _, s := range cidrs {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("node %s: pod CIDR: %w", n.Name, err)
+		}
+		if p != p.Masked() {
+			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("node %s: pod CIDR %s is not a network address", n.Name, s)
+		}
+		// An IPv4-mapped IPv6 prefix would be a lease key no store
+		// reads back.
+		if p.Addr().Is4In6() {
+			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("node %s: pod CIDR %s is an IPv4-mapped IPv6 prefix", n.Name, s)
+		}
+		fam := &v6
+		if p.Addr().Is4() {
+			fam = &v4
+		}
+		if fam.IsValid() {
+			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("node %s: pod CIDRs %s and %s are of one address family", n.Name, *fam, p)
+		}
+		*fam = p
+	}
+	return v4, v6, nil
+}
+
+// nodeLease turns a Node into the lease it publishes, with the subnets
+// and attributes of the families cfg enables, as flannel reads it. ok is
+// false when the Node publishes none (no kube-subnet-manager "true"), and
+// err says why a Node that claims to publish one is unusable.
+func (a *annotations) nodeLease(n *corev1.Node, cfg *lease.Config) (l lease.Lease, ok bool, err error) {
+	if n.Annotations[a.managed] != "true" {
+		return l, false, nil
+	}
+	v4, v6, err := podCIDRs(n)
+	if err != nil {
+		return l, true, err
+	}
+	// The attributes are read as the etcd store reads a lease value, with
+	// the same checks (addresses, size, UTF-8, JSON).
+	attrs := map[string]any{"BackendType": n.Annotations[a.backendType]}
+	if cfg.EnableIPv4 {
+		if !v4.IsValid() {
+			return l, true, fmt.Errorf("node %s has no IPv4 pod CIDR", n.Name)
+		}
+		l.Subnet = v4
+		attrs["PublicIP"] = n.Annotations[a.publicIP]
+		if d := n.Annotations[a.backendData]; d != "" {
+			attrs["BackendData"] = json.RawMessage(d)
+		}
+	}
+	if cfg.EnableIPv6 {
+		if !v6.IsValid() {
+			return l, true, fmt.Errorf("node %s has no IPv6 pod CIDR", n.Name)
+		}
+		l.IPv6Subnet = v6
+		attrs["PublicIPv6"] = n.Annotations[a.publicIPv6]
+		if d := n.Annotations[a.backendV6Data]; d != "" {
+			attrs["BackendV6Data"] = json.RawMessage(d)
+		}
+	}
+	value, err := json.Marshal(attrs)
+	if err != nil {
+		return l, true, fmt.Errorf("node %s: %w: %v", n.Name, lease.ErrMalformedLease, err)
+	}
+	// CreateRevision orders claims on one subnet by age, as an etcd key's
+	// create revision does: the Node's creation time, in seconds.
+	if l.Attrs, err = lease.ParseLeaseAttrs(value); err != nil {
+		return l, true, fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	if !n.CreationTimestamp.IsZero() {
+		l.CreateRevision = n.CreationTimestamp.Unix()
+	}
+	l.ModRevision = resourceVersion(n)
+	return l, true, nil
+}
+
+// resourceVersion is the Node's resourceVersion as a number: on an API
+// server backed by etcd it is the etcd revision of its last write. It is
+// 0 if the server uses another form.
+func resourceVersion(n *corev1.Node) int64 {
+	rv, err := strconv.ParseInt(n.ResourceVersion, 10, 64)
+	if err != nil {
+		return 0
+	}
+	return rv
+}
+
+// unsetPublicIP is what flannel writes as the public-ip of a host without
+// an IPv4 address.
+const unsetPublicIP = "0.0.0.0"
+
+// want returns the annotations this host publishes for attrs, as flannel
+// writes them (AcquireLease): backend-type and kube-subnet-manager always;
+// backend-data (its JSON, "null" when the backend has none) and public-ip
+// unless the backend is vxlan without IPv4 data; backend-v6-data and
+// public-ipv6 when the host has an IPv6 public address. An overwrite
+// annotation on the Node replaces the public address published.
+func (a *annotations) want(n *corev1.Node, attrs lease.LeaseAttrs) map[string]string {
+	m := map[string]string{
+		a.managed:     "true",
+		a.backendType: attrs.BackendType,
+	}
+	data, dataV6 := rawOrNull(attrs.BackendData), rawOrNull(attrs.BackendV6Data)
+	if attrs.BackendType != "vxlan" || data != "null" {
+		m[a.backendData] = data
+		m[a.publicIP] = unsetPublicIP
+		if attrs.PublicIP.IsValid() {
+			m[a.publicIP] = attrs.PublicIP.String()
+		}
+		if o := n.Annotations[a.publicIPOverwrite]; o != "" {
+			m[a.publicIP] = o
+		}
+	}
+	if attrs.PublicIPv6.IsValid() && (attrs.BackendType != "vxlan" || dataV6 != "null") {
+		m[a.backendV6Data] = dataV6
+		m[a.publicIPv6] = attrs.PublicIPv6.String()
+		if o := n.Annotations[a.publicIPv6Overwrite]; o != "" {
+			m[a.publicIPv6] = o
+		}
+	}
+	return m
+}
+
+func rawOrNull(r json.RawMessage) string {
+	if len(r) == 0 {
+		return "null"
+	}
+	return string(r)
+}
+
+// diff returns the annotations of want whose value on n differs: what a
+// patch must write (nil when none).
+func diff(n *corev1.Node, want map[string]string) map[string]string {
+	var d map[string]string
+	for k, v := range want {
+		if cur, ok := n.Annotations[k]; !ok || cur != v {
+			if d == nil {
+				d = make(map[string]string)
+			}
+			d[k] = v
+		}
+	}
+	return d
+}
