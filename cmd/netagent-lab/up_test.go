@@ -396,6 +396,7 @@ func TestUpArguments(t *testing.T) {
 		{[]string{"--ipv6", "dual", "--ipv6-network", "fd00:5::/120", "--hosts", "4"}, "--ipv6-network fd00:5::/120 leases 3 subnets of /122, fewer than the 4 hosts"},
 		{[]string{"--ipv6", "dual", "--network", "10.5.0.1/16"}, "--network 10.5.0.1/16"},
 		{[]string{"--runtime", "lxc"}, `--runtime "lxc": want none, docker or podman`},
+		{[]string{"--store", "consul"}, `--store "consul": want etcd or kubernetes`},
 		{[]string{"--runtime", "docker", "--ipv6", "dual"}, "--runtime docker: the lab runs its containers on IPv4 only"},
 	}
 	for _, tt := range tests {
