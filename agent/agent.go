@@ -59,12 +59,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := netnsguard.Check(); err != nil {
 		return err
 	}
-	lock, err := lockInstance(a.opts.Etcd.Prefix)
+	lock, err := lockInstance(a.opts.InstanceKey())
 	if err != nil {
 		return err
 	}
 	defer lock.Close()
-	a.log.Info("starting netagent", "etcd", a.opts.Etcd, "subnet_file", a.opts.SubnetFile,
+	storeOpts := slog.Any("etcd", a.opts.Etcd)
+	if a.opts.Kube.Enabled {
+		storeOpts = slog.Any("kube", a.opts.Kube)
+	}
+	a.log.Info("starting netagent", storeOpts, "subnet_file", a.opts.SubnetFile,
 		"ip_masq", a.opts.IPMasq, "lease_ttl", a.opts.LeaseTTL, "renew_margin", a.opts.RenewMargin)
 	defer func() {
 		if ctx.Err() != nil {
@@ -73,13 +77,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Info("netagent stopped; kernel state, files and lease left in place")
 		}
 	}()
-	cli, err := newEtcdClient(a.opts.Etcd)
+	st, closeStore, err := a.openStore(ctx)
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
-	go checkEtcdTLS(ctx, a.opts.Etcd, a.log)
-	reg := subnet.NewRegistry(cli, a.opts.Etcd.Prefix, a.log)
+	defer closeStore()
 
 	ns, err := netns.Get()
 	if err != nil {
@@ -92,22 +94,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer h.Close()
 
-	a.state.update(func(s *state) { s.registry = reg })
+	a.state.update(func(s *state) { s.registry = st })
 	if err := a.startServers(ctx); err != nil {
 		return err
 	}
-	go a.probeEtcd(ctx, cli, reg.ConfigKey())
 
 	for {
-		a.notifyStatus("waiting for a usable network config at %s", reg.ConfigKey())
+		a.notifyStatus("waiting for a usable network config at %s", st.ConfigKey())
 		stopPing := a.pingWhile(ctx)
-		cfg, err := reg.WaitConfig(ctx)
+		cfg, err := st.WaitConfig(ctx)
 		stopPing()
 		if err != nil {
 			return ctxDone(ctx, err)
 		}
 		a.log.Info("network config", "config", cfg.String())
-		err = a.serve(ctx, reg, h, ns, cfg)
+		err = a.serve(ctx, st, h, ns, cfg)
 		if errors.Is(err, errConfigChanged) {
 			a.log.Info("network config changed: restarting with the new config")
 			continue
@@ -118,6 +119,24 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		return ctxDone(ctx, err)
 	}
+}
+
+// openStore opens the cluster store of the options (etcd, or the
+// Kubernetes API with --kube-subnet-mgr) and starts probing it; the
+// returned function closes it.
+func (a *Agent) openStore(ctx context.Context) (Store, func(), error) {
+	if a.opts.Kube.Enabled {
+		return a.openKube(ctx)
+	}
+	cli, err := newEtcdClient(a.opts.Etcd)
+	if err != nil {
+		return nil, nil, err
+	}
+	go checkEtcdTLS(ctx, a.opts.Etcd, a.log)
+	reg := subnet.NewRegistry(cli, a.opts.Etcd.Prefix, a.log)
+	a.state.update(func(s *state) { s.storeKind = StoreEtcd })
+	go a.probeStore(ctx, etcdAsk(cli, reg.ConfigKey()))
+	return etcdStore{reg}, func() { cli.Close() }, nil
 }
 
 // ctxDone turns an error caused by ctx ending into a clean return.
@@ -139,7 +158,7 @@ func (a *Agent) configChanged(u subnet.ConfigUpdate, cfg *lease.Config, h *netli
 		err = a.checkHost(h, ext, u.Config)
 	}
 	if err != nil {
-		a.log.Error("network config in etcd is not usable; keeping the one in force", "err", err)
+		a.log.Error("network config is not usable; keeping the one in force", "err", err)
 		a.state.recordError(err.Error())
 		return false
 	}
@@ -195,7 +214,7 @@ func (a *Agent) newMasq(ctx context.Context, cfg *lease.Config) (masq.Manager, e
 	useNFT := a.opts.NFTables || cfg.EnableNFTables
 	var m masq.Manager
 	var err error
-	names := MasqNames(a.opts.Etcd.Prefix)
+	names := MasqNames(a.opts.InstanceKey())
 	if useNFT {
 		m, err = masq.NewNFTables(a.log, masq.WithTable(names.Table))
 	} else {

@@ -15,6 +15,10 @@ const (
 	CheckFiles     = "files"
 	CheckDataplane = "dataplane"
 	CheckEtcd      = "etcd"
+	// CheckKubeAPI is the etcd check's counterpart in kube mode: the API
+	// server answers; in readiness, the Node informer has listed the
+	// Nodes.
+	CheckKubeAPI   = "kube-apiserver"
 	CheckReconcile = "reconcile"
 	// CheckProbe: see responder.go.
 )
@@ -28,7 +32,8 @@ type Check struct {
 }
 
 // readiness: a lease is held, the files are written and the data plane has
-// been programmed at least once under the current pipeline.
+// been programmed at least once under the current pipeline; in kube mode,
+// the Node informer has listed the Nodes (peers known).
 func (s *state) readiness() []Check {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -49,7 +54,15 @@ func (s *state) readinessLocked() []Check {
 	} else {
 		dp.Why = "data plane not programmed yet"
 	}
-	return append(c, dp)
+	c = append(c, dp)
+	if s.kube != nil {
+		k := Check{Name: CheckKubeAPI, OK: s.kube.HasSynced()}
+		if !k.OK {
+			k.Why = "the Node informer has not listed the Nodes yet"
+		}
+		c = append(c, k)
+	}
+	return c
 }
 
 // health: ready, the lease is not about to expire (more than half the renew
@@ -69,12 +82,15 @@ func (s *state) health(now time.Time, renewMargin, resync time.Duration) []Check
 			}
 		}
 	}
-	etcd := Check{Name: CheckEtcd, OK: true}
+	etcd, what := Check{Name: CheckEtcd, OK: true}, "etcd"
+	if s.kube != nil {
+		etcd.Name, what = CheckKubeAPI, "the API server"
+	}
 	if last := s.lastEtcdContact(); last.IsZero() {
-		etcd.OK, etcd.Why = false, "etcd never answered"
+		etcd.OK, etcd.Why = false, what+" never answered"
 	} else if now.Sub(last) > renewMargin {
 		etcd.OK = false
-		etcd.Why = fmt.Sprintf("etcd has not answered for %s (renew margin %s)", now.Sub(last).Round(time.Second), renewMargin)
+		etcd.Why = fmt.Sprintf("%s has not answered for %s (renew margin %s)", what, now.Sub(last).Round(time.Second), renewMargin)
 	}
 	if !etcd.OK && s.etcdErr != "" {
 		etcd.Why += ": " + s.etcdErr
@@ -101,17 +117,18 @@ func etcdProbeInterval(renewMargin time.Duration) time.Duration {
 	return min(max(renewMargin/4, 500*time.Millisecond), 30*time.Second)
 }
 
-// probeEtcd reads key (the network config) with a linearizable read at
-// every probe interval until ctx is done, and records whether etcd
-// answered: the health Check "etcd" is about the cluster store answering,
-// not about this host's lease renewals alone (which happen rarely).
-func (a *Agent) probeEtcd(ctx context.Context, cli *clientv3.Client, key string) {
+// probeStore asks the cluster store whether it answers (ask) at every
+// probe interval until ctx is done, and records the answer: the health
+// Check of the store is about the store answering, not about this host's
+// lease renewals alone (which happen rarely). ask is etcdAsk or the API
+// server's /readyz.
+func (a *Agent) probeStore(ctx context.Context, ask func(ctx context.Context) error) {
 	every := etcdProbeInterval(a.opts.RenewMargin)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		rctx, cancel := context.WithTimeout(ctx, every)
-		_, err := cli.Get(rctx, key, clientv3.WithCountOnly())
+		err := ask(rctx)
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -122,5 +139,13 @@ func (a *Agent) probeEtcd(ctx context.Context, cli *clientv3.Client, key string)
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// etcdAsk reads key (the network config) with a linearizable read.
+func etcdAsk(cli *clientv3.Client, key string) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		_, err := cli.Get(ctx, key, clientv3.WithCountOnly())
+		return err
 	}
 }

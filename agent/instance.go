@@ -15,6 +15,7 @@ import (
 
 	"github.com/netagent/netagent/masq"
 	"github.com/netagent/netagent/probe"
+	"github.com/netagent/netagent/subnet/kubestore"
 )
 
 // Instances (docs/compatibility.md §11). Several agents may serve one host,
@@ -135,7 +136,15 @@ func lockInstance(prefix string) (*instanceLock, error) {
 		}
 		return nil, fmt.Errorf("agent: another netagent (%s) already serves --etcd-prefix %s (or %s, which shares its names) in this network namespace: stop it first (two agents of one instance would take the lease from each other; a second network on this host needs a prefix of its own)", holder, p, strings.Join(other, ", "))
 	}
-	return nil, fmt.Errorf("agent: another netagent (%s) already serves --etcd-prefix %s in this network namespace: stop it first (two agents of one instance would take the lease from each other)", holder, p)
+	return nil, fmt.Errorf("agent: another netagent (%s) already serves %s in this network namespace: stop it first (two agents of one instance would take the lease from each other)", holder, instanceFlag(p))
+}
+
+// instanceFlag names the flag and value of an instance key (InstanceKey).
+func instanceFlag(key string) string {
+	if p, ok := strings.CutPrefix(key, "kube:"); ok {
+		return "--kube-annotation-prefix " + p
+	}
+	return "--etcd-prefix " + key
 }
 
 func (l *instanceLock) Close() error { return l.l.Close() }
@@ -163,4 +172,21 @@ func peerPID(addr *net.UnixAddr) (int, error) {
 		return 0, cerr
 	}
 	return int(cred.Pid), nil
+}
+
+// InstanceKey is what tells this instance apart from others on the host:
+// the etcd prefix, or in kube mode the annotation prefix, as
+// "kube:<prefix>". Kube mode with flannel's default annotation prefix is
+// the default instance (DefaultEtcdPrefix): it keeps flannel's names (a
+// host switched from flanneld --kube-subnet-mgr takes over its chains) and
+// refuses to run beside a default etcd-mode agent, whose device and
+// chains it would share.
+func (o *Options) InstanceKey() string {
+	if !o.Kube.Enabled {
+		return o.Etcd.Prefix
+	}
+	if o.Kube.AnnotationPrefix == kubestore.DefaultAnnotationPrefix {
+		return DefaultEtcdPrefix
+	}
+	return "kube:" + o.Kube.AnnotationPrefix
 }

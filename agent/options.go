@@ -15,6 +15,7 @@ import (
 
 	"github.com/netagent/netagent/iface"
 	"github.com/netagent/netagent/probe"
+	"github.com/netagent/netagent/subnet/kubestore"
 	"github.com/netagent/netagent/subnetfile"
 )
 
@@ -63,7 +64,10 @@ func (e EtcdOptions) LogValue() slog.Value {
 
 // Options configure one agent.
 type Options struct {
-	Etcd           EtcdOptions
+	Etcd EtcdOptions
+	// Kube, when Kube.Enabled, replaces etcd with the Kubernetes API
+	// (--kube-subnet-mgr); Etcd is then unused.
+	Kube           KubeOptions
 	Iface          iface.Options
 	SubnetFile     string
 	DockerOptsFile string
@@ -140,6 +144,10 @@ func DefaultOptions() *Options {
 		Etcd: EtcdOptions{
 			Endpoints: []string{DefaultEtcdEndpoint},
 			Prefix:    DefaultEtcdPrefix,
+		},
+		Kube: KubeOptions{
+			AnnotationPrefix: kubestore.DefaultAnnotationPrefix,
+			NetConfigPath:    kubestore.DefaultNetConfigPath,
 		},
 		SubnetFile:     subnetfile.DefaultPath,
 		DockerOptsFile: DefaultDockerOptsFile,
@@ -240,27 +248,10 @@ func (e EtcdOptions) checkFiles() []error {
 // the TLS files named, to say which one is missing or unreadable.
 func (o *Options) Validate() error {
 	var errs []error
-	if len(o.Etcd.Endpoints) == 0 {
-		errs = append(errs, errors.New("--etcd-endpoints: no endpoint given"))
-	}
-	for _, e := range o.Etcd.Endpoints {
-		if err := checkEndpoint(e); err != nil {
-			shown := e
-			if u, perr := url.Parse(e); perr == nil && u.User != nil {
-				shown = u.Redacted() // never the password
-			}
-			errs = append(errs, fmt.Errorf("--etcd-endpoints: %q is not a URL such as http://10.0.0.1:2379: %w", shown, err))
-		}
-	}
-	if !strings.HasPrefix(o.Etcd.Prefix, "/") {
-		errs = append(errs, fmt.Errorf("--etcd-prefix: %q must start with /", o.Etcd.Prefix))
-	}
-	if (o.Etcd.CertFile == "") != (o.Etcd.KeyFile == "") {
-		errs = append(errs, errors.New("--etcd-certfile and --etcd-keyfile go together"))
-	}
-	errs = append(errs, o.Etcd.checkFiles()...)
-	if o.Etcd.Password != "" && o.Etcd.Username == "" {
-		errs = append(errs, errors.New("--etcd-password is set without --etcd-username"))
+	if o.Kube.Enabled {
+		errs = append(errs, o.Kube.validate()...)
+	} else {
+		errs = append(errs, o.Etcd.validate()...)
 	}
 	if o.SubnetFile == "" {
 		errs = append(errs, errors.New("--subnet-file: empty"))
@@ -322,4 +313,33 @@ func (o *Options) Validate() error {
 		errs = append(errs, fmt.Errorf("--log-format: %q is not text or json", o.LogFormat))
 	}
 	return errors.Join(errs...)
+}
+
+// validate checks the etcd options; errors name the flag. It reads the TLS
+// files named, to say which one is missing or unreadable.
+func (e EtcdOptions) validate() []error {
+	var errs []error
+	if len(e.Endpoints) == 0 {
+		errs = append(errs, errors.New("--etcd-endpoints: no endpoint given"))
+	}
+	for _, ep := range e.Endpoints {
+		if err := checkEndpoint(ep); err != nil {
+			shown := ep
+			if u, perr := url.Parse(ep); perr == nil && u.User != nil {
+				shown = u.Redacted() // never the password
+			}
+			errs = append(errs, fmt.Errorf("--etcd-endpoints: %q is not a URL such as http://10.0.0.1:2379: %w", shown, err))
+		}
+	}
+	if !strings.HasPrefix(e.Prefix, "/") {
+		errs = append(errs, fmt.Errorf("--etcd-prefix: %q must start with /", e.Prefix))
+	}
+	if (e.CertFile == "") != (e.KeyFile == "") {
+		errs = append(errs, errors.New("--etcd-certfile and --etcd-keyfile go together"))
+	}
+	errs = append(errs, e.checkFiles()...)
+	if e.Password != "" && e.Username == "" {
+		errs = append(errs, errors.New("--etcd-password is set without --etcd-username"))
+	}
+	return errs
 }

@@ -30,7 +30,7 @@ type pipeline struct {
 	watch      <-chan lease.Batch
 	cfgChanges <-chan subnet.ConfigUpdate
 
-	holder *subnet.Holder
+	holder Holder
 	// lease is this host's lease as last received from holder.
 	lease lease.Lease
 	// keeper keeps the masquerade rules; nil with --ip-masq=false.
@@ -50,10 +50,10 @@ type pipeline struct {
 // or something fails for good. Its stages: build the backend, hold the
 // lease, set up masquerading, write the files, start the data plane, then
 // serve events.
-func (a *Agent) serve(ctx context.Context, reg *subnet.Registry, h *netlink.Handle, ns netns.NsHandle, cfg *lease.Config) error {
+func (a *Agent) serve(ctx context.Context, st Store, h *netlink.Handle, ns netns.NsHandle, cfg *lease.Config) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cfgChanges := reg.WatchConfig(ctx)
+	cfgChanges := st.WatchConfig(ctx)
 
 	a.state.newPipeline(cfg)
 	be, ext, err := a.newBackend(ctx, h, ns, cfg)
@@ -71,7 +71,7 @@ func (a *Agent) serve(ctx context.Context, reg *subnet.Registry, h *netlink.Hand
 	p := &pipeline{cfg: cfg, be: be, ext: ext, cfgChanges: cfgChanges, stopProbe: func() {}}
 	defer func() { p.stopProbe() }()
 
-	if err := a.holdLease(ctx, reg, p); err != nil {
+	if err := a.holdLease(ctx, st, p); err != nil {
 		return err
 	}
 	defer p.holder.Close()
@@ -130,7 +130,7 @@ func (a *Agent) acquireOptions(p *pipeline) (subnet.AcquireOptions, error) {
 
 // holdLease starts the watch of the peers' leases and acquires this host's
 // lease, kept by p.holder (the caller closes it).
-func (a *Agent) holdLease(ctx context.Context, reg *subnet.Registry, p *pipeline) error {
+func (a *Agent) holdLease(ctx context.Context, st Store, p *pipeline) error {
 	opts, err := a.acquireOptions(p)
 	if err != nil {
 		return err
@@ -140,7 +140,7 @@ func (a *Agent) holdLease(ctx context.Context, reg *subnet.Registry, p *pipeline
 	// The lease watch starts from the list of peers the acquisition read
 	// (one list per start, not two), so that the first data-plane pass
 	// programs the device and every peer at once.
-	holder, watch, err := reg.HoldAndWatch(ctx, p.cfg, opts)
+	holder, watch, err := st.HoldAndWatch(ctx, p.cfg, opts)
 	if err != nil {
 		return err
 	}

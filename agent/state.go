@@ -10,6 +10,7 @@ import (
 	"github.com/netagent/netagent/masq"
 	"github.com/netagent/netagent/probe"
 	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/subnet/kubestore"
 )
 
 // maxRecentErrors bounds the errors kept for `netagent status`.
@@ -29,8 +30,13 @@ type state struct {
 	started time.Time
 	// registry counts renewals and watch restarts; nil before Run made it.
 	registry interface{ Stats() subnet.Stats }
-	// etcdContact is the last time etcd answered a request of the agent,
-	// and etcdErr the error of the last request that failed since then.
+	// storeKind is StoreEtcd or StoreKubernetes; kube is the Kubernetes
+	// store in kube mode, else nil.
+	storeKind string
+	kube      *kubestore.Store
+	// etcdContact is the last time the store (etcd, the API server)
+	// answered a request of the agent, and etcdErr the error of the last
+	// request that failed since then.
 	etcdContact time.Time
 	etcdErr     string
 

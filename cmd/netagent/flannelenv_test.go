@@ -125,7 +125,7 @@ func TestFlannelOptionsErrors(t *testing.T) {
 		options string
 		want    string
 	}{
-		{"a flanneld flag netagent lacks", "-kube-subnet-mgr", "kube-subnet-mgr"},
+		{"a flanneld flag netagent lacks", "-iptables-forward-rules=false", "iptables-forward-rules"},
 		{"a stray argument", "-ip-masq eth0", `"eth0"`},
 		{"a bad value", "-subnet-lease-renew-margin=soon", "subnet-lease-renew-margin"},
 		{"the password is not shown", "-etcd-username=u -etcd-password=s3cret-pw -bogus", "bogus"},

@@ -124,6 +124,11 @@ NETAGENT_ETCD_PREFIX) or flanneld's FLANNELD_<FLAG>; flanneld's packaging
 variables FLANNEL_ETCD_ENDPOINTS, FLANNEL_ETCD_PREFIX and FLANNEL_OPTIONS
 are read too. A flag wins over the environment.
 
+With --kube-subnet-mgr the leases are kept on the Kubernetes API as
+flanneld's kube subnet manager keeps them (this host's Node from NODE_NAME
+or --node-name, the network config from --net-config-path); the etcd flags
+are then refused.
+
 flags:
 `
 
@@ -137,6 +142,7 @@ func runFlags(o *agent.Options, passwordFile *string, out io.Writer) *flag.FlagS
 		fs.PrintDefaults()
 	}
 	etcdFlags(fs, &o.Etcd, passwordFile)
+	kubeFlags(fs, &o.Kube)
 	fs.Var((*stringList)(&o.Iface.Ifaces), "iface", "interface name or IP address to use (repeatable; first found wins)")
 	fs.Var((*stringList)(&o.Iface.IfaceRegex), "iface-regex", "regex matched against interface addresses, then names (repeatable)")
 	fs.Var(addrFlag{&o.Iface.CanReach}, "iface-can-reach", "use the interface the kernel would use to reach this address")
@@ -166,6 +172,48 @@ func runFlags(o *agent.Options, passwordFile *string, out io.Writer) *flag.FlagS
 	fs.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.LogFormat, "log-format", "text", "text or json")
 	return fs
+}
+
+// kubeFlags defines the flags of kube mode, flanneld's.
+func kubeFlags(fs *flag.FlagSet, k *agent.KubeOptions) {
+	fs.BoolVar(&k.Enabled, "kube-subnet-mgr", false, "keep the leases on the Kubernetes API (the Node's pod CIDR and annotations) instead of etcd")
+	fs.StringVar(&k.APIURL, "kube-api-url", "", "API server URL (default: from --kubeconfig-file, else the in-cluster service account)")
+	fs.StringVar(&k.Kubeconfig, "kubeconfig-file", "", "kubeconfig file (default: the in-cluster service account)")
+	fs.StringVar(&k.AnnotationPrefix, "kube-annotation-prefix", k.AnnotationPrefix, "prefix of the Node annotations that publish the lease")
+	fs.StringVar(&k.NetConfigPath, "net-config-path", k.NetConfigPath, "network config file in kube mode (net-conf.json, from a ConfigMap)")
+	fs.StringVar(&k.NodeName, "node-name", "", "this host's Node in kube mode (default: $NODE_NAME)")
+}
+
+// Flags of one store only: given with the other store's mode, they are
+// refused, as they would be silently ignored.
+var (
+	etcdOnlyFlags = []string{"etcd-endpoints", "etcd-prefix", "etcd-certfile", "etcd-keyfile", "etcd-cafile",
+		"etcd-username", "etcd-password", "etcd-password-file", "subnet-lease-ttl"}
+	kubeOnlyFlags = []string{"kube-api-url", "kubeconfig-file", "kube-annotation-prefix", "net-config-path", "node-name"}
+)
+
+// nodeNameEnv is flanneld's variable naming this host's Node, set from the
+// pod's spec.nodeName in flannel's DaemonSet.
+const nodeNameEnv = "NODE_NAME"
+
+// checkStoreFlags refuses the flags of the store not in use (given on the
+// command line or in NETAGENT_*/FLANNELD_* variables), naming them, and
+// fills the node name from NODE_NAME in kube mode.
+func checkStoreFlags(o *agent.Options, given map[string]bool, getenv func(string) string) error {
+	unused, mode := etcdOnlyFlags, "kube mode (--kube-subnet-mgr)"
+	if !o.Kube.Enabled {
+		unused, mode = kubeOnlyFlags, "etcd mode (no --kube-subnet-mgr)"
+	}
+	var errs []error
+	for _, name := range unused {
+		if given[name] {
+			errs = append(errs, fmt.Errorf("--%s is not used in %s", name, mode))
+		}
+	}
+	if o.Kube.Enabled && o.Kube.NodeName == "" {
+		o.Kube.NodeName = getenv(nodeNameEnv)
+	}
+	return errors.Join(errs...)
 }
 
 // etcdFlags defines the flags that say how to reach etcd, shared by
@@ -210,6 +258,9 @@ func parseRun(args []string, getenv func(string) string, environ []string, out i
 		return nil, nil, err
 	}
 	given := explicitFlags(fs, getenv)
+	if err := checkStoreFlags(o, given, getenv); err != nil {
+		return nil, nil, err
+	}
 	instanceDefaults(o, given)
 	switch {
 	case given["memory-limit"]:
@@ -291,14 +342,15 @@ func explicitFlags(fs *flag.FlagSet, getenv func(string) string) map[string]bool
 }
 
 // instanceDefaults sets the options that are per instance and were not
-// given from the instance's etcd prefix: the status socket and the probe
-// port (docs/compatibility.md §11).
+// given from the instance's key (its etcd prefix, or annotation prefix in
+// kube mode): the status socket and the probe port
+// (docs/compatibility.md §11).
 func instanceDefaults(o *agent.Options, given map[string]bool) {
 	if !given["status-socket"] {
-		o.StatusSocket = agent.StatusSocketFor(o.Etcd.Prefix)
+		o.StatusSocket = agent.StatusSocketFor(o.InstanceKey())
 	}
 	if !given["probe-port"] {
-		o.ProbePort = agent.ProbePortFor(o.Etcd.Prefix)
+		o.ProbePort = agent.ProbePortFor(o.InstanceKey())
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 
@@ -242,7 +241,7 @@ func (h *Holder) patch(ctx context.Context, d map[string]string) (*corev1.Node, 
 	}
 	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	n, err := h.s.nodes.Patch(rctx, h.s.nodeName, types.MergePatchType, body, metav1.PatchOptions{}, "status")
+	n, err := h.s.nodes.patchStatus(rctx, h.s.nodeName, types.MergePatchType, body)
 	if err != nil {
 		return nil, forbidden(err, access{verb: "patch", resource: "nodes", subresource: "status", name: h.s.nodeName})
 	}

@@ -12,10 +12,6 @@ import (
 	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	authzclient "k8s.io/client-go/kubernetes/typed/authorization/v1"
-	coreclient "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -59,20 +55,25 @@ type Options struct {
 // Store is the cluster store on the Kubernetes API. It is safe for
 // concurrent use.
 type Store struct {
-	nodes    coreclient.NodeInterface
-	names    annotations
-	nodeName string
-	cfgPath  string
-	cfg      *lease.Config
-	log      *slog.Logger
-	informer cache.SharedIndexInformer
-	cancel   context.CancelFunc
-	done     chan struct{}
-	stats    storeStats
+	nodes     nodeClient
+	names     annotations
+	apiServer string
+	prefix    string
+	nodeName  string
+	cfgPath   string
+	cfg       *lease.Config
+	log       *slog.Logger
+	informer  cache.SharedIndexInformer
+	cancel    context.CancelFunc
+	done      chan struct{}
+	stats     storeStats
 }
 
 type storeStats struct {
-	patches, patchFailures, losses, restores, watchErrors atomic.Uint64
+	events, patches, patchFailures, losses, restores, watchErrors atomic.Uint64
+	// lastEvent is when the informer last delivered a Node (Unix
+	// nanoseconds; 0 before the first).
+	lastEvent atomic.Int64
 }
 
 // NewRESTConfig returns the API server's client configuration as flanneld
@@ -111,29 +112,37 @@ func Open(ctx context.Context, restCfg *rest.Config, opts Options) (*Store, erro
 	if err != nil {
 		return nil, err
 	}
-	core, err := coreclient.NewForConfig(restCfg)
+	core, err := restClient(restCfg, "/api", corev1.SchemeGroupVersion)
 	if err != nil {
-		return nil, fmt.Errorf("kubestore: client: %w", err)
+		return nil, err
 	}
-	authz, err := authzclient.NewForConfig(restCfg)
+	authz, err := restClient(restCfg, "/apis", authzv1.SchemeGroupVersion)
 	if err != nil {
-		return nil, fmt.Errorf("kubestore: client: %w", err)
+		return nil, err
 	}
-	if err := checkAccess(ctx, authz.SelfSubjectAccessReviews(), opts.NodeName); err != nil {
+	if err := checkAccess(ctx, accessReviewer{authz}, opts.NodeName); err != nil {
 		return nil, err
 	}
 	s := &Store{
-		nodes:    core.Nodes(),
-		names:    names,
-		nodeName: opts.NodeName,
-		cfgPath:  opts.NetConfigPath,
-		cfg:      cfg,
-		log:      opts.Log,
-		done:     make(chan struct{}),
+		nodes:     nodeClient{core},
+		names:     names,
+		apiServer: serverURL(restCfg.Host),
+		prefix:    opts.AnnotationPrefix,
+		nodeName:  opts.NodeName,
+		cfgPath:   opts.NetConfigPath,
+		cfg:       cfg,
+		log:       opts.Log,
+		done:      make(chan struct{}),
 	}
-	lw := cache.NewListWatchFromClient(core.RESTClient(), "nodes", "", fields.Everything())
-	s.informer = cache.NewSharedIndexInformer(lw, &corev1.Node{}, opts.ResyncPeriod, cache.Indexers{})
+	s.informer = cache.NewSharedIndexInformer(s.nodes.listWatch(), &corev1.Node{}, opts.ResyncPeriod, cache.Indexers{})
 	if err := s.informer.SetWatchErrorHandler(s.watchError); err != nil {
+		return nil, fmt.Errorf("kubestore: %w", err)
+	}
+	if _, err := s.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { s.event() },
+		UpdateFunc: func(_, _ any) { s.event() },
+		DeleteFunc: func(any) { s.event() },
+	}); err != nil {
 		return nil, fmt.Errorf("kubestore: %w", err)
 	}
 	ictx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -181,7 +190,7 @@ func (a access) String() string {
 // checkAccess asks the API server (SelfSubjectAccessReview, which every
 // authenticated identity may create) whether this identity may do what
 // the Store does: read and watch Nodes, patch its Node's status.
-func checkAccess(ctx context.Context, ssar authzclient.SelfSubjectAccessReviewInterface, node string) error {
+func checkAccess(ctx context.Context, ssar accessReviewer, node string) error {
 	for _, a := range []access{
 		{verb: "get", resource: "nodes"},
 		{verb: "list", resource: "nodes"},
@@ -189,9 +198,9 @@ func checkAccess(ctx context.Context, ssar authzclient.SelfSubjectAccessReviewIn
 		{verb: "patch", resource: "nodes", subresource: "status", name: node},
 	} {
 		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
-		review, err := ssar.Create(rctx, &authzv1.SelfSubjectAccessReview{Spec: authzv1.SelfSubjectAccessReviewSpec{
+		review, err := ssar.review(rctx, &authzv1.SelfSubjectAccessReview{Spec: authzv1.SelfSubjectAccessReviewSpec{
 			ResourceAttributes: &authzv1.ResourceAttributes{Verb: a.verb, Resource: a.resource, Subresource: a.subresource, Name: a.name},
-		}}, metav1.CreateOptions{})
+		}})
 		cancel()
 		if err != nil {
 			return fmt.Errorf("kubestore: ask the API server whether this identity may %s: %w", a, err)

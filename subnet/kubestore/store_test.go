@@ -222,6 +222,16 @@ func TestStore(t *testing.T) {
 	if first == nil || len(first.Events) != 1 || first.Revision == 0 {
 		t.Fatalf("first batch %+v, want a Snapshot of the one lease, with a revision", first)
 	}
+	info := s.Info()
+	wantInfo := Info{APIServer: e.c.URL, Node: "host-a", AnnotationPrefix: DefaultAnnotationPrefix, NetConfigPath: e.netConf, Synced: true}
+	if info.LastEvent.IsZero() || info.Counters.Events < 2 {
+		t.Fatalf("Info %+v after the informer listed two Nodes, want a last event and at least 2 events", info)
+	}
+	lastEvent, events := info.LastEvent, info.Counters.Events
+	info.LastEvent, info.Counters = time.Time{}, InfoCounters{Events: info.Counters.Events}
+	if wantInfo.Counters.Events = info.Counters.Events; info != wantInfo {
+		t.Fatalf("Info\n%+v\nwant\n%+v", info, wantInfo)
+	}
 
 	attrs := lease.LeaseAttrs{PublicIP: netip.MustParseAddr("192.168.77.1"), BackendType: "vxlan",
 		BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"3e:5b:b9:8d:d6:01"}`)}
@@ -256,6 +266,9 @@ func TestStore(t *testing.T) {
 	}
 	if st := s.Stats(); st.Renewals != 1 {
 		t.Fatalf("%d annotation patches, want 1", st.Renewals)
+	}
+	if info := s.Info(); info.Counters.Patches != 1 || info.Counters.Events <= events || !info.LastEvent.After(lastEvent) {
+		t.Fatalf("Info %+v after the pod CIDR and the patch, want 1 patch, more than %d events, an event after %v", info, events, lastEvent)
 	}
 	await.Eventually(t, wait, "this host's and the peer's leases", r.has(map[string]string{
 		"10.244.1.0-24": "192.168.77.1", "10.244.2.0-24": "192.168.77.2"}))
@@ -304,6 +317,9 @@ func TestStore(t *testing.T) {
 	}
 	if st := s.Stats(); st.LeaseRestores != 1 {
 		t.Fatalf("%d restores, want 1", st.LeaseRestores)
+	}
+	if c := s.Info().Counters; c.Restores != 1 || c.Patches != 2 || c.PatchFailures != 0 {
+		t.Fatalf("Info counters %+v at the end, want 1 restore, 2 patches, no failure", c)
 	}
 }
 

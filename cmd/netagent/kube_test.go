@@ -1,0 +1,360 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	authzv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/netagent/netagent/agent"
+	"github.com/netagent/netagent/internal/await"
+	"github.com/netagent/netagent/internal/kubetest"
+	"github.com/netagent/netagent/internal/netnsguard"
+	"github.com/netagent/netagent/internal/nstest"
+)
+
+// runMainEnv makes the test binary run main (the netagent command) with
+// its arguments instead of the tests: the kube tests start the agent this
+// way inside a test namespace, as a separate process.
+const runMainEnv = "NETAGENT_TEST_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(runMainEnv) == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// kubeWait bounds every wait on the API server and the agent: it only
+// bounds a hang.
+const kubeWait = 2 * time.Minute
+
+const (
+	kubePrefix  = "flannel.alpha.coreos.com/"
+	kubeNetConf = `{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}`
+)
+
+// kubeHost is a real API server, and a host for the agent: the agent runs
+// in the API server's namespace (it reaches it on 127.0.0.1), with eth0,
+// 192.168.90.1/24, a veth to a neighbour namespace as its underlay.
+type kubeHost struct {
+	c       *kubetest.Cluster
+	admin   kubernetes.Interface
+	h       *netlink.Handle
+	dir     string
+	netConf string
+	socket  string
+}
+
+func newKubeHost(t *testing.T) *kubeHost {
+	t.Helper()
+	nstest.RequireRoot(t)
+	ns := nstest.NewNS(t, "kagent")
+	c := kubetest.Start(t, kubetest.Options{NS: ns.Name})
+	nstest.Veth(t, ns, "eth0", nstest.NewNS(t, "kpeer"), "eth0")
+	ns.AddrAdd(t, "eth0", "192.168.90.1/24")
+	k := &kubeHost{c: c, admin: c.Client(t, kubetest.AdminUser), h: ns.Handle, dir: t.TempDir()}
+	k.netConf = filepath.Join(k.dir, "net-conf.json")
+	k.socket = filepath.Join(k.dir, "status.sock")
+	if err := os.WriteFile(k.netConf, []byte(kubeNetConf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// agentProc is the agent running in the host's namespace.
+type agentProc struct {
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error // cmd.Wait's, set before done is closed
+}
+
+// output is what the agent wrote on stderr.
+func (p *agentProc) output() string {
+	b, _ := os.ReadFile(p.log)
+	return string(b)
+}
+
+// exited reports whether the agent has exited.
+func (p *agentProc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// startAgent runs `netagent run --kube-subnet-mgr ...` for Node node in the
+// host's namespace and stops it (SIGTERM, by PID) when the test ends.
+func (k *kubeHost) startAgent(t *testing.T, node string) *agentProc {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"netns", "exec", k.c.NS, exe, "run", "--kube-subnet-mgr",
+		"--kubeconfig-file", k.c.AgentKubeconfig, "--net-config-path", k.netConf,
+		"--iface", "eth0", "--ip-masq", "--probe=false",
+		"--subnet-file", filepath.Join(k.dir, "subnet.env"), "--docker-opts-file", "",
+		"--status-socket", k.socket}
+	p := &agentProc{cmd: exec.Command("ip", args...), log: filepath.Join(k.dir, "agent.log"), done: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), runMainEnv+"=1", netnsguard.EnvRefuse+"=1", "NODE_NAME="+node)
+	f, err := os.Create(p.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close() // the agent has its own copy
+	p.cmd.Stderr = f
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(30 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("agent log:\n%s", p.output())
+		}
+	})
+	return p
+}
+
+// awaitAllowed waits until the agent's identity may (or may not) do verb on
+// resource: the authorizer learns of an RBAC change shortly after it is
+// written.
+func (k *kubeHost) awaitAllowed(t *testing.T, verb, resource, sub string, want bool) {
+	t.Helper()
+	ssar := k.c.Client(t, kubetest.AgentUser).AuthorizationV1().SelfSubjectAccessReviews()
+	await.Eventually(t, kubeWait, fmt.Sprintf("agent allowed %s %s/%s = %v", verb, resource, sub, want), func() error {
+		r, err := ssar.Create(context.Background(), &authzv1.SelfSubjectAccessReview{Spec: authzv1.SelfSubjectAccessReviewSpec{
+			ResourceAttributes: &authzv1.ResourceAttributes{Verb: verb, Resource: resource, Subresource: sub}}}, metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		if r.Status.Allowed != want {
+			return fmt.Errorf("allowed %v", r.Status.Allowed)
+		}
+		return nil
+	})
+}
+
+func (k *kubeHost) createNode(t *testing.T, name string, annotations map[string]string, cidr string) {
+	t.Helper()
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annotations}}
+	if cidr != "" {
+		n.Spec.PodCIDR, n.Spec.PodCIDRs = cidr, []string{cidr}
+	}
+	if _, err := k.admin.CoreV1().Nodes().Create(context.Background(), n, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create Node %s: %v", name, err)
+	}
+}
+
+// allocate sets a Node's pod CIDR as the controller manager's node IPAM
+// controller does (--allocate-node-cidrs: a strategic merge patch of
+// spec.podCIDR and spec.podCIDRs); the controller manager is not run.
+func (k *kubeHost) allocate(t *testing.T, name, cidr string) {
+	t.Helper()
+	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"podCIDR": cidr, "podCIDRs": []string{cidr}}})
+	if _, err := k.admin.CoreV1().Nodes().Patch(context.Background(), name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatalf("allocate %s to Node %s: %v", cidr, name, err)
+	}
+}
+
+// status asks the agent's status socket.
+func (k *kubeHost) status() (*agent.Report, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return fetchReport(ctx, k.socket)
+}
+
+// TestKubeAgent: the agent in kube mode against a real API server waits
+// for its Node's pod CIDR, holds it, writes the subnet file, publishes its
+// lease in the Node's annotations as flannel does, programs a peer Node as
+// vxlan route, neighbour and fdb entry, and drops it when the Node is
+// deleted.
+func TestKubeAgent(t *testing.T) {
+	k := newKubeHost(t)
+	k.c.GrantAgent(t, kubetest.AgentRules...)
+	k.awaitAllowed(t, "patch", "nodes", "status", true)
+	k.createNode(t, "node-a", nil, "")
+	p := k.startAgent(t, "node-a")
+
+	// No pod CIDR yet: the agent serves its status, holds nothing, is
+	// not ready.
+	await.Eventually(t, kubeWait, "agent status answering with the Node informer synced", func() error {
+		if p.exited() {
+			t.Fatalf("agent exited: %v", p.err)
+		}
+		r, err := k.status()
+		if err != nil {
+			return err
+		}
+		if r.Lease != nil || r.Ready {
+			t.Fatalf("lease %+v ready %v before the Node has a pod CIDR", r.Lease, r.Ready)
+		}
+		return nil
+	})
+	if _, err := os.Stat(filepath.Join(k.dir, "subnet.env")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("subnet file before the Node has a pod CIDR: %v", err)
+	}
+
+	k.allocate(t, "node-a", "10.244.1.0/24")
+	await.Eventually(t, kubeWait, "agent ready with lease 10.244.1.0/24", func() error {
+		r, err := k.status()
+		if err != nil {
+			return err
+		}
+		if r.Lease == nil || r.Lease.Subnet != "10.244.1.0/24" || !r.Ready {
+			return fmt.Errorf("lease %+v ready %v", r.Lease, r.Ready)
+		}
+		return nil
+	})
+	env, err := os.ReadFile(filepath.Join(k.dir, "subnet.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{"FLANNEL_NETWORK=10.244.0.0/16", "FLANNEL_SUBNET=10.244.1.1/24", "FLANNEL_MTU=1450", "FLANNEL_IPMASQ=true"} {
+		if !strings.Contains(string(env), line+"\n") {
+			t.Errorf("subnet file lacks %s:\n%s", line, env)
+		}
+	}
+
+	// The lease in the Node's annotations, in flannel's form.
+	vtep, err := k.h.LinkByName("flannel.1")
+	if err != nil {
+		t.Fatalf("flannel.1: %v", err)
+	}
+	node, err := k.admin.CoreV1().Nodes().Get(context.Background(), "node-a", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		kubePrefix + "kube-subnet-manager": "true",
+		kubePrefix + "backend-type":        "vxlan",
+		kubePrefix + "public-ip":           "192.168.90.1",
+	}
+	for key, v := range want {
+		if node.Annotations[key] != v {
+			t.Errorf("annotation %s = %q, want %q (all: %v)", key, node.Annotations[key], v, node.Annotations)
+		}
+	}
+	var data struct {
+		VNI     int
+		VtepMAC string
+	}
+	if err := json.Unmarshal([]byte(node.Annotations[kubePrefix+"backend-data"]), &data); err != nil || data.VNI != 1 || data.VtepMAC != vtep.Attrs().HardwareAddr.String() {
+		t.Errorf("backend-data %q (%v), want VNI 1 and flannel.1's MAC %s", node.Annotations[kubePrefix+"backend-data"], err, vtep.Attrs().HardwareAddr)
+	}
+
+	// A peer Node, as a flannel host publishes it.
+	const peerMAC = "3e:5b:b9:8d:d6:02"
+	k.createNode(t, "node-b", map[string]string{
+		kubePrefix + "kube-subnet-manager": "true",
+		kubePrefix + "backend-type":        "vxlan",
+		kubePrefix + "backend-data":        `{"VNI":1,"VtepMAC":"` + peerMAC + `"}`,
+		kubePrefix + "public-ip":           "192.168.90.2",
+	}, "10.244.2.0/24")
+	await.Eventually(t, kubeWait, "peer node-b programmed on flannel.1", func() error {
+		return k.peerEntries(vtep, "10.244.2.0", peerMAC, "192.168.90.2", true)
+	})
+
+	if err := k.admin.CoreV1().Nodes().Delete(context.Background(), "node-b", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	await.Eventually(t, kubeWait, "peer node-b removed from flannel.1", func() error {
+		return k.peerEntries(vtep, "10.244.2.0", peerMAC, "192.168.90.2", false)
+	})
+}
+
+// peerEntries checks that the vxlan route, neighbour and fdb entry of a
+// peer whose subnet starts at gw are all there (want) or all gone.
+//
+// Equivalent to: `ip route show 10.244.2.0/24; ip neigh show dev
+// flannel.1; bridge fdb show dev flannel.1`.
+func (k *kubeHost) peerEntries(vtep netlink.Link, gw, mac, public string, want bool) error {
+	routes, err := k.h.RouteList(vtep, netlink.FAMILY_V4)
+	if err != nil {
+		return err
+	}
+	route := false
+	for _, r := range routes {
+		if r.Dst != nil && r.Dst.String() == gw+"/24" && r.Gw.String() == gw {
+			route = true
+		}
+	}
+	neighs, err := k.h.NeighList(vtep.Attrs().Index, netlink.FAMILY_V4)
+	if err != nil {
+		return err
+	}
+	neigh := false
+	for _, n := range neighs {
+		if n.IP.String() == gw && n.HardwareAddr.String() == mac {
+			neigh = true
+		}
+	}
+	fdbs, err := k.h.NeighList(vtep.Attrs().Index, syscall.AF_BRIDGE)
+	if err != nil {
+		return err
+	}
+	fdb := false
+	for _, n := range fdbs {
+		if n.HardwareAddr.String() == mac && n.IP.Equal(net.ParseIP(public)) {
+			fdb = true
+		}
+	}
+	if route != want || neigh != want || fdb != want {
+		return fmt.Errorf("route %v, neighbour %v, fdb %v; want %v", route, neigh, fdb, want)
+	}
+	return nil
+}
+
+// TestKubeAgentForbidden: with RBAC rules narrower than the deployment's
+// (no patch of nodes/status), the agent stops at start with an error that
+// names the verb and resource it may not use.
+func TestKubeAgentForbidden(t *testing.T) {
+	k := newKubeHost(t)
+	k.c.GrantAgent(t, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}})
+	k.awaitAllowed(t, "watch", "nodes", "", true)
+	k.createNode(t, "node-a", nil, "10.244.1.0/24")
+	p := k.startAgent(t, "node-a")
+	select {
+	case <-p.done:
+	case <-time.After(kubeWait):
+		t.Fatalf("the agent did not stop with too narrow RBAC rules:\n%s", p.output())
+	}
+	var exit *exec.ExitError
+	if !errors.As(p.err, &exit) || exit.ExitCode() != 1 {
+		t.Errorf("agent exited with %v, want exit status 1", p.err)
+	}
+	if msg := p.output(); !strings.Contains(msg, "patch nodes/status node-a") || !strings.Contains(msg, "forbidden") {
+		t.Errorf("the agent's error does not name the verb and resource refused:\n%s", msg)
+	}
+}
