@@ -1,3 +1,5 @@
+// Package kubernetes holds the manifests that deploy netagent on a
+// Kubernetes cluster; its test checks them against a real API server.
 package kubernetes
 
 import _ "embed"
