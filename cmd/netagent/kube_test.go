@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -247,6 +249,8 @@ func TestKubeAgent(t *testing.T) {
 		}
 	}
 
+	k.checkStatus(t)
+
 	// The lease in the Node's annotations, in flannel's form.
 	vtep, err := k.h.LinkByName("flannel.1")
 	if err != nil {
@@ -292,6 +296,50 @@ func TestKubeAgent(t *testing.T) {
 	await.Eventually(t, kubeWait, "peer node-b removed from flannel.1", func() error {
 		return k.peerEntries(vtep, "10.244.2.0", peerMAC, "192.168.90.2", false)
 	})
+}
+
+// checkStatus checks what the status socket says of the store (JSON, text
+// and metrics) once the agent holds its lease.
+func (k *kubeHost) checkStatus(t *testing.T) {
+	t.Helper()
+	r, err := k.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := r.Store
+	if st.Kind != agent.StoreKubernetes || st.KubeStoreReport == nil {
+		t.Fatalf("status store %+v, want kind kubernetes", st)
+	}
+	ks := st.KubeStoreReport
+	if ks.APIServer != k.c.URL || ks.Node != "node-a" || ks.AnnotationPrefix != "flannel.alpha.coreos.com" ||
+		ks.NetConfigPath != k.netConf || !ks.Synced || ks.LastEvent == nil {
+		t.Errorf("status store %+v, want API server %s, node-a, flannel's prefix, %s, synced, a last event", ks, k.c.URL, k.netConf)
+	}
+	if ks.Counters.Patches == 0 || ks.Counters.Events == 0 {
+		t.Errorf("store counters %+v: no patch or no Node event counted", ks.Counters)
+	}
+	if len(r.Etcd.Endpoints) != 0 || r.Etcd.Prefix != "" {
+		t.Errorf("etcd endpoints %v prefix %q in kube mode", r.Etcd.Endpoints, r.Etcd.Prefix)
+	}
+	var text strings.Builder
+	printReport(&text, r)
+	if want := "kubernetes " + k.c.URL + "  node node-a"; !strings.Contains(text.String(), want) {
+		t.Errorf("netagent status does not show %q:\n%s", want, text.String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://netagent/metrics", nil)
+	resp, err := statusClient(k.socket).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	metrics, _ := io.ReadAll(resp.Body)
+	for _, m := range []string{agent.MetricStoreInfo + `{kind="kubernetes"} 1`, agent.MetricKubeSynced + " 1"} {
+		if !strings.Contains(string(metrics), m+"\n") {
+			t.Errorf("metrics lack %s", m)
+		}
+	}
 }
 
 // peerEntries checks that the vxlan route, neighbour and fdb entry of a
