@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -179,7 +180,8 @@ func (c *Cluster) StopAPIServer() error {
 	if api == nil || api.Exited() {
 		return nil
 	}
-	if err := api.Stop(stopGrace); err != nil && !api.Exited() {
+	// Its exit status after SIGTERM is not an error; having to kill it is.
+	if err := api.Stop(stopGrace); err != nil && !isExitError(err) {
 		return fmt.Errorf("kubelab: stop kube-apiserver: %w", err)
 	}
 	return nil
@@ -363,6 +365,11 @@ func (c *Cluster) patchPodCIDRs(ctx context.Context, name string, cidrs []netip.
 		return nil, fmt.Errorf("kubelab: Node %s pod CIDRs %v: %w", name, ss, err)
 	}
 	return n, nil
+}
+
+func isExitError(err error) bool {
+	var ee *exec.ExitError
+	return errors.As(err, &ee)
 }
 
 // Admin is the administrator's clientset (group system:masters).

@@ -44,6 +44,10 @@ func APIServerArgs(c *Credentials, etcdURL string, bind, advertise netip.Addr, d
 		// The default reconciler writes the advertise address into the
 		// kubernetes Endpoints and refuses a loopback one.
 		"--endpoint-reconciler-type=none",
+		// On SIGTERM, close open watches after a second and exit: without
+		// a period the server waits for them (its clients' informers) for
+		// a minute, and a restart becomes a kill.
+		"--shutdown-watch-termination-grace-period=1s",
 		"--cert-dir=" + filepath.Join(dir, "certs"),
 		"--tls-cert-file=" + c.CertFile,
 		"--tls-private-key-file=" + c.KeyFile,
