@@ -16,7 +16,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -66,13 +65,11 @@ type Cluster struct {
 	config  *lease.Config
 	netConf []byte
 	args    []string // the API server's, binary first
+	admin   kubernetes.Interface
 
-	mu     sync.Mutex
-	api    *lab.Proc
-	etcd   *lab.Proc
-	nodes  int // Nodes registered, the index of the next pod CIDRs
-	admin  kubernetes.Interface
-	starts int
+	mu    sync.Mutex
+	api   *lab.Proc
+	nodes int // Nodes registered, the index of the next pod CIDRs
 }
 
 // Start runs etcd and the API server in l's etcd namespace, binds the
@@ -112,9 +109,9 @@ func Start(ctx context.Context, l *lab.Lab, opts Options) (*Cluster, error) {
 	if c.admin, err = c.Client(AdminUser); err != nil {
 		return nil, err
 	}
-	c.etcd, err = l.StartProcess(l.EtcdNS(), nil,
-		EtcdArgs(opts.Binaries.Etcd, "netagent-lab", filepath.Join(c.Dir, "etcd"), etcdClientPort, etcdPeerPort)...)
-	if err != nil {
+	// The lab stops it with its other processes.
+	if _, err := l.StartProcess(l.EtcdNS(), nil,
+		EtcdArgs(opts.Binaries.Etcd, "netagent-lab", filepath.Join(c.Dir, "etcd"), etcdClientPort, etcdPeerPort)...); err != nil {
 		return nil, err
 	}
 	if err := c.StartAPIServer(ctx); err != nil {
@@ -145,7 +142,6 @@ func (c *Cluster) StartAPIServer(ctx context.Context) error {
 		return err
 	}
 	c.api = api
-	c.starts++
 	c.mu.Unlock()
 	rctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
@@ -202,12 +198,6 @@ func (c *Cluster) APIServer() *lab.Proc {
 	defer c.mu.Unlock()
 	return c.api
 }
-
-// Etcd is the API server's etcd.
-func (c *Cluster) Etcd() *lab.Proc { return c.etcd }
-
-// Token is the bearer token of user (AdminUser or AgentUser).
-func (c *Cluster) Token(user string) string { return c.creds.Tokens[user] }
 
 // CAPEM is the certificate of the CA that signed the API server's.
 func (c *Cluster) CAPEM() []byte { return c.creds.CAPEM }
@@ -374,6 +364,3 @@ func isExitError(err error) bool {
 
 // Admin is the administrator's clientset (group system:masters).
 func (c *Cluster) Admin() kubernetes.Interface { return c.admin }
-
-// IsNotFound reports whether err says an object does not exist.
-func IsNotFound(err error) bool { return apierrors.IsNotFound(err) }
