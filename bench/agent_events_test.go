@@ -27,6 +27,10 @@ type agentKernelSeen struct {
 	routes map[netip.Prefix]time.Time
 	neighs map[netip.Addr]time.Time
 	fdbs   map[netip.Addr]time.Time
+	// lladdrs records every neighbour and fdb entry by family, address
+	// and MAC: a peer whose VTEP MAC or public address changed gets new
+	// ones.
+	lladdrs map[agentNeighKey]time.Time
 	// last is when the latest first-time entry was recorded.
 	last time.Time
 	errs []error
@@ -45,10 +49,11 @@ const agentNotifyBuffer = 32 << 20
 // until stop is closed.
 func agentWatchKernel(nsh netns.NsHandle, stop <-chan struct{}) (*agentKernelSeen, error) {
 	ks := &agentKernelSeen{
-		routes: map[netip.Prefix]time.Time{},
-		neighs: map[netip.Addr]time.Time{},
-		fdbs:   map[netip.Addr]time.Time{},
-		wake:   make(chan struct{}, 1),
+		routes:  map[netip.Prefix]time.Time{},
+		neighs:  map[netip.Addr]time.Time{},
+		fdbs:    map[netip.Addr]time.Time{},
+		lladdrs: map[agentNeighKey]time.Time{},
+		wake:    make(chan struct{}, 1),
 	}
 	onErr := func(err error) {
 		ks.mu.Lock()
@@ -108,6 +113,9 @@ func (ks *agentKernelSeen) neigh(u netlink.NeighUpdate, at time.Time) {
 	a = a.Unmap()
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
+	if k := (agentNeighKey{u.Family, a, u.HardwareAddr.String()}); ks.lladdrs[k].IsZero() {
+		ks.lladdrs[k] = at
+	}
 	switch {
 	case u.Family == syscall.AF_BRIDGE:
 		if _, seen := ks.fdbs[a]; !seen {
@@ -137,6 +145,14 @@ func (ks *agentKernelSeen) route(u netlink.RouteUpdate, at time.Time) {
 		ks.routes[p], ks.last = at, at
 	}
 	ks.signal()
+}
+
+// agentNeighKey names a neighbour (FAMILY_V4) or fdb entry (AF_BRIDGE) by
+// its address and MAC.
+type agentNeighKey struct {
+	family int
+	ip     netip.Addr
+	mac    string
 }
 
 func (ks *agentKernelSeen) signal() {

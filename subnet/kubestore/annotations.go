@@ -83,11 +83,19 @@ func podCIDRs(n *corev1.Node) (v4, v6 netip.Prefix, err error) {
 		if p != p.Masked() {
 			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("node %s: pod CIDR %s is not a network address", n.Name, s)
 		}
-		if p.Addr().Is4() {
-			v4 = p
-		} else {
-			v6 = p
+		// An IPv4-mapped IPv6 prefix would be a lease key no store
+		// reads back.
+		if p.Addr().Is4In6() {
+			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("node %s: pod CIDR %s is an IPv4-mapped IPv6 prefix", n.Name, s)
 		}
+		fam := &v6
+		if p.Addr().Is4() {
+			fam = &v4
+		}
+		if fam.IsValid() {
+			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("node %s: pod CIDRs %s and %s are of one address family", n.Name, *fam, p)
+		}
+		*fam = p
 	}
 	return v4, v6, nil
 }
