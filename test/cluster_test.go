@@ -99,6 +99,9 @@ type clusterOptions struct {
 	IPv6 string
 	// Env, if set, is added to the environment of h's agent.
 	Env func(h *lab.Host) []string
+	// StoreArgs, if set, replaces --etcd-endpoints on h's agent's command
+	// line: the flags of another cluster store.
+	StoreArgs func(h *lab.Host) []string
 }
 
 // cluster is a lab with etcd, the network config, and one agent per host.
@@ -168,16 +171,20 @@ func (c *cluster) hosts() []*lab.Host { return c.lab.Hosts() }
 
 // agentArgs is the command line of h's agent.
 func (c *cluster) agentArgs(h *lab.Host) []string {
-	args := []string{
-		binaries(c.t)["./cmd/netagent"], "run",
-		"--etcd-endpoints=" + strings.Join(c.lab.EtcdEndpoints(), ","),
-		"--subnet-file=" + h.SubnetFile(),
-		"--docker-opts-file=" + filepath.Join(h.Dir, "docker"),
-		"--status-socket=" + statusSocket(h),
+	args := []string{binaries(c.t)["./cmd/netagent"], "run"}
+	if c.opts.StoreArgs != nil {
+		args = append(args, c.opts.StoreArgs(h)...)
+	} else {
+		args = append(args, "--etcd-endpoints="+strings.Join(c.lab.EtcdEndpoints(), ","))
+	}
+	args = append(args,
+		"--subnet-file="+h.SubnetFile(),
+		"--docker-opts-file="+filepath.Join(h.Dir, "docker"),
+		"--status-socket="+statusSocket(h),
 		"--ip-masq",
 		"--iptables-resync=500ms",
 		"--log-level=debug",
-	}
+	)
 	return append(args, c.opts.AgentArgs...)
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/netagent/netagent/internal/lab"
+	"github.com/netagent/netagent/internal/lab/kubelab"
 )
 
 // configKey is where the agents read the network config (their default
@@ -34,7 +35,7 @@ func up(ctx context.Context, o *upOptions, bins map[string]string, binDir string
 		return err
 	}
 	st := &labState{
-		PID: os.Getpid(), StartedAt: start, Dir: o.dir, Backend: o.backend, Runtime: o.runtime, IPv6: o.ipv6,
+		PID: os.Getpid(), StartedAt: start, Dir: o.dir, Store: o.store, Backend: o.backend, Runtime: o.runtime, IPv6: o.ipv6,
 		Binaries: bins, BinDir: binDir,
 	}
 	if o.ipv6 != ipv6Only {
@@ -43,8 +44,14 @@ func up(ctx context.Context, o *upOptions, bins map[string]string, binDir string
 	if o.ipv6 != ipv6Off {
 		st.IPv6Network = o.ipv6Network
 	}
-	say("bringing up a lab in %s: %d hosts, backend %s, network %s, %d containers per host (runtime %s)",
-		o.dir, o.hosts+o.routedHosts, o.backend, joinSet(st.Network, st.IPv6Network), o.containers, o.runtime)
+	say("bringing up a lab in %s: %d hosts, store %s, backend %s, network %s, %d containers per host (runtime %s)",
+		o.dir, o.hosts+o.routedHosts, o.store, o.backend, joinSet(st.Network, st.IPv6Network), o.containers, o.runtime)
+	var kb kubelab.Binaries
+	if o.store == storeKube {
+		if kb, err = kubeBinaries(ctx, say); err != nil {
+			return upError(ctx, "kube-apiserver binaries", err)
+		}
+	}
 	l, err := lab.New(ctx, lab.Options{
 		Hosts: o.hosts, RoutedHosts: o.routedHosts, Dir: o.dir, LabBinary: bins["netagent-lab"],
 		IPv6: labIPv6(o.ipv6),
@@ -52,7 +59,7 @@ func up(ctx context.Context, o *upOptions, bins map[string]string, binDir string
 	if err != nil {
 		return upError(ctx, "namespaces", err)
 	}
-	st.Prefix, st.Etcd = l.Prefix(), l.EtcdEndpoints()[0]
+	st.Prefix = l.Prefix()
 	defer func() {
 		t := time.Now()
 		say("tearing down lab %s ...", l.Prefix())
@@ -83,16 +90,13 @@ func up(ctx context.Context, o *upOptions, bins map[string]string, binDir string
 	t := time.Now()
 	stepCtx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	if err := l.StartEtcd(stepCtx); err != nil {
-		return upError(ctx, "etcd", err)
+	flags, err := startStore(stepCtx, o, l, st, cfg, kb, say)
+	if err != nil {
+		return upError(ctx, o.store, err)
 	}
-	if err := putConfig(stepCtx, l, cfg); err != nil {
-		return upError(ctx, "network config", err)
-	}
-	say("etcd up at %s, network config %s (%.1fs)", st.Etcd, cfg, time.Since(t).Seconds())
 
 	t = time.Now()
-	agents, err := startAgents(stepCtx, l, st, bins["netagent"])
+	agents, err := startAgents(stepCtx, l, st, bins["netagent"], flags)
 	if err != nil {
 		return upError(ctx, "agents", err)
 	}
@@ -173,37 +177,26 @@ func hostNames(st *labState) string {
 	return strings.Join(names, " ")
 }
 
-// putConfig writes the network config to etcd, from inside the etcd
-// namespace.
-func putConfig(ctx context.Context, l *lab.Lab, cfg []byte) error {
-	cli, err := l.EtcdClient()
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	_, err = cli.Put(ctx, configKey, string(cfg))
-	return err
-}
-
 // startAgents starts netagent on every host and waits until each has
 // written its subnet file, filling in st.Hosts' leases and PIDs. An agent
 // that exits or does not lease in time fails the step, with the end of its
 // log.
-func startAgents(ctx context.Context, l *lab.Lab, st *labState, netagentBin string) ([]*agentProc, error) {
+func startAgents(ctx context.Context, l *lab.Lab, st *labState, netagentBin string, flags agentFlags) ([]*agentProc, error) {
 	var agents []*agentProc
 	for i, h := range l.Hosts() {
 		hs := &st.Hosts[i]
 		// Hosts share one filesystem: each gets its own WireGuard key
 		// file and UAPI socket directory (used by the wireguard backend).
-		env := []string{"WIREGUARD_KEY_FILE=" + filepath.Join(h.Dir, "wgkey")}
-		p, err := l.StartProcess(h.NS, env, netagentBin, "run",
-			"--etcd-endpoints="+strings.Join(l.EtcdEndpoints(), ","),
+		env, storeArgs := flags(h)
+		env = append(env, "WIREGUARD_KEY_FILE="+filepath.Join(h.Dir, "wgkey"))
+		argv := append([]string{netagentBin, "run"}, storeArgs...)
+		p, err := l.StartProcess(h.NS, env, append(argv,
 			"--subnet-file="+h.SubnetFile(),
 			"--docker-opts-file="+h.DockerOptsFile(),
 			"--status-socket="+hs.StatusSocket,
 			"--wireguard-socket-dir="+filepath.Join(h.Dir, "wireguard"),
 			"--ip-masq",
-		)
+		)...)
 		if err != nil {
 			return nil, err
 		}

@@ -93,8 +93,8 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if !s.Ready {
 		return fmt.Errorf("status: lab %s in %s is still coming up", s.Prefix, dir)
 	}
-	fmt.Fprintf(stdout, "lab %s in %s (pid %d, up since %s): %d hosts, backend %s, network %s\n",
-		s.Prefix, dir, s.PID, s.StartedAt.Format(time.TimeOnly), len(s.Hosts), s.Backend, joinSet(s.Network, s.IPv6Network))
+	fmt.Fprintf(stdout, "lab %s in %s (pid %d, up since %s): %d hosts, store %s, backend %s, network %s\n",
+		s.Prefix, dir, s.PID, s.StartedAt.Format(time.TimeOnly), len(s.Hosts), s.store(), s.Backend, joinSet(s.Network, s.IPv6Network))
 	printStatuses(ctx, stdout, s.exec, s.Binaries["netagent"], s.Hosts)
 	ms := pingMatrices(ctx, s.exec, s.Containers, s.families())
 	printMatrices(stdout, ms)

@@ -5,7 +5,8 @@
 //
 // Usage:
 //
-//	netagent-lab up [flags]                    bring a lab up: etcd, hosts running netagent,
+//	netagent-lab up [flags]                    bring a lab up: etcd (or, with --store kubernetes,
+//	                                           a kube-apiserver), hosts running netagent,
 //	                                           containers attached by netagent-cni, a ping matrix
 //	netagent-lab exec [--dir D] NAME -- CMD... run CMD inside a lab host or container (h1, h1-c1)
 //	netagent-lab status [--dir D]              print every agent's status and the ping matrix
@@ -59,7 +60,8 @@ func (x exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(x)
 const usage = `usage: netagent-lab <command> [flags]
 
 commands:
-  up        bring a lab up (etcd, N hosts running netagent, containers) and keep it up
+  up        bring a lab up (etcd or a kube-apiserver, N hosts running netagent, containers)
+            and keep it up
   exec      run a command inside a lab host or container: exec h1-c1 -- ip route
   status    print every agent's status and the container ping matrix
   down      tear the running lab down

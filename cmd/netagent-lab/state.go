@@ -49,7 +49,12 @@ type labState struct {
 	Network     string `json:"network,omitempty"`
 	IPv6        string `json:"ipv6,omitempty"`
 	IPv6Network string `json:"ipv6_network,omitempty"`
-	Etcd        string `json:"etcd_endpoint"`
+	// Store is where the agents keep their leases: storeEtcd ("" reads
+	// as etcd) or storeKube. Etcd is the etcd endpoint of the etcd
+	// store, APIServer the API server's URL of the kubernetes one.
+	Store     string `json:"store,omitempty"`
+	Etcd      string `json:"etcd_endpoint,omitempty"`
+	APIServer string `json:"api_server,omitempty"`
 	// Namespaces are all the lab's namespaces: the only ones exec enters.
 	Namespaces []string         `json:"namespaces"`
 	Hosts      []hostState      `json:"hosts"`
@@ -58,6 +63,15 @@ type labState struct {
 	// netagent-cni, netagent-lab, bridge, ...), and BinDir their directory.
 	Binaries map[string]string `json:"binaries"`
 	BinDir   string            `json:"bin_dir"`
+}
+
+// store returns the lab's store: storeEtcd or storeKube, and where it
+// serves.
+func (s *labState) store() string {
+	if s.Store == storeKube {
+		return storeKube + " (API server " + s.APIServer + ")"
+	}
+	return storeEtcd + " (" + s.Etcd + ")"
 }
 
 // families returns the lab's overlay families, IPv4 first.

@@ -87,6 +87,30 @@ func TestStateFile(t *testing.T) {
 	}
 }
 
+// TestStateStore: the store a state file records, as status prints it; a
+// state written before --store existed reads as etcd.
+func TestStateStore(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		file, want string
+	}{
+		{`{"pid":1,"prefix":"naab12","etcd_endpoint":"http://192.168.77.2:2379"}`, "etcd (http://192.168.77.2:2379)"},
+		{`{"pid":1,"prefix":"naab12","store":"etcd","etcd_endpoint":"http://192.168.77.2:2379"}`, "etcd (http://192.168.77.2:2379)"},
+		{`{"pid":1,"prefix":"naab12","store":"kubernetes","api_server":"https://192.168.77.2:6443"}`, "kubernetes (API server https://192.168.77.2:6443)"},
+	} {
+		if err := os.WriteFile(statePath(dir), []byte(tt.file), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s, err := readState(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.store(); got != tt.want {
+			t.Errorf("%s: store %q, want %q", tt.file, got, tt.want)
+		}
+	}
+}
+
 func TestMatrixPrint(t *testing.T) {
 	m := matrix{
 		family: ipv4,

@@ -19,7 +19,9 @@ import (
 type upOptions struct {
 	hosts, routedHosts int
 	containers         int
-	backend            string
+	// store is storeEtcd or storeKube.
+	store   string
+	backend string
 	// runtime is what runs the containers: runtimeNone (namespaces the
 	// lab attaches through netagent-cni), runtimeDocker or runtimePodman.
 	runtime string
@@ -53,6 +55,8 @@ func (o *upOptions) Validate() error {
 		return fmt.Errorf("%d hosts: the lab takes at most 50", o.hosts+o.routedHosts)
 	case o.containers < 0 || o.containers > 20:
 		return fmt.Errorf("--containers-per-host %d: want 0 to 20", o.containers)
+	case o.store != storeEtcd && o.store != storeKube:
+		return fmt.Errorf("--store %q: want %s or %s", o.store, storeEtcd, storeKube)
 	case o.backend != "vxlan" && o.backend != "host-gw" && o.backend != "wireguard":
 		return fmt.Errorf("--backend %q: want vxlan, host-gw or wireguard", o.backend)
 	case o.backend == "host-gw" && o.routedHosts > 0:
@@ -89,8 +93,8 @@ func (o *upOptions) Validate() error {
 	return nil
 }
 
-// config returns the network config the lab writes to etcd
-// (docs/compatibility.md §2): Network for IPv4, EnableIPv6 and IPv6Network
+// config returns the network config the lab writes to etcd, or to every
+// host's net-conf.json with the kubernetes store (docs/compatibility.md §2): Network for IPv4, EnableIPv6 and IPv6Network
 // for IPv6, EnableIPv4 false for an IPv6-only lab. It is checked with lease.ParseConfig as the
 // agents will read it, each family on its own first so that an error
 // names its flag; the parsed config is returned too.
@@ -155,6 +159,7 @@ func parseUp(args []string, stderr io.Writer) (*upOptions, error) {
 	fs.IntVar(&o.hosts, "hosts", 3, "number of hosts on the underlay")
 	fs.IntVar(&o.routedHosts, "routed-hosts", 0, "number of further hosts on a second underlay subnet, behind a router")
 	fs.IntVar(&o.containers, "containers-per-host", 2, "containers on each host (see --runtime)")
+	fs.StringVar(&o.store, "store", storeEtcd, "where the agents keep their leases: etcd (the lab's etcd) or kubernetes (a kube-apiserver, agents with --kube-subnet-mgr, a Node per host; its binaries come from scripts/kube-binaries.sh: ~10 minutes to build on the first run of a machine)")
 	fs.StringVar(&o.backend, "backend", "vxlan", "backend: vxlan, host-gw or wireguard")
 	fs.StringVar(&o.runtime, "runtime", runtimeNone, "what runs the containers: none (namespaces attached through netagent-cni), docker (a dockerd per host with the agent's Docker options) or podman (podman with its CNI backend and netagent-cni)")
 	fs.StringVar(&o.network, "network", "10.5.0.0/16", "IPv4 overlay network (a /24 per host)")
@@ -274,7 +279,7 @@ func claimDir(ctx context.Context, dir string, stdout io.Writer) error {
 // removeLabFiles removes what a lab put in its directory (but its logs if
 // keepLogs), and the directory itself if nothing else is left in it.
 func removeLabFiles(dir string, keepLogs bool) error {
-	names := []string{stateFileName, "hosts", "etcd"}
+	names := []string{stateFileName, "hosts", "etcd", "kube"}
 	if !keepLogs {
 		names = append(names, "logs")
 	}

@@ -175,22 +175,37 @@ func assertFullMatrix(t *testing.T, out string, f family, n int) {
 	}
 }
 
-// TestUpOnce brings the default lab up and down: every container reaches
-// every other, every host's status is printed, and nothing is left.
+// TestUpOnce brings the default lab up and down on each store: every
+// container reaches every other, every host's status is printed, and
+// nothing is left.
 func TestUpOnce(t *testing.T) {
 	requireRoot(t)
 	labBinary(t)
+	for _, store := range []string{storeEtcd, storeKube} {
+		t.Run(store, func(t *testing.T) { testUpOnce(t, store) })
+	}
+}
+
+func testUpOnce(t *testing.T, store string) {
 	dir := filepath.Join(t.TempDir(), "lab")
 	before := rootLinks(t)
 	start := time.Now()
-	out, err := runLab(t, 90*time.Second, "up", "--once", "--hosts", "3", "--dir", dir)
-	t.Logf("up --once took %v", time.Since(start).Round(time.Millisecond))
+	// A cold build of kube-apiserver (scripts/kube-binaries.sh) takes
+	// about ten minutes: the limit only bounds a hang.
+	out, err := runLab(t, 20*time.Minute, "up", "--once", "--store", store, "--hosts", "3", "--dir", dir)
+	t.Logf("up --once --store %s took %v", store, time.Since(start).Round(time.Millisecond))
 	if err != nil {
 		t.Fatalf("up --once: %v\n%s", err, out)
 	}
 	m := prefixRE.FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("no namespace prefix in the output:\n%s", out)
+	}
+	if want := ", store " + store + ","; !strings.Contains(out, want) {
+		t.Errorf("output lacks %q", want)
+	}
+	if store == storeKube && !strings.Contains(out, "kube-apiserver up at https://192.168.77.2:6443") {
+		t.Errorf("output does not say where the API server is:\n%s", out)
 	}
 	assertFullMatrix(t, out, ipv4, 6)
 	if strings.Contains(out, "IPv6 ping matrix") {
@@ -283,6 +298,9 @@ func TestUpExecStatusDown(t *testing.T) {
 	out, err = runLab(t, 60*time.Second, "status", "--dir", dir)
 	if err != nil {
 		t.Errorf("status: %v\n%s", err, out)
+	}
+	if want := "store etcd (http://192.168.77.2:2379)"; !strings.Contains(out, want) {
+		t.Errorf("status lacks %q:\n%s", want, out)
 	}
 	assertFullMatrix(t, out, ipv4, 6)
 	if n := strings.Count(out, "\nlease: "); n != 3 {
@@ -396,6 +414,7 @@ func TestUpArguments(t *testing.T) {
 		{[]string{"--ipv6", "dual", "--ipv6-network", "fd00:5::/120", "--hosts", "4"}, "--ipv6-network fd00:5::/120 leases 3 subnets of /122, fewer than the 4 hosts"},
 		{[]string{"--ipv6", "dual", "--network", "10.5.0.1/16"}, "--network 10.5.0.1/16"},
 		{[]string{"--runtime", "lxc"}, `--runtime "lxc": want none, docker or podman`},
+		{[]string{"--store", "consul"}, `--store "consul": want etcd or kubernetes`},
 		{[]string{"--runtime", "docker", "--ipv6", "dual"}, "--runtime docker: the lab runs its containers on IPv4 only"},
 	}
 	for _, tt := range tests {

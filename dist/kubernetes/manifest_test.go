@@ -1,6 +1,6 @@
-// Package kubernetes holds the manifests that deploy netagent on a
-// Kubernetes cluster; its test checks them against a real API server.
-package kubernetes
+// The test is outside the package: internal/kubetest, which it uses,
+// imports the package (through internal/lab/kubelab).
+package kubernetes_test
 
 import (
 	"bytes"

@@ -13,15 +13,9 @@ package kubetest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -32,21 +26,19 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/netagent/netagent/internal/await"
-	"github.com/netagent/netagent/internal/certtest"
 	"github.com/netagent/netagent/internal/lab"
+	"github.com/netagent/netagent/internal/lab/kubelab"
 	"github.com/netagent/netagent/internal/nstest"
 )
 
 // Identities of a Cluster.
 const (
 	// AdminUser is in group system:masters: allowed everything.
-	AdminUser = "kubetest-admin"
+	AdminUser = kubelab.AdminUser
 	// AgentUser is the agent's identity: allowed nothing until GrantAgent.
-	AgentUser = "netagent"
+	AgentUser = kubelab.AgentUser
 )
 
 // AgentRules are the permissions the agent needs: read and watch Nodes,
@@ -59,7 +51,7 @@ var AgentRules = []rbacv1.PolicyRule{
 
 // Ports inside the cluster's namespace.
 const (
-	APIServerPort  = 6443
+	APIServerPort  = kubelab.APIServerPort
 	etcdClientPort = 2379
 	etcdPeerPort   = 2380
 )
@@ -93,7 +85,7 @@ type Cluster struct {
 	addr   netip.Addr
 	caPEM  []byte
 	tokens map[string]string
-	bins   Binaries
+	bins   kubelab.Binaries
 	args   []string
 	etcd   *proc
 	api    *proc
@@ -120,13 +112,10 @@ func Start(t testing.TB, opts Options) *Cluster {
 		URL:  "https://" + net.JoinHostPort(opts.Addr.String(), strconv.Itoa(APIServerPort)),
 		addr: opts.Addr,
 		bins: bins,
-		tokens: map[string]string{
-			AdminUser: randomToken(t),
-			AgentUser: randomToken(t),
-		},
 	}
 	c.writeFiles(t)
-	etcd, err := startProc(c.NS, filepath.Join(c.Dir, "etcd.log"), c.etcdArgs()...)
+	etcd, err := startProc(c.NS, filepath.Join(c.Dir, "etcd.log"),
+		kubelab.EtcdArgs(c.bins.Etcd, "kubetest", filepath.Join(c.Dir, "etcd"), etcdClientPort, etcdPeerPort)...)
 	if err != nil {
 		t.Fatalf("kubetest: %v", err)
 	}
@@ -274,104 +263,21 @@ func ignoreNotFound(err error) error {
 
 func second[T any](_ T, err error) error { return err }
 
-func (c *Cluster) etcdArgs() []string {
-	client := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(etcdClientPort))
-	peer := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(etcdPeerPort))
-	return []string{c.bins.Etcd,
-		"--name", "kubetest",
-		"--data-dir", filepath.Join(c.Dir, "etcd"),
-		"--listen-client-urls", client, "--advertise-client-urls", client,
-		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "kubetest=" + peer,
-		"--unsafe-no-fsync", "--log-level", "warn",
-	}
-}
-
-// writeFiles writes the serving certificate, the service-account key
-// pair, the token file and the kubeconfigs, and sets the server's flags.
+// writeFiles writes the credentials and the kubeconfigs, and sets the
+// server's flags.
 func (c *Cluster) writeFiles(t testing.TB) {
 	t.Helper()
-	ca := certtest.NewCA(t, "kubetest CA")
-	c.caPEM = ca.PEM()
-	cert, key := filepath.Join(c.Dir, "apiserver.pem"), filepath.Join(c.Dir, "apiserver-key.pem")
-	certtest.WriteKeyPair(t, cert, key, ca.Issue(t, "kube-apiserver", c.addr.String(), "kubernetes", "kubernetes.default"))
-	saKey, saPub := filepath.Join(c.Dir, "sa-key.pem"), filepath.Join(c.Dir, "sa.pem")
-	writeServiceAccountKeys(t, saKey, saPub)
-	tokens := filepath.Join(c.Dir, "tokens.csv")
-	csv := fmt.Sprintf("%s,%s,%s,system:masters\n%s,%s,%s\n",
-		c.tokens[AdminUser], AdminUser, AdminUser, c.tokens[AgentUser], AgentUser, AgentUser)
-	writeFile(t, tokens, []byte(csv))
+	creds, err := kubelab.NewCredentials(c.Dir, c.addr.String(), "kubernetes", "kubernetes.default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.caPEM, c.tokens = creds.CAPEM, creds.Tokens
 	c.AdminKubeconfig = filepath.Join(c.Dir, "admin.kubeconfig")
 	c.AgentKubeconfig = filepath.Join(c.Dir, "netagent.kubeconfig")
-	c.writeKubeconfig(t, c.AdminKubeconfig, AdminUser)
-	c.writeKubeconfig(t, c.AgentKubeconfig, AgentUser)
-	c.args = []string{
-		"--etcd-servers=http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(etcdClientPort)),
-		"--bind-address=" + c.addr.String(),
-		"--advertise-address=" + c.addr.String(),
-		"--secure-port=" + strconv.Itoa(APIServerPort),
-		// The default reconciler writes the advertise address into the
-		// kubernetes Endpoints and refuses a loopback one.
-		"--endpoint-reconciler-type=none",
-		"--cert-dir=" + filepath.Join(c.Dir, "certs"),
-		"--tls-cert-file=" + cert,
-		"--tls-private-key-file=" + key,
-		"--token-auth-file=" + tokens,
-		"--service-account-key-file=" + saPub,
-		"--service-account-signing-key-file=" + saKey,
-		"--service-account-issuer=https://kubernetes.default.svc",
-		"--service-cluster-ip-range=10.96.0.0/16",
-		"--authorization-mode=RBAC",
-		// The DaemonSet runs privileged: validation refuses it otherwise.
-		"--allow-privileged=true",
-		"--profiling=false",
+	for path, user := range map[string]string{c.AdminKubeconfig: AdminUser, c.AgentKubeconfig: AgentUser} {
+		if err := kubelab.WriteKubeconfig(path, c.URL, c.caPEM, user, c.tokens[user]); err != nil {
+			t.Fatal(err)
+		}
 	}
-}
-
-func (c *Cluster) writeKubeconfig(t testing.TB, path, user string) {
-	t.Helper()
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["kubetest"] = &clientcmdapi.Cluster{Server: c.URL, CertificateAuthorityData: c.caPEM}
-	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{Token: c.tokens[user]}
-	cfg.Contexts["kubetest"] = &clientcmdapi.Context{Cluster: "kubetest", AuthInfo: user}
-	cfg.CurrentContext = "kubetest"
-	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
-		t.Fatalf("kubetest: write %s: %v", path, err)
-	}
-}
-
-// writeServiceAccountKeys writes an ECDSA key pair that signs and checks
-// service-account tokens.
-func writeServiceAccountKeys(t testing.TB, keyPath, pubPath string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
-	writeFile(t, pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}))
-}
-
-func randomToken(t testing.TB) string {
-	t.Helper()
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("%x", b)
-}
-
-func writeFile(t testing.TB, path string, data []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	c.args = kubelab.APIServerArgs(creds, kubelab.ClientURL(etcdClientPort), c.addr, c.addr, c.Dir)
 }

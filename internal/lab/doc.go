@@ -14,7 +14,10 @@
 //	P-rt        eth0 (port of br0)             192.168.77.1/24, ip_forward=1
 //	            eth1 (port of br1, if any)     192.168.88.1/24
 //	P-etcd      eth0 (port of br0)             192.168.77.2/24, default via .1;
-//	                                           etcd serves http://192.168.77.2:2379
+//	                                           etcd serves http://192.168.77.2:2379;
+//	                                           with internal/lab/kubelab, kube-apiserver
+//	                                           https://192.168.77.2:6443 on its own etcd
+//	                                           (127.0.0.1:12379)
 //	P-etcdI     eth0 (port of br0)             192.168.77.(1+I)/24: member I (2..8) of an
 //	                                           etcd cluster (StartEtcdCluster; member 1 is P-etcd)
 //	P-hI        eth0 (port of br0 or br1)      192.168.77.(10+I)/24, default via 192.168.77.1

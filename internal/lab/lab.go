@@ -75,8 +75,9 @@ type Options struct {
 	// router.
 	RoutedHosts int
 	// Dir holds the lab's files: logs/ (one log per process), hosts/NAME/
-	// (each host's state directory) and etcd/ (etcd's data, removed by
-	// Close). Empty: a temporary directory that Close removes.
+	// (each host's state directory), etcd/ (etcd's data) and kube/ (the
+	// Kubernetes API server's, see KubeDir), the last two removed by
+	// Close. Empty: a temporary directory that Close removes.
 	Dir string
 	// LabBinary is the netagent-lab executable, run as `netagent-lab etcd`
 	// by StartEtcd. Needed only for StartEtcd.
@@ -305,6 +306,14 @@ func (l *Lab) Host(name string) *Host {
 	return nil
 }
 
+// Families reports the underlay's address families (Options.IPv6).
+func (l *Lab) Families() (v4, v6 bool) { return l.hasV4(), l.hasV6() }
+
+// KubeDir is the directory of the lab's Kubernetes API server
+// (internal/lab/kubelab): its etcd's data and its credentials. Close
+// removes it.
+func (l *Lab) KubeDir() string { return filepath.Join(l.dir, "kube") }
+
 // SwitchNS, RouterNS and EtcdNS name the infrastructure namespaces.
 func (l *Lab) SwitchNS() string { return l.nsName("sw") }
 func (l *Lab) RouterNS() string { return l.nsName("rt") }
@@ -387,8 +396,10 @@ func (l *Lab) Close() error {
 			errs = append(errs, err)
 		}
 	}
-	if err := os.RemoveAll(l.etcdDir()); err != nil {
-		errs = append(errs, fmt.Errorf("lab: %w", err))
+	for _, dir := range []string{l.etcdDir(), l.KubeDir()} {
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, fmt.Errorf("lab: %w", err))
+		}
 	}
 	if l.removeDir {
 		if err := os.RemoveAll(l.dir); err != nil {
