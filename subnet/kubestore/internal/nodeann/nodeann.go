@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -120,7 +121,14 @@ func (a *Names) Lease(n *corev1.Node, cfg *lease.Config) (l lease.Lease, ok bool
 		return l, true, err
 	}
 	// The attributes are read as the etcd store reads a lease value, with
-	// the same checks (addresses, size, UTF-8, JSON).
+	// the same checks (addresses, size, UTF-8, JSON). Annotations must be
+	// UTF-8 already: encoding/json would replace what is not, publishing
+	// something other than what the Node says.
+	for _, k := range []string{a.backendType, a.backendData, a.backendV6Data, a.publicIP, a.publicIPv6} {
+		if !utf8.ValidString(n.Annotations[k]) {
+			return l, true, fmt.Errorf("node %s: %w: annotation %s is not UTF-8", n.Name, lease.ErrMalformedLease, k)
+		}
+	}
 	attrs := map[string]any{"BackendType": n.Annotations[a.backendType]}
 	if cfg.EnableIPv4 {
 		if !v4.IsValid() {
