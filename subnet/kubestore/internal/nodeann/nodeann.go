@@ -130,24 +130,29 @@ func (a *Names) Lease(n *corev1.Node, cfg *lease.Config) (l lease.Lease, ok bool
 		}
 	}
 	attrs := map[string]any{"BackendType": n.Annotations[a.backendType]}
-	if cfg.EnableIPv4 {
-		if !v4.IsValid() {
-			return l, true, fmt.Errorf("node %s has no IPv4 pod CIDR", n.Name)
+	// Each enabled family: its subnet, its public address and backend
+	// data (as the lease value's fields).
+	for _, f := range []struct {
+		enabled            bool
+		name               string
+		cidr               netip.Prefix
+		subnet             *netip.Prefix
+		publicIP, data     string
+		publicAnn, dataAnn string
+	}{
+		{cfg.EnableIPv4, "IPv4", v4, &l.Subnet, "PublicIP", "BackendData", a.publicIP, a.backendData},
+		{cfg.EnableIPv6, "IPv6", v6, &l.IPv6Subnet, "PublicIPv6", "BackendV6Data", a.publicIPv6, a.backendV6Data},
+	} {
+		if !f.enabled {
+			continue
 		}
-		l.Subnet = v4
-		attrs["PublicIP"] = n.Annotations[a.publicIP]
-		if d := n.Annotations[a.backendData]; d != "" {
-			attrs["BackendData"] = json.RawMessage(d)
+		if !f.cidr.IsValid() {
+			return l, true, fmt.Errorf("node %s has no %s pod CIDR", n.Name, f.name)
 		}
-	}
-	if cfg.EnableIPv6 {
-		if !v6.IsValid() {
-			return l, true, fmt.Errorf("node %s has no IPv6 pod CIDR", n.Name)
-		}
-		l.IPv6Subnet = v6
-		attrs["PublicIPv6"] = n.Annotations[a.publicIPv6]
-		if d := n.Annotations[a.backendV6Data]; d != "" {
-			attrs["BackendV6Data"] = json.RawMessage(d)
+		*f.subnet = f.cidr
+		attrs[f.publicIP] = n.Annotations[f.publicAnn]
+		if d := n.Annotations[f.dataAnn]; d != "" {
+			attrs[f.data] = json.RawMessage(d)
 		}
 	}
 	value, err := json.Marshal(attrs)
