@@ -7,4 +7,10 @@
 // A change of the network config restarts that pipeline in process: the lease
 // is re-acquired under the new config and the kernel state follows, without
 // the agent exiting.
+//
+// The cluster store is a Store (store.go): etcd (subnet.Registry), or with
+// --kube-subnet-mgr the Kubernetes API (subnet/kubestore: the Node's pod
+// CIDR is the lease, its annotations publish it, the config is a file).
+// Everything after the store (backends, masquerade, files, probes,
+// status) sees only leases and does not know which store gave them.
 package agent

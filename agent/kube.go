@@ -75,7 +75,7 @@ func (a *Agent) openKube(ctx context.Context) (Store, func(), error) {
 		NodeName:         k.NodeName,
 		AnnotationPrefix: k.AnnotationPrefix,
 		NetConfigPath:    k.NetConfigPath,
-		Log:              a.log.With("store", StoreKubernetes),
+		Log:              slog.New(errorsToState{a.log.Handler(), a.state}).With("store", StoreKubernetes),
 	})
 	if err != nil {
 		return nil, nil, err
@@ -88,6 +88,43 @@ func (a *Agent) openKube(ctx context.Context) (Store, func(), error) {
 	}
 	go a.probeStore(ctx, func(ctx context.Context) error { return apiServerReady(ctx, hc, restCfg.Host) })
 	return kubeStore{s}, func() { s.Close() }, nil
+}
+
+// errorsToState passes log records on to Handler and records those at Warn
+// and above in the state's recent errors, so that the status shows what
+// the store met while the agent goes on (a patch of the Node refused by
+// RBAC, a Node's malformed lease, the Node deleted).
+type errorsToState struct {
+	slog.Handler
+	s *state
+}
+
+func (h errorsToState) Enabled(ctx context.Context, level slog.Level) bool {
+	return level >= slog.LevelWarn || h.Handler.Enabled(ctx, level)
+}
+
+func (h errorsToState) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		var msg strings.Builder
+		msg.WriteString(r.Message)
+		r.Attrs(func(a slog.Attr) bool {
+			fmt.Fprintf(&msg, " %s", a)
+			return true
+		})
+		h.s.recordError(msg.String())
+	}
+	if !h.Handler.Enabled(ctx, r.Level) {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h errorsToState) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return errorsToState{h.Handler.WithAttrs(attrs), h.s}
+}
+
+func (h errorsToState) WithGroup(name string) slog.Handler {
+	return errorsToState{h.Handler.WithGroup(name), h.s}
 }
 
 // apiServerReady asks the API server's /readyz, which every identity may

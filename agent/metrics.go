@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/netagent/netagent/backend"
+	"github.com/netagent/netagent/subnet/kubestore"
 )
 
 // Metric names, as /metrics exports them. Counters only grow while the
@@ -31,6 +32,11 @@ const (
 	MetricLeasesRefused     = "netagent_leases_refused"
 	MetricWGHandshakeAge    = "netagent_wireguard_latest_handshake_age_seconds"
 	MetricWGNoHandshake     = "netagent_wireguard_peers_without_handshake"
+	MetricStoreInfo         = "netagent_store_info"
+	MetricKubeSynced        = "netagent_kube_informer_synced"
+	MetricKubeEvents        = "netagent_kube_node_events_total"
+	MetricKubeLastEvent     = "netagent_kube_last_node_event_timestamp_seconds"
+	MetricKubeLastContact   = "netagent_kube_apiserver_last_contact_timestamp_seconds"
 )
 
 // collector exports the agent's state at each scrape: there is no second
@@ -42,7 +48,8 @@ type collector struct {
 	buildInfo, leaseTTL, renewals, renewalFailures, etcdContact, watchRestarts,
 	leaseLosses, leaseRestores,
 	peers, unprogrammed, foreign, passes, repairs, netlinkErrors, latency, ready,
-	unreachable, csumOffload, refused, wgAge, wgNone *prometheus.Desc
+	unreachable, csumOffload, refused, wgAge, wgNone,
+	storeInfo, kubeSynced, kubeEvents, kubeLastEvent, kubeContact *prometheus.Desc
 }
 
 // newMetricsRegistry returns a registry with the agent's metrics and the Go
@@ -86,6 +93,11 @@ func newCollector(s *state, version string) *collector {
 		wgAge:           d(MetricWGHandshakeAge, "Seconds since the latest WireGuard handshake with a peer, by subnet (absent until one completed; wireguard backend).", "subnet"),
 		wgNone:          d(MetricWGNoHandshake, "WireGuard peers with which no handshake has completed (wrong key, port blocked; wireguard backend)."),
 		csumOffload:     d(MetricTxCsumOffload, "1 when TX checksum offload of the vxlan device is on, 0 when off (absent when unknown).", "device"),
+		storeInfo:       d(MetricStoreInfo, "Always 1; the cluster store (etcd, kubernetes) is a label.", "kind"),
+		kubeSynced:      d(MetricKubeSynced, "1 once the Node informer has listed the Nodes (kube mode)."),
+		kubeEvents:      d(MetricKubeEvents, "Node events the informer delivered (kube mode)."),
+		kubeLastEvent:   d(MetricKubeLastEvent, "Unix time of the informer's last Node event (kube mode; absent before the first)."),
+		kubeContact:     d(MetricKubeLastContact, "Unix time of the last answer from the API server (kube mode)."),
 	}
 }
 
@@ -93,7 +105,8 @@ func newCollector(s *state, version string) *collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.buildInfo, c.leaseTTL, c.renewals, c.renewalFailures, c.etcdContact,
 		c.watchRestarts, c.leaseLosses, c.leaseRestores, c.peers, c.unprogrammed, c.foreign, c.passes, c.repairs, c.netlinkErrors, c.latency, c.ready,
-		c.unreachable, c.csumOffload, c.refused, c.wgAge, c.wgNone} {
+		c.unreachable, c.csumOffload, c.refused, c.wgAge, c.wgNone,
+		c.storeInfo, c.kubeSynced, c.kubeEvents, c.kubeLastEvent, c.kubeContact} {
 		ch <- d
 	}
 }
@@ -122,8 +135,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.leaseLosses, st.LeaseLosses)
 		counter(c.leaseRestores, st.LeaseRestores)
 	}
+	contact := c.etcdContact
+	if s.kube != nil {
+		contact = c.kubeContact
+		c.collectKube(ch, s.kube.Info())
+	} else if s.storeKind != "" {
+		gauge(c.storeInfo, 1, s.storeKind)
+	}
 	if t := s.lastEtcdContact(); !t.IsZero() {
-		gauge(c.etcdContact, float64(t.UnixNano())/1e9)
+		gauge(contact, float64(t.UnixNano())/1e9)
 	}
 	byMode := map[string]int{backend.ModeVXLAN: 0, backend.ModeDirect: 0, backend.ModeHostGW: 0}
 	bad, foreign := 0, 0
@@ -185,6 +205,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if len(s.probers) > 0 {
 		gauge(c.unreachable, float64(len(s.probers.Status().Unreachable())))
+	}
+}
+
+// collectKube exports the Kubernetes store's state.
+func (c *collector) collectKube(ch chan<- prometheus.Metric, i kubestore.Info) {
+	ch <- prometheus.MustNewConstMetric(c.storeInfo, prometheus.GaugeValue, 1, StoreKubernetes)
+	ch <- prometheus.MustNewConstMetric(c.kubeSynced, prometheus.GaugeValue, map[bool]float64{true: 1}[i.Synced])
+	ch <- prometheus.MustNewConstMetric(c.kubeEvents, prometheus.CounterValue, float64(i.Counters.Events))
+	if !i.LastEvent.IsZero() {
+		ch <- prometheus.MustNewConstMetric(c.kubeLastEvent, prometheus.GaugeValue, float64(i.LastEvent.UnixNano())/1e9)
 	}
 }
 

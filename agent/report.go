@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/netagent/netagent/probe"
+	"github.com/netagent/netagent/subnet/kubestore"
 )
 
 // Report is the agent's status as `netagent status --json` prints it and
@@ -15,16 +16,19 @@ type Report struct {
 	// Running is always true in a Report from the agent; `netagent
 	// status --json` prints an OfflineReport, with running false, when the
 	// agent does not answer.
-	Running       bool             `json:"running"`
-	Version       string           `json:"version"`
-	StartedAt     time.Time        `json:"started_at"`
-	UptimeSeconds int64            `json:"uptime_seconds"`
-	Etcd          EtcdReport       `json:"etcd"`
-	Lease         *LeaseReport     `json:"lease"`
-	Network       *NetworkReport   `json:"network"`
-	Interface     *InterfaceReport `json:"interface"`
-	Backend       *BackendReport   `json:"backend"`
-	Peers         []PeerReport     `json:"peers"`
+	Running       bool      `json:"running"`
+	Version       string    `json:"version"`
+	StartedAt     time.Time `json:"started_at"`
+	UptimeSeconds int64     `json:"uptime_seconds"`
+	// Etcd is the etcd store; in kube mode only its contact fields are
+	// set (the API server's), Store says more.
+	Etcd      EtcdReport       `json:"etcd"`
+	Store     StoreReport      `json:"store"`
+	Lease     *LeaseReport     `json:"lease"`
+	Network   *NetworkReport   `json:"network"`
+	Interface *InterfaceReport `json:"interface"`
+	Backend   *BackendReport   `json:"backend"`
+	Peers     []PeerReport     `json:"peers"`
 	// Refused lists the other hosts' lease keys the data plane does not
 	// program: they conflict with a key created earlier, or have a form
 	// the config does not allow (docs/compatibility.md §3.8).
@@ -47,6 +51,33 @@ type EtcdReport struct {
 	LastContact *time.Time `json:"last_contact,omitempty"`
 	Error       string     `json:"error,omitempty"`
 	LastRenewal *time.Time `json:"last_renewal,omitempty"`
+}
+
+// StoreReport is the cluster store the agent keeps its lease on.
+type StoreReport struct {
+	// Kind is "etcd" or "kubernetes" (kube mode).
+	Kind string `json:"kind"`
+	// Reachable is true when the store (etcd, the API server) answered
+	// within the renew margin; LastContact is its last answer and Error
+	// the last failure since.
+	Reachable   bool       `json:"reachable"`
+	LastContact *time.Time `json:"last_contact,omitempty"`
+	Error       string     `json:"error,omitempty"`
+	// KubeStoreReport is set in kube mode.
+	*KubeStoreReport
+}
+
+// KubeStoreReport is the Kubernetes store (kubestore.Info).
+type KubeStoreReport struct {
+	APIServer        string `json:"api_server"`
+	Node             string `json:"node"`
+	AnnotationPrefix string `json:"annotation_prefix"`
+	NetConfigPath    string `json:"net_config_path"`
+	// Synced is true once the Node informer has listed the Nodes;
+	// LastEvent is when it last delivered a Node.
+	Synced    bool                   `json:"synced"`
+	LastEvent *time.Time             `json:"last_event,omitempty"`
+	Counters  kubestore.InfoCounters `json:"counters"`
 }
 
 // LeaseReport is this host's lease.
@@ -280,7 +311,7 @@ func (s *state) report(ctx context.Context, o *Options) Report {
 		Version:       o.Version,
 		StartedAt:     s.started.UTC(),
 		UptimeSeconds: int64(now.Sub(s.started) / time.Second),
-		Etcd:          EtcdReport{Endpoints: o.Etcd.Endpoints, Prefix: o.Etcd.Prefix},
+		Store:         StoreReport{Kind: StoreEtcd},
 		Masquerade:    MasqueradeReport{Enabled: o.IPMasq},
 		RecentErrors:  append([]RecentError{}, s.recentErrs...),
 		Peers:         []PeerReport{},
@@ -301,6 +332,16 @@ func (s *state) report(ctx context.Context, o *Options) Report {
 		r.Etcd.Reachable = now.Sub(t) <= o.RenewMargin
 	}
 	r.Etcd.Error = s.etcdErr
+	r.Store.Reachable, r.Store.LastContact, r.Store.Error = r.Etcd.Reachable, r.Etcd.LastContact, r.Etcd.Error
+	if s.kube != nil {
+		r.Store.Kind = StoreKubernetes
+		i := s.kube.Info()
+		r.Store.KubeStoreReport = &KubeStoreReport{APIServer: i.APIServer, Node: i.Node,
+			AnnotationPrefix: i.AnnotationPrefix, NetConfigPath: i.NetConfigPath,
+			Synced: i.Synced, LastEvent: timePtr(i.LastEvent), Counters: i.Counters}
+	} else {
+		r.Etcd.Endpoints, r.Etcd.Prefix = o.Etcd.Endpoints, o.Etcd.Prefix
+	}
 	if l := s.currentLease(); l != nil {
 		lr := &LeaseReport{Subnet: addrString(l.Subnet), IPv6Subnet: addrString(l.IPv6Subnet), Reservation: l.Reservation}
 		if !l.Expiration.IsZero() {

@@ -41,7 +41,9 @@ this machine's interfaces is a warning (agents refuse it on hosts whose
 external interface has that subnet).
 
 get and set take the etcd flags of 'netagent run' (--etcd-endpoints, ...),
-or their NETAGENT_* variables.
+or their NETAGENT_* variables. In kube mode (--kube-subnet-mgr, or its
+NETAGENT_*/FLANNELD_* variable) the config is the file --net-config-path:
+get checks it, set refuses (change the ConfigMap).
 `
 
 // validateConfig parses data as the agent will, checks the backend's own
@@ -117,6 +119,7 @@ func runConfig(ctx context.Context, backends backend.Kinds, args []string, geten
 	fs := flag.NewFlagSet("config "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var etcd *etcdCommand
+	kube := agent.DefaultOptions().Kube
 	probePort := fs.Int("probe-port", probe.DefaultPort, "the agents' --probe-port: a backend port equal to it is refused (0: not probing)")
 	wantFile := false
 	switch sub {
@@ -124,9 +127,11 @@ func runConfig(ctx context.Context, backends backend.Kinds, args []string, geten
 		wantFile = true
 	case "get":
 		etcd = addEtcdCommand(fs)
+		configKubeFlags(fs, &kube)
 	case "set":
 		wantFile = true
 		etcd = addEtcdCommand(fs)
+		configKubeFlags(fs, &kube)
 	default:
 		fmt.Fprint(stderr, configUsage)
 		return usageError{fmt.Errorf("config: unknown subcommand %q", sub)}
@@ -161,6 +166,13 @@ func runConfig(ctx context.Context, backends backend.Kinds, args []string, geten
 		return usageError{fmt.Errorf("config %s: --probe-port: %d is not a UDP port", sub, *probePort)}
 	}
 	env := agent.HostEnv{ProbePort: *probePort, Underlay: localSubnets()}
+	if kube.Enabled {
+		// The config is a file, not in etcd: get checks it, set refuses.
+		if sub == "set" {
+			return fmt.Errorf("config set: %w", errKubeConfigSet)
+		}
+		sub, file = "check", kube.NetConfigPath
+	}
 	switch sub {
 	case "check":
 		data, err := readConfigFile(file, stdin)
@@ -183,6 +195,16 @@ func runConfig(ctx context.Context, backends backend.Kinds, args []string, geten
 		}
 		return configSet(ctx, backends, etcd.opts, env, file, data, stdout, stderr)
 	}
+}
+
+// errKubeConfigSet is `config set` in kube mode.
+var errKubeConfigSet = errors.New("kube mode (--kube-subnet-mgr): the network config is the file --net-config-path, from the ConfigMap, not in etcd: change the ConfigMap (check the new file with 'netagent config check FILE') and restart the agents")
+
+// configKubeFlags defines the kube-mode flags of `config get` and `set`:
+// in kube mode get checks the --net-config-path file and set refuses.
+func configKubeFlags(fs *flag.FlagSet, k *agent.KubeOptions) {
+	fs.BoolVar(&k.Enabled, "kube-subnet-mgr", false, "kube mode: the network config is the --net-config-path file, not in etcd")
+	fs.StringVar(&k.NetConfigPath, "net-config-path", k.NetConfigPath, "the network config file in kube mode")
 }
 
 func readConfigFile(file string, stdin io.Reader) ([]byte, error) {

@@ -2,7 +2,11 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -116,5 +120,43 @@ func TestParseRunKubeRefused(t *testing.T) {
 				t.Errorf("netagent run: %v, want a usage error", err)
 			}
 		})
+	}
+}
+
+// TestKubeConfigAndOfflineStatus: in kube mode `config get` checks the
+// --net-config-path file, `config set` refuses (the config is a
+// ConfigMap), and `status` without the agent says that only the agent
+// reads the leases instead of asking etcd.
+func TestKubeConfigAndOfflineStatus(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "net-conf.json")
+	if err := os.WriteFile(conf, []byte(`{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	getenv, environ := envFrom(map[string]string{"FLANNELD_KUBE_SUBNET_MGR": "true"})
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"config", "get", "--net-config-path", conf}, getenv, environ, &out, &out); err != nil {
+		t.Fatalf("config get in kube mode: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), conf+": valid: ") {
+		t.Errorf("config get in kube mode printed %q, want the file checked", out.String())
+	}
+	err := run(t.Context(), []string{"config", "set", conf}, getenv, environ, &out, &out)
+	if !errors.Is(err, errKubeConfigSet) {
+		t.Errorf("config set in kube mode: %v, want %v", err, errKubeConfigSet)
+	}
+
+	out.Reset()
+	err = run(t.Context(), []string{"status", "--json", "--status-socket", filepath.Join(dir, "none.sock"),
+		"--subnet-file", filepath.Join(dir, "subnet.env")}, getenv, environ, &out, io.Discard)
+	if !errors.Is(err, errNotRunning) {
+		t.Fatalf("status without the agent: %v, want %v", err, errNotRunning)
+	}
+	var off OfflineReport
+	if err := json.Unmarshal(out.Bytes(), &off); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	if off.Store != agent.StoreKubernetes || off.Etcd.Error != errKubeOffline.Error() || off.Etcd.Reachable {
+		t.Errorf("offline status in kube mode: store %q etcd %+v, want kubernetes and etcd not read", off.Store, off.Etcd)
 	}
 }

@@ -1,5 +1,6 @@
 // Command netagent is the overlay network agent of a container host: it
-// leases this host's subnet from etcd, programs the kernel so that containers
+// leases this host's subnet from etcd (or, with --kube-subnet-mgr, takes its
+// Node's pod CIDR from the Kubernetes API), programs the kernel so that containers
 // on all hosts reach each other, and writes the files Docker and CNI read.
 //
 // Usage:

@@ -80,6 +80,9 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 	subnetFile := fs.String("subnet-file", subnetfile.DefaultPath, "subnet file to read when the agent is not running")
 	check := fs.Bool("check", false, "exit 1, with a one-line summary on stderr, when a peer is unreachable or its kernel entries are not as wanted")
 	etcd := addEtcdCommand(fs)
+	o := agent.DefaultOptions()
+	fs.BoolVar(&o.Kube.Enabled, "kube-subnet-mgr", false, "the agent runs in kube mode: etcd is not read when it is not running")
+	fs.StringVar(&o.Kube.AnnotationPrefix, "kube-annotation-prefix", o.Kube.AnnotationPrefix, "the agent's --kube-annotation-prefix in kube mode (for its default status socket)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
@@ -89,8 +92,9 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 	if err := etcd.finish(fs, getenv); err != nil {
 		return usageError{err}
 	}
+	o.Etcd = etcd.opts
 	if !explicitFlags(fs, getenv)["status-socket"] {
-		*socket = agent.StatusSocketFor(etcd.opts.Prefix)
+		*socket = agent.StatusSocketFor(o.InstanceKey())
 	}
 	r, err := fetchReport(ctx, *socket)
 	if err == nil {
@@ -107,7 +111,7 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 		return nil
 	}
 	state := askFailure(err)
-	off := offlineStatus(ctx, *socket, err, *subnetFile, etcd.opts)
+	off := offlineStatus(ctx, *socket, err, *subnetFile, o)
 	off.State = "not running"
 	if errors.Is(state, errNotAnswering) {
 		off.State = "not answering"
@@ -161,18 +165,7 @@ func printReport(w io.Writer, r *agent.Report) {
 		state += ", UNHEALTHY (" + strings.Join(failed, "; ") + ")"
 	}
 	p("state", state)
-	p("etcd", fmt.Sprintf("%s  prefix %s", strings.Join(r.Etcd.Endpoints, ","), r.Etcd.Prefix))
-	reach := "answering"
-	if !r.Etcd.Reachable {
-		reach = "NOT answering"
-		if r.Etcd.Error != "" {
-			reach += ": " + r.Etcd.Error
-		}
-	}
-	if r.Etcd.LastContact != nil {
-		reach += "  last answer " + ago(*r.Etcd.LastContact)
-	}
-	p("etcd state", reach)
+	printStore(p, r)
 	renewal := "never"
 	if r.Etcd.LastRenewal != nil {
 		renewal = ago(*r.Etcd.LastRenewal)
@@ -180,7 +173,10 @@ func printReport(w io.Writer, r *agent.Report) {
 	p("last renewal", renewal)
 	if l := r.Lease; l != nil {
 		ttl := "no expiry (reservation)"
-		if !l.Reservation {
+		switch {
+		case r.Store.Kind == agent.StoreKubernetes:
+			ttl = "the Node's pod CIDR"
+		case !l.Reservation:
 			ttl = "TTL " + (time.Duration(l.TTLSeconds) * time.Second).String() + " left"
 		}
 		p("lease", fmt.Sprintf("%s  %s", strings.TrimSpace(l.Subnet+" "+l.IPv6Subnet), ttl))
@@ -244,6 +240,40 @@ func printReport(w io.Writer, r *agent.Report) {
 		fmt.Fprintf(w, "refused lease %s (%s): %s\n", x.Key, x.Reason, x.Detail)
 	}
 	printErrors(w, r.RecentErrors)
+}
+
+// printStore prints the cluster store's lines: etcd's, or in kube mode the
+// API server's, the Node's and the informer's.
+func printStore(p func(k, v string), r *agent.Report) {
+	reach := "answering"
+	if !r.Etcd.Reachable {
+		reach = "NOT answering"
+		if r.Etcd.Error != "" {
+			reach += ": " + r.Etcd.Error
+		}
+	}
+	if r.Etcd.LastContact != nil {
+		reach += "  last answer " + ago(*r.Etcd.LastContact)
+	}
+	k := r.Store.KubeStoreReport
+	if r.Store.Kind != agent.StoreKubernetes || k == nil {
+		p("etcd", fmt.Sprintf("%s  prefix %s", strings.Join(r.Etcd.Endpoints, ","), r.Etcd.Prefix))
+		p("etcd state", reach)
+		return
+	}
+	p("store", fmt.Sprintf("kubernetes %s  node %s  annotations %s  config %s", k.APIServer, k.Node, k.AnnotationPrefix, k.NetConfigPath))
+	p("api server", reach)
+	informer := "Nodes NOT listed yet"
+	if k.Synced {
+		informer = "synced"
+	}
+	if k.LastEvent != nil {
+		informer += "  last Node event " + ago(*k.LastEvent)
+	}
+	p("node informer", informer)
+	c := k.Counters
+	p("store counters", fmt.Sprintf("%d Node events  %d patches (%d failed)  %d watch errors  %d Node losses  %d restores",
+		c.Events, c.Patches, c.PatchFailures, c.WatchErrors, c.Losses, c.Restores))
 }
 
 // printWireGuardPeers lists, for a wireguard backend, each peer's key,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -39,8 +40,12 @@ type OfflineReport struct {
 	StatusSocket string            `json:"status_socket"`
 	Error        string            `json:"error"`
 	SubnetFile   OfflineSubnetFile `json:"subnet_file"`
-	Etcd         OfflineEtcd       `json:"etcd"`
-	Kernel       OfflineKernel     `json:"kernel"`
+	// Store is the agent's cluster store: "etcd", read here, or
+	// "kubernetes" (--kube-subnet-mgr), which only the agent reads (Etcd
+	// then says so in its error).
+	Store  string        `json:"store"`
+	Etcd   OfflineEtcd   `json:"etcd"`
+	Kernel OfflineKernel `json:"kernel"`
 }
 
 // OfflineSubnetFile is the subnet file the agent last wrote.
@@ -114,8 +119,8 @@ type OfflineMasquerade struct {
 
 // offlineStatus gathers an OfflineReport. It only reads: nothing in etcd
 // or the kernel is changed.
-func offlineStatus(ctx context.Context, socket string, askErr error, subnetFile string, eo agent.EtcdOptions) *OfflineReport {
-	r := &OfflineReport{StatusSocket: socket, Error: askErr.Error()}
+func offlineStatus(ctx context.Context, socket string, askErr error, subnetFile string, o *agent.Options) *OfflineReport {
+	r := &OfflineReport{StatusSocket: socket, Error: askErr.Error(), Store: agent.StoreEtcd}
 	r.SubnetFile.Path = subnetFile
 	info, err := subnetfile.Read(subnetFile)
 	if err != nil {
@@ -126,10 +131,19 @@ func offlineStatus(ctx context.Context, socket string, askErr error, subnetFile 
 		sf.IPv6Network, sf.IPv6Subnet = addrString(info.IPv6Network), addrString(info.IPv6Subnet)
 		sf.MTU, sf.IPMasq = info.MTU, info.IPMasq
 	}
-	r.Etcd = offlineEtcd(ctx, eo, info)
-	r.Kernel = offlineKernel(ctx, info, err == nil, agent.MasqNames(eo.Prefix))
+	if o.Kube.Enabled {
+		r.Store = agent.StoreKubernetes
+		r.Etcd = OfflineEtcd{Leases: []OfflineLease{}, Error: errKubeOffline.Error()}
+	} else {
+		r.Etcd = offlineEtcd(ctx, o.Etcd, info)
+	}
+	r.Kernel = offlineKernel(ctx, info, err == nil, agent.MasqNames(o.InstanceKey()))
 	return r
 }
+
+// errKubeOffline says why the leases are not shown without the agent in
+// kube mode.
+var errKubeOffline = errors.New("kube mode (--kube-subnet-mgr): the leases are the Nodes' annotations on the API server, which only the running agent reads (kubectl get nodes -o yaml shows them)")
 
 func addrString(p netip.Prefix) string {
 	if !p.IsValid() {
@@ -278,9 +292,12 @@ func printOffline(w io.Writer, r *OfflineReport) {
 			sf.Path, orDash(strings.TrimSpace(sf.Subnet+" "+sf.IPv6Subnet)), orDash(strings.TrimSpace(sf.Network+" "+sf.IPv6Network)), sf.MTU, sf.IPMasq))
 	}
 	e := r.Etcd
-	if !e.Reachable {
+	switch {
+	case r.Store == agent.StoreKubernetes:
+		p("store", "kubernetes: "+e.Error)
+	case !e.Reachable:
 		p("etcd", fmt.Sprintf("%s  prefix %s  NOT answering: %s", strings.Join(e.Endpoints, ","), e.Prefix, e.Error))
-	} else {
+	default:
 		p("etcd", fmt.Sprintf("%s  prefix %s  answering", strings.Join(e.Endpoints, ","), e.Prefix))
 		p("network config", orDash(e.Config+e.ConfigError))
 	}
