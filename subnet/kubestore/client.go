@@ -47,6 +47,11 @@ func restClient(restCfg *rest.Config, apiPath string, gv schema.GroupVersion) (*
 	cfg.APIPath = apiPath
 	cfg.GroupVersion = &gv
 	cfg.NegotiatedSerializer = codecs.WithoutConversion()
+	// Protobuf, as Kubernetes' own components speak: a list of 1,000
+	// Nodes decodes in less than half the time of JSON (bench/README.md).
+	// Patches keep their own content type.
+	cfg.ContentType = runtime.ContentTypeProtobuf
+	cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = rest.DefaultKubernetesUserAgent()
 	}

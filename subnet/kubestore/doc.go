@@ -15,6 +15,12 @@
 //   - the network config is a file (net-conf.json, from a ConfigMap),
 //     parsed as the etcd config is (lease.ParseConfig).
 //
+// The Store talks to the API server through client-go's REST client on a
+// scheme of its own (client.go), in protobuf, not through the typed
+// clientset, whose scheme of every API group would double the agent's
+// binary and slow its start; internal/nodeann reads and writes a Node's
+// lease.
+//
 // A Store offers the methods of subnet.Registry that the agent consumes
 // (WaitConfig, WatchConfig, WatchLeases, Hold, Stats), delivering the same
 // lease.Batch values: a Snapshot first, then the changes.

@@ -16,6 +16,7 @@ import (
 	"github.com/netagent/netagent/internal/backoff"
 	"github.com/netagent/netagent/lease"
 	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/subnet/kubestore/internal/nodeann"
 )
 
 // ErrSubnetOutsideNetwork is wrapped by the error of Hold when the Node's
@@ -185,10 +186,10 @@ func (h *Holder) publish(ctx context.Context) (lease.Lease, string, error) {
 	if n == nil {
 		return lease.Lease{}, "the Node to be registered", nil
 	}
-	if rv := resourceVersion(n); rv != 0 && rv < h.patchedRV {
+	if rv := nodeann.ResourceVersion(n); rv != 0 && rv < h.patchedRV {
 		return lease.Lease{}, "the Node informer to catch up with the last patch", nil
 	}
-	v4, v6, err := podCIDRs(n)
+	v4, v6, err := nodeann.PodCIDRs(n)
 	if err != nil {
 		return lease.Lease{}, "", err
 	}
@@ -201,12 +202,12 @@ func (h *Holder) publish(ctx context.Context) (lease.Lease, string, error) {
 	if err := h.fits(v4, v6); err != nil {
 		return lease.Lease{}, "", err
 	}
-	if d := diff(n, h.s.names.want(n, h.attrs)); d != nil {
+	if d := nodeann.Diff(n, h.s.names.Want(n, h.attrs)); d != nil {
 		if n, err = h.patch(ctx, d); err != nil {
 			return lease.Lease{}, "", err
 		}
 	}
-	l, ok, err := h.s.names.nodeLease(n, h.cfg)
+	l, ok, err := h.s.names.Lease(n, h.cfg)
 	if err == nil && !ok {
 		err = errors.New("the Node does not publish the lease after the patch")
 	}
@@ -246,7 +247,7 @@ func (h *Holder) patch(ctx context.Context, d map[string]string) (*corev1.Node, 
 		return nil, forbidden(err, access{verb: "patch", resource: "nodes", subresource: "status", name: h.s.nodeName})
 	}
 	h.s.stats.patches.Add(1)
-	h.patchedRV = resourceVersion(n)
+	h.patchedRV = nodeann.ResourceVersion(n)
 	return n, nil
 }
 

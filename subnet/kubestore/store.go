@@ -20,7 +20,15 @@ import (
 
 	"github.com/netagent/netagent/lease"
 	"github.com/netagent/netagent/subnet"
+	"github.com/netagent/netagent/subnet/kubestore/internal/nodeann"
 )
+
+// DefaultAnnotationPrefix is flannel's --kube-annotation-prefix default.
+const DefaultAnnotationPrefix = nodeann.DefaultPrefix
+
+// ErrInvalidPrefix is wrapped by the error of an annotation prefix that
+// cannot form annotation names.
+var ErrInvalidPrefix = nodeann.ErrInvalidPrefix
 
 // DefaultNetConfigPath is flannel's --net-config-path default.
 const DefaultNetConfigPath = kubeinfo.DefaultNetConfigPath
@@ -58,7 +66,7 @@ type Options struct {
 // concurrent use.
 type Store struct {
 	nodes     nodeClient
-	names     annotations
+	names     nodeann.Names
 	apiServer string
 	prefix    string
 	nodeName  string
@@ -106,7 +114,7 @@ func Open(ctx context.Context, restCfg *rest.Config, opts Options) (*Store, erro
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	names, err := newAnnotations(opts.AnnotationPrefix)
+	names, err := nodeann.New(opts.AnnotationPrefix)
 	if err != nil {
 		return nil, err
 	}

@@ -1,7 +1,6 @@
 package kubestore
 
 import (
-	"bytes"
 	"context"
 	"maps"
 	"slices"
@@ -11,6 +10,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/netagent/netagent/lease"
+	"github.com/netagent/netagent/subnet/kubestore/internal/nodeann"
 )
 
 // WatchLeases delivers the leases the Nodes publish until ctx is done or
@@ -143,8 +143,8 @@ func (w *leaseWatch) read(name string, n *corev1.Node) {
 		delete(w.bad, name)
 		return
 	}
-	w.rev = max(w.rev, resourceVersion(n))
-	l, ok, err := w.s.names.nodeLease(n, w.s.cfg)
+	w.rev = max(w.rev, nodeann.ResourceVersion(n))
+	l, ok, err := w.s.names.Lease(n, w.s.cfg)
 	switch {
 	case err != nil:
 		if w.bad[name] != err.Error() {
@@ -179,7 +179,7 @@ func (w *leaseWatch) batch() lease.Batch {
 	for _, name := range slices.Sorted(maps.Keys(w.changed)) {
 		old, had := w.sent[name]
 		l, has := w.cur[name]
-		if had && has && sameLease(&old, &l) {
+		if had && has && nodeann.SameLease(&old, &l) {
 			continue
 		}
 		if had && (!has || old.Key() != l.Key()) {
@@ -207,15 +207,4 @@ func (w *leaseWatch) commit(lease.Batch) {
 		}
 	}
 	clear(w.changed)
-}
-
-// sameLease reports whether a and b publish the same thing: subnets,
-// attributes and age. Revisions differ with every write to a Node.
-func sameLease(a, b *lease.Lease) bool {
-	return a.Subnet == b.Subnet && a.IPv6Subnet == b.IPv6Subnet &&
-		a.CreateRevision == b.CreateRevision &&
-		a.Attrs.PublicIP == b.Attrs.PublicIP && a.Attrs.PublicIPv6 == b.Attrs.PublicIPv6 &&
-		a.Attrs.BackendType == b.Attrs.BackendType &&
-		bytes.Equal(a.Attrs.BackendData, b.Attrs.BackendData) &&
-		bytes.Equal(a.Attrs.BackendV6Data, b.Attrs.BackendV6Data)
 }

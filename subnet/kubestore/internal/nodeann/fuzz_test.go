@@ -1,4 +1,4 @@
-package kubestore
+package nodeann
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 
 // FuzzNodeLease checks the reading of other hosts' Nodes, input from
 // outside like the etcd store's lease keys and values: whatever the
-// annotations under the prefix and the pod CIDR strings, nodeLease does
+// annotations under the prefix and the pod CIDR strings, Lease does
 // not panic, and a lease it accepts keeps the invariants the etcd store
 // enforces on what it reads (lease.ParseLeaseKey of its key,
 // lease.ParseLeaseAttrs of its value) and has the subnets of exactly the
@@ -30,14 +30,14 @@ func FuzzNodeLease(f *testing.F) {
 	f.Add(true, true, "true", "", "", "", "0.0.0.0", "", "10.244.1.0/24", "fd00::/64,10.244.1.0/24,fd00:1::/64", "", "")
 	f.Fuzz(func(t *testing.T, v4, v6 bool, managed, backendType, data, dataV6, publicIP, publicIPv6, podCIDR, podCIDRs, extraName, extraValue string) {
 		cfg := fuzzConfig(t, v4, v6)
-		a, err := newAnnotations(DefaultAnnotationPrefix)
+		a, err := New(DefaultPrefix)
 		if err != nil {
 			t.Fatal(err)
 		}
 		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "peer", ResourceVersion: "42", Annotations: map[string]string{}}}
 		for name, v := range map[string]string{
 			a.managed: managed, a.backendType: backendType, a.backendData: data, a.backendV6Data: dataV6,
-			a.publicIP: publicIP, a.publicIPv6: publicIPv6, DefaultAnnotationPrefix + "/" + extraName: extraValue,
+			a.publicIP: publicIP, a.publicIPv6: publicIPv6, DefaultPrefix + "/" + extraName: extraValue,
 		} {
 			if v != "" {
 				n.Annotations[name] = v
@@ -48,7 +48,7 @@ func FuzzNodeLease(f *testing.F) {
 			n.Spec.PodCIDRs = strings.Split(podCIDRs, ",")
 		}
 
-		l, ok, err := a.nodeLease(n, cfg)
+		l, ok, err := a.Lease(n, cfg)
 		if !ok {
 			if err != nil || managed == "true" {
 				t.Fatalf("nodeLease = not published, %v, with kube-subnet-manager %q", err, managed)

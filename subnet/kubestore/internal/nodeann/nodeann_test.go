@@ -1,4 +1,4 @@
-package kubestore
+package nodeann
 
 import (
 	"encoding/json"
@@ -22,7 +22,7 @@ func TestAnnotationNames(t *testing.T) {
 		{"example.com/net", "example.com/net-backend-type"},
 		{"example.com/net-", "example.com/net-backend-type"},
 	} {
-		a, err := newAnnotations(tc.prefix)
+		a, err := New(tc.prefix)
 		if err != nil {
 			t.Errorf("%q: %v", tc.prefix, err)
 			continue
@@ -32,7 +32,7 @@ func TestAnnotationNames(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"a.com/b/c", "Example.com", "nodots", "example.com/ne t", ""} {
-		if _, err := newAnnotations(bad); !errors.Is(err, ErrInvalidPrefix) {
+		if _, err := New(bad); !errors.Is(err, ErrInvalidPrefix) {
 			t.Errorf("%q: err %v, want ErrInvalidPrefix", bad, err)
 		}
 	}
@@ -46,7 +46,7 @@ const (
 // TestWant checks the annotations a host publishes against what flannel
 // writes for the same lease (pkg/subnet/kube/kube.go, AcquireLease).
 func TestWant(t *testing.T) {
-	a, _ := newAnnotations(DefaultAnnotationPrefix)
+	a, _ := New(DefaultPrefix)
 	p := "flannel.alpha.coreos.com/"
 	v4, v6 := netip.MustParseAddr("192.168.77.12"), netip.MustParseAddr("fd00::12")
 	for _, tc := range []struct {
@@ -84,14 +84,14 @@ func TestWant(t *testing.T) {
 			p + "backend-data": "null", p + "public-ip": "203.0.113.7"},
 	}} {
 		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n", Annotations: tc.node}}
-		if got := a.want(n, tc.attrs); !reflect.DeepEqual(got, tc.want) {
+		if got := a.Want(n, tc.attrs); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s: annotations\n%v\nwant\n%v", tc.name, got, tc.want)
 		}
 	}
 }
 
 func TestNodeLease(t *testing.T) {
-	a, _ := newAnnotations(DefaultAnnotationPrefix)
+	a, _ := New(DefaultPrefix)
 	p := "flannel.alpha.coreos.com/"
 	v4cfg := &lease.Config{EnableIPv4: true}
 	dual := &lease.Config{EnableIPv4: true, EnableIPv6: true}
@@ -150,31 +150,13 @@ func TestNodeLease(t *testing.T) {
 		if len(tc.cidrs) > 0 {
 			n.Spec.PodCIDR = tc.cidrs[0]
 		}
-		l, ok, err := a.nodeLease(n, tc.cfg)
+		l, ok, err := a.Lease(n, tc.cfg)
 		if ok != tc.ok || (err != nil) != tc.err {
 			t.Errorf("%s: ok %v err %v, want ok %v, error %v", tc.name, ok, err, tc.ok, tc.err)
 			continue
 		}
-		if tc.ok && !tc.err && !sameLease(&l, &tc.want) {
+		if tc.ok && !tc.err && !SameLease(&l, &tc.want) {
 			t.Errorf("%s: lease %+v, want %+v", tc.name, l, tc.want)
-		}
-	}
-}
-
-// TestServerURL checks that the status names the API server by scheme,
-// host and port only.
-func TestServerURL(t *testing.T) {
-	for host, want := range map[string]string{
-		"https://10.96.0.1:443":                   "https://10.96.0.1:443",
-		"https://admin:secret@api.example:6443/x": "https://api.example:6443",
-		"https://api.example/prefix?token=abc":    "https://api.example:443",
-		"http://127.0.0.1:8080":                   "http://127.0.0.1:8080",
-		"127.0.0.1:6443":                          "https://127.0.0.1:6443",
-		"localhost:6443":                          "https://localhost:6443",
-		"https://[fd00::1]:6443":                  "https://[fd00::1]:6443",
-	} {
-		if got := serverURL(host); got != want {
-			t.Errorf("serverURL(%q) = %q, want %q", host, got, want)
 		}
 	}
 }

@@ -1,6 +1,13 @@
-package kubestore
+// Package nodeann reads and writes a lease in a Node's spec and
+// annotations as flannel's kube subnet manager does: the Node's pod CIDRs
+// are its subnets, annotations under a prefix (backend-type,
+// backend-data, public-ip, ...) its attributes. It is the part of
+// subnet/kubestore that parses input from other hosts, kept apart so that
+// its tests and fuzz target build without the API server's clients.
+package nodeann
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +15,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/netagent/netagent/subnet/kubestore/kubeinfo"
 
@@ -16,8 +24,8 @@ import (
 	"github.com/netagent/netagent/lease"
 )
 
-// DefaultAnnotationPrefix is flannel's --kube-annotation-prefix default.
-const DefaultAnnotationPrefix = kubeinfo.DefaultAnnotationPrefix
+// DefaultPrefix is flannel's --kube-annotation-prefix default.
+const DefaultPrefix = kubeinfo.DefaultAnnotationPrefix
 
 // ErrInvalidPrefix is wrapped by the error of an annotation prefix that
 // cannot form annotation names.
@@ -27,35 +35,35 @@ var ErrInvalidPrefix = errors.New("kubestore: invalid annotation prefix")
 // optionally a name part ending in "-" (flannel's rule).
 var prefixPattern = regexp.MustCompile(`^(?:[a-z0-9_-]+\.)+[a-z0-9_-]+/(?:[a-z0-9_-]+-)?$`)
 
-// annotations are the names of the annotations a lease is published
+// Names are the names of the annotations a lease is published
 // under, as flannel names them (pkg/subnet/kube/annotations.go).
-type annotations struct {
+type Names struct {
 	managed, backendType, backendData, backendV6Data, publicIP, publicIPv6 string
 	// publicIPOverwrite and publicIPv6Overwrite, set by an operator on a
 	// Node, replace the public addresses the host publishes.
 	publicIPOverwrite, publicIPv6Overwrite string
 }
 
-// newAnnotations derives the names from prefix as flannel does: a prefix
+// New derives the names from prefix as flannel does: a prefix
 // without a slash gets one ("example.com" → "example.com/backend-type"), a
 // prefix with a name part gets a "-" ("example.com/net" →
 // "example.com/net-backend-type").
-func newAnnotations(prefix string) (annotations, error) {
+func New(prefix string) (Names, error) {
 	p := prefix
 	switch strings.Count(p, "/") {
 	case 0:
 		p += "/"
 	case 1:
 	default:
-		return annotations{}, fmt.Errorf("%w %q: more than one slash", ErrInvalidPrefix, prefix)
+		return Names{}, fmt.Errorf("%w %q: more than one slash", ErrInvalidPrefix, prefix)
 	}
 	if !strings.HasSuffix(p, "/") && !strings.HasSuffix(p, "-") {
 		p += "-"
 	}
 	if !prefixPattern.MatchString(p) {
-		return annotations{}, fmt.Errorf("%w %q: want a DNS name, optionally /name", ErrInvalidPrefix, prefix)
+		return Names{}, fmt.Errorf("%w %q: want a DNS name, optionally /name", ErrInvalidPrefix, prefix)
 	}
-	return annotations{
+	return Names{
 		managed:             p + "kube-subnet-manager",
 		backendType:         p + "backend-type",
 		backendData:         p + "backend-data",
@@ -67,9 +75,9 @@ func newAnnotations(prefix string) (annotations, error) {
 	}, nil
 }
 
-// podCIDRs returns the Node's IPv4 and IPv6 pod subnets (spec.podCIDRs,
+// PodCIDRs returns the Node's IPv4 and IPv6 pod subnets (spec.podCIDRs,
 // or spec.podCIDR when that is empty); either is invalid when absent.
-func podCIDRs(n *corev1.Node) (v4, v6 netip.Prefix, err error) {
+func PodCIDRs(n *corev1.Node) (v4, v6 netip.Prefix, err error) {
 	cidrs := n.Spec.PodCIDRs
 	if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
 		cidrs = []string{n.Spec.PodCIDR}
@@ -102,39 +110,51 @@ func podCIDRs(n *corev1.Node) (v4, v6 netip.Prefix, err error) {
 	return v4, v6, nil
 }
 
-// nodeLease turns a Node into the lease it publishes, with the subnets
+// Lease turns a Node into the lease it publishes, with the subnets
 // and attributes of the families cfg enables, as flannel reads it. ok is
 // false when the Node publishes none (no kube-subnet-manager "true"), and
 // err says why a Node that claims to publish one is unusable.
-func (a *annotations) nodeLease(n *corev1.Node, cfg *lease.Config) (l lease.Lease, ok bool, err error) {
+func (a *Names) Lease(n *corev1.Node, cfg *lease.Config) (l lease.Lease, ok bool, err error) {
 	if n.Annotations[a.managed] != "true" {
 		return l, false, nil
 	}
-	v4, v6, err := podCIDRs(n)
+	v4, v6, err := PodCIDRs(n)
 	if err != nil {
 		return l, true, err
 	}
 	// The attributes are read as the etcd store reads a lease value, with
-	// the same checks (addresses, size, UTF-8, JSON).
-	attrs := map[string]any{"BackendType": n.Annotations[a.backendType]}
-	if cfg.EnableIPv4 {
-		if !v4.IsValid() {
-			return l, true, fmt.Errorf("node %s has no IPv4 pod CIDR", n.Name)
-		}
-		l.Subnet = v4
-		attrs["PublicIP"] = n.Annotations[a.publicIP]
-		if d := n.Annotations[a.backendData]; d != "" {
-			attrs["BackendData"] = json.RawMessage(d)
+	// the same checks (addresses, size, UTF-8, JSON). Annotations must be
+	// UTF-8 already: encoding/json would replace what is not, publishing
+	// something other than what the Node says.
+	for _, k := range []string{a.backendType, a.backendData, a.backendV6Data, a.publicIP, a.publicIPv6} {
+		if !utf8.ValidString(n.Annotations[k]) {
+			return l, true, fmt.Errorf("node %s: %w: annotation %s is not UTF-8", n.Name, lease.ErrMalformedLease, k)
 		}
 	}
-	if cfg.EnableIPv6 {
-		if !v6.IsValid() {
-			return l, true, fmt.Errorf("node %s has no IPv6 pod CIDR", n.Name)
+	attrs := map[string]any{"BackendType": n.Annotations[a.backendType]}
+	// Each enabled family: its subnet, its public address and backend
+	// data (as the lease value's fields).
+	for _, f := range []struct {
+		enabled            bool
+		name               string
+		cidr               netip.Prefix
+		subnet             *netip.Prefix
+		publicIP, data     string
+		publicAnn, dataAnn string
+	}{
+		{cfg.EnableIPv4, "IPv4", v4, &l.Subnet, "PublicIP", "BackendData", a.publicIP, a.backendData},
+		{cfg.EnableIPv6, "IPv6", v6, &l.IPv6Subnet, "PublicIPv6", "BackendV6Data", a.publicIPv6, a.backendV6Data},
+	} {
+		if !f.enabled {
+			continue
 		}
-		l.IPv6Subnet = v6
-		attrs["PublicIPv6"] = n.Annotations[a.publicIPv6]
-		if d := n.Annotations[a.backendV6Data]; d != "" {
-			attrs["BackendV6Data"] = json.RawMessage(d)
+		if !f.cidr.IsValid() {
+			return l, true, fmt.Errorf("node %s has no %s pod CIDR", n.Name, f.name)
+		}
+		*f.subnet = f.cidr
+		attrs[f.publicIP] = n.Annotations[f.publicAnn]
+		if d := n.Annotations[f.dataAnn]; d != "" {
+			attrs[f.data] = json.RawMessage(d)
 		}
 	}
 	value, err := json.Marshal(attrs)
@@ -149,14 +169,14 @@ func (a *annotations) nodeLease(n *corev1.Node, cfg *lease.Config) (l lease.Leas
 	if !n.CreationTimestamp.IsZero() {
 		l.CreateRevision = n.CreationTimestamp.Unix()
 	}
-	l.ModRevision = resourceVersion(n)
+	l.ModRevision = ResourceVersion(n)
 	return l, true, nil
 }
 
-// resourceVersion is the Node's resourceVersion as a number: on an API
+// ResourceVersion is the Node's resourceVersion as a number: on an API
 // server backed by etcd it is the etcd revision of its last write. It is
 // 0 if the server uses another form.
-func resourceVersion(n *corev1.Node) int64 {
+func ResourceVersion(n *corev1.Node) int64 {
 	rv, err := strconv.ParseInt(n.ResourceVersion, 10, 64)
 	if err != nil {
 		return 0
@@ -168,13 +188,13 @@ func resourceVersion(n *corev1.Node) int64 {
 // an IPv4 address.
 const unsetPublicIP = "0.0.0.0"
 
-// want returns the annotations this host publishes for attrs, as flannel
+// Want returns the annotations this host publishes for attrs, as flannel
 // writes them (AcquireLease): backend-type and kube-subnet-manager always;
 // backend-data (its JSON, "null" when the backend has none) and public-ip
 // unless the backend is vxlan without IPv4 data; backend-v6-data and
 // public-ipv6 when the host has an IPv6 public address. An overwrite
 // annotation on the Node replaces the public address published.
-func (a *annotations) want(n *corev1.Node, attrs lease.LeaseAttrs) map[string]string {
+func (a *Names) Want(n *corev1.Node, attrs lease.LeaseAttrs) map[string]string {
 	m := map[string]string{
 		a.managed:     "true",
 		a.backendType: attrs.BackendType,
@@ -207,9 +227,9 @@ func rawOrNull(r json.RawMessage) string {
 	return string(r)
 }
 
-// diff returns the annotations of want whose value on n differs: what a
+// Diff returns the annotations of want whose value on n differs: what a
 // patch must write (nil when none).
-func diff(n *corev1.Node, want map[string]string) map[string]string {
+func Diff(n *corev1.Node, want map[string]string) map[string]string {
 	var d map[string]string
 	for k, v := range want {
 		if cur, ok := n.Annotations[k]; !ok || cur != v {
@@ -220,4 +240,15 @@ func diff(n *corev1.Node, want map[string]string) map[string]string {
 		}
 	}
 	return d
+}
+
+// SameLease reports whether a and b publish the same thing: subnets,
+// attributes and age. Revisions differ with every write to a Node.
+func SameLease(a, b *lease.Lease) bool {
+	return a.Subnet == b.Subnet && a.IPv6Subnet == b.IPv6Subnet &&
+		a.CreateRevision == b.CreateRevision &&
+		a.Attrs.PublicIP == b.Attrs.PublicIP && a.Attrs.PublicIPv6 == b.Attrs.PublicIPv6 &&
+		a.Attrs.BackendType == b.Attrs.BackendType &&
+		bytes.Equal(a.Attrs.BackendData, b.Attrs.BackendData) &&
+		bytes.Equal(a.Attrs.BackendV6Data, b.Attrs.BackendV6Data)
 }
