@@ -177,7 +177,7 @@ func (e *Engine) newWinners(ch changes, now time.Time) []peerChange {
 func (e *Engine) program(todo []peerChange) {
 	var removals, installs []op
 	for _, c := range todo {
-		var a *applied
+		var a applied
 		if c.old != nil {
 			a = c.old.applied
 		}

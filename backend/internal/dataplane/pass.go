@@ -112,7 +112,7 @@ func (e *Engine) diffPeer(ops []op, p *peer, k *kernelState) []op {
 	}
 	delete(k.neighs, gw)
 	key := [6]byte(p.mac)
-	if owner, _ := e.fdbOwner(key); owner == p.subnet {
+	if owner := e.fdbOwner(key); owner != nil && owner.subnet == p.subnet {
 		if f, ok := k.fdbs[key]; !ok || f.state != netlink.NUD_PERMANENT || f.ip != p.publicIP {
 			ops = append(ops, op{kind: kindFDB, neigh: fdbEntry(e.devIndex, p.mac, p.publicIP), peer: p.subnet, repair: repair})
 		}
