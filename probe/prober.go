@@ -155,11 +155,53 @@ func (c *Config) setDefaults() {
 }
 
 // peerState is one peer: its health (read by Status under Prober.mu) and
-// its schedule (the loop's alone).
+// its schedule (the loop's alone). The health is kept compact and
+// expanded to a PeerHealth by Status: with 5,000 peers a PeerHealth each
+// (240 bytes with the schedule) was the prober's largest part.
 type peerState struct {
-	health   PeerHealth
-	due      time.Time
-	inFlight bool
+	Peer
+	detail                     string
+	rtt, smoothedRTT, largeRTT time.Duration
+	// lastProbe and lastSuccess are Unix times in ns; 0: never.
+	lastProbe, lastSuccess int64
+	failures               int32
+	// cause is an index in Causes plus one; 0: CauseNone.
+	cause                              uint8
+	probed, reachable, offloadRuledOut bool
+	inFlight                           bool
+	due                                time.Time
+}
+
+// health expands ps to what Status shows.
+func (ps *peerState) health() PeerHealth {
+	return PeerHealth{
+		Peer: ps.Peer, Probed: ps.probed, Reachable: ps.reachable, Cause: ps.causeOf(),
+		OffloadRuledOut: ps.offloadRuledOut, Detail: ps.detail,
+		RTT: ps.rtt, SmoothedRTT: ps.smoothedRTT, LargeRTT: ps.largeRTT,
+		LastProbe: unixTime(ps.lastProbe), LastSuccess: unixTime(ps.lastSuccess),
+		ConsecutiveFailures: int(ps.failures),
+	}
+}
+
+// causeOf is ps's Cause.
+func (ps *peerState) causeOf() Cause {
+	if ps.cause == 0 {
+		return CauseNone
+	}
+	return Causes[ps.cause-1]
+}
+
+// causeCode is c's index in Causes plus one, 0 for CauseNone.
+func causeCode(c Cause) uint8 {
+	return uint8(slices.Index(Causes, c) + 1)
+}
+
+// unixTime is the local time of Unix time ns, the zero time for 0.
+func unixTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
 }
 
 // Prober probes peers through the overlay at a bounded rate and keeps
@@ -287,7 +329,7 @@ func (p *Prober) Status() Status {
 	defer p.mu.Unlock()
 	st := Status{Interval: p.interval, Rate: p.cfg.Rate, Sent: p.sent.Load(), Answered: p.answered.Load(), Refused: p.refused.Load()}
 	for _, ps := range p.peers {
-		st.Peers = append(st.Peers, ps.health)
+		st.Peers = append(st.Peers, ps.health())
 	}
 	slices.SortFunc(st.Peers, func(a, b PeerHealth) int { return comparePrefix(a.Subnet, b.Subnet) })
 	if p.csum != nil {
@@ -430,7 +472,7 @@ func (p *Prober) Run(ctx context.Context) error {
 				workers++
 				wg.Go(func() { p.roundWorker(ctx, rounds, done) })
 			}
-			rounds <- roundStart{ps.health.Peer, now}
+			rounds <- roundStart{ps.Peer, now}
 		}
 		p.mu.Unlock()
 		p.emitOffload()
@@ -473,16 +515,16 @@ func (p *Prober) syncPeers(now time.Time) {
 	p.interval = max(p.cfg.Interval, time.Duration(float64(len(want))*2/p.cfg.Rate*float64(time.Second)))
 	for k, pr := range want {
 		ps, ok := p.peers[k]
-		if ok && ps.health.Peer == pr {
+		if ok && ps.Peer == pr {
 			continue
 		}
 		if ok && ps.inFlight {
 			// Its round's result belongs to the old addresses: drop it
 			// in finish, by comparing peers.
-			ps.health = PeerHealth{Peer: pr}
+			*ps = peerState{Peer: pr, inFlight: true, due: ps.due}
 			continue
 		}
-		ps = &peerState{health: PeerHealth{Peer: pr}}
+		ps = &peerState{Peer: pr}
 		p.peers[k] = ps
 		p.setDue(k, ps, now.Add(rand.N(p.interval)))
 	}
@@ -508,7 +550,7 @@ func (p *Prober) finish(d roundDone) {
 	now := time.Now()
 	p.mu.Lock()
 	ps, ok := p.peers[d.peer.Subnet]
-	if !ok || ps.health.Peer != d.peer {
+	if !ok || ps.Peer != d.peer {
 		if ok {
 			ps.inFlight = false
 			p.setDue(d.peer.Subnet, ps, now)
@@ -528,7 +570,7 @@ func (p *Prober) finish(d roundDone) {
 			// Only a failure can start a trial, which takes in the
 			// other peers failing alike.
 			for k, q := range p.peers {
-				if q.health.Cause == CauseNoAnswer && k != d.peer.Subnet {
+				if q.causeOf() == CauseNoAnswer && k != d.peer.Subnet {
 					noAnswer = append(noAnswer, k)
 				}
 			}
@@ -541,24 +583,23 @@ func (p *Prober) finish(d roundDone) {
 			}
 		}
 	}
-	h := &ps.health
-	h.Probed, h.Reachable, h.Cause, h.OffloadRuledOut, h.Detail = true, res.Reachable, o.cause, res.OffloadRuledOut, o.detail
-	h.LastProbe = now
+	ps.probed, ps.reachable, ps.cause, ps.offloadRuledOut, ps.detail = true, res.Reachable, causeCode(o.cause), res.OffloadRuledOut, o.detail
+	ps.lastProbe = now.UnixNano()
 	if o.rtt > 0 {
-		h.RTT = o.rtt
-		if h.SmoothedRTT == 0 {
-			h.SmoothedRTT = o.rtt
+		ps.rtt = o.rtt
+		if ps.smoothedRTT == 0 {
+			ps.smoothedRTT = o.rtt
 		} else {
-			h.SmoothedRTT += (o.rtt - h.SmoothedRTT) / 8
+			ps.smoothedRTT += (o.rtt - ps.smoothedRTT) / 8
 		}
 	}
 	if o.largeRTT > 0 {
-		h.LargeRTT = o.largeRTT
+		ps.largeRTT = o.largeRTT
 	}
 	if res.Reachable {
-		h.LastSuccess, h.ConsecutiveFailures = now, 0
+		ps.lastSuccess, ps.failures = now.UnixNano(), 0
 	} else {
-		h.ConsecutiveFailures++
+		ps.failures++
 	}
 	p.mu.Unlock()
 	p.emitOffload()
