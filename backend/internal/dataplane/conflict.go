@@ -15,19 +15,18 @@ import (
 // identity: a host that moved to a reservation leaves its old lease until
 // the TTL ends, with the same MAC); of two conflicting keys the one
 // created first wins (docs/compatibility.md §3.8).
-type claim struct {
-	key string
+//
+// A claim is the peer it makes when it wins (one struct, see peer): its
+// key, subnet and public IP, the holder of its identity (claims of one
+// identity and holder do not conflict), are the peer's.
+type claim = peer
+
+// claimFields are what a peer holds as a claim.
+type claimFields struct {
 	// rev is the key's create revision; the smaller wins, then the
 	// smaller key.
 	rev      int64
-	subnet   netip.Prefix
 	identity string
-	// holder is the public IP the key names: claims of one identity
-	// and holder do not conflict.
-	holder netip.Addr
-	// own marks this host's lease: it wins on this host whatever its
-	// revision (the host keeps its subnet).
-	own bool
 	// form, when set, is why the key's form is refused (a subnet of a
 	// family the config does not enable, another backend type): such a
 	// claim never wins nor takes anything. formReason is its
@@ -35,9 +34,6 @@ type claim struct {
 	// form reports the key that holds its subnet.
 	form       string
 	formReason string
-	// peer is what to program when the claim wins; nil for the own
-	// lease.
-	peer *peer
 
 	// The decision: reason is empty when the claim wins, else a
 	// backend.Refused* reason and winner the key it lost to ("" when
@@ -105,6 +101,23 @@ func (c *claims) set(cl *claim) (old *claim, touched []*claim) {
 	seeds := []*claim{cl}
 	seeds = append(seeds, c.neighbours(old)...)
 	return old, c.decide(seeds)
+}
+
+// replace puts nw in old's place in the table, decision and all: a copy
+// of old made for a new route mode (the same key, subnet and identity).
+func (c *claims) replace(old, nw *claim) {
+	c.byKey[old.key] = nw
+	swap := func(l claimList) {
+		for i, cl := range l {
+			if cl == old {
+				l[i] = nw
+			}
+		}
+	}
+	swap(c.bySubnet[old.subnet])
+	if old.identity != "" && old.form == "" {
+		swap(c.byIdent[old.identity])
+	}
 }
 
 // remove takes key's claim (old, nil if none) out of the table and decides
@@ -198,7 +211,7 @@ func (c *claims) component(seeds []*claim) []*claim {
 // decide decides the component of seeds again and returns it. In order
 // of precedence (this host's lease, then the older create revision, then
 // the smaller key), a claim wins unless a winner before it holds its
-// subnet, or its identity with another holder.
+// subnet, or its identity with another holder (public IP).
 func (c *claims) decide(seeds []*claim) []*claim {
 	comp := c.component(seeds)
 	slices.SortFunc(comp, precedence)
@@ -213,7 +226,7 @@ func (c *claims) decide(seeds []*claim) []*claim {
 			cl.reason, cl.winner = backend.RefusedSubnet, w
 			continue
 		}
-		if w, ok := idents[cl.identity]; ok && cl.identity != "" && w.holder != cl.holder {
+		if w, ok := idents[cl.identity]; ok && cl.identity != "" && w.publicIP != cl.publicIP {
 			cl.reason, cl.winner = backend.RefusedIdentity, w.key
 			continue
 		}

@@ -28,12 +28,12 @@ func decisions(c *claims) map[string]string {
 // cl is a claim whose holder (public IP) is its own, derived from key.
 func cl(key string, rev int64, subnet, ident string) *claim {
 	h := netip.AddrFrom4([4]byte{192, 168, byte(len(key)), key[len(key)-1]})
-	return &claim{key: key, rev: rev, subnet: netip.MustParsePrefix(subnet), identity: ident, holder: h}
+	return &claim{key: key, subnet: netip.MustParsePrefix(subnet), publicIP: h, claimFields: claimFields{rev: rev, identity: ident}}
 }
 
 // heldBy is x with holder ip.
 func heldBy(x *claim, ip string) *claim {
-	x.holder = netip.MustParseAddr(ip)
+	x.publicIP = netip.MustParseAddr(ip)
 	return x
 }
 
@@ -172,7 +172,7 @@ func FuzzClaimsOrder(f *testing.F) {
 			if r.IntN(8) == 0 {
 				x.identity = ""
 			}
-			x.holder = netip.AddrFrom4([4]byte{192, 168, 77, byte(r.IntN(3))})
+			x.publicIP = netip.AddrFrom4([4]byte{192, 168, 77, byte(r.IntN(3))})
 			if r.IntN(10) == 0 {
 				x.form = "refused"
 			}
@@ -212,8 +212,8 @@ func FuzzClaimsOrder(f *testing.F) {
 		idents := map[string]*claim{}
 		for s := range c.bySubnet {
 			if w := c.winner(s); w != nil && w.identity != "" {
-				if o, dup := idents[w.identity]; dup && o.holder != w.holder {
-					t.Fatalf("identity %s won by %s (%s) and %s (%s)", w.identity, o.key, o.holder, w.key, w.holder)
+				if o, dup := idents[w.identity]; dup && o.publicIP != w.publicIP {
+					t.Fatalf("identity %s won by %s (%s) and %s (%s)", w.identity, o.key, o.publicIP, w.key, w.publicIP)
 				}
 				idents[w.identity] = w
 			}

@@ -122,27 +122,35 @@ type Config struct {
 	NoRepair bool
 }
 
-// peer is the desired state of one remote lease, and what was last applied.
+// peer is one lease key as a claim (see claim) and, when its claim wins,
+// the desired state of the remote lease, and what was last applied. One
+// struct, not a claim pointing at a peer: with 5,000 leases the two were
+// 400 bytes a key.
 type peer struct {
 	key      string
 	subnet   netip.Prefix
 	publicIP netip.Addr
-	mac      net.HardwareAddr
+	claimFields
+	mac net.HardwareAddr
 	// data is the lease's backend data of the family (tunnel only).
 	data []byte
 	mode string
-	// reachable is false for a host-gw peer that is not on a directly
-	// connected subnet: nothing is installed for it.
-	reachable bool
 	// applied is what the kernel holds for the peer as far as the engine
 	// knows (from nil: nothing).
-	applied    applied
+	applied applied
+	lastErr string
+	// reachable is false for a host-gw peer that is not on a directly
+	// connected subnet: nothing is installed for it.
+	reachable  bool
 	programmed bool
-	lastErr    string
 	// leftBroken is set when the last pass found the peer's entries
 	// wrong and left them so (Config.NoRepair): fixing them would be a
 	// repair.
 	leftBroken bool
+	// own marks this host's lease as a claim: it wins on this host
+	// whatever its revision (the host keeps its subnet); it is never a
+	// peer.
+	own bool
 	// since is when the lease event that made this desired state was
 	// taken, until the kernel holds it (zero after).
 	since time.Time

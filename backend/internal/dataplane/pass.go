@@ -238,8 +238,8 @@ func (e *Engine) refreshExtNets() error {
 		e.decideMode(&np)
 		if np.mode != p.mode || np.reachable != p.reachable {
 			e.log.Info("peer route mode changed", "lease", p.key, "mode", np.mode, "reachable", np.reachable)
-			if cl := e.table.get(p.key); cl != nil && cl.peer == p {
-				cl.peer = &np
+			if e.table.get(p.key) == p {
+				e.table.replace(p, &np)
 			}
 			e.setPeer(s, &np)
 		}
