@@ -151,6 +151,8 @@ type peer struct {
 	// whatever its revision (the host keeps its subnet); it is never a
 	// peer.
 	own bool
+	// wrongType marks a claim refused for its backend type (see form).
+	wrongType bool
 	// since is when the lease event that made this desired state was
 	// taken, until the kernel holds it (zero after).
 	since time.Time

@@ -264,7 +264,7 @@ func (e *Engine) claimOf(l *lease.Lease) *claim {
 // formClaim is the claim of a key refused for its form: why, as reason.
 func (e *Engine) formClaim(l *lease.Lease, why, reason string) *claim {
 	cl := &claim{key: l.Key(), subnet: e.leaseSubnet(l).Masked(), publicIP: e.leasePublicIP(l)}
-	cl.rev, cl.form, cl.formReason = l.CreateRevision, why, reason
+	cl.rev, cl.form, cl.wrongType = l.CreateRevision, why, reason == backend.RefusedBackendType
 	return cl
 }
 

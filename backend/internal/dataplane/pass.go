@@ -240,6 +240,8 @@ func (e *Engine) refreshExtNets() error {
 			e.log.Info("peer route mode changed", "lease", p.key, "mode", np.mode, "reachable", np.reachable)
 			if e.table.get(p.key) == p {
 				e.table.replace(p, &np)
+			} else {
+				np.nextInSubnet, np.nextInIdent = nil, nil
 			}
 			e.setPeer(s, &np)
 		}
