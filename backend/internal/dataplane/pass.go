@@ -95,7 +95,7 @@ func (e *Engine) diffPeer(ops []op, p *peer, k *kernelState) []op {
 	// the one used.
 	if _, held := e.heldBy(k.foreign, p); !held {
 		if r, ok := k.routes[p.subnet]; !ok || !r.matches(want) {
-			if ok && e.v6() && r.link != want.LinkIndex {
+			if ok && e.v6() && int(r.link) != want.LinkIndex {
 				// See op.pre.
 				ops = append(ops, op{kind: kindRoute, del: true, pre: true, route: r.route(p.subnet), peer: p.subnet})
 			}
