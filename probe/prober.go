@@ -526,7 +526,7 @@ func (p *Prober) syncPeers(now time.Time) {
 		}
 		ps = &peerState{Peer: pr}
 		p.peers[k] = ps
-		p.setDue(k, ps, now.Add(rand.N(p.interval)))
+		p.setDue(ps, now.Add(rand.N(p.interval)))
 	}
 }
 
@@ -553,7 +553,7 @@ func (p *Prober) finish(d roundDone) {
 	if !ok || ps.Peer != d.peer {
 		if ok {
 			ps.inFlight = false
-			p.setDue(d.peer.Subnet, ps, now)
+			p.setDue(ps, now)
 		}
 		p.mu.Unlock()
 		return
@@ -561,7 +561,7 @@ func (p *Prober) finish(d roundDone) {
 	ps.inFlight = false
 	// Next round in [0.9, 1.1] intervals: jitter keeps peers from lining
 	// up again.
-	p.setDue(d.peer.Subnet, ps, now.Add(time.Duration(float64(p.interval)*(0.9+0.2*rand.Float64()))))
+	p.setDue(ps, now.Add(time.Duration(float64(p.interval)*(0.9+0.2*rand.Float64()))))
 	o := d.out
 	res := Result{Peer: d.peer, Time: now, Reachable: o.cause == CauseNone, Cause: o.cause, RTT: o.rtt, LargeRTT: o.largeRTT, Sent: o.sent}
 	if p.csum != nil {
@@ -579,7 +579,7 @@ func (p *Prober) finish(d roundDone) {
 		res.OffloadRuledOut = ruledOut
 		for _, k := range reprobe {
 			if q := p.peers[k]; q != nil && !q.inFlight {
-				p.setDue(k, q, now)
+				p.setDue(q, now)
 			}
 		}
 	}
