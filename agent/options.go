@@ -32,10 +32,11 @@ const (
 	// holds live with its stacks and the runtime's metadata, so that the
 	// collector holds the memory near it instead of letting the heap
 	// reach twice the live heap, without running much more often
-	// (bench/README.md, "Agent memory and start": ~10 MiB live and ~7
-	// MiB of stacks and metadata with 5,000 peers, leaving ~7 MiB for
-	// what a resync pass allocates).
-	DefaultMemoryLimit = 24 << 20
+	// (bench/README.md, "Agent memory and start": ~7 MiB live and ~8
+	// MiB of stacks and metadata with 5,000 peers, leaving ~6 MiB for
+	// what a cold start or a resync pass allocates; 18 MiB makes the
+	// collector run continuously).
+	DefaultMemoryLimit = 21 << 20
 )
 
 // EtcdOptions say how to reach the cluster store.

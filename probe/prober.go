@@ -155,11 +155,53 @@ func (c *Config) setDefaults() {
 }
 
 // peerState is one peer: its health (read by Status under Prober.mu) and
-// its schedule (the loop's alone).
+// its schedule (the loop's alone). The health is kept compact and
+// expanded to a PeerHealth by Status: with 5,000 peers a PeerHealth each
+// (240 bytes with the schedule) was the prober's largest part.
 type peerState struct {
-	health   PeerHealth
-	due      time.Time
-	inFlight bool
+	Peer
+	detail                     string
+	rtt, smoothedRTT, largeRTT time.Duration
+	// lastProbe and lastSuccess are Unix times in ns; 0: never.
+	lastProbe, lastSuccess int64
+	failures               int32
+	// cause is an index in Causes plus one; 0: CauseNone.
+	cause                              uint8
+	probed, reachable, offloadRuledOut bool
+	inFlight                           bool
+	due                                time.Time
+}
+
+// health expands ps to what Status shows.
+func (ps *peerState) health() PeerHealth {
+	return PeerHealth{
+		Peer: ps.Peer, Probed: ps.probed, Reachable: ps.reachable, Cause: ps.causeOf(),
+		OffloadRuledOut: ps.offloadRuledOut, Detail: ps.detail,
+		RTT: ps.rtt, SmoothedRTT: ps.smoothedRTT, LargeRTT: ps.largeRTT,
+		LastProbe: unixTime(ps.lastProbe), LastSuccess: unixTime(ps.lastSuccess),
+		ConsecutiveFailures: int(ps.failures),
+	}
+}
+
+// causeOf is ps's Cause.
+func (ps *peerState) causeOf() Cause {
+	if ps.cause == 0 {
+		return CauseNone
+	}
+	return Causes[ps.cause-1]
+}
+
+// causeCode is c's index in Causes plus one, 0 for CauseNone.
+func causeCode(c Cause) uint8 {
+	return uint8(slices.Index(Causes, c) + 1)
+}
+
+// unixTime is the local time of Unix time ns, the zero time for 0.
+func unixTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
 }
 
 // Prober probes peers through the overlay at a bounded rate and keeps
@@ -287,7 +329,7 @@ func (p *Prober) Status() Status {
 	defer p.mu.Unlock()
 	st := Status{Interval: p.interval, Rate: p.cfg.Rate, Sent: p.sent.Load(), Answered: p.answered.Load(), Refused: p.refused.Load()}
 	for _, ps := range p.peers {
-		st.Peers = append(st.Peers, ps.health)
+		st.Peers = append(st.Peers, ps.health())
 	}
 	slices.SortFunc(st.Peers, func(a, b PeerHealth) int { return comparePrefix(a.Subnet, b.Subnet) })
 	if p.csum != nil {
@@ -337,6 +379,20 @@ func comparePrefix(a, b netip.Prefix) int {
 	return a.Bits() - b.Bits()
 }
 
+// roundStart is a round to run, sent to a worker.
+type roundStart struct {
+	peer    Peer
+	started time.Time
+}
+
+// roundWorker runs the rounds it takes until rounds is closed and hands
+// each result to the loop.
+func (p *Prober) roundWorker(ctx context.Context, rounds <-chan roundStart, done chan<- roundDone) {
+	for r := range rounds {
+		done <- roundDone{r.peer, r.started, p.round(ctx, r.peer)}
+	}
+}
+
 // roundDone is a finished round, sent to the loop.
 type roundDone struct {
 	peer    Peer
@@ -370,10 +426,19 @@ func (p *Prober) Run(ctx context.Context) error {
 	// Enough rounds in flight to keep the rate busy while each waits for
 	// its answers.
 	maxInFlight := int(p.cfg.Rate*p.cfg.Timeout.Seconds()*float64(p.cfg.Attempts)) + 4
+	// Rounds run on workers, started when more rounds are in flight than
+	// ever before and kept until Run returns: a worker's stack shrinks to
+	// what a round uses, where a goroutine started for each round began
+	// with the runtime's average stack size (32 kB in the agent, 1.3 MB
+	// for 44 rounds in flight). rounds never holds more than maxInFlight.
+	rounds := make(chan roundStart, maxInFlight)
+	workers := 0
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	defer func() {
 		cancel()
+		// The workers finish what is queued at once (ctx is done).
+		close(rounds)
 		for ; inFlight > 0; inFlight-- {
 			<-done
 		}
@@ -403,8 +468,11 @@ func (p *Prober) Run(ctx context.Context) error {
 			ps := p.peers[k]
 			ps.inFlight = true
 			inFlight++
-			peer := ps.health.Peer
-			go func() { done <- roundDone{peer, now, p.round(ctx, peer)} }()
+			if inFlight > workers {
+				workers++
+				wg.Go(func() { p.roundWorker(ctx, rounds, done) })
+			}
+			rounds <- roundStart{ps.Peer, now}
 		}
 		p.mu.Unlock()
 		p.emitOffload()
@@ -447,18 +515,18 @@ func (p *Prober) syncPeers(now time.Time) {
 	p.interval = max(p.cfg.Interval, time.Duration(float64(len(want))*2/p.cfg.Rate*float64(time.Second)))
 	for k, pr := range want {
 		ps, ok := p.peers[k]
-		if ok && ps.health.Peer == pr {
+		if ok && ps.Peer == pr {
 			continue
 		}
 		if ok && ps.inFlight {
 			// Its round's result belongs to the old addresses: drop it
 			// in finish, by comparing peers.
-			ps.health = PeerHealth{Peer: pr}
+			*ps = peerState{Peer: pr, inFlight: true, due: ps.due}
 			continue
 		}
-		ps = &peerState{health: PeerHealth{Peer: pr}}
+		ps = &peerState{Peer: pr}
 		p.peers[k] = ps
-		p.setDue(k, ps, now.Add(rand.N(p.interval)))
+		p.setDue(ps, now.Add(rand.N(p.interval)))
 	}
 }
 
@@ -482,10 +550,10 @@ func (p *Prober) finish(d roundDone) {
 	now := time.Now()
 	p.mu.Lock()
 	ps, ok := p.peers[d.peer.Subnet]
-	if !ok || ps.health.Peer != d.peer {
+	if !ok || ps.Peer != d.peer {
 		if ok {
 			ps.inFlight = false
-			p.setDue(d.peer.Subnet, ps, now)
+			p.setDue(ps, now)
 		}
 		p.mu.Unlock()
 		return
@@ -493,7 +561,7 @@ func (p *Prober) finish(d roundDone) {
 	ps.inFlight = false
 	// Next round in [0.9, 1.1] intervals: jitter keeps peers from lining
 	// up again.
-	p.setDue(d.peer.Subnet, ps, now.Add(time.Duration(float64(p.interval)*(0.9+0.2*rand.Float64()))))
+	p.setDue(ps, now.Add(time.Duration(float64(p.interval)*(0.9+0.2*rand.Float64()))))
 	o := d.out
 	res := Result{Peer: d.peer, Time: now, Reachable: o.cause == CauseNone, Cause: o.cause, RTT: o.rtt, LargeRTT: o.largeRTT, Sent: o.sent}
 	if p.csum != nil {
@@ -502,7 +570,7 @@ func (p *Prober) finish(d roundDone) {
 			// Only a failure can start a trial, which takes in the
 			// other peers failing alike.
 			for k, q := range p.peers {
-				if q.health.Cause == CauseNoAnswer && k != d.peer.Subnet {
+				if q.causeOf() == CauseNoAnswer && k != d.peer.Subnet {
 					noAnswer = append(noAnswer, k)
 				}
 			}
@@ -511,28 +579,27 @@ func (p *Prober) finish(d roundDone) {
 		res.OffloadRuledOut = ruledOut
 		for _, k := range reprobe {
 			if q := p.peers[k]; q != nil && !q.inFlight {
-				p.setDue(k, q, now)
+				p.setDue(q, now)
 			}
 		}
 	}
-	h := &ps.health
-	h.Probed, h.Reachable, h.Cause, h.OffloadRuledOut, h.Detail = true, res.Reachable, o.cause, res.OffloadRuledOut, o.detail
-	h.LastProbe = now
+	ps.probed, ps.reachable, ps.cause, ps.offloadRuledOut, ps.detail = true, res.Reachable, causeCode(o.cause), res.OffloadRuledOut, o.detail
+	ps.lastProbe = now.UnixNano()
 	if o.rtt > 0 {
-		h.RTT = o.rtt
-		if h.SmoothedRTT == 0 {
-			h.SmoothedRTT = o.rtt
+		ps.rtt = o.rtt
+		if ps.smoothedRTT == 0 {
+			ps.smoothedRTT = o.rtt
 		} else {
-			h.SmoothedRTT += (o.rtt - h.SmoothedRTT) / 8
+			ps.smoothedRTT += (o.rtt - ps.smoothedRTT) / 8
 		}
 	}
 	if o.largeRTT > 0 {
-		h.LargeRTT = o.largeRTT
+		ps.largeRTT = o.largeRTT
 	}
 	if res.Reachable {
-		h.LastSuccess, h.ConsecutiveFailures = now, 0
+		ps.lastSuccess, ps.failures = now.UnixNano(), 0
 	} else {
-		h.ConsecutiveFailures++
+		ps.failures++
 	}
 	p.mu.Unlock()
 	p.emitOffload()

@@ -6,10 +6,11 @@ import (
 	"time"
 )
 
-// dueEntry says that the peer of subnet is due for a round at at.
+// dueEntry says that peer is due for a round at at: a pointer, not the
+// peer's subnet, so that an entry is 32 bytes, not 56.
 type dueEntry struct {
-	at     time.Time
-	subnet netip.Prefix
+	at   time.Time
+	peer *peerState
 }
 
 // schedule is a min-heap of due times, so that the prober's loop finds
@@ -26,22 +27,23 @@ func (s *schedule) Push(x any)        { *s = append(*s, x.(dueEntry)) }
 func (s *schedule) Pop() any {
 	old := *s
 	e := old[len(old)-1]
+	old[len(old)-1] = dueEntry{}
 	*s = old[:len(old)-1]
 	return e
 }
 
-// setDue schedules the next round of ps (the peer of subnet k) at at.
-// p.mu must be held.
-func (p *Prober) setDue(k netip.Prefix, ps *peerState, at time.Time) {
+// setDue schedules the next round of ps at at. p.mu must be held.
+func (p *Prober) setDue(ps *peerState, at time.Time) {
 	ps.due = at
-	heap.Push(&p.sched, dueEntry{at, k})
+	heap.Push(&p.sched, dueEntry{at, ps})
 	if len(p.sched) > 2*len(p.peers)+64 {
 		// Mostly stale entries (peers rescheduled many times, or gone):
 		// rebuild from the peers.
+		clear(p.sched)
 		p.sched = p.sched[:0]
-		for k, ps := range p.peers {
+		for _, ps := range p.peers {
 			if !ps.inFlight {
-				p.sched = append(p.sched, dueEntry{ps.due, k})
+				p.sched = append(p.sched, dueEntry{ps.due, ps})
 			}
 		}
 		heap.Init(&p.sched)
@@ -54,8 +56,8 @@ func (p *Prober) setDue(k netip.Prefix, ps *peerState, at time.Time) {
 func (p *Prober) popDue(now time.Time) (netip.Prefix, time.Time) {
 	for len(p.sched) > 0 {
 		top := p.sched[0]
-		ps := p.peers[top.subnet]
-		if ps == nil || ps.inFlight || !ps.due.Equal(top.at) {
+		ps := top.peer
+		if p.peers[ps.Subnet] != ps || ps.inFlight || !ps.due.Equal(top.at) {
 			heap.Pop(&p.sched)
 			continue
 		}
@@ -63,7 +65,7 @@ func (p *Prober) popDue(now time.Time) (netip.Prefix, time.Time) {
 			return netip.Prefix{}, top.at
 		}
 		heap.Pop(&p.sched)
-		return top.subnet, time.Time{}
+		return ps.Subnet, time.Time{}
 	}
 	return netip.Prefix{}, time.Time{}
 }

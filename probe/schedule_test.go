@@ -12,13 +12,13 @@ func TestScheduleOrderAndStaleEntries(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	sn := func(i int) netip.Prefix { return netip.MustParsePrefix(fmt.Sprintf("10.5.%d.0/24", i)) }
 	for i, d := range []time.Duration{5, 1, 3, 2, 4} {
-		ps := &peerState{}
+		ps := &peerState{Peer: Peer{Subnet: sn(i)}}
 		p.peers[sn(i)] = ps
-		p.setDue(sn(i), ps, t0.Add(d*time.Second))
+		p.setDue(ps, t0.Add(d*time.Second))
 	}
 	// Peer 1 (due at 1 s) is rescheduled to 6 s, peer 3 (2 s) is gone,
 	// peer 2 (3 s) is in a round: their old entries must not come out.
-	p.setDue(sn(1), p.peers[sn(1)], t0.Add(6*time.Second))
+	p.setDue(p.peers[sn(1)], t0.Add(6*time.Second))
 	delete(p.peers, sn(3))
 	p.peers[sn(2)].inFlight = true
 
@@ -44,12 +44,12 @@ func TestScheduleStaysBounded(t *testing.T) {
 	p := &Prober{peers: map[netip.Prefix]*peerState{}}
 	t0 := time.Unix(1000, 0)
 	k := netip.MustParsePrefix("10.5.1.0/24")
-	ps := &peerState{}
+	ps := &peerState{Peer: Peer{Subnet: k}}
 	p.peers[k] = ps
 	// A peer rescheduled over and over without its entries reaching the
 	// top (each later than the last).
 	for i := range 10000 {
-		p.setDue(k, ps, t0.Add(time.Duration(i)*time.Second))
+		p.setDue(ps, t0.Add(time.Duration(i)*time.Second))
 	}
 	if n := len(p.sched); n > 2*len(p.peers)+64 {
 		t.Errorf("%d entries for one peer", n)

@@ -312,6 +312,38 @@ func TestSnapshotProgramsDeviceAndPeers(t *testing.T) {
 	}
 }
 
+// TestSnapshotManyPeers: a first pass with more ops than a pass sends at
+// once (three a peer) programs every peer, in the chunks it sends, and
+// reports each programmed without errors.
+func TestSnapshotManyPeers(t *testing.T) {
+	e := newEnv(t)
+	r := start(t, e.a, e.ext, `{"Type":"vxlan"}`)
+	const n = 1000
+	leases := []lease.Lease{*own()}
+	var want []entries
+	for i := range n {
+		sub := fmt.Sprintf("10.%d.%d.0/24", 6+i/256, i%256)
+		mac := fmt.Sprintf("3e:5b:b9:8e:%02x:%02x", i/256, i%256)
+		leases = append(leases, peerLease(sub, "192.168.77.2", mac))
+		want = append(want, vx(sub, "192.168.77.2", mac))
+	}
+	r.updates <- backend.Update{Own: own(), Batch: snapshot(leases...)}
+	waitEntries(t, e.a, "flannel.1", merge(want...), settle)
+	await.Eventually(t, settle, "every peer programmed", func() error {
+		st := r.Status()
+		programmed := 0
+		for _, p := range st.Peers {
+			if p.Programmed {
+				programmed++
+			}
+		}
+		if programmed != n || st.Counters.NetlinkErrors != 0 {
+			return fmt.Errorf("%d of %d peers programmed, %d netlink errors", programmed, len(st.Peers), st.Counters.NetlinkErrors)
+		}
+		return nil
+	})
+}
+
 func TestPeerEvents(t *testing.T) {
 	e := newEnv(t)
 	r := e.startWithPeerB(t)

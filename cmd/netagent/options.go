@@ -168,7 +168,7 @@ func runFlags(o *agent.Options, passwordFile *string, out io.Writer) *flag.FlagS
 	fs.StringVar(&o.WireGuardImpl, "wireguard-impl", o.WireGuardImpl, "WireGuard implementation of the wireguard backend: auto (the kernel's if it can create the device, else userspace), kernel or userspace")
 	fs.StringVar(&o.WireGuardSocketDir, "wireguard-socket-dir", o.WireGuardSocketDir, "directory of the userspace WireGuard devices' UAPI sockets, where wg finds them")
 	fs.Var(negBool{&o.NoRepair}, "dataplane-repair", "repair kernel entries found missing or wrong (false: report them only, for debugging)")
-	fs.Var(memoryLimit{&o.MemoryLimit}, "memory-limit", "the Go runtime's soft memory limit: a size (48MiB) or off (default: 24MiB, raised with the live heap); GOMEMLIMIT, when set, replaces the default")
+	fs.Var(memoryLimit{&o.MemoryLimit}, "memory-limit", "the Go runtime's soft memory limit: a size (48MiB) or off (default: 21MiB, raised with the live heap); GOMEMLIMIT, when set, replaces the default")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.LogFormat, "log-format", "text", "text or json")
 	return fs

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"cmp"
+	"iter"
 	"net/netip"
 	"slices"
 
@@ -15,35 +16,33 @@ import (
 // identity: a host that moved to a reservation leaves its old lease until
 // the TTL ends, with the same MAC); of two conflicting keys the one
 // created first wins (docs/compatibility.md §3.8).
-type claim struct {
-	key string
+//
+// A claim is the peer it makes when it wins (one struct, see peer): its
+// key, subnet and public IP, the holder of its identity (claims of one
+// identity and holder do not conflict), are the peer's.
+type claim = peer
+
+// claimFields are what a peer holds as a claim.
+type claimFields struct {
 	// rev is the key's create revision; the smaller wins, then the
 	// smaller key.
 	rev      int64
-	subnet   netip.Prefix
 	identity string
-	// holder is the public IP the key names: claims of one identity
-	// and holder do not conflict.
-	holder netip.Addr
-	// own marks this host's lease: it wins on this host whatever its
-	// revision (the host keeps its subnet).
-	own bool
 	// form, when set, is why the key's form is refused (a subnet of a
 	// family the config does not enable, another backend type): such a
-	// claim never wins nor takes anything. formReason is its
-	// backend.Refused* reason (empty: RefusedKeyForm); a refused key
-	// form reports the key that holds its subnet.
-	form       string
-	formReason string
-	// peer is what to program when the claim wins; nil for the own
-	// lease.
-	peer *peer
+	// claim never wins nor takes anything. A refused key form reports
+	// the key that holds its subnet; a lease of another backend type
+	// (wrongType) is refused for that alone.
+	form string
 
 	// The decision: reason is empty when the claim wins, else a
 	// backend.Refused* reason and winner the key it lost to ("" when
 	// none holds the subnet, for a refused form).
 	reason string
 	winner string
+	// nextInSubnet and nextInIdent chain the claims of the subnet and
+	// of the identity (see claims).
+	nextInSubnet, nextInIdent *claim
 }
 
 // claims is the table of lease keys an engine knows, and who wins. Only
@@ -51,42 +50,56 @@ type claim struct {
 // decided again; the outcome depends on the set of claims alone, not on
 // the order they came in.
 //
-// bySubnet and byIdent list the claims of each subnet and identity: one,
-// almost always (several only where keys contend), so a list, not a map
-// per subnet: with 5,000 leases a map each was ~3 MB of the agent's heap.
+// bySubnet and byIdent hold the first claim of each subnet and identity,
+// which chains the others (nextInSubnet, nextInIdent), at most one per
+// key, in no particular order: one, almost always (several only where
+// keys contend), so neither a map nor a list per subnet: with 5,000
+// leases a map each was ~3 MB of the agent's heap, a list 0.4 MB.
 type claims struct {
 	byKey    map[string]*claim
-	bySubnet map[netip.Prefix]claimList
-	byIdent  map[string]claimList
+	bySubnet map[netip.Prefix]*claim
+	byIdent  map[string]*claim
 }
 
 func newClaims() *claims {
 	return &claims{
 		byKey:    make(map[string]*claim),
-		bySubnet: make(map[netip.Prefix]claimList),
-		byIdent:  make(map[string]claimList),
+		bySubnet: make(map[netip.Prefix]*claim),
+		byIdent:  make(map[string]*claim),
 	}
 }
 
-// claimList is the claims of one subnet or identity, at most one per key,
-// in no particular order.
-type claimList []*claim
-
-// without returns l without key's claim; nil when nothing is left.
-func (l claimList) without(key string) claimList {
-	l = slices.DeleteFunc(l, func(cl *claim) bool { return cl.key == key })
-	if len(l) == 0 {
-		return nil
+// ofSubnet yields the claims of subnet s.
+func (c *claims) ofSubnet(s netip.Prefix) iter.Seq[*claim] {
+	return func(yield func(*claim) bool) {
+		for cl := c.bySubnet[s]; cl != nil; cl = cl.nextInSubnet {
+			if !yield(cl) {
+				return
+			}
+		}
 	}
-	return l
 }
+
+// ofIdent yields the claims of identity id.
+func (c *claims) ofIdent(id string) iter.Seq[*claim] {
+	return func(yield func(*claim) bool) {
+		for cl := c.byIdent[id]; cl != nil; cl = cl.nextInIdent {
+			if !yield(cl) {
+				return
+			}
+		}
+	}
+}
+
+// hasIdent says whether cl is listed under its identity.
+func (cl *claim) hasIdent() bool { return cl.identity != "" && cl.form == "" }
 
 // get returns the claim of key, or nil.
 func (c *claims) get(key string) *claim { return c.byKey[key] }
 
 // winner returns the claim that holds subnet s, or nil.
 func (c *claims) winner(s netip.Prefix) *claim {
-	for _, cl := range c.bySubnet[s] {
+	for cl := range c.ofSubnet(s) {
 		if cl.reason == "" {
 			return cl
 		}
@@ -107,6 +120,32 @@ func (c *claims) set(cl *claim) (old *claim, touched []*claim) {
 	return old, c.decide(seeds)
 }
 
+// replace puts nw in old's place in the table, decision and all: a copy
+// of old made for a new route mode (the same key, subnet and identity,
+// and so the same successors in their chains).
+func (c *claims) replace(old, nw *claim) {
+	c.byKey[old.key] = nw
+	if c.bySubnet[old.subnet] == old {
+		c.bySubnet[old.subnet] = nw
+	}
+	for cl := range c.ofSubnet(old.subnet) {
+		if cl.nextInSubnet == old {
+			cl.nextInSubnet = nw
+		}
+	}
+	if !old.hasIdent() {
+		return
+	}
+	if c.byIdent[old.identity] == old {
+		c.byIdent[old.identity] = nw
+	}
+	for cl := range c.ofIdent(old.identity) {
+		if cl.nextInIdent == old {
+			cl.nextInIdent = nw
+		}
+	}
+}
+
 // remove takes key's claim (old, nil if none) out of the table and decides
 // again; touched is every claim whose decision may have changed.
 func (c *claims) remove(key string) (old *claim, touched []*claim) {
@@ -125,24 +164,22 @@ func (c *claims) neighbours(old *claim) []*claim {
 	if old == nil {
 		return nil
 	}
-	var out []*claim
-	for _, n := range c.bySubnet[old.subnet] {
-		out = append(out, n)
-	}
-	if old.identity != "" && old.form == "" {
-		for _, n := range c.byIdent[old.identity] {
-			out = append(out, n)
-		}
+	out := slices.Collect(c.ofSubnet(old.subnet))
+	if old.hasIdent() {
+		out = slices.AppendSeq(out, c.ofIdent(old.identity))
 	}
 	return out
 }
 
-// link adds cl to the lists of its subnet and identity; unlink has taken
-// out any claim of the same key.
+// link adds cl to the chains of its subnet and identity; unlink has
+// taken out any claim of the same key.
 func (c *claims) link(cl *claim) {
-	c.bySubnet[cl.subnet] = append(c.bySubnet[cl.subnet], cl)
-	if cl.identity != "" && cl.form == "" {
-		c.byIdent[cl.identity] = append(c.byIdent[cl.identity], cl)
+	cl.nextInSubnet = c.bySubnet[cl.subnet]
+	c.bySubnet[cl.subnet] = cl
+	cl.nextInIdent = nil
+	if cl.hasIdent() {
+		cl.nextInIdent = c.byIdent[cl.identity]
+		c.byIdent[cl.identity] = cl
 	}
 }
 
@@ -150,18 +187,36 @@ func (c *claims) unlink(cl *claim) {
 	if cl == nil {
 		return
 	}
-	if l := c.bySubnet[cl.subnet].without(cl.key); l != nil {
-		c.bySubnet[cl.subnet] = l
+	if first := c.bySubnet[cl.subnet]; first == cl {
+		if cl.nextInSubnet != nil {
+			c.bySubnet[cl.subnet] = cl.nextInSubnet
+		} else {
+			delete(c.bySubnet, cl.subnet)
+		}
 	} else {
-		delete(c.bySubnet, cl.subnet)
+		for p := first; p != nil; p = p.nextInSubnet {
+			if p.nextInSubnet == cl {
+				p.nextInSubnet = cl.nextInSubnet
+				break
+			}
+		}
 	}
-	if cl.identity == "" || cl.form != "" {
+	if !cl.hasIdent() {
 		return
 	}
-	if l := c.byIdent[cl.identity].without(cl.key); l != nil {
-		c.byIdent[cl.identity] = l
+	if first := c.byIdent[cl.identity]; first == cl {
+		if cl.nextInIdent != nil {
+			c.byIdent[cl.identity] = cl.nextInIdent
+		} else {
+			delete(c.byIdent, cl.identity)
+		}
 	} else {
-		delete(c.byIdent, cl.identity)
+		for p := first; p != nil; p = p.nextInIdent {
+			if p.nextInIdent == cl {
+				p.nextInIdent = cl.nextInIdent
+				break
+			}
+		}
 	}
 }
 
@@ -183,11 +238,11 @@ func (c *claims) component(seeds []*claim) []*claim {
 		cl := queue[0]
 		queue = queue[1:]
 		out = append(out, cl)
-		for _, n := range c.bySubnet[cl.subnet] {
+		for n := range c.ofSubnet(cl.subnet) {
 			push(n)
 		}
-		if cl.identity != "" && cl.form == "" {
-			for _, n := range c.byIdent[cl.identity] {
+		if cl.hasIdent() {
+			for n := range c.ofIdent(cl.identity) {
 				push(n)
 			}
 		}
@@ -198,7 +253,7 @@ func (c *claims) component(seeds []*claim) []*claim {
 // decide decides the component of seeds again and returns it. In order
 // of precedence (this host's lease, then the older create revision, then
 // the smaller key), a claim wins unless a winner before it holds its
-// subnet, or its identity with another holder.
+// subnet, or its identity with another holder (public IP).
 func (c *claims) decide(seeds []*claim) []*claim {
 	comp := c.component(seeds)
 	slices.SortFunc(comp, precedence)
@@ -213,7 +268,7 @@ func (c *claims) decide(seeds []*claim) []*claim {
 			cl.reason, cl.winner = backend.RefusedSubnet, w
 			continue
 		}
-		if w, ok := idents[cl.identity]; ok && cl.identity != "" && w.holder != cl.holder {
+		if w, ok := idents[cl.identity]; ok && cl.identity != "" && w.publicIP != cl.publicIP {
 			cl.reason, cl.winner = backend.RefusedIdentity, w.key
 			continue
 		}
@@ -224,8 +279,8 @@ func (c *claims) decide(seeds []*claim) []*claim {
 	}
 	for _, cl := range comp {
 		switch {
-		case cl.formReason == backend.RefusedBackendType:
-			cl.reason, cl.winner = cl.formReason, ""
+		case cl.wrongType:
+			cl.reason, cl.winner = backend.RefusedBackendType, ""
 		case cl.form != "":
 			cl.reason, cl.winner = backend.RefusedKeyForm, subnets[cl.subnet]
 		}

@@ -7,8 +7,6 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
-
-	"github.com/netagent/netagent/backend"
 )
 
 // decision is what the table decided of one key: "" (wins) or
@@ -28,12 +26,12 @@ func decisions(c *claims) map[string]string {
 // cl is a claim whose holder (public IP) is its own, derived from key.
 func cl(key string, rev int64, subnet, ident string) *claim {
 	h := netip.AddrFrom4([4]byte{192, 168, byte(len(key)), key[len(key)-1]})
-	return &claim{key: key, rev: rev, subnet: netip.MustParsePrefix(subnet), identity: ident, holder: h}
+	return &claim{key: key, subnet: netip.MustParsePrefix(subnet), publicIP: h, claimFields: claimFields{rev: rev, identity: ident}}
 }
 
 // heldBy is x with holder ip.
 func heldBy(x *claim, ip string) *claim {
-	x.holder = netip.MustParseAddr(ip)
+	x.publicIP = netip.MustParseAddr(ip)
 	return x
 }
 
@@ -43,7 +41,7 @@ func TestClaimsDecide(t *testing.T) {
 	form := cl("10.5.2.0-24&fd00::-64", 1, "10.5.2.0/24", "mac-x")
 	form.form = "IPv6 is not enabled"
 	foreign := cl("10.5.3.0-24", 1, "10.5.3.0/24", "")
-	foreign.form, foreign.formReason = `a host of backend type "vxlan" cannot be a peer`, backend.RefusedBackendType
+	foreign.form, foreign.wrongType = `a host of backend type "vxlan" cannot be a peer`, true
 	for _, tc := range []struct {
 		name   string
 		claims []*claim
@@ -172,7 +170,7 @@ func FuzzClaimsOrder(f *testing.F) {
 			if r.IntN(8) == 0 {
 				x.identity = ""
 			}
-			x.holder = netip.AddrFrom4([4]byte{192, 168, 77, byte(r.IntN(3))})
+			x.publicIP = netip.AddrFrom4([4]byte{192, 168, 77, byte(r.IntN(3))})
 			if r.IntN(10) == 0 {
 				x.form = "refused"
 			}
@@ -212,13 +210,13 @@ func FuzzClaimsOrder(f *testing.F) {
 		idents := map[string]*claim{}
 		for s := range c.bySubnet {
 			if w := c.winner(s); w != nil && w.identity != "" {
-				if o, dup := idents[w.identity]; dup && o.holder != w.holder {
-					t.Fatalf("identity %s won by %s (%s) and %s (%s)", w.identity, o.key, o.holder, w.key, w.holder)
+				if o, dup := idents[w.identity]; dup && o.publicIP != w.publicIP {
+					t.Fatalf("identity %s won by %s (%s) and %s (%s)", w.identity, o.key, o.publicIP, w.key, w.publicIP)
 				}
 				idents[w.identity] = w
 			}
 			wins := 0
-			for _, x := range c.bySubnet[s] {
+			for x := range c.ofSubnet(s) {
 				if x.reason == "" {
 					wins++
 				}
@@ -230,7 +228,7 @@ func FuzzClaimsOrder(f *testing.F) {
 	})
 }
 
-// TestClaimsIndexesEmptyAfterRemoval: the lists by subnet and identity
+// TestClaimsIndexesEmptyAfterRemoval: the chains by subnet and identity
 // hold each key once, a contested subnet or identity several, and nothing
 // is left of a subnet or identity once its last key is gone.
 func TestClaimsIndexesEmptyAfterRemoval(t *testing.T) {
@@ -244,13 +242,13 @@ func TestClaimsIndexesEmptyAfterRemoval(t *testing.T) {
 	}
 	// A key replaced by itself is still listed once.
 	c.set(cl("d", 4, "10.5.4.0/24", "m4"))
-	if n := len(c.bySubnet[netip.MustParsePrefix("10.5.2.0/24")]); n != 2 {
+	if n := len(slices.Collect(c.ofSubnet(netip.MustParsePrefix("10.5.2.0/24")))); n != 2 {
 		t.Fatalf("contested subnet lists %d claims, want 2", n)
 	}
-	if n := len(c.byIdent["m1"]); n != 2 {
+	if n := len(slices.Collect(c.ofIdent("m1"))); n != 2 {
 		t.Fatalf("contested identity lists %d claims, want 2", n)
 	}
-	if n := len(c.bySubnet[netip.MustParsePrefix("10.5.4.0/24")]); n != 1 {
+	if n := len(slices.Collect(c.ofSubnet(netip.MustParsePrefix("10.5.4.0/24")))); n != 1 {
 		t.Fatalf("subnet of a replaced key lists %d claims, want 1", n)
 	}
 	for _, x := range keys {

@@ -33,18 +33,20 @@ type kernelState struct {
 }
 
 // kernelRoute is one of the engine's routes as dumped: what routeMatches
-// compares and what deleting exactly that route takes.
+// compares and what deleting exactly that route takes, in the widths of
+// the kernel's message (rtmsg, RTA_*): 48 bytes, not 80, a route; a pass
+// holds one per peer.
 type kernelRoute struct {
-	gw                    netip.Addr
-	link, priority, flags int
-	protocol              netlink.RouteProtocol
-	table, typ            int
-	scope                 netlink.Scope
+	gw                     netip.Addr
+	link                   int32
+	priority, flags, table uint32
+	protocol, typ          uint8
+	scope                  netlink.Scope
 }
 
 func newKernelRoute(r *netlink.Route) kernelRoute {
-	k := kernelRoute{link: r.LinkIndex, priority: r.Priority, flags: r.Flags, protocol: r.Protocol,
-		table: r.Table, typ: r.Type, scope: r.Scope}
+	k := kernelRoute{link: int32(r.LinkIndex), priority: uint32(r.Priority), flags: uint32(r.Flags),
+		protocol: uint8(r.Protocol), table: uint32(r.Table), typ: uint8(r.Type), scope: r.Scope}
 	if gw, ok := netip.AddrFromSlice(r.Gw); ok {
 		k.gw = gw.Unmap()
 	}
@@ -53,8 +55,8 @@ func newKernelRoute(r *netlink.Route) kernelRoute {
 
 // route is the netlink.Route that deletes k, the route over dst.
 func (k kernelRoute) route(dst netip.Prefix) *netlink.Route {
-	r := &netlink.Route{Dst: prefixNet(dst), LinkIndex: k.link, Priority: k.priority, Flags: k.flags,
-		Protocol: k.protocol, Table: k.table, Type: k.typ, Scope: k.scope}
+	r := &netlink.Route{Dst: prefixNet(dst), LinkIndex: int(k.link), Priority: int(k.priority), Flags: int(k.flags),
+		Protocol: netlink.RouteProtocol(k.protocol), Table: int(k.table), Type: int(k.typ), Scope: k.scope}
 	if k.gw.IsValid() {
 		r.Gw = net.IP(k.gw.AsSlice())
 	}
@@ -63,24 +65,26 @@ func (k kernelRoute) route(dst netip.Prefix) *netlink.Route {
 
 // matches is routeMatches for a dumped route.
 func (k kernelRoute) matches(want *netlink.Route) bool {
-	return k.link == want.LinkIndex && ipEqual(want.Gw, k.gw) &&
-		k.flags&int(netlink.FLAG_ONLINK) == want.Flags&int(netlink.FLAG_ONLINK) &&
-		k.protocol == want.Protocol
+	return int(k.link) == want.LinkIndex && ipEqual(want.Gw, k.gw) &&
+		int(k.flags)&int(netlink.FLAG_ONLINK) == want.Flags&int(netlink.FLAG_ONLINK) &&
+		netlink.RouteProtocol(k.protocol) == want.Protocol
 }
 
 // kernelNeigh is a neighbour or fdb entry of the device as dumped: its
 // address (the fdb entry's destination), link-layer address and state,
-// and what deleting it takes.
+// and what deleting it takes, in the widths of the kernel's message
+// (ndmsg): 40 bytes, not 64, an entry; a pass holds two per peer.
 type kernelNeigh struct {
 	ip netip.Addr
 	// mac is the link-layer address when it has 6 bytes (macOK).
-	mac                       [6]byte
-	macOK                     bool
-	family, state, flags, typ int
+	mac                [6]byte
+	macOK              bool
+	family, flags, typ uint8
+	state              uint16
 }
 
 func newKernelNeigh(n *netlink.Neigh) kernelNeigh {
-	k := kernelNeigh{family: n.Family, state: n.State, flags: n.Flags, typ: n.Type}
+	k := kernelNeigh{family: uint8(n.Family), state: uint16(n.State), flags: uint8(n.Flags), typ: uint8(n.Type)}
 	if ip, ok := netip.AddrFromSlice(n.IP); ok {
 		k.ip = ip.Unmap()
 	}
@@ -97,7 +101,7 @@ func (k kernelNeigh) hasMAC(mac net.HardwareAddr) bool {
 
 // neigh is the netlink.Neigh that deletes k from device dev.
 func (k kernelNeigh) neigh(dev int) *netlink.Neigh {
-	n := &netlink.Neigh{LinkIndex: dev, Family: k.family, State: k.state, Flags: k.flags, Type: k.typ}
+	n := &netlink.Neigh{LinkIndex: dev, Family: int(k.family), State: int(k.state), Flags: int(k.flags), Type: int(k.typ)}
 	if k.ip.IsValid() {
 		n.IP = net.IP(k.ip.AsSlice())
 	}

@@ -122,37 +122,49 @@ type Config struct {
 	NoRepair bool
 }
 
-// peer is the desired state of one remote lease, and what was last applied.
+// peer is one lease key as a claim (see claim) and, when its claim wins,
+// the desired state of the remote lease, and what was last applied. One
+// struct, not a claim pointing at a peer: with 5,000 leases the two were
+// 400 bytes a key.
 type peer struct {
 	key      string
 	subnet   netip.Prefix
 	publicIP netip.Addr
-	mac      net.HardwareAddr
+	claimFields
+	mac net.HardwareAddr
 	// data is the lease's backend data of the family (tunnel only).
 	data []byte
 	mode string
+	// applied is what the kernel holds for the peer as far as the engine
+	// knows (from nil: nothing).
+	applied applied
+	lastErr string
 	// reachable is false for a host-gw peer that is not on a directly
 	// connected subnet: nothing is installed for it.
-	reachable bool
-	// applied is what the kernel holds for the peer as far as the engine
-	// knows (nil: nothing).
-	applied    *applied
+	reachable  bool
 	programmed bool
-	lastErr    string
 	// leftBroken is set when the last pass found the peer's entries
 	// wrong and left them so (Config.NoRepair): fixing them would be a
 	// repair.
 	leftBroken bool
+	// own marks this host's lease as a claim: it wins on this host
+	// whatever its revision (the host keeps its subnet); it is never a
+	// peer.
+	own bool
+	// wrongType marks a claim refused for its backend type (see form).
+	wrongType bool
 	// since is when the lease event that made this desired state was
 	// taken, until the kernel holds it (zero after).
 	since time.Time
 }
 
-// applied is what was installed for a peer.
+// applied is what was installed for a peer: the desired state of from
+// (the peer itself once settled, the one it replaced until then) on the
+// device of index devIndex. A peer's mode, public IP and MAC do not
+// change once it is made (a new mode is a new peer), so pointing at it
+// records them: a copy of them was 80 bytes a peer.
 type applied struct {
-	mode     string
-	publicIP netip.Addr
-	mac      net.HardwareAddr
+	from     *peer
 	devIndex int
 }
 
@@ -189,10 +201,16 @@ type Engine struct {
 	warned   map[string]string
 	devIndex int
 	extNets  []netip.Prefix
-	byGW     map[netip.Addr]netip.Prefix
-	// byMAC is every peer in vxlan mode by MAC: more than one only for
-	// keys of one host (§3.8).
-	byMAC     map[[6]byte]macUsers
+	// byGW is every peer in vxlan mode by its gateway (its subnet's
+	// address).
+	byGW map[netip.Addr]*peer
+	// byMAC is, per VTEP MAC of peers in vxlan mode, the one whose fdb
+	// entry the kernel holds (the latest to take the MAC); macOthers the
+	// subnets of the other peers with that MAC: almost always none, keys
+	// of one host (§3.8). A pointer per MAC, not a set or a list: with
+	// 5,000 peers a map each was ~2 MB of the agent's heap, a list 0.4.
+	byMAC     map[[6]byte]*peer
+	macOthers map[[6]byte][]netip.Prefix
 	firstDone bool
 	// unrepaired holds, during a pass with Config.NoRepair, what was
 	// found wrong per peer and left as it was.
@@ -219,17 +237,18 @@ func New(cfg Config) *Engine {
 		cfg.ResyncInterval = 30 * time.Second
 	}
 	return &Engine{
-		cfg:      cfg,
-		log:      cfg.Log,
-		peers:    make(map[netip.Prefix]*peer),
-		byGW:     make(map[netip.Addr]netip.Prefix),
-		byMAC:    make(map[[6]byte]macUsers),
-		table:    newClaims(),
-		warned:   make(map[string]string),
-		refused:  make(map[string]backend.RefusedLease),
-		foreign:  make(map[netip.Prefix]*netlink.Route),
-		counters: backend.Counters{Repairs: make(map[string]uint64)},
-		ready:    make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Log,
+		peers:     make(map[netip.Prefix]*peer),
+		byGW:      make(map[netip.Addr]*peer),
+		byMAC:     make(map[[6]byte]*peer),
+		macOthers: make(map[[6]byte][]netip.Prefix),
+		table:     newClaims(),
+		warned:    make(map[string]string),
+		refused:   make(map[string]backend.RefusedLease),
+		foreign:   make(map[netip.Prefix]*netlink.Route),
+		counters:  backend.Counters{Repairs: make(map[string]uint64)},
+		ready:     make(chan struct{}),
 	}
 }
 
@@ -513,12 +532,7 @@ func (e *Engine) setPeer(s netip.Prefix, p *peer) {
 	if old := e.peers[s]; old != nil {
 		delete(e.byGW, s.Addr())
 		if len(old.mac) == 6 {
-			mac := [6]byte(old.mac)
-			if u, ok := e.byMAC[mac].without(s); ok {
-				e.byMAC[mac] = u
-			} else {
-				delete(e.byMAC, mac)
-			}
+			e.dropMAC([6]byte(old.mac), s)
 		}
 		if p != nil {
 			p.applied = old.applied
@@ -531,45 +545,33 @@ func (e *Engine) setPeer(s netip.Prefix, p *peer) {
 	e.peers[s] = p
 	if p.mode == backend.ModeVXLAN {
 		mac := [6]byte(p.mac)
-		e.byGW[s.Addr()] = s
-		e.byMAC[mac] = e.byMAC[mac].with(s)
+		e.byGW[s.Addr()] = p
+		if o := e.byMAC[mac]; o != nil {
+			// The latest peer with a MAC takes its fdb entry.
+			e.macOthers[mac] = append(e.macOthers[mac], o.subnet)
+		}
+		e.byMAC[mac] = p
 	}
 }
 
-// macUsers are the subnets of the peers in vxlan mode that have one VTEP
-// MAC: owner, whose fdb entry the kernel holds, and the others, almost
-// always none (keys of one host, §3.8). Inline, not a set per MAC: with
-// 5,000 peers a map each was ~2 MB of the agent's heap.
-type macUsers struct {
-	owner  netip.Prefix
-	others []netip.Prefix
-}
+// fdbOwner is the peer whose fdb entry for mac the kernel holds, or nil.
+func (e *Engine) fdbOwner(mac [6]byte) *peer { return e.byMAC[mac] }
 
-// fdbOwner is the subnet whose fdb entry for mac the kernel holds.
-func (e *Engine) fdbOwner(mac [6]byte) (netip.Prefix, bool) {
-	u, ok := e.byMAC[mac]
-	return u.owner, ok
-}
-
-// with returns u with s added as the owner: the latest peer with a MAC
-// takes its fdb entry.
-func (u macUsers) with(s netip.Prefix) macUsers {
-	if !u.owner.IsValid() {
-		return macUsers{owner: s}
-	}
-	return macUsers{owner: s, others: append(slices.Clip(u.others), u.owner)}
-}
-
-// without returns u without s, and false when no subnet is left. Keys of
-// one host (same public IP) may share a MAC (§3.8): when the owner goes,
-// the fdb entry passes to another of them.
-func (u macUsers) without(s netip.Prefix) (macUsers, bool) {
-	others := slices.DeleteFunc(slices.Clone(u.others), func(o netip.Prefix) bool { return o == s })
-	if u.owner != s {
-		return macUsers{owner: u.owner, others: others}, true
+// dropMAC takes subnet s out of the peers with mac. Keys of one host
+// (same public IP) may share a MAC (§3.8): when the owner goes, the fdb
+// entry passes to another of them.
+func (e *Engine) dropMAC(mac [6]byte, s netip.Prefix) {
+	others := slices.DeleteFunc(e.macOthers[mac], func(o netip.Prefix) bool { return o == s })
+	if o := e.byMAC[mac]; o != nil && o.subnet == s {
+		if len(others) == 0 {
+			delete(e.byMAC, mac)
+		} else {
+			e.byMAC[mac], others = e.peers[others[0]], others[1:]
+		}
 	}
 	if len(others) == 0 {
-		return macUsers{}, false
+		delete(e.macOthers, mac)
+	} else {
+		e.macOthers[mac] = others
 	}
-	return macUsers{owner: others[0], others: others[1:]}, true
 }

@@ -72,18 +72,20 @@ func TestMACUsers(t *testing.T) {
 					p = peerAt(st.subnet, st.mac)
 				}
 				e.setPeer(pfx(st.subnet), p)
-				owner, ok := e.fdbOwner([6]byte(mac))
+				owner := e.fdbOwner([6]byte(mac))
 				if st.owner == 0 {
-					if ok {
-						t.Fatalf("step %d: %s still owned by %s", i, mac, owner)
+					if owner != nil {
+						t.Fatalf("step %d: %s still owned by %s", i, mac, owner.subnet)
+					}
+					if others := e.macOthers[[6]byte(mac)]; others != nil {
+						t.Fatalf("step %d: %s has no owner but other users %v", i, mac, others)
 					}
 					continue
 				}
-				if !ok || owner != pfx(st.owner) {
-					t.Fatalf("step %d: fdb owner of %s is %s (known %t), want %s", i, mac, owner, ok, pfx(st.owner))
+				if owner == nil || owner.subnet != pfx(st.owner) || e.peers[owner.subnet] != owner {
+					t.Fatalf("step %d: fdb owner of %s is %v, want the peer of %s", i, mac, owner, pfx(st.owner))
 				}
-				u := e.byMAC[[6]byte(mac)]
-				got := append([]netip.Prefix{u.owner}, u.others...)
+				got := append([]netip.Prefix{owner.subnet}, e.macOthers[[6]byte(mac)]...)
 				want := make([]netip.Prefix, 0, len(st.users))
 				for _, s := range st.users {
 					want = append(want, pfx(s))

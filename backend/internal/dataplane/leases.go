@@ -157,7 +157,7 @@ func (e *Engine) newWinners(ch changes, now time.Time) []peerChange {
 		}
 		var p *peer
 		if w := e.table.winner(s); w != nil && !w.own {
-			p = w.peer
+			p = w
 		}
 		old := e.peers[s]
 		if old == p {
@@ -177,7 +177,7 @@ func (e *Engine) newWinners(ch changes, now time.Time) []peerChange {
 func (e *Engine) program(todo []peerChange) {
 	var removals, installs []op
 	for _, c := range todo {
-		var a *applied
+		var a applied
 		if c.old != nil {
 			a = c.old.applied
 		}
@@ -220,7 +220,8 @@ func (e *Engine) program(todo []peerChange) {
 // ownClaim is this host's lease as a claim: it holds its subnet and
 // identity whatever its revision.
 func (e *Engine) ownClaim(l *lease.Lease) *claim {
-	cl := &claim{key: l.Key(), rev: l.CreateRevision, subnet: e.leaseSubnet(l).Masked(), own: true, holder: e.publicIP()}
+	cl := &claim{key: l.Key(), subnet: e.leaseSubnet(l).Masked(), publicIP: e.publicIP()}
+	cl.rev, cl.own = l.CreateRevision, true
 	if d := e.cfg.Device; d != nil && e.cfg.Identity == nil {
 		cl.identity = d.MAC.String()
 	} else if id, err := e.identity(e.leaseData(l)); err == nil {
@@ -253,17 +254,18 @@ func (e *Engine) claimOf(l *lease.Lease) *claim {
 	if p == nil {
 		return nil
 	}
-	cl := &claim{key: p.key, rev: l.CreateRevision, subnet: p.subnet, holder: p.publicIP, peer: p}
+	p.rev = l.CreateRevision
 	if id, err := e.identity(e.leaseData(l)); err == nil {
-		cl.identity = id
+		p.identity = id
 	}
-	return cl
+	return p
 }
 
 // formClaim is the claim of a key refused for its form: why, as reason.
 func (e *Engine) formClaim(l *lease.Lease, why, reason string) *claim {
-	return &claim{key: l.Key(), rev: l.CreateRevision, subnet: e.leaseSubnet(l).Masked(), form: why, formReason: reason,
-		peer: &peer{key: l.Key(), publicIP: e.leasePublicIP(l)}}
+	cl := &claim{key: l.Key(), subnet: e.leaseSubnet(l).Masked(), publicIP: e.leasePublicIP(l)}
+	cl.rev, cl.form, cl.wrongType = l.CreateRevision, why, reason == backend.RefusedBackendType
+	return cl
 }
 
 // reportsForeign says whether this engine is the one of its group to

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/lease"
 )
 
@@ -48,9 +47,9 @@ func TestClaimOfForeignBackendType(t *testing.T) {
 			if cl == nil {
 				t.Fatal("no claim, want a refused one")
 			}
-			if cl.key != tc.l.Key() || cl.subnet != tc.wantSubnet || cl.formReason != backend.RefusedBackendType || !strings.Contains(cl.form, `"vxlan"`) {
-				t.Errorf("claim key %q subnet %s reason %q form %q, want %q %s %q naming vxlan",
-					cl.key, cl.subnet, cl.formReason, cl.form, tc.l.Key(), tc.wantSubnet, backend.RefusedBackendType)
+			if cl.key != tc.l.Key() || cl.subnet != tc.wantSubnet || !cl.wrongType || !strings.Contains(cl.form, `"vxlan"`) {
+				t.Errorf("claim key %q subnet %s wrong type %t form %q, want %q %s, the wrong type, naming vxlan",
+					cl.key, cl.subnet, cl.wrongType, cl.form, tc.l.Key(), tc.wantSubnet)
 			}
 		})
 	}

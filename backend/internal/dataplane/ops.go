@@ -278,31 +278,32 @@ func (e *Engine) peerOps(p *peer) []op {
 
 // removeOps returns the ops that take away what a was for subnet s and
 // next (nil: the peer is gone) no longer needs.
-func (e *Engine) removeOps(s netip.Prefix, a *applied, next *peer) []op {
-	if a == nil || a.mode == backend.ModeWireGuard {
+func (e *Engine) removeOps(s netip.Prefix, a applied, next *peer) []op {
+	was := a.from
+	if was == nil || was.mode == backend.ModeWireGuard {
 		return nil
 	}
 	var ops []op
 	nextInstalled := next != nil && next.reachable
 	// An IPv6 route moving to another device is deleted first (see op.pre).
 	moved := nextInstalled && e.v6() &&
-		(a.mode != next.mode || (a.mode == backend.ModeVXLAN && a.devIndex != e.devIndex))
+		(was.mode != next.mode || (was.mode == backend.ModeVXLAN && a.devIndex != e.devIndex))
 	if !nextInstalled || moved {
 		ops = append(ops, op{kind: kindRoute, del: true, peer: s, pre: moved, route: &netlink.Route{
 			Dst: prefixNet(s), Protocol: backend.RouteProtocol, Table: syscall.RT_TABLE_MAIN,
 		}})
 	}
-	if a.mode != backend.ModeVXLAN {
+	if was.mode != backend.ModeVXLAN {
 		return ops
 	}
 	stillVXLAN := nextInstalled && next.mode == backend.ModeVXLAN && a.devIndex == e.devIndex
 	if !stillVXLAN {
 		ops = append(ops, op{kind: kindNeigh, del: true, peer: s, neigh: neighEntry(a.devIndex, s.Addr(), nil)})
 	}
-	if !stillVXLAN || !macEqual(a.mac, next.mac) {
+	if !stillVXLAN || !macEqual(was.mac, next.mac) {
 		// The MAC may have moved to another peer meanwhile: leave it.
-		if owner, ok := e.fdbOwner([6]byte(a.mac)); !ok || owner == s {
-			ops = append(ops, op{kind: kindFDB, del: true, peer: s, neigh: fdbEntry(a.devIndex, a.mac, a.publicIP)})
+		if owner := e.fdbOwner([6]byte(was.mac)); owner == nil || owner.subnet == s {
+			ops = append(ops, op{kind: kindFDB, del: true, peer: s, neigh: fdbEntry(a.devIndex, was.mac, was.publicIP)})
 		}
 	}
 	return ops
@@ -327,12 +328,12 @@ func (e *Engine) settle(p *peer, err error) {
 		p.programmed = false
 		p.lastErr = err.Error()
 		// What is in the kernel is unknown: the next pass finds out.
-		p.applied = &applied{mode: p.mode, publicIP: p.publicIP, mac: p.mac, devIndex: e.devIndex}
+		p.applied = applied{from: p, devIndex: e.devIndex}
 	case !p.reachable:
 		p.programmed = false
 		p.since = time.Time{}
 		p.lastErr = fmt.Sprintf("public IP %s is not on a directly connected subnet of %s", p.publicIP, e.cfg.Ext.Name)
-		p.applied = nil
+		p.applied = applied{}
 	default:
 		if !p.since.IsZero() {
 			e.counters.EventLatency.Observe(time.Since(p.since))
@@ -340,7 +341,7 @@ func (e *Engine) settle(p *peer, err error) {
 		}
 		p.programmed = true
 		p.lastErr = ""
-		p.applied = &applied{mode: p.mode, publicIP: p.publicIP, mac: p.mac, devIndex: e.devIndex}
+		p.applied = applied{from: p, devIndex: e.devIndex}
 	}
 }
 

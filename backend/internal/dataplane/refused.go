@@ -56,8 +56,8 @@ func (e *Engine) noteRefused(ch changes) {
 // refusal is what status says of a refused claim.
 func (e *Engine) refusal(cl *claim) backend.RefusedLease {
 	r := backend.RefusedLease{Key: cl.key, Subnet: cl.subnet, Reason: cl.reason, Winner: cl.winner}
-	if cl.peer != nil {
-		r.PublicIP = cl.peer.publicIP
+	if !cl.own {
+		r.PublicIP = cl.publicIP
 	}
 	holder := cl.winner + ", created earlier"
 	if cl.winner != "" && cl.winner == e.ownKey {

@@ -276,21 +276,19 @@ func (e *Engine) wantsNeigh(n notification) bool {
 		if !ok {
 			return false
 		}
-		s, wanted := e.byGW[ip.Unmap()]
-		if !wanted {
+		p := e.byGW[ip.Unmap()]
+		if p == nil {
 			return !n.del && nb.State == netlink.NUD_PERMANENT && e.ownsNeighAddr(ip.Unmap())
 		}
-		p := e.peers[s]
 		return n.del || nb.State != netlink.NUD_PERMANENT || !macEqual(nb.HardwareAddr, p.mac)
 	case syscall.AF_BRIDGE:
 		if len(nb.HardwareAddr) != 6 {
 			return false
 		}
-		s, wanted := e.fdbOwner([6]byte(nb.HardwareAddr))
-		if !wanted {
+		p := e.fdbOwner([6]byte(nb.HardwareAddr))
+		if p == nil {
 			return !n.del && nb.State == netlink.NUD_PERMANENT && nb.IP != nil && nb.HardwareAddr[0]&1 == 0
 		}
-		p := e.peers[s]
 		return n.del || !ipEqual(nb.IP, p.publicIP)
 	}
 	return false
