@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 
@@ -43,6 +44,11 @@ type Holder struct {
 	// patchedRV is the resourceVersion of the Node after the last patch:
 	// a cached Node older than that does not show the patch yet.
 	patchedRV int64
+	// conditionSet is true once this Holder has found or made the Node's
+	// NetworkUnavailable condition false: it does so once, at the first
+	// publication, as flanneld does at start, so that it never fights a
+	// controller that sets the condition later.
+	conditionSet bool
 
 	mu          sync.Mutex
 	cur         lease.Lease
@@ -202,11 +208,13 @@ func (h *Holder) publish(ctx context.Context) (lease.Lease, string, error) {
 	if err := h.fits(v4, v6); err != nil {
 		return lease.Lease{}, "", err
 	}
-	if d := nodeann.Diff(n, h.s.names.Want(n, h.attrs)); d != nil {
-		if n, err = h.patch(ctx, d); err != nil {
+	setCond := !h.conditionSet && networkUnavailable(n)
+	if d := nodeann.Diff(n, h.s.names.Want(n, h.attrs)); d != nil || setCond {
+		if n, err = h.patch(ctx, d, setCond); err != nil {
 			return lease.Lease{}, "", err
 		}
 	}
+	h.conditionSet = true
 	l, ok, err := h.s.names.Lease(n, h.cfg)
 	if err == nil && !ok {
 		err = errors.New("the Node does not publish the lease after the patch")
@@ -235,14 +243,28 @@ func (h *Holder) fits(v4, v6 netip.Prefix) error {
 //
 // Equivalent to: `kubectl patch node NODE --subresource status --type
 // merge -p '{"metadata":{"annotations":D}}'`.
-func (h *Holder) patch(ctx context.Context, d map[string]string) (*corev1.Node, error) {
-	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": d}})
+func (h *Holder) patch(ctx context.Context, d map[string]string, setCond bool) (*corev1.Node, error) {
+	patch := map[string]any{}
+	if d != nil {
+		patch["metadata"] = map[string]any{"annotations": d}
+	}
+	if setCond {
+		now := metav1.Now()
+		patch["status"] = map[string]any{"conditions": []corev1.NodeCondition{{
+			Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse,
+			Reason: conditionReason, Message: "netagent is running on this node",
+			LastTransitionTime: now, LastHeartbeatTime: now,
+		}}}
+	}
+	// A strategic merge patch: the annotations merge as in a merge patch,
+	// and the condition replaces only the condition of its type.
+	body, err := json.Marshal(patch)
 	if err != nil {
 		return nil, err
 	}
 	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	n, err := h.s.nodes.patchStatus(rctx, h.s.nodeName, types.MergePatchType, body)
+	n, err := h.s.nodes.patchStatus(rctx, h.s.nodeName, types.StrategicMergePatchType, body)
 	if err != nil {
 		return nil, forbidden(err, access{verb: "patch", resource: "nodes", subresource: "status", name: h.s.nodeName})
 	}
@@ -313,4 +335,21 @@ func (h *Holder) set(l lease.Lease) {
 	default:
 	}
 	h.changes <- l
+}
+
+// conditionReason is the reason of the NetworkUnavailable condition the
+// Holder sets false (flanneld's is "FlannelIsUp").
+const conditionReason = "NetagentIsUp"
+
+// networkUnavailable reports whether n's NetworkUnavailable condition is
+// missing or not false. Some cloud controllers register Nodes with it true
+// and the scheduler keeps pods off such Nodes until the network plugin
+// clears it.
+func networkUnavailable(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeNetworkUnavailable {
+			return c.Status != corev1.ConditionFalse
+		}
+	}
+	return true
 }

@@ -267,6 +267,16 @@ func TestStore(t *testing.T) {
 	if st := s.Stats(); st.Renewals != 1 {
 		t.Fatalf("%d annotation patches, want 1", st.Renewals)
 	}
+	// The same patch cleared NetworkUnavailable, as flanneld does at start.
+	var cond *corev1.NodeCondition
+	for _, c := range e.node(t, "host-a").Status.Conditions {
+		if c.Type == corev1.NodeNetworkUnavailable {
+			cond = &c
+		}
+	}
+	if cond == nil || cond.Status != corev1.ConditionFalse || cond.Reason != conditionReason {
+		t.Fatalf("host-a's NetworkUnavailable condition %+v, want False, reason %s", cond, conditionReason)
+	}
 	if info := s.Info(); info.Counters.Patches != 1 || info.Counters.Events <= events || !info.LastEvent.After(lastEvent) {
 		t.Fatalf("Info %+v after the pod CIDR and the patch, want 1 patch, more than %d events, an event after %v", info, events, lastEvent)
 	}
