@@ -44,6 +44,14 @@ func ListNamespaces(ctx context.Context) ([]string, error) {
 	return names, nil
 }
 
+// ownNetns is the lab process's own network namespace, read while the
+// packages initialise (on the main thread, locked to the main goroutine).
+// Read later, /proc/self/ns/net would name the main thread's namespace,
+// which a goroutine locked to that thread may have switched into a lab
+// namespace for a moment: concurrent dials then refused each other's
+// namespaces.
+var ownNetns, ownNetnsErr = netnsguard.Stat("/proc/self/ns/net")
+
 // checkNotInitial returns ErrInitialNamespace if the namespace file at path
 // is the calling process's network namespace, or the initial one.
 func checkNotInitial(path string) error {
@@ -51,11 +59,10 @@ func checkNotInitial(path string) error {
 	if err != nil {
 		return err
 	}
-	self, err := netnsguard.Stat("/proc/self/ns/net")
-	if err != nil {
-		return err
+	if ownNetnsErr != nil {
+		return ownNetnsErr
 	}
-	if target == self {
+	if target == ownNetns {
 		return fmt.Errorf("%w: %s is this process's namespace", ErrInitialNamespace, path)
 	}
 	initial, err := netnsguard.IsInitial(target)
