@@ -413,8 +413,10 @@ func (k *kubeHost) checkStatus(t *testing.T) {
 	}
 	var text strings.Builder
 	printReport(&text, r)
-	if want := "kubernetes " + k.c.URL + "  node node-a"; !strings.Contains(text.String(), want) {
-		t.Errorf("netagent status does not show %q:\n%s", want, text.String())
+	for _, want := range []string{"kubernetes " + k.c.URL + "  node node-a", "(the Nodes' pod CIDRs)"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("netagent status does not show %q:\n%s", want, text.String())
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

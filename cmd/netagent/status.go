@@ -185,7 +185,12 @@ func printReport(w io.Writer, r *agent.Report) {
 	}
 	if n := r.Network; n != nil {
 		net := ""
-		if n.Network != "" {
+		switch {
+		case n.Network != "" && r.Store.Kind == agent.StoreKubernetes:
+			// The controller manager allocates the pod CIDRs, from the
+			// network's first subnet: SubnetMin/SubnetMax do not apply.
+			net = fmt.Sprintf("%s subnets /%d (the Nodes' pod CIDRs)", n.Network, n.SubnetLen)
+		case n.Network != "":
 			net = fmt.Sprintf("%s subnets /%d (%s to %s)", n.Network, n.SubnetLen, n.SubnetMin, n.SubnetMax)
 		}
 		if n.IPv6Network != "" {
