@@ -47,6 +47,11 @@ type EtcdOptions struct {
 	Username  string
 	// Password is a secret: it is never logged or printed (see LogValue).
 	Password string
+	// DialTimeout is how long a connection to a member is given to be set
+	// up, KeepAliveTimeout how long a keepalive ping on it is given to be
+	// answered, before it is dropped and dialled again (the defaults when
+	// zero).
+	DialTimeout, KeepAliveTimeout time.Duration
 }
 
 // LogValue keeps the password out of every log line that includes the
@@ -58,6 +63,8 @@ func (e EtcdOptions) LogValue() slog.Value {
 		slog.Bool("tls", e.CertFile != "" || e.CAFile != ""),
 		slog.String("username", e.Username),
 		slog.Bool("password", e.Password != ""),
+		slog.Duration("dial_timeout", e.DialTimeout),
+		slog.Duration("keepalive_timeout", e.KeepAliveTimeout),
 	)
 }
 
@@ -138,8 +145,10 @@ const (
 func DefaultOptions() *Options {
 	return &Options{
 		Etcd: EtcdOptions{
-			Endpoints: []string{DefaultEtcdEndpoint},
-			Prefix:    DefaultEtcdPrefix,
+			Endpoints:        []string{DefaultEtcdEndpoint},
+			Prefix:           DefaultEtcdPrefix,
+			DialTimeout:      DefaultEtcdDialTimeout,
+			KeepAliveTimeout: DefaultEtcdKeepAliveTimeout,
 		},
 		SubnetFile:     subnetfile.DefaultPath,
 		DockerOptsFile: DefaultDockerOptsFile,
@@ -261,6 +270,12 @@ func (o *Options) Validate() error {
 	errs = append(errs, o.Etcd.checkFiles()...)
 	if o.Etcd.Password != "" && o.Etcd.Username == "" {
 		errs = append(errs, errors.New("--etcd-password is set without --etcd-username"))
+	}
+	if o.Etcd.DialTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("--etcd-dial-timeout: %v is too short (at least 1s)", o.Etcd.DialTimeout))
+	}
+	if o.Etcd.KeepAliveTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("--etcd-keepalive-timeout: %v is too short (at least 1s)", o.Etcd.KeepAliveTimeout))
 	}
 	if o.SubnetFile == "" {
 		errs = append(errs, errors.New("--subnet-file: empty"))
