@@ -162,13 +162,30 @@ func (r *Registry) acquire(ctx context.Context, cfg *lease.Config, opts AcquireO
 	}
 }
 
+// tryAcquire is one acquisition: a list, then a decision on it and a write
+// (attempt), listed and decided again after a conflict.
+//
+// The first list is serializable: any member answers it from what it has
+// applied, without asking the leader for a ReadIndex (with N hosts
+// starting at once, N fewer round trips through the leader). It can be
+// behind, and nothing decided on it is taken without a write whose
+// compares fail on a stale list: a new key's Txn requires the key and its
+// subnets' other key forms to be absent (the subnet file's subnet, which
+// a restarted agent prefers, is this host's own key when a stale list
+// misses it), the own key's Txn requires the ModRevision listed, and a
+// reservation whose value must change requires its ModRevision. A failed
+// compare is a conflict, and the lists after a conflict are linearizable.
+// What a stale list can still cost: a reservation taken without a write,
+// or the own key when this host's subnet file does not name it, missed,
+// and a new subnet taken beside it; both as with a linearizable list whose
+// key changes right after it is read.
 func (r *Registry) tryAcquire(ctx context.Context, cfg *lease.Config, opts AcquireOptions) (held, listing, error) {
 	if err := r.settle(ctx); err != nil {
 		return held{}, listing{}, err
 	}
 	var err error
-	for range conflictRetries {
-		entries, rev, lerr := r.list(ctx)
+	for i := range conflictRetries {
+		entries, rev, lerr := r.list(ctx, i == 0)
 		if lerr != nil {
 			return held{}, listing{}, lerr
 		}
@@ -263,16 +280,20 @@ func (r *Registry) takeReservation(ctx context.Context, own *entry, opts Acquire
 }
 
 // renewOwn reuses this host's existing lease with a fresh etcd lease, so
-// that its TTL restarts, guarded by the key's CreateRevision.
+// that its TTL restarts, guarded by the key's ModRevision as listed. The
+// etcd lease the key was on, which then holds nothing, is revoked.
 func (r *Registry) renewOwn(ctx context.Context, own *entry, opts AcquireOptions, value []byte) (held, error) {
 	l := own.lease
 	key := r.leaseKey(&l)
-	h, err := r.grantAndPut(ctx, key, clientv3.Compare(clientv3.CreateRevision(key), "=", l.CreateRevision), opts, value)
+	h, err := r.grantAndPut(ctx, key, clientv3.Compare(clientv3.ModRevision(key), "=", l.ModRevision), opts, value)
 	if err != nil {
 		return held{}, err
 	}
 	h.lease.Subnet, h.lease.IPv6Subnet = l.Subnet, l.IPv6Subnet
 	h.lease.CreateRevision = l.CreateRevision
+	if own.etcdLease != h.id {
+		r.revoke(ctx, own.etcdLease)
+	}
 	r.log.Info("reusing this host's subnet lease", "key", key)
 	return h, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/netagent/netagent/internal/etcdtest"
 	"github.com/netagent/netagent/lease"
@@ -195,11 +197,159 @@ func TestLostCreateAnswer(t *testing.T) {
 	if kv := kvs[lease.LeaseKey(held.Subnet, held.IPv6Subnet)]; kv == nil {
 		t.Fatalf("keys %v; want %s", slices.Collect(maps.Keys(kvs)), held.Subnet)
 	}
-	leases, err := plain.Leases(ctx)
+	regTestEtcdLeases(t, plain, 1)
+}
+
+// regTestEtcdLeases fails t unless etcd holds want etcd leases.
+func regTestEtcdLeases(t *testing.T, cli *clientv3.Client, want int) {
+	t.Helper()
+	leases, err := cli.Leases(regTestCtx(t, regTestWait))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(leases.Leases) != 1 {
-		t.Errorf("%d etcd leases; want the held key's only", len(leases.Leases))
+	if len(leases.Leases) != want {
+		t.Errorf("%d etcd leases; want %d (the held keys' only)", len(leases.Leases), want)
 	}
+}
+
+// staleLists is a client interceptor that answers every serializable
+// Range with a list read earlier (set), as a member that has not applied
+// what was written since would: the list an acquisition may decide on.
+type staleLists struct {
+	mu     sync.Mutex
+	old    *pb.RangeResponse
+	served int
+	// linearizable counts the Ranges sent to etcd as linearizable.
+	linearizable int
+}
+
+func (sl *staleLists) set(old *clientv3.GetResponse) {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	sl.old = (*pb.RangeResponse)(old)
+}
+
+func (sl *staleLists) counts() (served, linearizable int) {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	return sl.served, sl.linearizable
+}
+
+func (sl *staleLists) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	if method == "/etcdserverpb.KV/Range" {
+		sl.mu.Lock()
+		defer sl.mu.Unlock()
+		if !req.(*pb.RangeRequest).Serializable {
+			sl.linearizable++
+		} else if sl.old != nil {
+			sl.served++
+			proto.Merge(reply.(*pb.RangeResponse), sl.old)
+			return nil
+		}
+	}
+	return invoker(ctx, method, req, reply, cc, opts...)
+}
+
+// TestStaleList: an acquisition's first list is serializable, so it may be
+// stale; every decision taken on a stale list fails its Txn's compares,
+// and the acquisition lists again, linearizably, and ends with one key per
+// host and no etcd lease left over.
+func TestStaleList(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		// before runs on r before the stale list is read, during on r2
+		// after: what the stale list misses. Each returns what the
+		// acquirer on r passes as its previous subnet, and the subnet
+		// it must end up with (invalid: any other than the previous).
+		before, during func(ctx context.Context, t *testing.T, r, r2 *Registry) (netip.Prefix, netip.Prefix)
+	}{
+		{
+			name: "another host took the subnet file's subnet",
+			during: func(ctx context.Context, t *testing.T, r, r2 *Registry) (netip.Prefix, netip.Prefix) {
+				l := regTestMustAcquire(ctx, t, r2, 2)
+				return l.Subnet, netip.Prefix{}
+			},
+		},
+		{
+			name: "this host's own key, written by its previous run",
+			during: func(ctx context.Context, t *testing.T, r, r2 *Registry) (netip.Prefix, netip.Prefix) {
+				l := regTestMustAcquire(ctx, t, r2, 1)
+				return l.Subnet, l.Subnet
+			},
+		},
+		{
+			name: "this host's own key, moved onto another etcd lease",
+			before: func(ctx context.Context, t *testing.T, r, r2 *Registry) (netip.Prefix, netip.Prefix) {
+				l := regTestMustAcquire(ctx, t, r2, 1)
+				return l.Subnet, l.Subnet
+			},
+			during: func(ctx context.Context, t *testing.T, r, r2 *Registry) (netip.Prefix, netip.Prefix) {
+				l := regTestMustAcquire(ctx, t, r2, 1)
+				return l.Subnet, l.Subnet
+			},
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := etcdtest.Start(t)
+			plain := srv.Client(t)
+			sl := &staleLists{}
+			cli := etcdtest.NewClient(t, srv.Endpoints(), func(c *clientv3.Config) {
+				c.DialOptions = append(c.DialOptions, grpc.WithChainUnaryInterceptor(sl.intercept))
+			})
+			prefix := "/test/" + strings.ReplaceAll(t.Name(), "/", "_")
+			r := NewRegistry(cli, prefix, slog.New(&regTestLog{}))
+			r2 := NewRegistry(plain, prefix, slog.New(&regTestLog{})) // another host, or this one's previous run
+			cfg := regTestConfig("10.5.0.0/16", 24, "10.5.1.0", "10.5.20.0")
+			ctx := regTestCtx(t, 2*regTestWait)
+
+			if tt.before != nil {
+				tt.before(ctx, t, r, r2)
+			}
+			old, err := plain.Get(ctx, r.SubnetsPrefix(), clientv3.WithPrefix())
+			if err != nil {
+				t.Fatal(err)
+			}
+			sl.set(old)
+			prev, want := tt.during(ctx, t, r, r2)
+
+			o := regTestOpts(1)
+			o.Previous = prev
+			l, err := r.TryAcquire(ctx, cfg, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			served, linearizable := sl.counts()
+			if served != 1 || linearizable != 1 {
+				t.Errorf("%d stale lists served, %d linearizable lists; want the stale one first, then one linearizable", served, linearizable)
+			}
+			if want.IsValid() && l.Subnet != want || !want.IsValid() && l.Subnet == prev {
+				t.Errorf("acquired %s; want %s (previous %s)", l.Subnet, want, prev)
+			}
+			kvs := regTestKVs(t, plain, r)
+			hosts := map[netip.Addr]int{}
+			for _, kv := range kvs {
+				a, err := lease.ParseLeaseAttrs(kv.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				hosts[a.PublicIP]++
+			}
+			for ip, n := range hosts {
+				if n != 1 {
+					t.Errorf("%d keys for %s; want 1", n, ip)
+				}
+			}
+			regTestEtcdLeases(t, plain, len(kvs))
+		})
+	}
+}
+
+// regTestMustAcquire acquires a lease for host n on r.
+func regTestMustAcquire(ctx context.Context, t *testing.T, r *Registry, n int) lease.Lease {
+	t.Helper()
+	l, err := r.TryAcquire(ctx, regTestConfig("10.5.0.0/16", 24, "10.5.1.0", "10.5.20.0"), regTestOpts(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
