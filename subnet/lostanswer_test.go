@@ -12,6 +12,7 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -33,6 +34,16 @@ type lostAnswers struct {
 	armed bool
 	late  bool
 	held  []func()
+	// calls counts the requests sent, by method.
+	calls map[string]int
+}
+
+// count is how many requests of method (as "/etcdserverpb.KV/Txn") were
+// sent.
+func (la *lostAnswers) count(method string) int {
+	la.mu.Lock()
+	defer la.mu.Unlock()
+	return la.calls[method]
 }
 
 func (la *lostAnswers) arm(late bool) {
@@ -53,6 +64,12 @@ func (la *lostAnswers) release() {
 }
 
 func (la *lostAnswers) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	la.mu.Lock()
+	if la.calls == nil {
+		la.calls = map[string]int{}
+	}
+	la.calls[method]++
+	la.mu.Unlock()
 	switch method {
 	case "/etcdserverpb.KV/Txn":
 		la.mu.Lock()
@@ -155,12 +172,133 @@ func TestLostTxnAnswer(t *testing.T) {
 				}
 			}
 
-			// And the host gets its subnet back as usual.
+			// And the host gets its subnet back: a Txn that landed late
+			// is taken as it is, with no Grant nor Txn.
+			grants, txns := la.count(methodGrant), la.count(methodTxn)
 			if l, err := r.TryAcquire(ctx, cfg, regTestOpts(1)); err != nil || l.Subnet != first.Subnet {
 				t.Errorf("next acquisition: %s, %v; want %s", l.Subnet, err, first.Subnet)
 			}
+			if g, x := la.count(methodGrant)-grants, la.count(methodTxn)-txns; tt.late && (g != 0 || x != 0) {
+				t.Errorf("next acquisition after the late Txn landed: %d LeaseGrant, %d Txn; want the key taken as it is", g, x)
+			}
+			// Every etcd lease that holds no key is revoked.
+			regTestEtcdLeases(t, plain, 1)
 		})
 	}
+}
+
+const (
+	methodGrant = "/etcdserverpb.Lease/LeaseGrant"
+	methodTxn   = "/etcdserverpb.KV/Txn"
+)
+
+// regTestEtcdLeases fails t unless etcd holds want etcd leases.
+func regTestEtcdLeases(t *testing.T, cli *clientv3.Client, want int) {
+	t.Helper()
+	leases, err := cli.Leases(regTestCtx(t, regTestWait))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leases.Leases) != want {
+		t.Errorf("%d etcd leases; want %d (the held keys' only)", len(leases.Leases), want)
+	}
+}
+
+// TestLostRenewAnswerRefused: a write moving this host's key onto a new
+// etcd lease whose answer was lost, and which lands only after a later
+// attempt moved the key again, is refused, and its etcd lease revoked
+// once that later write is known to be applied: the key stays on the
+// etcd lease held, and no etcd lease is left to expire.
+func TestLostRenewAnswerRefused(t *testing.T) {
+	srv := etcdtest.Start(t)
+	plain := srv.Client(t)
+	la := &lostAnswers{}
+	cli := etcdtest.NewClient(t, srv.Endpoints(), func(c *clientv3.Config) {
+		c.DialOptions = append(c.DialOptions, grpc.WithChainUnaryInterceptor(la.intercept))
+	})
+	r := NewRegistry(cli, "/test/"+t.Name(), slog.New(&regTestLog{}))
+	cfg := regTestConfig("10.5.0.0/16", 24, "10.5.1.0", "10.5.20.0")
+	ctx := regTestCtx(t, 2*regTestWait)
+
+	first, err := r.TryAcquire(ctx, cfg, regTestOpts(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	la.arm(true)
+	if l, err := r.TryAcquire(ctx, cfg, regTestOpts(1)); err == nil {
+		t.Fatalf("TryAcquire with its Txn held back = %s; want an error", l.Subnet)
+	}
+	// The held-back Txn lands when this attempt revokes, after its own
+	// Txn, or at the latest at release.
+	again, err := r.TryAcquire(ctx, cfg, regTestOpts(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	la.release()
+	if again.Subnet != first.Subnet {
+		t.Fatalf("held %s; want %s again", again.Subnet, first.Subnet)
+	}
+	key := lease.LeaseKey(first.Subnet, first.IPv6Subnet)
+	kvs := regTestKVs(t, plain, r)
+	kv := kvs[key]
+	if len(kvs) != 1 || kv == nil {
+		t.Fatalf("keys %v; want only %s", slices.Collect(maps.Keys(kvs)), key)
+	}
+	if kv.ModRevision != again.ModRevision || kv.CreateRevision != first.CreateRevision {
+		t.Errorf("%s at revision %d (created %d); held at %d (created %d): the late write was applied", key, kv.ModRevision, kv.CreateRevision, again.ModRevision, first.CreateRevision)
+	}
+	regTestEtcdLeases(t, plain, 1)
+}
+
+// TestLostCreateAnswerTaken: when the Txn writing a new key for this host
+// lands after its answer was lost and after the acquirer looked, the next
+// attempt finds the key on the etcd lease it granted and takes it as it is:
+// no Grant, no Txn, no key deleted and written again.
+func TestLostCreateAnswerTaken(t *testing.T) {
+	srv := etcdtest.Start(t)
+	plain := srv.Client(t)
+	la := &lostAnswers{}
+	cli := etcdtest.NewClient(t, srv.Endpoints(), func(c *clientv3.Config) {
+		c.DialOptions = append(c.DialOptions, grpc.WithChainUnaryInterceptor(la.intercept))
+	})
+	r := NewRegistry(cli, "/test/"+t.Name(), slog.New(&regTestLog{}))
+	cfg := regTestConfig("10.5.0.0/16", 24, "10.5.1.0", "10.5.20.0")
+	ctx := regTestCtx(t, 2*regTestWait)
+
+	la.arm(true)
+	if l, err := r.TryAcquire(ctx, cfg, regTestOpts(1)); err == nil {
+		t.Fatalf("TryAcquire with its Txn held back = %s; want an error", l.Subnet)
+	}
+	la.release()
+	kvs := regTestKVs(t, plain, r)
+	if len(kvs) != 1 {
+		t.Fatalf("keys %v after the held-back Txn landed; want one", slices.Collect(maps.Keys(kvs)))
+	}
+	var landed *mvccpb.KeyValue
+	for _, kv := range kvs {
+		landed = kv
+	}
+
+	grants, txns := la.count(methodGrant), la.count(methodTxn)
+	held, err := r.TryAcquire(ctx, cfg, regTestOpts(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, x := la.count(methodGrant)-grants, la.count(methodTxn)-txns; g != 0 || x != 0 {
+		t.Errorf("%d LeaseGrant, %d Txn; want the landed key taken as it is", g, x)
+	}
+	kvs = regTestKVs(t, plain, r)
+	kv := kvs[lease.LeaseKey(held.Subnet, held.IPv6Subnet)]
+	if len(kvs) != 1 || kv == nil || kv.CreateRevision != landed.CreateRevision || held.ModRevision != landed.ModRevision {
+		t.Fatalf("held %s at revision %d; keys %v; want the landed %s at %d", held.Subnet, held.ModRevision, slices.Collect(maps.Keys(kvs)), landed.Key, landed.ModRevision)
+	}
+	regTestEtcdLeases(t, plain, 1)
+
+	// It is held as any other: the next acquisition renews it.
+	if l, err := r.TryAcquire(ctx, cfg, regTestOpts(1)); err != nil || l.Subnet != held.Subnet {
+		t.Errorf("next acquisition: %s, %v; want %s", l.Subnet, err, held.Subnet)
+	}
+	regTestEtcdLeases(t, plain, 1)
 }
 
 // TestLostCreateAnswer: when the answer to the Txn that writes a new key
@@ -198,18 +336,6 @@ func TestLostCreateAnswer(t *testing.T) {
 		t.Fatalf("keys %v; want %s", slices.Collect(maps.Keys(kvs)), held.Subnet)
 	}
 	regTestEtcdLeases(t, plain, 1)
-}
-
-// regTestEtcdLeases fails t unless etcd holds want etcd leases.
-func regTestEtcdLeases(t *testing.T, cli *clientv3.Client, want int) {
-	t.Helper()
-	leases, err := cli.Leases(regTestCtx(t, regTestWait))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(leases.Leases) != want {
-		t.Errorf("%d etcd leases; want %d (the held keys' only)", len(leases.Leases), want)
-	}
 }
 
 // staleLists is a client interceptor that answers every serializable

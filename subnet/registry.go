@@ -33,10 +33,10 @@ type Registry struct {
 	log    *slog.Logger
 	stats  registryStats
 
-	// unsettled are the etcd leases of new keys whose write had its
-	// answer lost (see settle); mu guards it.
-	mu        sync.Mutex
-	unsettled []clientv3.LeaseID
+	// lost are the lease writes whose answer was lost and whose etcd
+	// lease is not revoked yet (see settle); mu guards it.
+	mu   sync.Mutex
+	lost []lostWrite
 }
 
 // Stats count what the Registry's background loops did since it was made.
