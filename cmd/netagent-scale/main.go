@@ -129,7 +129,8 @@ func orphanLeases(ctx context.Context, admin *clientv3.Client) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("list etcd leases: %w", err)
 	}
-	keys, err := admin.Get(ctx, scalesim.Prefix+"/subnets/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	// Not keys only: that leaves out the etcd lease of each key.
+	keys, err := admin.Get(ctx, scalesim.Prefix+"/subnets/", clientv3.WithPrefix())
 	if err != nil {
 		return "", fmt.Errorf("list lease keys: %w", err)
 	}
