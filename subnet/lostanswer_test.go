@@ -52,6 +52,29 @@ func (la *lostAnswers) arm(late bool) {
 	la.armed, la.late = true, late
 }
 
+// failHeldBack makes host 1's next acquisition on r fail with its Txn held
+// back (arm(true)).
+func (la *lostAnswers) failHeldBack(ctx context.Context, t *testing.T, r *Registry, cfg *lease.Config) {
+	t.Helper()
+	la.arm(true)
+	if l, err := r.TryAcquire(ctx, cfg, regTestOpts(1)); err == nil {
+		t.Fatalf("TryAcquire with its Txn held back = %s; want an error", l.Subnet)
+	}
+}
+
+// lostAnswerEnv starts etcd and returns a plain client of it, a Registry
+// under the test's own prefix whose client runs intercept, a config and
+// the test's context.
+func lostAnswerEnv(t *testing.T, intercept grpc.UnaryClientInterceptor) (*clientv3.Client, *Registry, *lease.Config, context.Context) {
+	t.Helper()
+	srv := etcdtest.Start(t)
+	cli := etcdtest.NewClient(t, srv.Endpoints(), func(c *clientv3.Config) {
+		c.DialOptions = append(c.DialOptions, grpc.WithChainUnaryInterceptor(intercept))
+	})
+	r := NewRegistry(cli, "/test/"+strings.ReplaceAll(t.Name(), "/", "_"), slog.New(&regTestLog{}))
+	return srv.Client(t), r, regTestConfig("10.5.0.0/16", 24, "10.5.1.0", "10.5.20.0"), regTestCtx(t, 2*regTestWait)
+}
+
 // release sends the Txns still held back.
 func (la *lostAnswers) release() {
 	la.mu.Lock()
@@ -109,15 +132,8 @@ func TestLostTxnAnswer(t *testing.T) {
 		{"applied late", true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := etcdtest.Start(t)
-			plain := srv.Client(t)
 			la := &lostAnswers{}
-			cli := etcdtest.NewClient(t, srv.Endpoints(), func(c *clientv3.Config) {
-				c.DialOptions = append(c.DialOptions, grpc.WithChainUnaryInterceptor(la.intercept))
-			})
-			r := NewRegistry(cli, "/test/"+strings.ReplaceAll(t.Name(), "/", "_"), slog.New(&regTestLog{}))
-			cfg := regTestConfig("10.5.0.0/16", 24, "10.5.1.0", "10.5.20.0")
-			ctx := regTestCtx(t, 2*regTestWait)
+			plain, r, cfg, ctx := lostAnswerEnv(t, la.intercept)
 
 			first, err := r.TryAcquire(ctx, cfg, regTestOpts(1))
 			if err != nil {
@@ -210,24 +226,14 @@ func regTestEtcdLeases(t *testing.T, cli *clientv3.Client, want int) {
 // once that later write is known to be applied: the key stays on the
 // etcd lease held, and no etcd lease is left to expire.
 func TestLostRenewAnswerRefused(t *testing.T) {
-	srv := etcdtest.Start(t)
-	plain := srv.Client(t)
 	la := &lostAnswers{}
-	cli := etcdtest.NewClient(t, srv.Endpoints(), func(c *clientv3.Config) {
-		c.DialOptions = append(c.DialOptions, grpc.WithChainUnaryInterceptor(la.intercept))
-	})
-	r := NewRegistry(cli, "/test/"+t.Name(), slog.New(&regTestLog{}))
-	cfg := regTestConfig("10.5.0.0/16", 24, "10.5.1.0", "10.5.20.0")
-	ctx := regTestCtx(t, 2*regTestWait)
+	plain, r, cfg, ctx := lostAnswerEnv(t, la.intercept)
 
 	first, err := r.TryAcquire(ctx, cfg, regTestOpts(1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	la.arm(true)
-	if l, err := r.TryAcquire(ctx, cfg, regTestOpts(1)); err == nil {
-		t.Fatalf("TryAcquire with its Txn held back = %s; want an error", l.Subnet)
-	}
+	la.failHeldBack(ctx, t, r, cfg)
 	// The held-back Txn lands when this attempt revokes, after its own
 	// Txn, or at the latest at release.
 	again, err := r.TryAcquire(ctx, cfg, regTestOpts(1))
@@ -255,20 +261,10 @@ func TestLostRenewAnswerRefused(t *testing.T) {
 // attempt finds the key on the etcd lease it granted and takes it as it is:
 // no Grant, no Txn, no key deleted and written again.
 func TestLostCreateAnswerTaken(t *testing.T) {
-	srv := etcdtest.Start(t)
-	plain := srv.Client(t)
 	la := &lostAnswers{}
-	cli := etcdtest.NewClient(t, srv.Endpoints(), func(c *clientv3.Config) {
-		c.DialOptions = append(c.DialOptions, grpc.WithChainUnaryInterceptor(la.intercept))
-	})
-	r := NewRegistry(cli, "/test/"+t.Name(), slog.New(&regTestLog{}))
-	cfg := regTestConfig("10.5.0.0/16", 24, "10.5.1.0", "10.5.20.0")
-	ctx := regTestCtx(t, 2*regTestWait)
+	plain, r, cfg, ctx := lostAnswerEnv(t, la.intercept)
 
-	la.arm(true)
-	if l, err := r.TryAcquire(ctx, cfg, regTestOpts(1)); err == nil {
-		t.Fatalf("TryAcquire with its Txn held back = %s; want an error", l.Subnet)
-	}
+	la.failHeldBack(ctx, t, r, cfg)
 	la.release()
 	kvs := regTestKVs(t, plain, r)
 	if len(kvs) != 1 {
@@ -307,20 +303,10 @@ func TestLostCreateAnswerTaken(t *testing.T) {
 // the next attempt: without the revocation, the late key would hold a
 // second subnet for a day.
 func TestLostCreateAnswer(t *testing.T) {
-	srv := etcdtest.Start(t)
-	plain := srv.Client(t)
 	la := &lostAnswers{}
-	cli := etcdtest.NewClient(t, srv.Endpoints(), func(c *clientv3.Config) {
-		c.DialOptions = append(c.DialOptions, grpc.WithChainUnaryInterceptor(la.intercept))
-	})
-	r := NewRegistry(cli, "/test/"+t.Name(), slog.New(&regTestLog{}))
-	cfg := regTestConfig("10.5.0.0/16", 24, "10.5.1.0", "10.5.20.0")
-	ctx := regTestCtx(t, 2*regTestWait)
+	plain, r, cfg, ctx := lostAnswerEnv(t, la.intercept)
 
-	la.arm(true)
-	if l, err := r.TryAcquire(ctx, cfg, regTestOpts(1)); err == nil {
-		t.Fatalf("TryAcquire with its Txn held back = %s; want an error", l.Subnet)
-	}
+	la.failHeldBack(ctx, t, r, cfg)
 	held, err := r.TryAcquire(ctx, cfg, regTestOpts(1))
 	if err != nil {
 		t.Fatal(err)
@@ -416,17 +402,9 @@ func TestStaleList(t *testing.T) {
 		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := etcdtest.Start(t)
-			plain := srv.Client(t)
 			sl := &staleLists{}
-			cli := etcdtest.NewClient(t, srv.Endpoints(), func(c *clientv3.Config) {
-				c.DialOptions = append(c.DialOptions, grpc.WithChainUnaryInterceptor(sl.intercept))
-			})
-			prefix := "/test/" + strings.ReplaceAll(t.Name(), "/", "_")
-			r := NewRegistry(cli, prefix, slog.New(&regTestLog{}))
-			r2 := NewRegistry(plain, prefix, slog.New(&regTestLog{})) // another host, or this one's previous run
-			cfg := regTestConfig("10.5.0.0/16", 24, "10.5.1.0", "10.5.20.0")
-			ctx := regTestCtx(t, 2*regTestWait)
+			plain, r, cfg, ctx := lostAnswerEnv(t, sl.intercept)
+			r2 := NewRegistry(plain, r.prefix, slog.New(&regTestLog{})) // another host, or this one's previous run
 
 			if tt.before != nil {
 				tt.before(ctx, t, r, r2)
