@@ -175,10 +175,12 @@ func (r *Registry) acquire(ctx context.Context, cfg *lease.Config, opts AcquireO
 // misses it), the own key's Txn requires the ModRevision listed, and a
 // reservation whose value must change requires its ModRevision. A failed
 // compare is a conflict, and the lists after a conflict are linearizable.
-// What a stale list can still cost: a reservation taken without a write,
-// or the own key when this host's subnet file does not name it, missed,
-// and a new subnet taken beside it; both as with a linearizable list whose
-// key changes right after it is read.
+// What a stale list can still cost: a reservation taken without a write
+// that has changed since (as with a linearizable list whose key changes
+// right after it is read: the Holder's watch of the key sees it); and
+// this host's own key, written by a run that stopped before writing the
+// subnet file, missed when the member has not applied it yet, and a
+// second subnet taken beside it, freed when that key's etcd lease expires.
 //
 // Writes of earlier attempts whose answer was lost are settled here (see
 // settle): this host's key found on the etcd lease of one of them is taken
