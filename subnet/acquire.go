@@ -194,16 +194,16 @@ func (r *Registry) tryAcquire(ctx context.Context, cfg *lease.Config, opts Acqui
 		}
 		if h, replaced, ok := r.takeLost(ctx, cfg, opts, entries); ok {
 			r.revoke(ctx, replaced)
-			r.settle(ctx, h.id, false)
+			r.settleAll(ctx, h.id)
 			return h, listing{entries, rev}, nil
 		}
-		if err := r.settle(ctx, 0, true); err != nil {
+		if err := r.settle(ctx, 0, true); err != nil { // new keys' only
 			return held{}, listing{}, err
 		}
 		var h held
 		h, err = r.attempt(ctx, cfg, opts, entries, rev)
 		if err == nil {
-			r.settle(ctx, h.id, false)
+			r.settleAll(ctx, h.id)
 		}
 		if !errors.Is(err, ErrLeaseConflict) {
 			return h, listing{entries, rev}, err
@@ -507,8 +507,8 @@ func (r *Registry) takeLost(ctx context.Context, cfg *lease.Config, opts Acquire
 // was guarded by the key's ModRevision, which has changed since (or the
 // key would be held through it), so it can no longer be applied, and its
 // etcd lease holds nothing. Revoking it earlier could delete the host's
-// key, which peers see as this host leaving. A failure is logged; the
-// next acquisition tries again, and the etcd lease expires meanwhile.
+// key, which peers see as this host leaving. What fails is kept for the
+// next acquisition, and the etcd lease expires meanwhile (settleAll).
 func (r *Registry) settle(ctx context.Context, keep clientv3.LeaseID, onlyNew bool) error {
 	r.mu.Lock()
 	lost := r.lost
@@ -537,11 +537,15 @@ func (r *Registry) settle(ctx context.Context, keep clientv3.LeaseID, onlyNew bo
 	r.mu.Lock()
 	r.lost = append(left, r.lost...)
 	r.mu.Unlock()
-	if len(errs) > 0 && !onlyNew {
-		r.log.Warn("cannot revoke the etcd lease of a lease write whose answer was lost: revoked by the next acquisition, or expires", "err", errs[0])
-		return nil
-	}
 	return errors.Join(errs...)
+}
+
+// settleAll is settle once a key is held (keep its etcd lease): a failure
+// is only logged.
+func (r *Registry) settleAll(ctx context.Context, keep clientv3.LeaseID) {
+	if err := r.settle(ctx, keep, false); err != nil {
+		r.log.Warn("cannot revoke the etcd lease of a lease write whose answer was lost: revoked by the next acquisition, or expires", "err", err)
+	}
 }
 
 // keyOnLease reports whether key is attached to the etcd lease id, and its
