@@ -49,6 +49,11 @@ type EtcdOptions struct {
 	Username  string
 	// Password is a secret: it is never logged or printed (see LogValue).
 	Password string
+	// DialTimeout is how long a connection to a member is given to be set
+	// up, KeepAliveTimeout how long a keepalive ping on it is given to be
+	// answered, before it is dropped and dialled again (the defaults when
+	// zero).
+	DialTimeout, KeepAliveTimeout time.Duration
 }
 
 // LogValue keeps the password out of every log line that includes the
@@ -60,6 +65,8 @@ func (e EtcdOptions) LogValue() slog.Value {
 		slog.Bool("tls", e.CertFile != "" || e.CAFile != ""),
 		slog.String("username", e.Username),
 		slog.Bool("password", e.Password != ""),
+		slog.Duration("dial_timeout", e.DialTimeout),
+		slog.Duration("keepalive_timeout", e.KeepAliveTimeout),
 	)
 }
 
@@ -143,8 +150,10 @@ const (
 func DefaultOptions() *Options {
 	return &Options{
 		Etcd: EtcdOptions{
-			Endpoints: []string{DefaultEtcdEndpoint},
-			Prefix:    DefaultEtcdPrefix,
+			Endpoints:        []string{DefaultEtcdEndpoint},
+			Prefix:           DefaultEtcdPrefix,
+			DialTimeout:      DefaultEtcdDialTimeout,
+			KeepAliveTimeout: DefaultEtcdKeepAliveTimeout,
 		},
 		Kube: KubeOptions{
 			AnnotationPrefix: kubeinfo.DefaultAnnotationPrefix,
@@ -253,6 +262,12 @@ func (o *Options) Validate() error {
 		errs = append(errs, o.Kube.validate()...)
 	} else {
 		errs = append(errs, o.Etcd.validate()...)
+	}
+	if o.Etcd.DialTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("--etcd-dial-timeout: %v is too short (at least 1s)", o.Etcd.DialTimeout))
+	}
+	if o.Etcd.KeepAliveTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("--etcd-keepalive-timeout: %v is too short (at least 1s)", o.Etcd.KeepAliveTimeout))
 	}
 	if o.SubnetFile == "" {
 		errs = append(errs, errors.New("--subnet-file: empty"))

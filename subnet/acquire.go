@@ -162,18 +162,50 @@ func (r *Registry) acquire(ctx context.Context, cfg *lease.Config, opts AcquireO
 	}
 }
 
+// tryAcquire is one acquisition: a list, then a decision on it and a write
+// (attempt), listed and decided again after a conflict.
+//
+// The first list is serializable: any member answers it from what it has
+// applied, without asking the leader for a ReadIndex (with N hosts
+// starting at once, N fewer round trips through the leader). It can be
+// behind, and nothing decided on it is taken without a write whose
+// compares fail on a stale list: a new key's Txn requires the key and its
+// subnets' other key forms to be absent (the subnet file's subnet, which
+// a restarted agent prefers, is this host's own key when a stale list
+// misses it), the own key's Txn requires the ModRevision listed, and a
+// reservation whose value must change requires its ModRevision. A failed
+// compare is a conflict, and the lists after a conflict are linearizable.
+// What a stale list can still cost: a reservation taken without a write
+// that has changed since (as with a linearizable list whose key changes
+// right after it is read: the Holder's watch of the key sees it); and
+// this host's own key, written by a run that stopped before writing the
+// subnet file, missed when the member has not applied it yet, and a
+// second subnet taken beside it, freed when that key's etcd lease expires.
+//
+// Writes of earlier attempts whose answer was lost are settled here (see
+// settle): this host's key found on the etcd lease of one of them is taken
+// as it is, with no Grant or Txn.
 func (r *Registry) tryAcquire(ctx context.Context, cfg *lease.Config, opts AcquireOptions) (held, listing, error) {
-	if err := r.settle(ctx); err != nil {
-		return held{}, listing{}, err
-	}
 	var err error
-	for range conflictRetries {
-		entries, rev, lerr := r.list(ctx)
+	for i := range conflictRetries {
+		entries, rev, lerr := r.list(ctx, i == 0)
 		if lerr != nil {
 			return held{}, listing{}, lerr
 		}
+		if h, replaced, ok := r.takeLost(ctx, cfg, opts, entries); ok {
+			r.revoke(ctx, replaced)
+			r.settleAll(ctx, h.id)
+			return h, listing{entries, rev}, nil
+		}
+		if err := r.settle(ctx, 0, true); err != nil { // new keys' only
+			return held{}, listing{}, err
+		}
 		var h held
-		if h, err = r.attempt(ctx, cfg, opts, entries, rev); !errors.Is(err, ErrLeaseConflict) {
+		h, err = r.attempt(ctx, cfg, opts, entries, rev)
+		if err == nil {
+			r.settleAll(ctx, h.id)
+		}
+		if !errors.Is(err, ErrLeaseConflict) {
 			return h, listing{entries, rev}, err
 		}
 	}
@@ -263,16 +295,25 @@ func (r *Registry) takeReservation(ctx context.Context, own *entry, opts Acquire
 }
 
 // renewOwn reuses this host's existing lease with a fresh etcd lease, so
-// that its TTL restarts, guarded by the key's CreateRevision.
+// that its TTL restarts, guarded by the key's ModRevision as listed: of
+// this host's writes to the key, only one decided on the same state can
+// be applied, so that once one is known to be applied (or the key to have
+// changed), the etcd leases of the others can be revoked without deleting
+// the key. The etcd lease the key was on, which then holds nothing, is
+// revoked too.
 func (r *Registry) renewOwn(ctx context.Context, own *entry, opts AcquireOptions, value []byte) (held, error) {
 	l := own.lease
 	key := r.leaseKey(&l)
-	h, err := r.grantAndPut(ctx, key, clientv3.Compare(clientv3.CreateRevision(key), "=", l.CreateRevision), opts, value)
+	h, err := r.grantAndPut(ctx, key, clientv3.Compare(clientv3.ModRevision(key), "=", l.ModRevision), opts, value)
+	r.rememberLost(err, lostWrite{replaces: own.etcdLease})
 	if err != nil {
 		return held{}, err
 	}
 	h.lease.Subnet, h.lease.IPv6Subnet = l.Subnet, l.IPv6Subnet
 	h.lease.CreateRevision = l.CreateRevision
+	if own.etcdLease != h.id {
+		r.revoke(ctx, own.etcdLease)
+	}
 	r.log.Info("reusing this host's subnet lease", "key", key)
 	return h, nil
 }
@@ -285,11 +326,7 @@ func (r *Registry) create(ctx context.Context, v4, v6 netip.Prefix, listRev int6
 	key := r.SubnetsPrefix() + lease.LeaseKey(v4, v6)
 	cmps := r.freeCmps(key, v4, v6)
 	h, err := r.grantAndPut(ctx, key, clientv3.Compare(clientv3.Version(key), "=", 0), opts, value, cmps[1:]...)
-	if uw := (*unsettledWrite)(nil); errors.As(err, &uw) {
-		r.mu.Lock()
-		r.unsettled = append(r.unsettled, uw.id)
-		r.mu.Unlock()
-	}
+	r.rememberLost(err, lostWrite{create: true, listRev: listRev})
 	if err != nil {
 		return held{}, err
 	}
@@ -328,6 +365,7 @@ func (r *Registry) freeCmps(key string, v4, v6 netip.Prefix) []clientv3.Cmp {
 // guard (and more) hold; the etcd lease is revoked when the guard fails.
 func (r *Registry) grantAndPut(ctx context.Context, key string, guard clientv3.Cmp, opts AcquireOptions, value []byte, more ...clientv3.Cmp) (held, error) {
 	ttl := int64((opts.TTL + time.Second - 1) / time.Second)
+	asked := time.Now()
 	grant, err := r.cli.Grant(ctx, ttl)
 	if err != nil {
 		return held{}, fmt.Errorf("subnet: grant etcd lease for %s: %w", key, err)
@@ -355,16 +393,14 @@ func (r *Registry) grantAndPut(ctx context.Context, key string, guard clientv3.C
 	if err != nil {
 		// The answer was lost, not necessarily the Txn. If the key is on
 		// the etcd lease the Txn was applied: the lease is held. If not,
-		// it may yet be applied, and revoking the etcd lease then would
-		// delete the key, which peers see as this host leaving: the
-		// etcd lease is left to expire instead.
+		// it may yet be applied: the next attempt settles it (settle).
 		if rev, ok := r.keyOnLease(ctx, key, grant.ID); ok {
 			h.lease.ModRevision = rev
 			return h, nil
 		}
-		r.log.Debug("lease write failed; its etcd lease is left to expire", "key", key,
+		r.log.Debug("lease write failed; settled by the next attempt", "key", key,
 			"lease_id", fmt.Sprintf("%x", int64(grant.ID)), "ttl", granted)
-		return held{}, &unsettledWrite{key: key, id: grant.ID, err: err}
+		return held{}, &unsettledWrite{lostWrite{key: key, id: grant.ID, ttl: granted, asked: asked, value: value}, err}
 	}
 	if !resp.Succeeded {
 		r.revoke(ctx, grant.ID)
@@ -374,49 +410,142 @@ func (r *Registry) grantAndPut(ctx context.Context, key string, guard clientv3.C
 	return h, nil
 }
 
-// unsettledWrite is a lease write whose answer was lost: it may have been
-// applied, or be applied later, with the etcd lease id.
-type unsettledWrite struct {
+// lostWrite is a lease write whose answer was lost: it may have been
+// applied, or be applied later, under the etcd lease id.
+type lostWrite struct {
 	key string
 	id  clientv3.LeaseID
+	// ttl is the etcd lease's as granted, asked when the Grant was sent:
+	// it expires at most ttl after.
+	ttl   time.Duration
+	asked time.Time
+	value []byte
+	// create is set for a new key (guarded by its absence, listed at
+	// listRev); else the write moved this host's key onto the etcd lease
+	// (guarded by its ModRevision) from the etcd lease replaces.
+	create   bool
+	listRev  int64
+	replaces clientv3.LeaseID
+}
+
+// unsettledWrite is the error of a lease write whose answer was lost.
+type unsettledWrite struct {
+	w   lostWrite
 	err error
 }
 
 func (e *unsettledWrite) Error() string {
-	return fmt.Sprintf("subnet: write lease %s: %v", e.key, e.err)
+	return fmt.Sprintf("subnet: write lease %s: %v", e.w.key, e.err)
 }
 func (e *unsettledWrite) Unwrap() error { return e.err }
 
-// settle revokes the etcd leases of the new keys whose write had its
-// answer lost, before the next attempt lists. Such a write can still be
-// applied after that list (a request held up in a member that lost its
-// leader, or on its way when the client gave up), and the host would then
-// hold two keys: the one the next attempt writes, and that one, a subnet
-// nobody renews or releases until its etcd lease's TTL (a day) ends.
-// Revoked, the etcd lease deletes the key if it was applied, and a write
-// applied later fails: the lease it names is gone. Deleting such a key is
-// safe, as this host never took it as its own; a key this host already
-// held (renewOwn) is never handled this way, since deleting it would take
-// the host's routes away on every peer. A revocation that fails is
-// returned, so that the attempt waits and tries again.
-func (r *Registry) settle(ctx context.Context) error {
+// rememberLost records the write of err, when its answer was lost, for
+// settle, with what kind of write it was (as in kind).
+func (r *Registry) rememberLost(err error, kind lostWrite) {
+	uw := (*unsettledWrite)(nil)
+	if !errors.As(err, &uw) {
+		return
+	}
+	w := uw.w
+	w.create, w.listRev, w.replaces = kind.create, kind.listRev, kind.replaces
 	r.mu.Lock()
-	ids := r.unsettled
-	r.unsettled = nil
+	r.lost = append(r.lost, w)
 	r.mu.Unlock()
-	for i, id := range ids {
-		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
-		_, err := r.cli.Revoke(rctx, id)
+}
+
+// takeLost returns this host's key as listed in entries when it is on the
+// etcd lease of one of its writes whose answer was lost, with that write's
+// value: the write was applied, and the key is held as it is, with no
+// other Grant and Txn. A new key's write is checked for rivals as create
+// does. replaced is the etcd lease the key was on before the write, which
+// holds nothing now (0 for a new key).
+func (r *Registry) takeLost(ctx context.Context, cfg *lease.Config, opts AcquireOptions, entries []entry) (_ held, replaced clientv3.LeaseID, _ bool) {
+	r.mu.Lock()
+	lost := append([]lostWrite(nil), r.lost...)
+	r.mu.Unlock()
+	for _, w := range lost {
+		for i := range entries {
+			e := &entries[i]
+			if r.SubnetsPrefix()+e.key != w.key || e.etcdLease != w.id || !bytes.Equal(e.value, w.value) ||
+				!cfg.Fits(e.lease.Subnet, e.lease.IPv6Subnet) {
+				continue
+			}
+			h := held{lease: e.lease, id: w.id, ttl: w.ttl, renewed: w.asked, value: w.value}
+			h.lease.Attrs = opts.Attrs
+			h.lease.Expiration = w.asked.Add(w.ttl)
+			if w.create && h.lease.IPv6Subnet.IsValid() {
+				if err := r.checkRivals(ctx, &h, w.listRev); err != nil {
+					r.log.Info("not taking the key of a lease write whose answer was lost", "key", w.key, "err", err)
+					return held{}, 0, false
+				}
+			}
+			r.log.Info("took the key of a lease write whose answer was lost", "key", w.key,
+				"lease_id", fmt.Sprintf("%x", int64(w.id)))
+			return h, w.replaces, true
+		}
+	}
+	return held{}, 0, false
+}
+
+// settle revokes the etcd leases of lease writes whose answer was lost,
+// once what they can still do is known; keep (the etcd lease of the key
+// now held) is never revoked.
+//
+// Before an attempt writes (onlyNew), those of new keys: such a write can
+// still be applied after the list the attempt decided on (a request held
+// up in a member that lost its leader, or on its way when the client gave
+// up), and the host would then hold two keys: the one the attempt writes,
+// and that one, a subnet nobody renews or releases until its etcd lease's
+// TTL (a day) ends. Revoked, the etcd lease deletes the key if it was
+// applied, and a write applied later fails: the lease it names is gone.
+// Deleting such a key is safe, as this host never took it as its own
+// (takeLost takes it first when the list shows it). A revocation that
+// fails is returned, so that the attempt waits and tries again.
+//
+// Once a key is held (by a write of this attempt or taken as it is), all
+// the others: a write that moved this host's key onto a new etcd lease
+// was guarded by the key's ModRevision, which has changed since (or the
+// key would be held through it), so it can no longer be applied, and its
+// etcd lease holds nothing. Revoking it earlier could delete the host's
+// key, which peers see as this host leaving. What fails is kept for the
+// next acquisition, and the etcd lease expires meanwhile (settleAll).
+func (r *Registry) settle(ctx context.Context, keep clientv3.LeaseID, onlyNew bool) error {
+	r.mu.Lock()
+	lost := r.lost
+	r.lost = nil
+	r.mu.Unlock()
+	var left []lostWrite
+	var errs []error
+	for _, w := range lost {
+		if w.id == keep {
+			continue
+		}
+		if (onlyNew && !w.create) || len(errs) > 0 {
+			left = append(left, w)
+			continue
+		}
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
+		_, err := r.cli.Revoke(rctx, w.id)
 		cancel()
 		if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			r.mu.Lock()
-			r.unsettled = append(r.unsettled, ids[i:]...)
-			r.mu.Unlock()
-			return fmt.Errorf("subnet: revoke the etcd lease %x of a lease write whose answer was lost: %w", int64(id), err)
+			left = append(left, w)
+			errs = append(errs, fmt.Errorf("subnet: revoke the etcd lease %x of a lease write whose answer was lost: %w", int64(w.id), err))
+			continue
 		}
-		r.log.Info("revoked the etcd lease of a lease write whose answer was lost", "lease_id", fmt.Sprintf("%x", int64(id)))
+		r.log.Info("revoked the etcd lease of a lease write whose answer was lost", "key", w.key, "lease_id", fmt.Sprintf("%x", int64(w.id)))
 	}
-	return nil
+	r.mu.Lock()
+	r.lost = append(left, r.lost...)
+	r.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+// settleAll is settle once a key is held (keep its etcd lease): a failure
+// is only logged.
+func (r *Registry) settleAll(ctx context.Context, keep clientv3.LeaseID) {
+	if err := r.settle(ctx, keep, false); err != nil {
+		r.log.Warn("cannot revoke the etcd lease of a lease write whose answer was lost: revoked by the next acquisition, or expires", "err", err)
+	}
 }
 
 // keyOnLease reports whether key is attached to the etcd lease id, and its

@@ -33,10 +33,10 @@ type Registry struct {
 	log    *slog.Logger
 	stats  registryStats
 
-	// unsettled are the etcd leases of new keys whose write had its
-	// answer lost (see settle); mu guards it.
-	mu        sync.Mutex
-	unsettled []clientv3.LeaseID
+	// lost are the lease writes whose answer was lost and whose etcd
+	// lease is not revoked yet (see settle); mu guards it.
+	mu   sync.Mutex
+	lost []lostWrite
 }
 
 // Stats count what the Registry's background loops did since it was made.
@@ -258,7 +258,7 @@ func (r *Registry) configUpdate(kv *mvccpb.KeyValue) ConfigUpdate {
 // (keys without an etcd lease) have Reservation set; Expiration is not
 // asked for. Malformed keys and values are skipped with a warning.
 func (r *Registry) Leases(ctx context.Context) ([]lease.Lease, int64, error) {
-	entries, rev, err := r.list(ctx)
+	entries, rev, err := r.list(ctx, false)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -277,15 +277,23 @@ type entry struct {
 	// key is the key relative to <prefix>/subnets/, as stored.
 	key   string
 	lease lease.Lease
-	value []byte
-	err   error
+	// etcdLease is the etcd lease the key is attached to (0: none).
+	etcdLease clientv3.LeaseID
+	value     []byte
+	err       error
 }
 
 // list reads every key under <prefix>/subnets/ in one Range request.
 // Keys that do not parse are skipped with a warning; keys whose value does
-// not parse are returned with err set (and warned about).
-func (r *Registry) list(ctx context.Context) ([]entry, int64, error) {
-	resp, err := r.cli.Get(ctx, r.SubnetsPrefix(), clientv3.WithPrefix())
+// not parse are returned with err set (and warned about). A serializable
+// list is served by the member asked, from what it has applied, without
+// asking the leader: it can be behind (see tryAcquire).
+func (r *Registry) list(ctx context.Context, serializable bool) ([]entry, int64, error) {
+	opts := []clientv3.OpOption{clientv3.WithPrefix()}
+	if serializable {
+		opts = append(opts, clientv3.WithSerializable())
+	}
+	resp, err := r.cli.Get(ctx, r.SubnetsPrefix(), opts...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("subnet: list %s: %w", r.SubnetsPrefix(), err)
 	}
@@ -316,6 +324,7 @@ func (r *Registry) parseKV(kv *mvccpb.KeyValue) (e entry, ok bool) {
 		CreateRevision: kv.CreateRevision,
 		ModRevision:    kv.ModRevision,
 	}
+	e.etcdLease = clientv3.LeaseID(kv.Lease)
 	e.value = kv.Value
 	if e.lease.Attrs, e.err = lease.ParseLeaseAttrs(kv.Value); e.err != nil {
 		r.log.Warn("skipping lease with malformed value", "key", string(kv.Key), "err", e.err)

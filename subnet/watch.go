@@ -244,7 +244,7 @@ func (w *leaseWatch) resync(ctx context.Context) bool {
 func (w *leaseWatch) list(ctx context.Context) ([]entry, int64, error) {
 	rctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), requestTimeout)
 	defer cancel()
-	return w.r.list(rctx)
+	return w.r.list(rctx, false)
 }
 
 // diff replaces known by the listed leases, queueing what changed: leases

@@ -7,7 +7,7 @@
 // Usage:
 //
 //	netagent-scale [-n 500,1000] [-watchers W] [-ttl 24h] [-renew-margin 1h]
-//	               [-connect-timeout 3s] [-keepalive-timeout 5s]
+//	               [-etcd-dial-timeout 20s] [-etcd-keepalive-timeout 20s]
 //	               [-steady 30s] [-cut 20s] [-lab-binary PATH]
 //
 // Scenarios, in order, for each N: boot (all N acquire at once), steady
@@ -18,6 +18,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -33,6 +34,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/netagent/netagent/agent"
 	"github.com/netagent/netagent/internal/lab"
 	"github.com/netagent/netagent/internal/scalesim"
 )
@@ -67,8 +69,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.IntVar(&o.watchers, "watchers", 0, "hosts that also run the lease watch (0: all)")
 	fs.DurationVar(&o.ttl, "ttl", 0, "lease TTL (0: the agent's default)")
 	fs.DurationVar(&o.margin, "renew-margin", 0, "renew margin (0: the agent's default)")
-	fs.DurationVar(&o.connect, "connect-timeout", 0, "time a client connection is given to be set up (0: the agent's 3s)")
-	fs.DurationVar(&o.keepalive, "keepalive-timeout", 0, "time a keepalive ping is given to be answered (0: the agent's 5s)")
+	fs.DurationVar(&o.connect, "etcd-dial-timeout", 0, "the hosts' netagent run --etcd-dial-timeout (0: the agent's default)")
+	fs.DurationVar(&o.keepalive, "etcd-keepalive-timeout", 0, "the hosts' netagent run --etcd-keepalive-timeout (0: the agent's default)")
 	fs.DurationVar(&o.steady, "steady", 30*time.Second, "steady-state measuring window")
 	fs.DurationVar(&o.cut, "cut", 20*time.Second, "how long a third of the hosts stay cut off")
 	fs.StringVar(&o.labBinary, "lab-binary", "", "netagent-lab executable (built when empty)")
@@ -120,6 +122,31 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	return nil
 }
 
+// orphanLeases counts the etcd leases that hold no lease key: granted by
+// attempts that failed and left to expire.
+func orphanLeases(ctx context.Context, admin *clientv3.Client) (string, error) {
+	ls, err := admin.Leases(ctx)
+	if err != nil {
+		return "", fmt.Errorf("list etcd leases: %w", err)
+	}
+	// Not keys only: that leaves out the etcd lease of each key.
+	keys, err := admin.Get(ctx, scalesim.Prefix+"/subnets/", clientv3.WithPrefix())
+	if err != nil {
+		return "", fmt.Errorf("list lease keys: %w", err)
+	}
+	onLease := map[int64]bool{}
+	for _, kv := range keys.Kvs {
+		onLease[kv.Lease] = true
+	}
+	orphans := 0
+	for _, l := range ls.Leases {
+		if !onLease[int64(l.ID)] {
+			orphans++
+		}
+	}
+	return fmt.Sprintf("%d lease keys, %d etcd leases, %d of them holding no key", len(keys.Kvs), len(ls.Leases), orphans), nil
+}
+
 // load is the first field of /proc/loadavg.
 func load() string {
 	b, err := os.ReadFile("/proc/loadavg")
@@ -144,7 +171,7 @@ func runN(ctx context.Context, o options, n int, out io.Writer) (rows []string, 
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()
 	s, err := scalesim.Start(ctx, scalesim.Options{Hosts: n, Watchers: o.watchers, Namespaces: 3,
-		TTL: o.ttl, RenewMargin: o.margin, ConnectTimeout: o.connect, KeepAliveTimeout: o.keepalive,
+		TTL: o.ttl, RenewMargin: o.margin, DialTimeout: o.connect, KeepAliveTimeout: o.keepalive,
 		LabBinary: o.labBinary, Log: log})
 	if err != nil {
 		return nil, err
@@ -158,8 +185,8 @@ func runN(ctx context.Context, o options, n int, out io.Writer) (rows []string, 
 		}
 		return nil
 	}
-	fmt.Fprintf(out, "# N=%d watchers=%d ttl=%v renew-margin=%v connect-timeout=%v keepalive-timeout=%v load=%s\n",
-		n, s.Watchers(), o.ttl, o.margin, o.connect, o.keepalive, load())
+	fmt.Fprintf(out, "# N=%d watchers=%d ttl=%v renew-margin=%v etcd-dial-timeout=%v etcd-keepalive-timeout=%v load=%s\n",
+		n, s.Watchers(), o.ttl, o.margin, cmp.Or(o.connect, agent.DefaultEtcdDialTimeout), cmp.Or(o.keepalive, agent.DefaultEtcdKeepAliveTimeout), load())
 
 	// Boot storm.
 	before := s.Counter.Snapshot()
@@ -195,12 +222,16 @@ func runN(ctx context.Context, o options, n int, out io.Writer) (rows []string, 
 		return rows, err
 	}
 	d := s.Counter.Snapshot().Sub(before)
+	orphans, err := orphanLeases(ctx, s.Admin())
+	if err != nil {
+		return rows, err
+	}
 	acq := d.Methods["Range"].Sent + d.Methods["Txn"].Sent + d.Methods["LeaseGrant"].Sent + d.Methods["LeaseRevoke"].Sent
-	row("boot", "all held %v (per host: %s), all watches converged %v; %.2f requests per acquisition (Range %d, Txn %d, LeaseGrant %d, LeaseRevoke %d); %d failed Txns (conflicts); mean wait per request: Range %v, LeaseGrant %v, Txn %v; %s received by the hosts; %d warnings; CPU-seconds: %s; %d connections dialled (3 per host to start with)",
+	row("boot", "all held %v (per host: %s), all watches converged %v; %.2f requests per acquisition (Range %d, Txn %d, LeaseGrant %d, LeaseRevoke %d); %d failed Txns (conflicts); mean wait per request: Range %v, LeaseGrant %v, Txn %v; %s received by the hosts; %d warnings; CPU-seconds: %s; %d connections dialled (3 per host to start with); %s",
 		held.Round(time.Millisecond), s.HoldDelays(0, n), converged.Round(time.Millisecond), float64(acq)/float64(n),
 		d.Methods["Range"].Sent, d.Methods["Txn"].Sent, d.Methods["LeaseGrant"].Sent, d.Methods["LeaseRevoke"].Sent,
 		d.FailedTxns, d.Methods["Range"].MeanWait().Round(time.Millisecond), d.Methods["LeaseGrant"].MeanWait().Round(time.Millisecond), d.Methods["Txn"].MeanWait().Round(time.Millisecond),
-		mb(float64(d.Total().RecvBytes)), s.Warnings(), cpu1.since(cpu0), d.Dials)
+		mb(float64(d.Total().RecvBytes)), s.Warnings(), cpu1.since(cpu0), d.Dials, orphans)
 
 	// Steady state.
 	if err := sleep(ctx, 5*time.Second); err != nil {

@@ -235,6 +235,8 @@ func etcdFlags(fs *flag.FlagSet, o *agent.EtcdOptions, passwordFile *string) {
 	fs.StringVar(&o.Username, "etcd-username", "", "etcd user name")
 	fs.StringVar(&o.Password, "etcd-password", "", "etcd password (prefer --etcd-password-file)")
 	fs.StringVar(passwordFile, "etcd-password-file", "", "file holding the etcd password")
+	fs.DurationVar(&o.DialTimeout, "etcd-dial-timeout", o.DialTimeout, "time a connection to an etcd member is given to be set up before it is dialled again")
+	fs.DurationVar(&o.KeepAliveTimeout, "etcd-keepalive-timeout", o.KeepAliveTimeout, "time a keepalive ping to an etcd member is given to be answered before the connection is dropped")
 }
 
 // parseRun parses `netagent run` arguments over defaults, filling unset flags

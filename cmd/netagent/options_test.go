@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/netagent/netagent/agent"
 )
 
 func envFrom(m map[string]string) (func(string) string, []string) {
@@ -103,6 +105,22 @@ func TestParseRun(t *testing.T) {
 				o.eq(t, "margin", o.RenewMargin, 2*time.Second)
 			},
 		},
+		{
+			name: "etcd connection timeouts by default",
+			check: func(t *testing.T, o *optsView) {
+				o.eq(t, "dial timeout", o.Etcd.DialTimeout, agent.DefaultEtcdDialTimeout)
+				o.eq(t, "keepalive timeout", o.Etcd.KeepAliveTimeout, agent.DefaultEtcdKeepAliveTimeout)
+			},
+		},
+		{
+			name: "etcd connection timeouts set",
+			args: []string{"--etcd-dial-timeout=45s"},
+			env:  map[string]string{"NETAGENT_ETCD_KEEPALIVE_TIMEOUT": "1m"},
+			check: func(t *testing.T, o *optsView) {
+				o.eq(t, "dial timeout", o.Etcd.DialTimeout, 45*time.Second)
+				o.eq(t, "keepalive timeout", o.Etcd.KeepAliveTimeout, time.Minute)
+			},
+		},
 	}
 	runParseCases(t, tests)
 }
@@ -126,6 +144,8 @@ func TestParseRunErrors(t *testing.T) {
 		{"bad log level", []string{"--log-level=loud"}, nil, "--log-level"},
 		{"stray argument", []string{"eth0"}, nil, `"eth0"`},
 		{"password without user", []string{"--etcd-password=s3cret-pw"}, nil, "--etcd-username"},
+		{"dial timeout too short", []string{"--etcd-dial-timeout=100ms"}, nil, "--etcd-dial-timeout"},
+		{"keepalive timeout zero", []string{"--etcd-keepalive-timeout=0"}, nil, "--etcd-keepalive-timeout"},
 		{"endpoint port too large", []string{"--etcd-endpoints=http://10.0.0.1:99999"}, nil, "--etcd-endpoints: \"http://10.0.0.1:99999\" is not a URL such as http://10.0.0.1:2379: port 99999 is not between 1 and 65535"},
 		{"endpoint port 0", []string{"--etcd-endpoints=http://10.0.0.1:0"}, nil, "port 0 is not between 1 and 65535"},
 		{"endpoint port not a number", []string{"--etcd-endpoints=https://10.0.0.1:x"}, nil, "--etcd-endpoints"},

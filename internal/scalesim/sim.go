@@ -9,7 +9,6 @@
 package scalesim
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -24,10 +23,9 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 
+	"github.com/netagent/netagent/agent"
 	"github.com/netagent/netagent/internal/await"
 	"github.com/netagent/netagent/internal/lab"
 	"github.com/netagent/netagent/lease"
@@ -57,11 +55,11 @@ type Options struct {
 	// TTL and RenewMargin are the lease settings (the agent's defaults
 	// when zero).
 	TTL, RenewMargin time.Duration
-	// ConnectTimeout and KeepAliveTimeout replace the agent's etcd client
-	// settings (3 s to set up a connection, 5 s for a keepalive ping's
-	// answer) when not zero: what a starved connection is given before it
-	// is dropped and dialled again.
-	ConnectTimeout, KeepAliveTimeout time.Duration
+	// DialTimeout and KeepAliveTimeout are the agent's
+	// --etcd-dial-timeout and --etcd-keepalive-timeout (its defaults when
+	// zero): what a starved connection is given before it is dropped and
+	// dialled again.
+	DialTimeout, KeepAliveTimeout time.Duration
 	// LabBinary is the netagent-lab executable that runs etcd.
 	LabBinary string
 	// Log receives progress messages and the hosts' warnings; nil
@@ -114,13 +112,6 @@ type Sim struct {
 	wg      sync.WaitGroup
 	// warnings counts the hosts' log records at warning level or above.
 	warnings atomic.Int64
-}
-
-// reconnect mirrors the agent's etcd client (agent/etcd.go): gRPC's wait
-// between connection attempts is capped at 3 s.
-var reconnect = grpc.ConnectParams{
-	Backoff:           backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
-	MinConnectTimeout: 3 * time.Second,
 }
 
 // Start builds the lab (Namespaces host namespaces), starts a 3-member
@@ -194,33 +185,27 @@ func Start(ctx context.Context, opts Options) (_ *Sim, err error) {
 }
 
 // client makes an etcd client of every member whose connections are made
-// in ns, set up as the agent's (keepalive 10 s/5 s, reconnect capped at
-// 3 s); counted adds the Counter's interceptors.
+// in ns, set up as the agent's (agent.EtcdClientConfig); counted adds the
+// Counter's interceptors.
 func (s *Sim) client(ns string, counted bool) (*clientv3.Client, error) {
-	params := reconnect
-	if s.opts.ConnectTimeout > 0 {
-		params.MinConnectTimeout = s.opts.ConnectTimeout
-	}
-	dial := []grpc.DialOption{
-		grpc.WithConnectParams(params),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			if counted {
-				s.Counter.dials.Add(1)
-			}
-			return lab.DialInNS(ctx, ns, "tcp", addr)
-		}),
-	}
-	if counted {
-		dial = append(dial, s.Counter.DialOptions()...)
-	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:            s.Cluster.Endpoints(),
-		DialTimeout:          5 * time.Second,
-		DialKeepAliveTime:    10 * time.Second,
-		DialKeepAliveTimeout: cmp.Or(s.opts.KeepAliveTimeout, 5*time.Second),
-		Logger:               zap.NewNop(),
-		DialOptions:          dial,
+	cfg, err := agent.EtcdClientConfig(agent.EtcdOptions{
+		Endpoints:        s.Cluster.Endpoints(),
+		DialTimeout:      s.opts.DialTimeout,
+		KeepAliveTimeout: s.opts.KeepAliveTimeout,
 	})
+	if err != nil {
+		return nil, fmt.Errorf("scalesim: etcd client: %w", err)
+	}
+	cfg.DialOptions = append(cfg.DialOptions, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+		if counted {
+			s.Counter.dials.Add(1)
+		}
+		return lab.DialInNS(ctx, ns, "tcp", addr)
+	}))
+	if counted {
+		cfg.DialOptions = append(cfg.DialOptions, s.Counter.DialOptions()...)
+	}
+	cli, err := clientv3.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("scalesim: etcd client: %w", err)
 	}
