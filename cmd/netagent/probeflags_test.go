@@ -73,10 +73,13 @@ func TestCheckPeers(t *testing.T) {
 			{Subnet: "10.5.2.0/24", Programmed: true, Probe: &agent.PeerProbeReport{Probed: true, Cause: "no-answer"}}},
 			"1 of 2 peers: 10.5.2.0/24 unreachable (no-answer)"},
 		{"not programmed", []agent.PeerReport{{Subnet: "10.5.1.0/24"}}, "10.5.1.0/24 kernel entries not as wanted"},
+		{"refused", []agent.PeerReport{{Subnet: "10.5.1.0/24", Programmed: true, Probe: ok}},
+			"1 lease keys refused: 10.5.1.0-24-x (subnet)"},
 	}
+	refused := map[string][]agent.RefusedReport{"refused": {{Key: "10.5.1.0-24-x", Subnet: "10.5.1.0/24", Reason: "subnet", Winner: "10.5.1.0-24"}}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := checkPeers(&agent.Report{Peers: tt.peers})
+			err := checkPeers(&agent.Report{Peers: tt.peers, Refused: refused[tt.name]})
 			switch {
 			case tt.want == "" && err != nil:
 				t.Errorf("err %v, want none", err)

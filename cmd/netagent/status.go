@@ -383,7 +383,10 @@ func peerProbeCells(p *agent.PeerProbeReport) (reach, rtt, cause string) {
 }
 
 // checkPeers is `status --check`: an error naming the peers that are
-// unreachable or not programmed, nil when there are none.
+// unreachable or not programmed, and the other hosts' lease keys the data
+// plane refuses (each a host this one cannot reach: a conflicting,
+// malformed or foreign lease, docs/compatibility.md §3.8); nil when there
+// are none.
 func checkPeers(r *agent.Report) error {
 	var bad []string
 	for _, p := range r.Peers {
@@ -394,8 +397,19 @@ func checkPeers(r *agent.Report) error {
 			bad = append(bad, p.Subnet+" kernel entries not as wanted")
 		}
 	}
-	if len(bad) == 0 {
+	var refused []string
+	for _, k := range r.Refused {
+		refused = append(refused, fmt.Sprintf("%s (%s)", k.Key, k.Reason))
+	}
+	var parts []string
+	if len(bad) > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d peers: %s", len(bad), len(r.Peers), strings.Join(bad, "; ")))
+	}
+	if len(refused) > 0 {
+		parts = append(parts, fmt.Sprintf("%d lease keys refused: %s", len(refused), strings.Join(refused, "; ")))
+	}
+	if len(parts) == 0 {
 		return nil
 	}
-	return fmt.Errorf("check failed: %d of %d peers: %s", len(bad), len(r.Peers), strings.Join(bad, "; "))
+	return fmt.Errorf("check failed: %s", strings.Join(parts, "; "))
 }
