@@ -50,22 +50,7 @@ func TestOneDeviceDualStack(t *testing.T) {
 		{ModeIPv6, "[fd00:77::2]:51820"},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
-			cfg := `{"Type":"wireguard","Mode":"` + tc.mode + `"}`
-			nsA, nsB := nstest.Underlay(t)
-			nsA.AddrAdd(t, "eth0", "192.168.77.1/24", "fd00:77::1/64")
-			nsB.AddrAdd(t, "eth0", "192.168.77.2/24", "fd00:77::2/64")
-			hosts := []*host{{ns: nsA, subnet6: netip.MustParsePrefix("fd00:5:0:1::/64"), pub6: netip.MustParseAddr("fd00:77::1")},
-				{ns: nsB, subnet6: netip.MustParsePrefix("fd00:5:0:2::/64"), pub6: netip.MustParseAddr("fd00:77::2")}}
-			for i, h := range hosts {
-				dir := t.TempDir()
-				h.impl, h.keyFile, h.sockDir = ImplUserspace, dir+"/wgkey", dir+"/sock"
-				h.subnet = netip.MustParsePrefix(fmt.Sprintf("10.5.%d.0/24", i+1))
-				h.pub = netip.MustParseAddr(fmt.Sprintf("192.168.77.%d", i+1))
-				h.start(t, cfg, time.Hour)
-			}
-			a, b := hosts[0], hosts[1]
-			a.updates <- backend.Update{Own: a.lease(), Batch: snapshot(b.lease())}
-			b.updates <- backend.Update{Own: b.lease(), Batch: snapshot(a.lease())}
+			a, b := dualStackPair(t, `{"Type":"wireguard","Mode":"`+tc.mode+`"}`)
 
 			if d, _ := b.b.BackendV6Data(); string(d) != `{"PublicKey":"`+b.b.PublicKey()+`","Port":51820}` {
 				t.Errorf("BackendV6Data %s: want the device's port, 51820", d)
@@ -97,4 +82,28 @@ func TestOneDeviceDualStack(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dualStackPair is pair on the dual-stack network (10.5.0.0/16 and
+// fd00:5::/48): hosts A (10.5.1.0/24, fd00:5:0:1::/64) and B
+// (10.5.2.0/24, fd00:5:0:2::/64) on an underlay of both families, each
+// running the userspace backend, each with the other as its peer.
+func dualStackPair(t *testing.T, backendJSON string) (a, b *host) {
+	t.Helper()
+	nsA, nsB := nstest.Underlay(t)
+	nsA.AddrAdd(t, "eth0", "192.168.77.1/24", "fd00:77::1/64")
+	nsB.AddrAdd(t, "eth0", "192.168.77.2/24", "fd00:77::2/64")
+	hosts := []*host{{ns: nsA, subnet6: netip.MustParsePrefix("fd00:5:0:1::/64"), pub6: netip.MustParseAddr("fd00:77::1")},
+		{ns: nsB, subnet6: netip.MustParsePrefix("fd00:5:0:2::/64"), pub6: netip.MustParseAddr("fd00:77::2")}}
+	for i, h := range hosts {
+		dir := t.TempDir()
+		h.impl, h.keyFile, h.sockDir = ImplUserspace, dir+"/wgkey", dir+"/sock"
+		h.subnet = netip.MustParsePrefix(fmt.Sprintf("10.5.%d.0/24", i+1))
+		h.pub = netip.MustParseAddr(fmt.Sprintf("192.168.77.%d", i+1))
+		h.start(t, backendJSON, time.Hour)
+	}
+	a, b = hosts[0], hosts[1]
+	a.updates <- backend.Update{Own: a.lease(), Batch: snapshot(b.lease())}
+	b.updates <- backend.Update{Own: b.lease(), Batch: snapshot(a.lease())}
+	return a, b
 }

@@ -43,6 +43,9 @@ type tunnel struct {
 	// host's public IPv6 (invalid: none).
 	mode  string
 	extV6 netip.Addr
+	// family is the address family the device alone carries (4 or 6),
+	// 0 for the device both families share.
+	family int
 
 	// op serialises EnsureDevice, SyncPeers and UpdatePeers: on a shared
 	// device the two engines call them concurrently, and each computes a
@@ -128,6 +131,11 @@ func (t *tunnel) EnsureDevice() (netlink.Link, bool, error) {
 			return nil, false, fmt.Errorf("configure %s: %w", t.name, err)
 		}
 	}
+	stray, err := t.removeOtherFamily(link)
+	if err != nil {
+		return nil, false, err
+	}
+	repaired = repaired || stray
 	a := link.Attrs()
 	if a.MTU != t.mtu {
 		if err := t.h.LinkSetMTU(link, t.mtu); err != nil {
@@ -142,6 +150,41 @@ func (t *tunnel) EnsureDevice() (netlink.Link, bool, error) {
 		repaired = true
 	}
 	return link, repaired, nil
+}
+
+// removeOtherFamily removes from the device of one family the addresses
+// of the other (link-local ones aside): the other family's address is
+// left there when the device carried both families before a switch to
+// Mode separate. It reports whether it removed any.
+//
+// Equivalent to: `ip -6 addr del <addr> dev flannel-wg` (`ip -4` for
+// flannel-wg-v6).
+func (t *tunnel) removeOtherFamily(link netlink.Link) (bool, error) {
+	other := 0
+	switch t.family {
+	case 4:
+		other = netlink.FAMILY_V6
+	case 6:
+		other = netlink.FAMILY_V4
+	default:
+		return false, nil
+	}
+	addrs, err := backend.RetryDump(func() ([]netlink.Addr, error) { return t.h.AddrList(link, other) })
+	if err != nil {
+		return false, fmt.Errorf("list addresses of %s: %w", t.name, err)
+	}
+	removed := false
+	for i := range addrs {
+		if addrs[i].IP.IsLinkLocalUnicast() {
+			continue
+		}
+		t.log.Info("removing the other family's address", "device", t.name, "addr", addrs[i].IPNet)
+		if err := t.h.AddrDel(link, &addrs[i]); err != nil && !backend.IsNotFound(err) {
+			return removed, fmt.Errorf("remove %s from %s: %w", addrs[i].IPNet, t.name, err)
+		}
+		removed = true
+	}
+	return removed, nil
 }
 
 // SyncPeers diffs the device against every lease's peer and applies the
