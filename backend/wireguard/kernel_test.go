@@ -46,6 +46,8 @@ type host struct {
 	// subnet6 and pub6, when valid, make the network dual-stack.
 	subnet6 netip.Prefix
 	pub6    netip.Addr
+	// noRepair runs the backend with backend.Options.NoRepair.
+	noRepair bool
 }
 
 // netConfig is the IPv4 network 10.5.0.0/16 with /24 subnets.
@@ -104,6 +106,7 @@ func (h *host) start(t *testing.T, backendJSON string, resync time.Duration) {
 		Ext:            backendtest.Ext(t, h.ns, "eth0", addrs...),
 		Config:         cfg,
 		ResyncInterval: resync,
+		NoRepair:       h.noRepair,
 	}, Options{Impl: h.impl, SocketDir: h.sockDir, KeyFile: h.keyFile})
 	if err != nil {
 		t.Fatal(err)

@@ -46,6 +46,9 @@ type tunnel struct {
 	// family is the address family the device alone carries (4 or 6),
 	// 0 for the device both families share.
 	family int
+	// noRepair makes SyncPeers report, not fix, what it finds wrong on
+	// the device once it has configured it (backend.Options.NoRepair).
+	noRepair bool
 
 	// op serialises EnsureDevice, SyncPeers and UpdatePeers: on a shared
 	// device the two engines call them concurrently, and each computes a
@@ -60,6 +63,9 @@ type tunnel struct {
 	// device was last configured with.
 	desired map[netip.Prefix]want
 	applied map[wgtypes.Key]bool
+	// synced is set once SyncPeers has configured the device: from then
+	// on an unwanted peer, key or port on it is drift, not adoption.
+	synced bool
 }
 
 var _ dataplane.Tunnel = (*tunnel)(nil)
@@ -228,7 +234,7 @@ func (t *tunnel) syncPeers(peers []dataplane.TunnelPeer, keep func(netip.Prefix)
 		}
 	}
 	t.desired = desired
-	applied := t.applied
+	applied, synced := t.applied, t.synced
 	im := t.impl
 	t.mu.Unlock()
 
@@ -236,39 +242,9 @@ func (t *tunnel) syncPeers(peers []dataplane.TunnelPeer, keep func(netip.Prefix)
 	if err != nil {
 		return failAll(failed, desired, err), 0, err
 	}
-	cfg := wgtypes.Config{}
-	if dev.PrivateKey != t.key.k {
-		cfg.PrivateKey = t.key.key()
-	}
-	if dev.ListenPort != t.port {
-		port := t.port
-		cfg.ListenPort = &port
-	}
-	byKey := groupByKey(desired)
-	repairs := 0
-	seen := make(map[wgtypes.Key]bool, len(dev.Peers))
-	for i := range dev.Peers {
-		have := &dev.Peers[i]
-		seen[have.PublicKey] = true
-		subnets, ok := byKey[have.PublicKey]
-		if !ok {
-			cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: have.PublicKey, Remove: true})
-			repairs++
-			continue
-		}
-		pc := t.peerConfig(have.PublicKey, subnets, desired)
-		if !t.matches(have, &pc) {
-			cfg.Peers = append(cfg.Peers, pc)
-			repairs++
-		}
-	}
-	for k, subnets := range byKey {
-		if !seen[k] {
-			cfg.Peers = append(cfg.Peers, t.peerConfig(k, subnets, desired))
-			if applied[k] {
-				repairs++
-			}
-		}
+	cfg, repairs, held := t.diffDevice(dev, desired, applied, synced, failed)
+	if len(held) > 0 {
+		t.log.Warn("WireGuard peers missing or wrong; repair disabled, left as found", "device", t.name, "would", held)
 	}
 	if cfg.PrivateKey != nil || cfg.ListenPort != nil || len(cfg.Peers) > 0 {
 		if err := im.configure(cfg); err != nil {
@@ -277,12 +253,72 @@ func (t *tunnel) syncPeers(peers []dataplane.TunnelPeer, keep func(netip.Prefix)
 		}
 	}
 	t.mu.Lock()
-	t.applied = make(map[wgtypes.Key]bool, len(byKey))
-	for k := range byKey {
-		t.applied[k] = true
+	t.applied = make(map[wgtypes.Key]bool, len(desired))
+	for _, w := range desired {
+		t.applied[w.key] = true
 	}
+	t.synced = true
 	t.mu.Unlock()
 	return failed, repairs, nil
+}
+
+// diffDevice is the configuration that makes dev hold the peers of
+// desired and this host's key and port, and how many peers it repairs:
+// one found unwanted or wrong, or missing once configured (applied).
+// With noRepair, what would be a repair is left out of the configuration
+// and listed in held: a peer configured before (applied) and found
+// missing or wrong, and, once the device was synced, an unwanted peer,
+// key or port; the subnets of such a peer get their error in failed
+// ("repair disabled: would ...", as the engine reports the entries it
+// leaves as found).
+func (t *tunnel) diffDevice(dev *wgtypes.Device, desired map[netip.Prefix]want, applied map[wgtypes.Key]bool, synced bool, failed map[netip.Prefix]error) (cfg wgtypes.Config, repairs int, held []string) {
+	// hold reports whether the repair what is to be left out.
+	hold := func(drift bool, what string, subnets []netip.Prefix) bool {
+		if !t.noRepair || !drift {
+			return false
+		}
+		held = append(held, what)
+		for _, s := range subnets {
+			failed[s] = errors.Join(failed[s], fmt.Errorf("repair disabled: would %s", what))
+		}
+		return true
+	}
+	if dev.PrivateKey != t.key.k && !hold(synced, "set the private key of "+t.name, nil) {
+		cfg.PrivateKey = t.key.key()
+	}
+	if dev.ListenPort != t.port && !hold(synced, fmt.Sprintf("set the listen port of %s to %d", t.name, t.port), nil) {
+		port := t.port
+		cfg.ListenPort = &port
+	}
+	byKey := groupByKey(desired)
+	seen := make(map[wgtypes.Key]bool, len(dev.Peers))
+	for i := range dev.Peers {
+		have := &dev.Peers[i]
+		seen[have.PublicKey] = true
+		subnets, ok := byKey[have.PublicKey]
+		if !ok {
+			if !hold(synced, "remove peer "+have.PublicKey.String(), nil) {
+				cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: have.PublicKey, Remove: true})
+				repairs++
+			}
+			continue
+		}
+		pc := t.peerConfig(have.PublicKey, subnets, desired)
+		if !t.matches(have, &pc) && !hold(applied[have.PublicKey], "configure peer "+have.PublicKey.String(), subnets) {
+			cfg.Peers = append(cfg.Peers, pc)
+			repairs++
+		}
+	}
+	for k, subnets := range byKey {
+		if seen[k] || hold(applied[k], "add peer "+k.String(), subnets) {
+			continue
+		}
+		cfg.Peers = append(cfg.Peers, t.peerConfig(k, subnets, desired))
+		if applied[k] {
+			repairs++
+		}
+	}
+	return cfg, repairs, held
 }
 
 // UpdatePeers configures the peers of set and removes those of removed

@@ -144,7 +144,7 @@ func New(opts backend.Options, wo Options) (*Backend, error) {
 			implFlag:  wo.Impl, socketDir: wo.SocketDir,
 			h: opts.Handle, netns: opts.Netns, log: tlog,
 			mode: s.Mode, extV6: ext.PublicIPv6,
-			family: family,
+			family: family, noRepair: opts.NoRepair,
 		}
 		if s.PSK != nil {
 			t.psk = *s.PSK
