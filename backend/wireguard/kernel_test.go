@@ -91,6 +91,13 @@ func startHost(t *testing.T, ns *nstest.NS, impl, subnet, pub, backendJSON strin
 // start runs (again) the backend of h.
 func (h *host) start(t *testing.T, backendJSON string, resync time.Duration) {
 	t.Helper()
+	h.b = h.newBackend(t, backendJSON, resync)
+	h.updates, h.stop = backendtest.Start(t, h.b)
+}
+
+// newBackend makes h's backend without running it.
+func (h *host) newBackend(t *testing.T, backendJSON string, resync time.Duration) *Backend {
+	t.Helper()
 	if h.warns == nil {
 		h.warns = &warnCounter{n: make(map[string]int)}
 	}
@@ -111,8 +118,7 @@ func (h *host) start(t *testing.T, backendJSON string, resync time.Duration) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.b = b
-	h.updates, h.stop = backendtest.Start(t, b)
+	return b
 }
 
 // lease is h's lease as the other hosts see it.

@@ -53,7 +53,7 @@ func TestNoRepair(t *testing.T) {
 	// Put back by hand as the backend would: reported programmed again.
 	a.configure(t, wgtypes.Config{Peers: []wgtypes.PeerConfig{{
 		PublicKey: bKey, Endpoint: net.UDPAddrFromAddrPort(netip.AddrPortFrom(b.pub, 51820)),
-		ReplaceAllowedIPs: true, AllowedIPs: []net.IPNet{{IP: net.IP(b.subnet.Addr().AsSlice()), Mask: net.CIDRMask(b.subnet.Bits(), 32)}},
+		ReplaceAllowedIPs: true, AllowedIPs: []net.IPNet{prefixIPNet(b.subnet)},
 	}}})
 	await.Eventually(t, wait, "B reported programmed on A after the hand repair", func() error {
 		return a.peerState(b.subnet, true, "")
