@@ -46,6 +46,8 @@ type host struct {
 	// subnet6 and pub6, when valid, make the network dual-stack.
 	subnet6 netip.Prefix
 	pub6    netip.Addr
+	// noRepair runs the backend with backend.Options.NoRepair.
+	noRepair bool
 }
 
 // netConfig is the IPv4 network 10.5.0.0/16 with /24 subnets.
@@ -89,6 +91,13 @@ func startHost(t *testing.T, ns *nstest.NS, impl, subnet, pub, backendJSON strin
 // start runs (again) the backend of h.
 func (h *host) start(t *testing.T, backendJSON string, resync time.Duration) {
 	t.Helper()
+	h.b = h.newBackend(t, backendJSON, resync)
+	h.updates, h.stop = backendtest.Start(t, h.b)
+}
+
+// newBackend makes h's backend without running it.
+func (h *host) newBackend(t *testing.T, backendJSON string, resync time.Duration) *Backend {
+	t.Helper()
 	if h.warns == nil {
 		h.warns = &warnCounter{n: make(map[string]int)}
 	}
@@ -104,12 +113,12 @@ func (h *host) start(t *testing.T, backendJSON string, resync time.Duration) {
 		Ext:            backendtest.Ext(t, h.ns, "eth0", addrs...),
 		Config:         cfg,
 		ResyncInterval: resync,
+		NoRepair:       h.noRepair,
 	}, Options{Impl: h.impl, SocketDir: h.sockDir, KeyFile: h.keyFile})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.b = b
-	h.updates, h.stop = backendtest.Start(t, b)
+	return b
 }
 
 // lease is h's lease as the other hosts see it.
@@ -145,10 +154,17 @@ func (h *host) ping(addr string) error {
 	return nil
 }
 
-// peers is the device's peers as "<public key> <allowed IPs>", sorted.
+// peers is the IPv4 device's peers as "<public key> <allowed IPs>",
+// sorted.
 func (h *host) peers(t *testing.T) []string {
 	t.Helper()
-	dev, err := h.device()
+	return h.devicePeers(t, DeviceName)
+}
+
+// devicePeers is peers of the device name.
+func (h *host) devicePeers(t *testing.T, name string) []string {
+	t.Helper()
+	dev, err := h.deviceNamed(name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,8 +182,15 @@ func (h *host) peers(t *testing.T) []string {
 }
 
 // device reads h's IPv4 device.
-func (h *host) device() (*wgtypes.Device, error) {
-	im := h.b.tunnels[0].current()
+func (h *host) device() (*wgtypes.Device, error) { return h.deviceNamed(DeviceName) }
+
+// deviceNamed reads h's device name.
+func (h *host) deviceNamed(name string) (*wgtypes.Device, error) {
+	i := slices.IndexFunc(h.b.tunnels, func(t *tunnel) bool { return t.name == name })
+	if i < 0 {
+		return nil, fmt.Errorf("the backend has no device %s", name)
+	}
+	im := h.b.tunnels[i].current()
 	if im == nil {
 		return nil, errors.New("no implementation chosen yet")
 	}
@@ -191,12 +214,18 @@ func (h *host) overlay() string { return h.subnet.Addr().String() }
 
 func (h *host) waitPeers(t *testing.T, what string, want ...string) {
 	t.Helper()
+	h.waitDevicePeers(t, DeviceName, what, want...)
+}
+
+// waitDevicePeers waits until the device name's peers are want.
+func (h *host) waitDevicePeers(t *testing.T, name, what string, want ...string) {
+	t.Helper()
 	slices.Sort(want)
 	await.Eventually(t, wait, what, func() error {
-		if _, err := h.device(); err != nil {
+		if _, err := h.deviceNamed(name); err != nil {
 			return err
 		}
-		if got := h.peers(t); !slices.Equal(got, want) {
+		if got := h.devicePeers(t, name); !slices.Equal(got, want) {
 			return fmt.Errorf("peers %q, want %q", got, want)
 		}
 		return nil

@@ -1,12 +1,18 @@
 package wireguard
 
 import (
+	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/netagent/netagent/backend"
+	"github.com/netagent/netagent/backend/internal/dataplane"
 	"github.com/netagent/netagent/internal/await"
 	"github.com/netagent/netagent/internal/nstest"
 )
@@ -50,22 +56,7 @@ func TestOneDeviceDualStack(t *testing.T) {
 		{ModeIPv6, "[fd00:77::2]:51820"},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
-			cfg := `{"Type":"wireguard","Mode":"` + tc.mode + `"}`
-			nsA, nsB := nstest.Underlay(t)
-			nsA.AddrAdd(t, "eth0", "192.168.77.1/24", "fd00:77::1/64")
-			nsB.AddrAdd(t, "eth0", "192.168.77.2/24", "fd00:77::2/64")
-			hosts := []*host{{ns: nsA, subnet6: netip.MustParsePrefix("fd00:5:0:1::/64"), pub6: netip.MustParseAddr("fd00:77::1")},
-				{ns: nsB, subnet6: netip.MustParsePrefix("fd00:5:0:2::/64"), pub6: netip.MustParseAddr("fd00:77::2")}}
-			for i, h := range hosts {
-				dir := t.TempDir()
-				h.impl, h.keyFile, h.sockDir = ImplUserspace, dir+"/wgkey", dir+"/sock"
-				h.subnet = netip.MustParsePrefix(fmt.Sprintf("10.5.%d.0/24", i+1))
-				h.pub = netip.MustParseAddr(fmt.Sprintf("192.168.77.%d", i+1))
-				h.start(t, cfg, time.Hour)
-			}
-			a, b := hosts[0], hosts[1]
-			a.updates <- backend.Update{Own: a.lease(), Batch: snapshot(b.lease())}
-			b.updates <- backend.Update{Own: b.lease(), Batch: snapshot(a.lease())}
+			a, b := dualStackPair(t, `{"Type":"wireguard","Mode":"`+tc.mode+`"}`)
 
 			if d, _ := b.b.BackendV6Data(); string(d) != `{"PublicKey":"`+b.b.PublicKey()+`","Port":51820}` {
 				t.Errorf("BackendV6Data %s: want the device's port, 51820", d)
@@ -96,5 +87,85 @@ func TestOneDeviceDualStack(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// dualStackPair is pair on the dual-stack network (10.5.0.0/16 and
+// fd00:5::/48): hosts A (10.5.1.0/24, fd00:5:0:1::/64) and B
+// (10.5.2.0/24, fd00:5:0:2::/64) on an underlay of both families, each
+// running the userspace backend, each with the other as its peer.
+func dualStackPair(t *testing.T, backendJSON string) (a, b *host) {
+	t.Helper()
+	nsA, nsB := nstest.Underlay(t)
+	nsA.AddrAdd(t, "eth0", "192.168.77.1/24", "fd00:77::1/64")
+	nsB.AddrAdd(t, "eth0", "192.168.77.2/24", "fd00:77::2/64")
+	hosts := []*host{{ns: nsA, subnet6: netip.MustParsePrefix("fd00:5:0:1::/64"), pub6: netip.MustParseAddr("fd00:77::1")},
+		{ns: nsB, subnet6: netip.MustParsePrefix("fd00:5:0:2::/64"), pub6: netip.MustParseAddr("fd00:77::2")}}
+	for i, h := range hosts {
+		dir := t.TempDir()
+		h.impl, h.keyFile, h.sockDir = ImplUserspace, dir+"/wgkey", dir+"/sock"
+		h.subnet = netip.MustParsePrefix(fmt.Sprintf("10.5.%d.0/24", i+1))
+		h.pub = netip.MustParseAddr(fmt.Sprintf("192.168.77.%d", i+1))
+		h.start(t, backendJSON, time.Hour)
+	}
+	a, b = hosts[0], hosts[1]
+	a.updates <- backend.Update{Own: a.lease(), Batch: snapshot(b.lease())}
+	b.updates <- backend.Update{Own: b.lease(), Batch: snapshot(a.lease())}
+	return a, b
+}
+
+// TestFirstSyncKeepsOtherFamily: on one device for both families, found
+// with its peers (the kernel's device after a restart; here configured
+// before the first pass), the first family's first sync leaves the other
+// family's AllowedIPs and the endpoint it chose; once both families have
+// synced, the peer is what the leases make it.
+func TestFirstSyncKeepsOtherFamily(t *testing.T) {
+	nsA, _ := nstest.Underlay(t)
+	nsA.AddrAdd(t, "eth0", "192.168.77.1/24", "fd00:77::1/64")
+	dir := t.TempDir()
+	h := &host{ns: nsA, impl: ImplUserspace, keyFile: dir + "/wgkey", sockDir: dir + "/sock",
+		subnet: netip.MustParsePrefix("10.5.1.0/24"), pub: netip.MustParseAddr("192.168.77.1"),
+		subnet6: netip.MustParsePrefix("fd00:5:0:1::/64"), pub6: netip.MustParseAddr("fd00:77::1")}
+	h.b = h.newBackend(t, `{"Type":"wireguard","Mode":"ipv6"}`, time.Hour)
+	dev := h.b.tunnels[0]
+	t.Cleanup(func() { dev.close() })
+	v4, v6 := familyTunnel{dev, false}, familyTunnel{dev, true}
+	if _, _, err := v4.EnsureDevice(); err != nil {
+		t.Fatal(err)
+	}
+	peerPriv, _ := wgtypes.GeneratePrivateKey()
+	key := peerPriv.PublicKey()
+	data, _ := json.Marshal(PeerData{PublicKey: key, Port: 51820})
+	b4 := dataplane.TunnelPeer{Key: "10.5.2.0-24", Subnet: netip.MustParsePrefix("10.5.2.0/24"), PublicIP: netip.MustParseAddr("192.168.77.2"), Data: data}
+	b6 := dataplane.TunnelPeer{Key: "10.5.2.0-24", Subnet: netip.MustParsePrefix("fd00:5:0:2::/64"), PublicIP: netip.MustParseAddr("fd00:77::2"), Data: data}
+	h.configure(t, wgtypes.Config{Peers: []wgtypes.PeerConfig{{
+		PublicKey: key, Endpoint: net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[fd00:77::2]:51820")),
+		AllowedIPs: []net.IPNet{prefixIPNet(b4.Subnet), prefixIPNet(b6.Subnet)},
+	}}})
+
+	both := key.String() + " 10.5.2.0/24,fd00:5:0:2::/64"
+	for _, step := range []struct {
+		what     string
+		sync     func() (map[netip.Prefix]error, int, error)
+		peer     string
+		endpoint string
+	}{
+		{"the IPv4 engine's first sync", func() (map[netip.Prefix]error, int, error) { return v4.SyncPeers([]dataplane.TunnelPeer{b4}) }, both, "[fd00:77::2]:51820"},
+		{"the IPv6 engine's first sync", func() (map[netip.Prefix]error, int, error) { return v6.SyncPeers([]dataplane.TunnelPeer{b6}) }, both, "[fd00:77::2]:51820"},
+		{"B's IPv6 lease gone", func() (map[netip.Prefix]error, int, error) { return v6.SyncPeers(nil) }, key.String() + " 10.5.2.0/24", "192.168.77.2:51820"},
+	} {
+		if failed, _, err := step.sync(); err != nil || len(failed) > 0 {
+			t.Fatalf("%s: failed %v, err %v", step.what, failed, err)
+		}
+		if got := h.peers(t); !slices.Equal(got, []string{step.peer}) {
+			t.Errorf("after %s: peers %q, want %q", step.what, got, step.peer)
+		}
+		d, err := h.device()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(d.Peers) == 1 && d.Peers[0].Endpoint.String() != step.endpoint {
+			t.Errorf("after %s: endpoint %s, want %s", step.what, d.Peers[0].Endpoint, step.endpoint)
+		}
 	}
 }

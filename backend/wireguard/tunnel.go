@@ -43,6 +43,12 @@ type tunnel struct {
 	// host's public IPv6 (invalid: none).
 	mode  string
 	extV6 netip.Addr
+	// family is the address family the device alone carries (4 or 6),
+	// 0 for the device both families share.
+	family int
+	// noRepair makes SyncPeers report, not fix, what it finds wrong on
+	// the device once it has configured it (backend.Options.NoRepair).
+	noRepair bool
 
 	// op serialises EnsureDevice, SyncPeers and UpdatePeers: on a shared
 	// device the two engines call them concurrently, and each computes a
@@ -57,6 +63,12 @@ type tunnel struct {
 	// device was last configured with.
 	desired map[netip.Prefix]want
 	applied map[wgtypes.Key]bool
+	// synced is set once SyncPeers has configured the device: from then
+	// on an unwanted peer, key or port on it is drift, not adoption.
+	synced bool
+	// familySynced is, on the device both families share, per family (4,
+	// 6), whether that family's engine has synced it.
+	familySynced map[int]bool
 }
 
 var _ dataplane.Tunnel = (*tunnel)(nil)
@@ -128,6 +140,11 @@ func (t *tunnel) EnsureDevice() (netlink.Link, bool, error) {
 			return nil, false, fmt.Errorf("configure %s: %w", t.name, err)
 		}
 	}
+	stray, err := t.removeOtherFamily(link)
+	if err != nil {
+		return nil, false, err
+	}
+	repaired = repaired || stray
 	a := link.Attrs()
 	if a.MTU != t.mtu {
 		if err := t.h.LinkSetMTU(link, t.mtu); err != nil {
@@ -144,10 +161,45 @@ func (t *tunnel) EnsureDevice() (netlink.Link, bool, error) {
 	return link, repaired, nil
 }
 
+// removeOtherFamily removes from the device of one family the addresses
+// of the other (link-local ones aside): the other family's address is
+// left there when the device carried both families before a switch to
+// Mode separate. It reports whether it removed any.
+//
+// Equivalent to: `ip -6 addr del <addr> dev flannel-wg` (`ip -4` for
+// flannel-wg-v6).
+func (t *tunnel) removeOtherFamily(link netlink.Link) (bool, error) {
+	other := 0
+	switch t.family {
+	case 4:
+		other = netlink.FAMILY_V6
+	case 6:
+		other = netlink.FAMILY_V4
+	default:
+		return false, nil
+	}
+	addrs, err := backend.RetryDump(func() ([]netlink.Addr, error) { return t.h.AddrList(link, other) })
+	if err != nil {
+		return false, fmt.Errorf("list addresses of %s: %w", t.name, err)
+	}
+	removed := false
+	for i := range addrs {
+		if addrs[i].IP.IsLinkLocalUnicast() {
+			continue
+		}
+		t.log.Info("removing the other family's address", "device", t.name, "addr", addrs[i].IPNet)
+		if err := t.h.AddrDel(link, &addrs[i]); err != nil && !backend.IsNotFound(err) {
+			return removed, fmt.Errorf("remove %s from %s: %w", addrs[i].IPNet, t.name, err)
+		}
+		removed = true
+	}
+	return removed, nil
+}
+
 // SyncPeers diffs the device against every lease's peer and applies the
 // difference in one configuration (see dataplane.Tunnel).
 func (t *tunnel) SyncPeers(peers []dataplane.TunnelPeer) (map[netip.Prefix]error, int, error) {
-	return t.syncPeers(peers, nil)
+	return t.syncPeers(peers, 0)
 }
 
 // familyTunnel is one engine's view of the device both families share:
@@ -158,14 +210,23 @@ type familyTunnel struct {
 }
 
 func (f familyTunnel) SyncPeers(peers []dataplane.TunnelPeer) (map[netip.Prefix]error, int, error) {
-	return f.syncPeers(peers, func(s netip.Prefix) bool { return s.Addr().Is6() != f.v6 })
+	if f.v6 {
+		return f.syncPeers(peers, 6)
+	}
+	return f.syncPeers(peers, 4)
 }
 
-// syncPeers is SyncPeers; the leases of the subnets keep (nil: none) are
-// left as wanted, those of the others replaced by peers.
-func (t *tunnel) syncPeers(peers []dataplane.TunnelPeer, keep func(netip.Prefix) bool) (map[netip.Prefix]error, int, error) {
+// syncPeers is SyncPeers. On the device both families share, family is
+// the calling engine's (4 or 6; 0 on a device of one family): the leases
+// of the other family are left as wanted, those of family replaced by
+// peers. Until the other family has synced the device, its AllowedIPs
+// found on the device are carried over: the first pass of one family,
+// on a device found with its peers (a kernel device after a restart),
+// does not strip the other family's subnets from them.
+func (t *tunnel) syncPeers(peers []dataplane.TunnelPeer, family int) (map[netip.Prefix]error, int, error) {
 	t.op.Lock()
 	defer t.op.Unlock()
+	other := func(s netip.Prefix) bool { return family != 0 && s.Addr().Is6() != (family == 6) }
 	desired := make(map[netip.Prefix]want, len(peers))
 	failed := make(map[netip.Prefix]error)
 	for _, p := range peers {
@@ -177,15 +238,17 @@ func (t *tunnel) syncPeers(peers []dataplane.TunnelPeer, keep func(netip.Prefix)
 		desired[p.Subnet] = w
 	}
 	t.mu.Lock()
-	if keep != nil {
-		for s, w := range t.desired {
-			if keep(s) {
-				desired[s] = w
-			}
+	for s, w := range t.desired {
+		if other(s) {
+			desired[s] = w
 		}
 	}
 	t.desired = desired
-	applied := t.applied
+	applied, synced := t.applied, t.synced
+	var carry func(netip.Prefix) bool
+	if family != 0 && !t.familySynced[otherFamily(family)] {
+		carry = other
+	}
 	im := t.impl
 	t.mu.Unlock()
 
@@ -193,39 +256,9 @@ func (t *tunnel) syncPeers(peers []dataplane.TunnelPeer, keep func(netip.Prefix)
 	if err != nil {
 		return failAll(failed, desired, err), 0, err
 	}
-	cfg := wgtypes.Config{}
-	if dev.PrivateKey != t.key.k {
-		cfg.PrivateKey = t.key.key()
-	}
-	if dev.ListenPort != t.port {
-		port := t.port
-		cfg.ListenPort = &port
-	}
-	byKey := groupByKey(desired)
-	repairs := 0
-	seen := make(map[wgtypes.Key]bool, len(dev.Peers))
-	for i := range dev.Peers {
-		have := &dev.Peers[i]
-		seen[have.PublicKey] = true
-		subnets, ok := byKey[have.PublicKey]
-		if !ok {
-			cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: have.PublicKey, Remove: true})
-			repairs++
-			continue
-		}
-		pc := t.peerConfig(have.PublicKey, subnets, desired)
-		if !t.matches(have, &pc) {
-			cfg.Peers = append(cfg.Peers, pc)
-			repairs++
-		}
-	}
-	for k, subnets := range byKey {
-		if !seen[k] {
-			cfg.Peers = append(cfg.Peers, t.peerConfig(k, subnets, desired))
-			if applied[k] {
-				repairs++
-			}
-		}
+	cfg, repairs, held := t.diffDevice(dev, desired, applied, synced, carry, failed)
+	if len(held) > 0 {
+		t.log.Warn("WireGuard peers missing or wrong; repair disabled, left as found", "device", t.name, "would", held)
 	}
 	if cfg.PrivateKey != nil || cfg.ListenPort != nil || len(cfg.Peers) > 0 {
 		if err := im.configure(cfg); err != nil {
@@ -234,12 +267,87 @@ func (t *tunnel) syncPeers(peers []dataplane.TunnelPeer, keep func(netip.Prefix)
 		}
 	}
 	t.mu.Lock()
-	t.applied = make(map[wgtypes.Key]bool, len(byKey))
-	for k := range byKey {
-		t.applied[k] = true
+	t.applied = make(map[wgtypes.Key]bool, len(desired))
+	for _, w := range desired {
+		t.applied[w.key] = true
+	}
+	t.synced = true
+	if family != 0 {
+		if t.familySynced == nil {
+			t.familySynced = make(map[int]bool, 2)
+		}
+		t.familySynced[family] = true
 	}
 	t.mu.Unlock()
 	return failed, repairs, nil
+}
+
+// diffDevice is the configuration that makes dev hold the peers of
+// desired and this host's key and port, and how many peers it repairs.
+// The AllowedIPs of dev that carry (nil: none) selects stay on their
+// peers, with the peer's endpoint (carryOver), and a peer that is not
+// wanted but has such AllowedIPs is left alone. The repairs are the peers
+// found unwanted or wrong, or missing once configured (applied).
+// With noRepair, what would be a repair is left out of the configuration
+// and listed in held: a peer configured before (applied) and found
+// missing or wrong, and, once the device was synced, an unwanted peer,
+// key or port; the subnets of such a peer get their error in failed
+// ("repair disabled: would ...", as the engine reports the entries it
+// leaves as found).
+func (t *tunnel) diffDevice(dev *wgtypes.Device, desired map[netip.Prefix]want, applied map[wgtypes.Key]bool, synced bool, carry func(netip.Prefix) bool, failed map[netip.Prefix]error) (cfg wgtypes.Config, repairs int, held []string) {
+	// hold reports whether the repair what is to be left out.
+	hold := func(drift bool, what string, subnets []netip.Prefix) bool {
+		if !t.noRepair || !drift {
+			return false
+		}
+		held = append(held, what)
+		for _, s := range subnets {
+			failed[s] = errors.Join(failed[s], fmt.Errorf("repair disabled: would %s", what))
+		}
+		return true
+	}
+	if dev.PrivateKey != t.key.k && !hold(synced, "set the private key of "+t.name, nil) {
+		cfg.PrivateKey = t.key.key()
+	}
+	if dev.ListenPort != t.port && !hold(synced, fmt.Sprintf("set the listen port of %s to %d", t.name, t.port), nil) {
+		port := t.port
+		cfg.ListenPort = &port
+	}
+	byKey := groupByKey(desired)
+	seen := make(map[wgtypes.Key]bool, len(dev.Peers))
+	for i := range dev.Peers {
+		have := &dev.Peers[i]
+		seen[have.PublicKey] = true
+		subnets, ok := byKey[have.PublicKey]
+		if !ok && carry != nil && slices.ContainsFunc(have.AllowedIPs, func(a net.IPNet) bool { return carry(ipNetPrefix(a)) }) {
+			continue
+		}
+		if !ok {
+			if !hold(synced, "remove peer "+have.PublicKey.String(), nil) {
+				cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: have.PublicKey, Remove: true})
+				repairs++
+			}
+			continue
+		}
+		pc := t.peerConfig(have.PublicKey, subnets, desired)
+		if carry != nil {
+			carryOver(have, &pc, carry)
+		}
+		if !t.matches(have, &pc) && !hold(applied[have.PublicKey], "configure peer "+have.PublicKey.String(), subnets) {
+			cfg.Peers = append(cfg.Peers, pc)
+			repairs++
+		}
+	}
+	for k, subnets := range byKey {
+		if seen[k] || hold(applied[k], "add peer "+k.String(), subnets) {
+			continue
+		}
+		cfg.Peers = append(cfg.Peers, t.peerConfig(k, subnets, desired))
+		if applied[k] {
+			repairs++
+		}
+	}
+	return cfg, repairs, held
 }
 
 // UpdatePeers configures the peers of set and removes those of removed
@@ -305,6 +413,37 @@ func (t *tunnel) UpdatePeers(set []dataplane.TunnelPeer, removed []netip.Prefix)
 	return failed
 }
 
+// carryOver adds to pc the AllowedIPs of have that carry selects and,
+// when there are any, keeps have's endpoint: the part of a peer that the
+// other family's engine has not synced yet.
+func carryOver(have *wgtypes.Peer, pc *wgtypes.PeerConfig, carry func(netip.Prefix) bool) {
+	carried := false
+	for _, a := range have.AllowedIPs {
+		if carry(ipNetPrefix(a)) {
+			pc.AllowedIPs = append(pc.AllowedIPs, a)
+			carried = true
+		}
+	}
+	if carried && have.Endpoint != nil {
+		pc.Endpoint = have.Endpoint
+	}
+}
+
+// ipNetPrefix is n as a prefix (an IPv4 one for an IPv4-mapped address).
+func ipNetPrefix(n net.IPNet) netip.Prefix {
+	a, _ := netip.AddrFromSlice(n.IP)
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones)
+}
+
+// prefixIPNet is p as a net.IPNet.
+func prefixIPNet(p netip.Prefix) net.IPNet {
+	return net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// otherFamily is 6 for 4, 4 for 6.
+func otherFamily(family int) int { return 10 - family }
+
 // wantOf parses a lease's backend data into its peer.
 func wantOf(p dataplane.TunnelPeer) (want, error) {
 	d, err := ParseBackendData(p.Data)
@@ -350,7 +489,7 @@ func (t *tunnel) peerConfig(k wgtypes.Key, subnets []netip.Prefix, desired map[n
 		ReplaceAllowedIPs:           true,
 	}
 	for _, s := range subnets {
-		pc.AllowedIPs = append(pc.AllowedIPs, net.IPNet{IP: net.IP(s.Addr().AsSlice()), Mask: net.CIDRMask(s.Bits(), s.Addr().BitLen())})
+		pc.AllowedIPs = append(pc.AllowedIPs, prefixIPNet(s))
 	}
 	return pc
 }

@@ -19,7 +19,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/netagent/netagent/backend"
 	"github.com/netagent/netagent/backend/internal/dataplane"
@@ -62,6 +65,8 @@ type Backend struct {
 	key      privateKey
 	// tunnels are the devices, IPv4's first.
 	tunnels []*tunnel
+	h       *netlink.Handle
+	log     *slog.Logger
 	engines dataplane.Group
 }
 
@@ -98,7 +103,7 @@ func New(opts backend.Options, wo Options) (*Backend, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b := &Backend{settings: s}
+	b := &Backend{settings: s, h: opts.Handle, log: log}
 	b.v4, b.v6 = dataplane.Families(opts.Config)
 	ext := opts.Ext
 	if b.v4 && !ext.PublicIP.Is4() {
@@ -132,13 +137,14 @@ func New(opts backend.Options, wo Options) (*Backend, error) {
 		MTU:            b.mtu,
 		NoRepair:       opts.NoRepair,
 	}
-	newTunnel := func(name string, port int, tlog *slog.Logger) *tunnel {
+	newTunnel := func(name string, family, port int, tlog *slog.Logger) *tunnel {
 		t := &tunnel{
 			name: name, mtu: b.mtu, port: port, key: b.key,
 			keepalive: time.Duration(s.PersistentKeepaliveInterval) * time.Second,
 			implFlag:  wo.Impl, socketDir: wo.SocketDir,
 			h: opts.Handle, netns: opts.Netns, log: tlog,
 			mode: s.Mode, extV6: ext.PublicIPv6,
+			family: family, noRepair: opts.NoRepair,
 		}
 		if s.PSK != nil {
 			t.psk = *s.PSK
@@ -151,13 +157,13 @@ func New(opts backend.Options, wo Options) (*Backend, error) {
 	// addresses, route and AllowedIPs on it.
 	var shared *tunnel
 	if b.v4 && b.v6 && s.Mode != ModeSeparate {
-		shared = newTunnel(DeviceName, s.ListenPort, log)
+		shared = newTunnel(DeviceName, 0, s.ListenPort, log)
 	}
 	if b.v4 {
 		c := cfg
 		c.Family, c.Tunnel = 4, familyTunnel{shared, false}
 		if shared == nil {
-			c.Tunnel = newTunnel(DeviceName, s.ListenPort, log)
+			c.Tunnel = newTunnel(DeviceName, 4, s.ListenPort, log)
 		}
 		c.Network, c.SubnetLen = opts.Config.Network, opts.Config.SubnetLen
 		b.engines.Add(dataplane.New(c))
@@ -167,7 +173,7 @@ func New(opts backend.Options, wo Options) (*Backend, error) {
 		c := cfg
 		c.Family, c.Tunnel, c.Log = 6, familyTunnel{shared, true}, l6
 		if shared == nil {
-			c.Tunnel = newTunnel(DeviceNameV6, s.ListenPortV6, l6)
+			c.Tunnel = newTunnel(DeviceNameV6, 6, s.ListenPortV6, l6)
 		}
 		c.Network, c.SubnetLen = opts.Config.IPv6Network, opts.Config.IPv6SubnetLen
 		b.engines.Add(dataplane.New(c))
@@ -219,6 +225,7 @@ func (b *Backend) BackendV6Data() (json.RawMessage, error) {
 // backend.Backend). The devices stay when it returns: a kernel device with
 // its peers, a userspace device's TUN with its address and route.
 func (b *Backend) Run(ctx context.Context, updates <-chan backend.Update) error {
+	b.removeUnused()
 	err := b.engines.Run(ctx, updates)
 	for _, t := range b.tunnels {
 		if cerr := t.close(); cerr != nil {
@@ -250,4 +257,37 @@ func (b *Backend) Status() backend.Status {
 	}
 	st.Peers = peers
 	return st
+}
+
+// removeUnused deletes the devices of the backend's naming (flannel-wg,
+// flannel-wg-v6) that the current Mode and families do not use, with
+// their peers, address and route: what a run with another Mode left (a
+// switch from Mode separate to one device leaves flannel-wg-v6). Only a
+// WireGuard device or a TUN is deleted, never another link of the name.
+// A failure is logged: the devices in use do not depend on it.
+//
+// Equivalent to: `ip link del flannel-wg-v6`.
+func (b *Backend) removeUnused() {
+	for _, name := range []string{DeviceName, DeviceNameV6} {
+		if slices.ContainsFunc(b.tunnels, func(t *tunnel) bool { return t.name == name }) {
+			continue
+		}
+		l, err := b.h.LinkByName(name)
+		if err != nil {
+			var nf netlink.LinkNotFoundError
+			if !errors.As(err, &nf) {
+				b.log.Warn("cannot look up an unused WireGuard device", "device", name, "err", err)
+			}
+			continue
+		}
+		if typ := l.Type(); typ != "wireguard" && typ != "tuntap" {
+			b.log.Warn("link of a WireGuard device's name left in place: not a WireGuard device", "device", name, "type", typ)
+			continue
+		}
+		if err := b.h.LinkDel(l); err != nil && !backend.IsNotFound(err) {
+			b.log.Warn("cannot delete an unused WireGuard device", "device", name, "err", err)
+			continue
+		}
+		b.log.Info("unused WireGuard device deleted", "device", name, "mode", b.settings.Mode)
+	}
 }
