@@ -26,6 +26,10 @@ type KubeOptions struct {
 	NodeName string
 	// AnnotationPrefix names the annotations (--kube-annotation-prefix).
 	AnnotationPrefix string
+	// SetNodeNetworkUnavailable (--set-node-network-unavailable, default
+	// true) sets the Node's NetworkUnavailable condition false once the
+	// lease is published, once per start.
+	SetNodeNetworkUnavailable bool
 	// NetConfigPath is the network config file (--net-config-path).
 	NetConfigPath string
 }

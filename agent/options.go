@@ -156,8 +156,9 @@ func DefaultOptions() *Options {
 			KeepAliveTimeout: DefaultEtcdKeepAliveTimeout,
 		},
 		Kube: KubeOptions{
-			AnnotationPrefix: kubeinfo.DefaultAnnotationPrefix,
-			NetConfigPath:    kubeinfo.DefaultNetConfigPath,
+			AnnotationPrefix:          kubeinfo.DefaultAnnotationPrefix,
+			SetNodeNetworkUnavailable: true,
+			NetConfigPath:             kubeinfo.DefaultNetConfigPath,
 		},
 		SubnetFile:     subnetfile.DefaultPath,
 		DockerOptsFile: DefaultDockerOptsFile,

@@ -50,10 +50,11 @@ func (driver) Open(ctx context.Context, k agent.KubeOptions, log *slog.Logger) (
 		return nil, err
 	}
 	s, err := kubestore.Open(ctx, restCfg, kubestore.Options{
-		NodeName:         k.NodeName,
-		AnnotationPrefix: k.AnnotationPrefix,
-		NetConfigPath:    k.NetConfigPath,
-		Log:              log,
+		NodeName:                k.NodeName,
+		AnnotationPrefix:        k.AnnotationPrefix,
+		NetConfigPath:           k.NetConfigPath,
+		LeaveNetworkUnavailable: !k.SetNodeNetworkUnavailable,
+		Log:                     log,
 	})
 	if err != nil {
 		return nil, err

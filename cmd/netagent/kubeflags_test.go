@@ -23,7 +23,8 @@ func TestParseRunKube(t *testing.T) {
 			env:  map[string]string{"NODE_NAME": "node-1"},
 			check: func(t *testing.T, o *optsView) {
 				o.eq(t, "kube", o.Kube, agent.KubeOptions{Enabled: true, NodeName: "node-1",
-					AnnotationPrefix: "flannel.alpha.coreos.com", NetConfigPath: "/etc/kube-flannel/net-conf.json"})
+					AnnotationPrefix: "flannel.alpha.coreos.com", NetConfigPath: "/etc/kube-flannel/net-conf.json",
+					SetNodeNetworkUnavailable: true})
 				o.eq(t, "masq", o.IPMasq, true)
 				// flannel's default prefix: the default instance's names.
 				o.eq(t, "status socket", o.StatusSocket, agent.DefaultStatusSocket)
@@ -33,7 +34,8 @@ func TestParseRunKube(t *testing.T) {
 		{
 			name: "every kube flag",
 			args: []string{"--kube-subnet-mgr", "--kube-api-url", "https://10.0.0.1:6443", "--kubeconfig-file", "/etc/kc",
-				"--kube-annotation-prefix", "example.com/net", "--net-config-path", "/etc/nc.json", "--node-name", "n2"},
+				"--kube-annotation-prefix", "example.com/net", "--net-config-path", "/etc/nc.json", "--node-name", "n2",
+				"--set-node-network-unavailable=false"},
 			env: map[string]string{"NODE_NAME": "ignored"},
 			check: func(t *testing.T, o *optsView) {
 				o.eq(t, "kube", o.Kube, agent.KubeOptions{Enabled: true, APIURL: "https://10.0.0.1:6443", Kubeconfig: "/etc/kc",
@@ -46,7 +48,7 @@ func TestParseRunKube(t *testing.T) {
 		{
 			name: "FLANNELD_* variables",
 			env: map[string]string{"FLANNELD_KUBE_SUBNET_MGR": "true", "FLANNELD_KUBE_ANNOTATION_PREFIX": "example.org",
-				"FLANNELD_NET_CONFIG_PATH": "/n.json", "NODE_NAME": "n3"},
+				"FLANNELD_NET_CONFIG_PATH": "/n.json", "NODE_NAME": "n3", "FLANNELD_SET_NODE_NETWORK_UNAVAILABLE": "false"},
 			check: func(t *testing.T, o *optsView) {
 				o.eq(t, "kube", o.Kube, agent.KubeOptions{Enabled: true, NodeName: "n3",
 					AnnotationPrefix: "example.org", NetConfigPath: "/n.json"})

@@ -182,6 +182,7 @@ func kubeFlags(fs *flag.FlagSet, k *agent.KubeOptions) {
 	fs.StringVar(&k.AnnotationPrefix, "kube-annotation-prefix", k.AnnotationPrefix, "prefix of the Node annotations that publish the lease")
 	fs.StringVar(&k.NetConfigPath, "net-config-path", k.NetConfigPath, "network config file in kube mode (net-conf.json, from a ConfigMap)")
 	fs.StringVar(&k.NodeName, "node-name", "", "this host's Node in kube mode (default: $NODE_NAME)")
+	fs.BoolVar(&k.SetNodeNetworkUnavailable, "set-node-network-unavailable", k.SetNodeNetworkUnavailable, "in kube mode, set the Node's NetworkUnavailable condition false once per start")
 }
 
 // Flags of one store only: given with the other store's mode, they are
@@ -189,7 +190,8 @@ func kubeFlags(fs *flag.FlagSet, k *agent.KubeOptions) {
 var (
 	etcdOnlyFlags = []string{"etcd-endpoints", "etcd-prefix", "etcd-certfile", "etcd-keyfile", "etcd-cafile",
 		"etcd-username", "etcd-password", "etcd-password-file", "subnet-lease-ttl"}
-	kubeOnlyFlags = []string{"kube-api-url", "kubeconfig-file", "kube-annotation-prefix", "net-config-path", "node-name"}
+	kubeOnlyFlags = []string{"kube-api-url", "kubeconfig-file", "kube-annotation-prefix", "net-config-path", "node-name",
+		"set-node-network-unavailable"}
 )
 
 // nodeNameEnv is flanneld's variable naming this host's Node, set from the

@@ -208,7 +208,7 @@ func (h *Holder) publish(ctx context.Context) (lease.Lease, string, error) {
 	if err := h.fits(v4, v6); err != nil {
 		return lease.Lease{}, "", err
 	}
-	setCond := !h.conditionSet && networkUnavailable(n)
+	setCond := !h.conditionSet && !h.s.leaveCondition && networkUnavailable(n)
 	if d := nodeann.Diff(n, h.s.names.Want(n, h.attrs)); d != nil || setCond {
 		if n, err = h.patch(ctx, d, setCond); err != nil {
 			return lease.Lease{}, "", err

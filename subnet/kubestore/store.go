@@ -54,6 +54,10 @@ type Options struct {
 	// NetConfigPath is the network config file (DefaultNetConfigPath
 	// when empty).
 	NetConfigPath string
+	// LeaveNetworkUnavailable keeps the Holder from setting the Node's
+	// NetworkUnavailable condition false (flanneld's
+	// --set-node-network-unavailable=false).
+	LeaveNetworkUnavailable bool
 	// ResyncPeriod makes the Node informer re-deliver its cache this
 	// often (0: never); the Store ignores re-deliveries that change
 	// nothing.
@@ -71,12 +75,14 @@ type Store struct {
 	prefix    string
 	nodeName  string
 	cfgPath   string
-	cfg       *lease.Config
-	log       *slog.Logger
-	informer  cache.SharedIndexInformer
-	cancel    context.CancelFunc
-	done      chan struct{}
-	stats     storeStats
+	// leaveCondition is Options.LeaveNetworkUnavailable.
+	leaveCondition bool
+	cfg            *lease.Config
+	log            *slog.Logger
+	informer       cache.SharedIndexInformer
+	cancel         context.CancelFunc
+	done           chan struct{}
+	stats          storeStats
 }
 
 type storeStats struct {
@@ -134,15 +140,16 @@ func Open(ctx context.Context, restCfg *rest.Config, opts Options) (*Store, erro
 		return nil, err
 	}
 	s := &Store{
-		nodes:     nodeClient{core},
-		names:     names,
-		apiServer: serverURL(restCfg.Host),
-		prefix:    opts.AnnotationPrefix,
-		nodeName:  opts.NodeName,
-		cfgPath:   opts.NetConfigPath,
-		cfg:       cfg,
-		log:       opts.Log,
-		done:      make(chan struct{}),
+		nodes:          nodeClient{core},
+		names:          names,
+		apiServer:      serverURL(restCfg.Host),
+		prefix:         opts.AnnotationPrefix,
+		nodeName:       opts.NodeName,
+		leaveCondition: opts.LeaveNetworkUnavailable,
+		cfgPath:        opts.NetConfigPath,
+		cfg:            cfg,
+		log:            opts.Log,
+		done:           make(chan struct{}),
 	}
 	s.informer = cache.NewSharedIndexInformer(s.nodes.listWatch(), &corev1.Node{}, opts.ResyncPeriod, cache.Indexers{})
 	if err := s.informer.SetWatchErrorHandler(s.watchError); err != nil {

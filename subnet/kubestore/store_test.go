@@ -66,9 +66,16 @@ func newEnv(t *testing.T) *env {
 // force (the authorizer learns of it shortly after it is written).
 func (e *env) open(t *testing.T, node string) *Store {
 	t.Helper()
+	return e.openWith(t, Options{NodeName: node})
+}
+
+// openWith is open with the options given (the config file the env's).
+func (e *env) openWith(t *testing.T, opts Options) *Store {
+	t.Helper()
+	opts.NetConfigPath = e.netConf
 	var s *Store
 	await.Eventually(t, wait, "store opened with the agent's permissions", func() (err error) {
-		s, err = Open(context.Background(), e.c.RESTConfig(t, kubetest.AgentUser), Options{NodeName: node, NetConfigPath: e.netConf})
+		s, err = Open(context.Background(), e.c.RESTConfig(t, kubetest.AgentUser), opts)
 		return err
 	})
 	t.Cleanup(func() { s.Close() })
@@ -114,11 +121,12 @@ func (e *env) annotate(t *testing.T, name string, annotations map[string]string)
 	e.patch(t, name, types.MergePatchType, patch)
 }
 
-func (e *env) patch(t *testing.T, name string, pt types.PatchType, patch []byte) {
+// patch patches a Node (its subresource when one is given: "status").
+func (e *env) patch(t *testing.T, name string, pt types.PatchType, patch []byte, subresource ...string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	if _, err := e.admin.CoreV1().Nodes().Patch(ctx, name, pt, patch, metav1.PatchOptions{}); err != nil {
+	if _, err := e.admin.CoreV1().Nodes().Patch(ctx, name, pt, patch, metav1.PatchOptions{}, subresource...); err != nil {
 		t.Fatalf("patch Node %s with %s: %v", name, patch, err)
 	}
 }
@@ -268,13 +276,7 @@ func TestStore(t *testing.T) {
 		t.Fatalf("%d annotation patches, want 1", st.Renewals)
 	}
 	// The same patch cleared NetworkUnavailable, as flanneld does at start.
-	var cond *corev1.NodeCondition
-	for _, c := range e.node(t, "host-a").Status.Conditions {
-		if c.Type == corev1.NodeNetworkUnavailable {
-			cond = &c
-		}
-	}
-	if cond == nil || cond.Status != corev1.ConditionFalse || cond.Reason != conditionReason {
+	if cond := networkCondition(e.node(t, "host-a")); cond == nil || cond.Status != corev1.ConditionFalse || cond.Reason != conditionReason {
 		t.Fatalf("host-a's NetworkUnavailable condition %+v, want False, reason %s", cond, conditionReason)
 	}
 	if info := s.Info(); info.Counters.Patches != 1 || info.Counters.Events <= events || !info.LastEvent.After(lastEvent) {
@@ -346,4 +348,46 @@ func TestStoreForbidden(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// networkCondition is n's NetworkUnavailable condition, nil without one.
+func networkCondition(n *corev1.Node) *corev1.NodeCondition {
+	for i, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeNetworkUnavailable {
+			return &n.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+// TestNetworkUnavailable: a Node registered with NetworkUnavailable true
+// (as some cloud controllers do) has it set false once the lease is
+// published; with LeaveNetworkUnavailable (flanneld's
+// --set-node-network-unavailable=false) it is left as it is.
+func TestNetworkUnavailable(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	attrs := lease.LeaseAttrs{PublicIP: netip.MustParseAddr("192.168.77.1"), BackendType: "vxlan",
+		BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"3e:5b:b9:8d:d6:01"}`)}
+	for i, tc := range []struct {
+		node  string
+		leave bool
+		want  corev1.ConditionStatus
+	}{{"set", false, corev1.ConditionFalse}, {"left", true, corev1.ConditionTrue}} {
+		e.createNode(t, tc.node, nil, fmt.Sprintf("10.244.%d.0/24", i+1))
+		unavailable, _ := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{{
+			Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionTrue, Reason: "NoRouteCreated"}}}})
+		e.patch(t, tc.node, types.StrategicMergePatchType, unavailable, "status")
+		s := e.openWith(t, Options{NodeName: tc.node, LeaveNetworkUnavailable: tc.leave})
+		attrs.PublicIP = netip.AddrFrom4([4]byte{192, 168, 77, byte(i + 1)})
+		h, err := s.Hold(ctx, s.Config(), subnet.AcquireOptions{Attrs: attrs})
+		if err != nil {
+			t.Fatalf("%s: Hold: %v", tc.node, err)
+		}
+		defer h.Close()
+		if cond := networkCondition(e.node(t, tc.node)); cond == nil || cond.Status != tc.want {
+			t.Errorf("%s (leave %t): NetworkUnavailable %+v after the lease, want %s", tc.node, tc.leave, cond, tc.want)
+		}
+	}
 }
