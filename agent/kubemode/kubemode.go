@@ -35,7 +35,7 @@ func (driver) Validate(k agent.KubeOptions) []error {
 			errs = append(errs, fmt.Errorf("--node-name: %q is not a Node name: %s", k.NodeName, strings.Join(msgs, "; ")))
 		}
 	}
-	if err := checkAnnotationPrefix(k.AnnotationPrefix); err != nil {
+	if err := kubestore.CheckAnnotationPrefix(k.AnnotationPrefix); err != nil {
 		errs = append(errs, fmt.Errorf("--kube-annotation-prefix: %w", err))
 	}
 	return errs
@@ -109,24 +109,6 @@ func apiServerReady(ctx context.Context, hc *http.Client, host string) error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("API server /readyz: %s: %s", resp.Status, strings.TrimSpace(string(body)))
-	}
-	return nil
-}
-
-// checkAnnotationPrefix checks that prefix forms annotation names the API
-// server accepts, derived as flannel derives them: "example.com" →
-// "example.com/backend-type", "example.com/net" →
-// "example.com/net-backend-type".
-func checkAnnotationPrefix(prefix string) error {
-	name := prefix + "/backend-type"
-	if strings.Contains(prefix, "/") {
-		name = strings.TrimSuffix(prefix, "-") + "-backend-type"
-		if strings.HasSuffix(prefix, "/") {
-			name = prefix + "backend-type"
-		}
-	}
-	if msgs := validation.IsQualifiedName(name); len(msgs) > 0 {
-		return fmt.Errorf("%q does not form valid annotation names (%s): %s", prefix, name, strings.Join(msgs, "; "))
 	}
 	return nil
 }

@@ -30,6 +30,14 @@ const DefaultAnnotationPrefix = nodeann.DefaultPrefix
 // cannot form annotation names.
 var ErrInvalidPrefix = nodeann.ErrInvalidPrefix
 
+// CheckAnnotationPrefix returns an error wrapping ErrInvalidPrefix when
+// prefix does not form annotation names the API server accepts, derived as
+// flannel derives them (Open checks the same).
+func CheckAnnotationPrefix(prefix string) error {
+	_, err := nodeann.New(prefix)
+	return err
+}
+
 // DefaultNetConfigPath is flannel's --net-config-path default.
 const DefaultNetConfigPath = kubeinfo.DefaultNetConfigPath
 

@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/netagent/netagent/subnet/kubestore/kubeinfo"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -62,6 +63,12 @@ func New(prefix string) (Names, error) {
 	}
 	if !prefixPattern.MatchString(p) {
 		return Names{}, fmt.Errorf("%w %q: want a DNS name, optionally /name", ErrInvalidPrefix, prefix)
+	}
+	// The longest name must still be one the API server accepts (a DNS
+	// subdomain of at most 253 characters, a name part of at most 63).
+	if name := p + "public-ipv6-overwrite"; len(validation.IsQualifiedName(name)) > 0 {
+		return Names{}, fmt.Errorf("%w %q: %s is not a valid annotation name: %s", ErrInvalidPrefix, prefix, name,
+			strings.Join(validation.IsQualifiedName(name), "; "))
 	}
 	return Names{
 		managed:             p + "kube-subnet-manager",

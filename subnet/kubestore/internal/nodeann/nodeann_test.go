@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -31,7 +32,9 @@ func TestAnnotationNames(t *testing.T) {
 			t.Errorf("%q: backend-type annotation %q, want %q", tc.prefix, a.backendType, tc.backendType)
 		}
 	}
-	for _, bad := range []string{"a.com/b/c", "Example.com", "nodots", "example.com/ne t", ""} {
+	// The last: a name part that leaves no room for "-public-ipv6-overwrite"
+	// within the API server's 63 characters.
+	for _, bad := range []string{"a.com/b/c", "Example.com", "nodots", "example.com/ne t", "", "example.com/" + strings.Repeat("n", 50)} {
 		if _, err := New(bad); !errors.Is(err, ErrInvalidPrefix) {
 			t.Errorf("%q: err %v, want ErrInvalidPrefix", bad, err)
 		}
